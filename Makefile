@@ -1,0 +1,48 @@
+# tenantctl: everything installs into a project-local virtualenv (.venv), nothing system-wide
+# except, where possible, kubectl for the emulator's kubectl tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export TENANTCTL_STATE_DIR ?= $(CURDIR)/.tenantctl
+
+.PHONY: setup demo test lint typecheck imports unit down clean bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo "kubectl not found: trying Debian's kubernetes-client package"; \
+	  (apt-get install -y -q kubernetes-client >/dev/null 2>&1 || sudo -n apt-get install -y -q kubernetes-client >/dev/null 2>&1) \
+	  || echo "kubectl could not be installed; its tests will be skipped with that reason"; }
+	touch $@
+
+# The main job on the embedded default stack: start it, create a cluster, follow it, show the UI.
+demo: setup
+	$(BIN)/tenantctl dev up
+	-$(BIN)/tenantctl create -f examples/kvm-cluster.yaml --watch
+	$(BIN)/tenantctl status acme-prod
+	@echo "Temporal UI: $$(grep TENANTCTL_TEMPORAL_UI_URL $(TENANTCTL_STATE_DIR)/stack.env | cut -d= -f2)/namespaces/default/workflows?query=ClusterId%3D%22acme-prod%22"
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+imports: setup
+	$(BIN)/lint-imports
+
+test: lint typecheck imports
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+down:
+	$(BIN)/tenantctl dev down
+
+clean: down
+	rm -rf $(VENV) .tenantctl .pytest_cache .mypy_cache .ruff_cache

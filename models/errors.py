@@ -1,0 +1,45 @@
+"""The error taxonomy of tenantctl (kopf's split: permanent vs temporary).
+
+Activities raise these; Temporal carries the class name as the ApplicationError ``type``, and
+retry policies list the permanent ones by ``cls.__name__`` (see ``NON_RETRYABLE_ERROR_TYPES``), so
+no error type is ever a hand-typed string. Translating a backend's own exceptions (hvac,
+kubernetes, botocore) into this taxonomy happens in ``activities.backend_errors``.
+"""
+
+from __future__ import annotations
+
+
+class TenantctlError(Exception):
+    """Base of every error tenantctl raises on purpose."""
+
+
+class PermanentError(TenantctlError):
+    """Retrying cannot help: the input, the permissions or the quota must change first."""
+
+
+class InvalidInput(PermanentError):
+    """A spec, a request or an object's content is invalid; the message names the field or object."""
+
+
+class Forbidden(PermanentError):
+    """A backend refused the credentials (HTTP 403, AccessDenied, Vault permission denied)."""
+
+
+class QuotaExceeded(PermanentError):
+    """A backend limit was reached (AWS LimitExceeded, Kubernetes ResourceQuota)."""
+
+
+class Conflict(PermanentError):
+    """An object exists that tenantctl did not create and will not take over (name clash)."""
+
+
+class TemporaryError(TenantctlError):
+    """Worth retrying with backoff: timeouts, 5xx, throttling, connection refused, not ready yet."""
+
+
+class NotReady(TemporaryError):
+    """A wait whose condition does not hold yet; the activity retries until its deadline."""
+
+
+PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (InvalidInput, Forbidden, QuotaExceeded, Conflict)
+NON_RETRYABLE_ERROR_TYPES: list[str] = [PermanentError.__name__] + [cls.__name__ for cls in PERMANENT_ERRORS]

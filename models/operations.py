@@ -1,0 +1,166 @@
+"""Inputs and results of the workflows and of the cluster entity's updates.
+
+One input and one result model per workflow and per update; new fields get defaults so running
+workflows keep decoding their histories.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from models.base import FrozenModel, Model
+from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationStatus
+from models.pki import CaResult, CertificateRecord
+from models.spec import Certificates, ClusterSpec
+
+DEFAULT_MAX_HISTORY_EVENTS = 4000
+"""The entity continues-as-new past this many events (well before Temporal's 51,200 limit)."""
+
+
+# --- the cluster entity ---------------------------------------------------------------------------
+class ClusterInput(Model):
+    """Start (or continue-as-new) input of the cluster entity workflow."""
+
+    spec: ClusterSpec
+    status: ClusterStatus | None = Field(default=None, description="carried across continue-as-new")
+    max_history_events: int = Field(default=DEFAULT_MAX_HISTORY_EVENTS, ge=50)
+    requested_by: str = ""
+
+
+class ClusterReport(FrozenModel):
+    """The entity's final result, once the cluster is deleted."""
+
+    cluster_id: str
+    phase: ClusterPhase
+    created_at: datetime | None
+    deleted_at: datetime | None
+    operations: list[OperationStatus] = Field(default_factory=list)
+    teardown: TeardownResult | None = None
+
+
+# --- create ---------------------------------------------------------------------------------------
+class ProvisionInput(FrozenModel):
+    spec: ClusterSpec
+
+
+class ProvisionResult(FrozenModel):
+    ca: CaResult
+    certificates: list[CertificateRecord]
+    nodes: list[NodeRecord]
+
+
+# --- certificate rotation -----------------------------------------------------------------------
+class RotateCertificatesRequest(FrozenModel):
+    force: bool = Field(default=False, description="re-issue every leaf, due or not")
+    requested_by: str = Field(default="", description="'schedule' or the user's name, for the record")
+
+
+class RotateCertificatesInput(FrozenModel):
+    spec: ClusterSpec
+    nodes: list[str]
+    force: bool = False
+
+
+class RotateCertificatesResult(FrozenModel):
+    certificates: list[CertificateRecord] = Field(default_factory=list)
+    reissued: list[str] = Field(default_factory=list)
+    restarted_nodes: list[str] = Field(default_factory=list)
+
+
+class RotateCaRequest(FrozenModel):
+    requested_by: str = ""
+
+
+class RotateCaInput(FrozenModel):
+    spec: ClusterSpec
+    nodes: list[str]
+    old_issuer_id: str
+
+
+class RotateCaResult(FrozenModel):
+    ca_issuer_id: str
+    certificates: list[CertificateRecord] = Field(default_factory=list)
+    restarted_nodes: list[str] = Field(default_factory=list)
+
+
+# --- rolling upgrade ---------------------------------------------------------------------------
+class UpgradeRequest(FrozenModel):
+    version: str
+    requested_by: str = ""
+
+
+class UpgradeInput(FrozenModel):
+    spec: ClusterSpec = Field(description="the spec at the current version")
+    target_version: str
+    nodes: list[NodeRecord]
+
+
+class UpgradeOutcome(StrEnum):
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+class UpgradeResult(FrozenModel):
+    outcome: UpgradeOutcome
+    from_version: str
+    to_version: str
+    kubernetes_version: str = Field(description="the version every node runs now")
+    nodes: list[NodeRecord] = Field(default_factory=list)
+    certificates: list[CertificateRecord] = Field(default_factory=list)
+
+
+class UpgradeAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+
+
+class UpgradeControl(FrozenModel):
+    action: UpgradeAction
+    reason: str = ""
+
+
+class UpgradeControlResult(FrozenModel):
+    workflow_id: str
+    action: UpgradeAction
+
+
+# --- teardown ------------------------------------------------------------------------------------
+class RunningOperationPolicy(StrEnum):
+    WAIT = "wait"
+    CANCEL = "cancel"
+
+
+class DeleteRequest(FrozenModel):
+    running_operation: RunningOperationPolicy = RunningOperationPolicy.WAIT
+    requested_by: str = ""
+
+
+class TeardownInput(FrozenModel):
+    spec: ClusterSpec
+    nodes: list[str] = Field(default_factory=list, description="nodes known to the entity")
+
+
+class TeardownResult(FrozenModel):
+    removed: list[str] = Field(default_factory=list, description="'kind/name' of everything removed")
+    revoked_certificates: int = 0
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+
+
+# --- configuration changes ---------------------------------------------------------------------
+class ConfigureRequest(FrozenModel):
+    """Spec changes that need no operation: certificate timing and deletion protection."""
+
+    certificates: Certificates | None = None
+    deletion_protection: bool | None = None
+    requested_by: str = ""
+
+
+class ConfigureResult(FrozenModel):
+    changed: list[str] = Field(default_factory=list, description="dotted spec fields that changed")
+    spec: ClusterSpec

@@ -1,0 +1,1 @@
+"""The tenantctl command line: starts and inspects workflows."""

@@ -1,0 +1,140 @@
+"""What the CLI asks of Temporal: start the entity, query it, send it updates, list clusters."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.cluster import ClusterPhase, ClusterStatus
+from models.naming import entity_workflow_id
+from models.operations import ClusterInput
+from models.spec import ClusterSpec
+from workflows import search_attributes as sa
+from workflows.cluster import ClusterWorkflow
+
+
+class ClusterNotFound(LookupError):
+    def __init__(self, cluster_id: str) -> None:
+        super().__init__(f"cluster {cluster_id} not found (no workflow {entity_workflow_id(cluster_id)})")
+
+
+class ClusterExists(RuntimeError):
+    def __init__(self, cluster_id: str) -> None:
+        super().__init__(
+            f"cluster {cluster_id} already exists (workflow {entity_workflow_id(cluster_id)} is running); "
+            f"nothing was created. See 'tenantctl status {cluster_id}'."
+        )
+
+
+class RequestRefused(RuntimeError):
+    """The entity refused an update; the message says why (and nothing changed)."""
+
+
+def whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+async def start_cluster(client: Client, spec: ClusterSpec, task_queue: str) -> WorkflowHandle[Any, Any]:
+    """Start the cluster's entity workflow; a running one with the same id is an error, not a no-op."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    try:
+        return await client.start_workflow(
+            ClusterWorkflow.run,
+            ClusterInput(spec=spec, requested_by=whoami()),
+            id=entity_workflow_id(spec.id),
+            task_queue=task_queue,
+            # A deleted cluster's id may be used again; a live one may not.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=sa.for_cluster(
+                spec.id, spec.provider, spec.owner, spec.kubernetes_version, ClusterPhase.PROVISIONING
+            ),
+            static_summary=f"Tenant cluster {spec.id} ({spec.provider}, Kubernetes {spec.kubernetes_version})",
+            static_details=(
+                f"owner **{spec.owner}** · API `{spec.api_domain}` · {spec.masters.count} masters, "
+                f"{spec.workers.count} workers · certificates: TTL {spec.certificates.ttl}, "
+                f"rotated every {spec.certificates.rotation_interval}"
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        raise ClusterExists(spec.id) from None
+
+
+def entity(client: Client, cluster_id: str) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(entity_workflow_id(cluster_id))
+
+
+async def get_status(client: Client, cluster_id: str) -> ClusterStatus:
+    handle = entity(client, cluster_id)
+    try:
+        status: ClusterStatus = await handle.query(ClusterWorkflow.get_status)
+        return status
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise ClusterNotFound(cluster_id) from None
+        raise
+
+
+async def update(client: Client, cluster_id: str, method: Any, request: Any) -> Any:
+    """Run an update on the entity and wait for its result; refusals become RequestRefused."""
+    try:
+        return await entity(client, cluster_id).execute_update(method, request)
+    except WorkflowUpdateFailedError as exc:
+        raise RequestRefused(_cause_message(exc)) from None
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise ClusterNotFound(cluster_id) from None
+        raise
+
+
+async def list_clusters(client: Client, include_closed: bool = False) -> list[dict[str, str]]:
+    """One row per cluster, from search attributes alone (no query per cluster)."""
+    query = 'WorkflowType = "Cluster"'
+    if not include_closed:
+        query += ' AND ExecutionStatus = "Running"'
+    rows: list[dict[str, str]] = []
+    async for execution in client.list_workflows(query):
+        attrs = execution.typed_search_attributes
+        rows.append(
+            {
+                "id": attrs.get(sa.CLUSTER_ID) or execution.id.removeprefix("cluster/"),
+                "owner": attrs.get(sa.CLUSTER_OWNER) or "",
+                "provider": attrs.get(sa.CLUSTER_PROVIDER) or "",
+                "version": attrs.get(sa.KUBERNETES_VERSION) or "",
+                "phase": attrs.get(sa.CLUSTER_PHASE) or "",
+                "workflow": execution.id,
+                "running": "yes" if execution.status is WorkflowExecutionStatus.RUNNING else "no",
+                "started": execution.start_time.isoformat(timespec="seconds"),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["id"], r["started"]))
+
+
+def _cause_message(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    message = str(exc)
+    while cause is not None:
+        if str(cause):
+            message = str(cause)
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return message
+
+
+__all__: Sequence[str] = [
+    "ClusterExists",
+    "ClusterNotFound",
+    "RequestRefused",
+    "get_status",
+    "list_clusters",
+    "start_cluster",
+    "update",
+]

@@ -1,0 +1,130 @@
+"""How the CLI shows things: rich tables for people, JSON/YAML for scripts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from models.cluster import ClusterPhase, ClusterStatus, OperationStatus, StepState
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+PHASE_STYLE = {
+    ClusterPhase.READY: "green",
+    ClusterPhase.FAILED: "red",
+    ClusterPhase.DELETED: "dim",
+    ClusterPhase.DELETING: "yellow",
+}
+STEP_MARK = {
+    StepState.PENDING: "[dim]○[/]",
+    StepState.RUNNING: "[yellow]◐[/]",
+    StepState.DONE: "[green]●[/]",
+    StepState.FAILED: "[red]✗[/]",
+    StepState.SKIPPED: "[dim]–[/]",
+}
+
+
+def dump(data: Any, fmt: OutputFormat) -> str:
+    plain = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    if isinstance(plain, list):
+        plain = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in plain]
+    if fmt is OutputFormat.JSON:
+        return json.dumps(plain, indent=2)
+    return yaml.safe_dump(plain, sort_keys=False)
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "-"
+    delta = moment - (now or datetime.now(UTC))
+    seconds = int(abs(delta.total_seconds()))
+    text = f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"in {text}" if delta.total_seconds() > 0 else f"{text} ago"
+
+
+def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
+    spec = status.spec
+    phase = Text(status.phase.value, style=PHASE_STYLE.get(status.phase, "yellow"))
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("cluster", f"{status.cluster_id} (owner {spec.owner}, provider {spec.provider})")
+    facts.add_row("phase", phase)
+    facts.add_row("kubernetes", status.kubernetes_version)
+    facts.add_row("api", spec.api_domain)
+    facts.add_row("nodes", ", ".join(sorted(status.nodes)) or f"{len(spec.node_names())} planned")
+    facts.add_row(
+        "certificates",
+        f"{len(status.certificates)} issued; earliest expiry {_at(status.earliest_expiry)} "
+        f"({ago(status.earliest_expiry)})",
+    )
+    facts.add_row("next rotation", f"{_at(status.next_rotation)} ({ago(status.next_rotation)})")
+    facts.add_row("deletion protection", "on" if spec.deletion_protection else "off")
+    if status.message:
+        facts.add_row("message", status.message)
+    if ui_url:
+        facts.add_row("temporal ui", ui_url)
+    parts: list[Any] = [facts]
+    if status.current:
+        parts.append(operation_view(status.current))
+    if status.recent:
+        parts.append(recent_view(status.recent))
+    return Group(*parts)
+
+
+def operation_view(op: OperationStatus) -> Table:
+    table = Table(title=f"{op.kind} ({op.state})", title_justify="left", show_header=False, box=None)
+    table.add_column(width=2)
+    table.add_column()
+    table.add_column(style="dim")
+    for step in op.steps:
+        table.add_row(STEP_MARK[step.state], step.name, step.message)
+    if op.progress.total:
+        p = op.progress
+        table.add_row("", f"{p.done}/{p.total} {p.unit}", p.current)
+    if op.message:
+        table.add_row("", "[bold]note[/]", op.message)
+    return table
+
+
+def recent_view(ops: list[OperationStatus]) -> Table:
+    table = Table(title="recent operations", title_justify="left")
+    for col in ("operation", "state", "started", "took", "by", "message"):
+        table.add_column(col)
+    for op in ops:
+        took = (op.finished_at - op.started_at).total_seconds() if op.finished_at and op.started_at else None
+        table.add_row(
+            op.kind, op.state, _at(op.started_at), f"{took:.1f}s" if took is not None else "-",
+            op.requested_by, op.message[:80],
+        )
+    return table
+
+
+def clusters_table(rows: list[dict[str, str]]) -> Table:
+    table = Table(title="tenant clusters", title_justify="left")
+    for col in ("id", "owner", "provider", "version", "phase", "running", "started"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(row[c] for c in ("id", "owner", "provider", "version", "phase", "running", "started")))
+    return table
+
+
+def _at(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)

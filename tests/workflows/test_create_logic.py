@@ -1,0 +1,110 @@
+"""Create, as workflow logic: the entity runs provisioning as a child, in the runbook's order,
+with activities replaced by name, on the time-skipping test server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.testing import WorkflowEnvironment
+
+from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState, StepState
+from models.errors import Forbidden
+from models.naming import entity_workflow_id
+from models.operations import ClusterInput
+from tests.fakes import FakeBackends
+from tests.specs import small_kvm
+from worker.registry import build_worker
+from workflows.cluster import ClusterWorkflow
+
+
+async def start(env: WorkflowEnvironment, backends: FakeBackends, spec, task_queue: str):  # type: ignore[no-untyped-def]
+    return await env.client.start_workflow(
+        ClusterWorkflow.run,
+        ClusterInput(spec=spec),
+        id=entity_workflow_id(spec.id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+
+
+async def wait_settled(handle) -> ClusterStatus:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    for _ in range(400):
+        status: ClusterStatus = await handle.query(ClusterWorkflow.get_status)
+        if status.current is None and status.phase in (ClusterPhase.READY, ClusterPhase.FAILED):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"cluster did not settle: {status}")
+
+
+async def test_create_runs_the_runbook_in_order(time_skipping_env: WorkflowEnvironment) -> None:
+    backends = FakeBackends()
+    spec = small_kvm()
+    queue = f"q-{uuid.uuid4()}"
+    async with build_worker(time_skipping_env.client, queue, backends.activities()):
+        handle = await start(time_skipping_env, backends, spec, queue)
+        status = await wait_settled(handle)
+
+    assert status.phase is ClusterPhase.READY
+    order = [n for n in backends.names() if n != "kvm.ensure_node"]
+    assert order == [
+        "pki.ensure_ca",
+        "pki.ensure_roles",
+        "pki.ensure_policy",
+        "kvm.ensure_foundation",
+        "pki.ensure_certificates",
+        "kvm.ensure_endpoint",
+        "kvm.wait_nodes_ready",
+    ]
+    assert sorted(d for n, d in backends.calls if n == "kvm.ensure_node") == ["master-0", "worker-0", "worker-1"]
+    # the node steps came after the endpoint and before the wait
+    names = backends.names()
+    assert names.index("kvm.ensure_endpoint") < names.index("kvm.ensure_node") < names.index("kvm.wait_nodes_ready")
+    assert set(status.nodes) == {"master-0", "worker-0", "worker-1"}
+    assert status.ca_issuer_id == "issuer-1"
+    # every certificate recorded, with the earliest expiry derived from them
+    assert "apiserver" in status.certificates and "node-worker-1" in status.certificates
+    assert status.earliest_expiry == min(c.not_after for c in status.certificates.values())
+    create = status.recent[0]
+    assert create.kind is OperationKind.CREATE and create.state is OperationState.SUCCEEDED
+    assert [s.name for s in create.steps] == ["pki", "foundation", "certificates", "endpoint", "nodes", "ready"]
+    assert all(s.state is StepState.DONE for s in create.steps)
+    assert create.workflow_id == f"cluster/{spec.id}/create/1"
+
+
+async def test_permanent_error_fails_create_and_names_the_cause(time_skipping_env: WorkflowEnvironment) -> None:
+    backends = FakeBackends(
+        fail={"kvm.ensure_foundation": ApplicationError("host API refused namespace tenant-x", type=Forbidden.__name__)}
+    )
+    spec = small_kvm()
+    queue = f"q-{uuid.uuid4()}"
+    async with build_worker(time_skipping_env.client, queue, backends.activities()):
+        handle = await start(time_skipping_env, backends, spec, queue)
+        status = await wait_settled(handle)
+    assert status.phase is ClusterPhase.FAILED
+    assert "refused namespace tenant-x" in status.message
+    # permanent: tried once, and nothing after the failing step ran
+    assert backends.names().count("kvm.ensure_foundation") == 1
+    assert "pki.ensure_certificates" not in backends.names()
+    failed = status.recent[0]
+    assert failed.state is OperationState.FAILED
+    assert failed.step("foundation").state is StepState.FAILED
+
+
+async def test_duplicate_id_is_refused(time_skipping_env: WorkflowEnvironment) -> None:
+    backends = FakeBackends()
+    spec = small_kvm()
+    queue = f"q-{uuid.uuid4()}"
+    async with build_worker(time_skipping_env.client, queue, backends.activities()):
+        handle = await start(time_skipping_env, backends, spec, queue)
+        await wait_settled(handle)
+        calls = len(backends.calls)
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await start(time_skipping_env, backends, spec, queue)
+        assert len(backends.calls) == calls
+    _ = WorkflowFailureError

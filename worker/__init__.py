@@ -1,0 +1,1 @@
+"""The tenantctl worker: the only place that builds backend clients from settings."""

@@ -1,0 +1,98 @@
+"""Backend clients built from settings: Temporal, Vault/OpenBao, host Kubernetes, AWS.
+
+Only the worker (and the CLI, for Temporal) builds clients; activity classes receive them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import hvac
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    tls: TLSConfig | bool = False
+    if settings.temporal_tls:
+        tls = TLSConfig(
+            server_root_ca_cert=_read(settings.temporal_tls_ca_path),
+            client_cert=_read(settings.temporal_tls_cert_path),
+            client_private_key=_read(settings.temporal_tls_key_path),
+        )
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        tls=tls,
+        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def vault_client(settings: Settings) -> hvac.Client:
+    """An authenticated hvac client: a token, or an AppRole login."""
+    verify: bool | str = str(settings.vault_ca_cert) if settings.vault_ca_cert else True
+    vault = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify)
+    if settings.vault_token is not None:
+        vault.token = settings.vault_token.get_secret_value()
+    elif settings.vault_role_id and settings.vault_secret_id:
+        vault.auth.approle.login(
+            role_id=settings.vault_role_id,
+            secret_id=settings.vault_secret_id.get_secret_value(),
+            mount_point=settings.vault_approle_mount,
+        )
+    else:
+        raise ValueError("no Vault credentials: set TENANTCTL_VAULT_TOKEN or TENANTCTL_VAULT_ROLE_ID/SECRET_ID")
+    return vault
+
+
+def kube_api_client(settings: Settings) -> k8s.ApiClient:
+    """A client of the host cluster: in-cluster service account, or a kubeconfig."""
+    configuration = k8s.Configuration()
+    if settings.kube_in_cluster:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(
+            config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
+            context=settings.kube_context,
+            client_configuration=configuration,
+        )
+    # The blocking client is shared by the activity thread pool: size its connection pool to match.
+    configuration.connection_pool_maxsize = max(settings.activity_threads, 4)
+    return k8s.ApiClient(configuration)
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    """boto3 clients are thread-safe once made (sessions are not), so they are made once, up front."""
+
+    session: boto3.Session
+    endpoint_url: str | None
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+
+def aws_clients(settings: Settings) -> AwsClients:
+    session = boto3.Session(
+        region_name=settings.aws_region,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=(
+            settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
+        ),
+    )
+    return AwsClients(session=session, endpoint_url=settings.aws_endpoint_url)
+
+
+def _read(path: Any) -> bytes | None:
+    return path.read_bytes() if path else None

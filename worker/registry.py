@@ -1,0 +1,59 @@
+"""What the tenantctl worker runs: every workflow, and every activity of every backend class."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from workflows.cluster import ClusterWorkflow
+from workflows.provision import ProvisionWorkflow
+
+WORKFLOWS: list[type] = [ClusterWorkflow, ProvisionWorkflow]
+
+# Pure-data modules are shared with the sandbox instead of re-imported for every workflow run,
+# which keeps worker memory flat (design.md: third-party imports in workflows can triple it).
+PASSTHROUGH_MODULES = ("models", "pydantic", "pydantic_core", "annotated_types")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+"""On SIGTERM, in-flight activities get this long to finish before they are cancelled and retried."""
+
+
+def activities_of(*backends: object) -> list[Callable[..., Any]]:
+    """Every ``@activity.defn`` method of the given backend objects, bound to them."""
+    found: list[Callable[..., Any]] = []
+    for backend in backends:
+        for _, member in inspect.getmembers(backend, inspect.ismethod):
+            if activity._Definition.from_callable(member) is not None:
+                found.append(member)
+    return found
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    activity_executor: Executor | None = None,
+    workflows: Sequence[type] = WORKFLOWS,
+    **options: Any,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        # Sync activities (hvac, kubernetes, boto3 block) need threads; tests may pass none.
+        activity_executor=activity_executor or ThreadPoolExecutor(16, thread_name_prefix="activity"),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        ),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        **options,
+    )

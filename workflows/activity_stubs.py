@@ -1,0 +1,246 @@
+"""Typed calls of every activity the workflows use, with their timeouts, retries and UI summaries.
+
+Workflows cannot import the activity modules (they pull hvac, kubernetes and boto3 into the
+sandbox), so activities are called by name; this module is the one place that knows the names,
+and a test checks that the worker registers each of them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from models.pki import (
+    CaInput,
+    CaResult,
+    CertificateRequest,
+    CertificatesResult,
+    EnsureCertificatesInput,
+    RevokeResult,
+    pki_mount,
+)
+from models.provider import (
+    ClusterRef,
+    EnsureResult,
+    NodeRef,
+    NodesResult,
+    ProviderOp,
+    ResourceList,
+    WaitNodesInput,
+    provider_activity,
+)
+from models.spec import ClusterSpec
+from workflows import policies
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+
+async def call(
+    name: str,
+    arg: Any,
+    result_type: type[ResultT],
+    summary: str,
+    *,
+    start_to_close: timedelta = policies.BACKEND_CALL_TIMEOUT,
+    deadline: timedelta = policies.BACKEND_CALL_DEADLINE,
+    heartbeat: timedelta | None = None,
+    retry: RetryPolicy = policies.BACKEND_RETRY,
+) -> ResultT:
+    result: ResultT = await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=start_to_close,
+        schedule_to_close_timeout=deadline,
+        heartbeat_timeout=heartbeat,
+        retry_policy=retry,
+        summary=summary,
+    )
+    return result
+
+
+# --- Vault PKI ----------------------------------------------------------------------------------
+async def ensure_ca(spec: ClusterSpec) -> CaResult:
+    return await call(
+        "pki.ensure_ca",
+        CaInput(spec=spec),
+        CaResult,
+        f"ensure PKI mount {pki_mount(spec.id)} with the cluster's root CA",
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def ensure_roles(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        "pki.ensure_roles",
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"ensure one PKI role per component on {pki_mount(spec.id)}",
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def ensure_policy(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        "pki.ensure_policy",
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"ensure the Vault policy that may issue from {pki_mount(spec.id)} only",
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def ensure_certificates(
+    spec: ClusterSpec, requests: list[CertificateRequest], force: bool = False, why: str = ""
+) -> CertificatesResult:
+    count = len(requests)
+    return await call(
+        "pki.ensure_certificates",
+        EnsureCertificatesInput(
+            spec=spec, requests=requests, renew_before=spec.certificates.renew_before, force=force
+        ),
+        CertificatesResult,
+        f"issue {'all' if force else 'due'} of {count} certificates and store their key pairs"
+        + (f" ({why})" if why else ""),
+        start_to_close=timedelta(minutes=10),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def ensure_certificates_absent(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        "pki.ensure_certificates_absent",
+        ClusterRef(spec=spec),
+        EnsureResult,
+        "delete every stored key pair of the cluster",
+    )
+
+
+async def revoke_certificates(spec: ClusterSpec) -> RevokeResult:
+    return await call(
+        "pki.revoke_certificates",
+        ClusterRef(spec=spec),
+        RevokeResult,
+        f"revoke every unexpired leaf issued by {pki_mount(spec.id)}",
+        start_to_close=timedelta(minutes=10),
+    )
+
+
+async def ensure_pki_absent(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        "pki.ensure_pki_absent",
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"delete the roles, the policy and the mount {pki_mount(spec.id)}",
+    )
+
+
+# --- infrastructure provider (kvm or aws) --------------------------------------------------------
+def _provider(spec: ClusterSpec, op: ProviderOp) -> str:
+    return provider_activity(spec.provider, op)
+
+
+async def ensure_foundation(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.ENSURE_FOUNDATION),
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"ensure the {spec.provider} foundation of {spec.id} (isolation, network, identity)",
+        start_to_close=timedelta(minutes=10),
+    )
+
+
+async def ensure_endpoint(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.ENSURE_ENDPOINT),
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"ensure the API endpoint {spec.api_domain}",
+        start_to_close=timedelta(minutes=10),
+    )
+
+
+async def ensure_node(spec: ClusterSpec, node: str, version: str, restart_token: str = "") -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.ENSURE_NODE),
+        NodeRef(spec=spec, node=node, kubernetes_version=version, restart_token=restart_token),
+        EnsureResult,
+        f"ensure node {node} at Kubernetes {version}",
+        start_to_close=timedelta(minutes=10),
+    )
+
+
+async def ensure_node_absent(spec: ClusterSpec, node: str, version: str) -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.ENSURE_NODE_ABSENT),
+        NodeRef(spec=spec, node=node, kubernetes_version=version),
+        EnsureResult,
+        f"remove node {node}",
+        start_to_close=timedelta(minutes=10),
+    )
+
+
+async def wait_nodes_ready(
+    spec: ClusterSpec, nodes: list[str], timeout: timedelta, version: str | None = None
+) -> NodesResult:
+    shown = ", ".join(nodes) if len(nodes) <= 4 else f"{len(nodes)} nodes"
+    return await call(
+        _provider(spec, ProviderOp.WAIT_NODES_READY),
+        WaitNodesInput(spec=spec, nodes=nodes, timeout=timeout, kubernetes_version=version),
+        NodesResult,
+        f"wait until {shown} ready" + (f" at {version}" if version else ""),
+        start_to_close=timeout + timedelta(minutes=1),
+        deadline=timeout + timedelta(minutes=30),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        retry=policies.WAIT_RETRY,
+    )
+
+
+async def restart_node(spec: ClusterSpec, node: str, version: str, restart_token: str) -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.RESTART_NODE),
+        NodeRef(spec=spec, node=node, kubernetes_version=version, restart_token=restart_token),
+        EnsureResult,
+        f"restart node {node} to load new certificates",
+    )
+
+
+async def list_nodes(spec: ClusterSpec) -> NodesResult:
+    return await call(
+        _provider(spec, ProviderOp.LIST_NODES), ClusterRef(spec=spec), NodesResult, f"list the nodes of {spec.id}"
+    )
+
+
+async def list_resources(spec: ClusterSpec) -> ResourceList:
+    return await call(
+        _provider(spec, ProviderOp.LIST_RESOURCES),
+        ClusterRef(spec=spec),
+        ResourceList,
+        f"list every {spec.provider} resource labelled with {spec.id}",
+    )
+
+
+async def ensure_endpoint_absent(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.ENSURE_ENDPOINT_ABSENT),
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"remove the API endpoint {spec.api_domain}",
+        start_to_close=timedelta(minutes=10),
+    )
+
+
+async def ensure_foundation_absent(spec: ClusterSpec) -> EnsureResult:
+    return await call(
+        _provider(spec, ProviderOp.ENSURE_FOUNDATION_ABSENT),
+        ClusterRef(spec=spec),
+        EnsureResult,
+        f"remove the {spec.provider} foundation of {spec.id}",
+        start_to_close=timedelta(minutes=15),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+    )

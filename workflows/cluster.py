@@ -1,0 +1,455 @@
+"""The cluster entity: one long-lived workflow per tenant cluster (id ``cluster/<id>``).
+
+It owns the desired spec and the status, answers the ``status`` query, and runs one operation at a
+time as a child workflow (create, certificate rotation, CA rotation, upgrade, delete), in the order
+requests arrive: a rotation that comes due during an upgrade waits for it instead of racing it.
+Updates are validated before they are accepted, so a refused request leaves no trace and changes
+nothing. The entity continues-as-new (carrying its status) before its history grows large, and
+completes with a final report once the cluster is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
+
+from models.cluster import (
+    PHASE_OF_OPERATION,
+    ClusterPhase,
+    ClusterStatus,
+    OperationKind,
+    OperationState,
+    OperationStatus,
+    ProgressReport,
+    StepState,
+)
+from models.errors import InvalidInput
+from models.naming import operation_workflow_id
+from models.operations import (
+    ClusterInput,
+    ClusterReport,
+    ConfigureRequest,
+    ConfigureResult,
+    DeleteRequest,
+    ProvisionInput,
+    ProvisionResult,
+    RotateCaInput,
+    RotateCaRequest,
+    RotateCaResult,
+    RotateCertificatesInput,
+    RotateCertificatesRequest,
+    RotateCertificatesResult,
+    RunningOperationPolicy,
+    TeardownInput,
+    TeardownResult,
+    UpgradeAction,
+    UpgradeControl,
+    UpgradeControlResult,
+    UpgradeInput,
+    UpgradeOutcome,
+    UpgradeRequest,
+    UpgradeResult,
+)
+from models.spec import ClusterSpec, describe_validation_error
+from models.versions import upgrade_refusal
+from workflows import search_attributes as sa
+from workflows.journal import PROGRESS_SIGNAL, render_operation
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+RECENT_OPERATIONS_KEPT = 10
+UPGRADE_CONTROL_SIGNAL = "control"
+"""Signal of the upgrade workflow that pause/resume/abort are forwarded to."""
+
+# Child workflow type names: the entity starts them by name so this module does not import them
+# (and their runbooks can change without touching the entity).
+PROVISION_WORKFLOW = "ProvisionCluster"
+ROTATE_CERTIFICATES_WORKFLOW = "RotateCertificates"
+ROTATE_CA_WORKFLOW = "RotateCa"
+UPGRADE_WORKFLOW = "RollingUpgrade"
+TEARDOWN_WORKFLOW = "TeardownCluster"
+
+
+class Refused(ApplicationError):
+    """A request the entity cannot run in its current state (fails the update, not the workflow)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type=InvalidInput.__name__, non_retryable=True)
+
+
+@workflow.defn(name="Cluster")
+class ClusterWorkflow:
+    @workflow.init
+    def __init__(self, input: ClusterInput) -> None:
+        spec = input.spec
+        now = workflow.now()
+        self.status = input.status or ClusterStatus(
+            cluster_id=spec.id,
+            spec=spec,
+            kubernetes_version=spec.kubernetes_version,
+            created_at=now,
+            updated_at=now,
+        )
+        self._max_history_events = input.max_history_events
+        self._lock = asyncio.Lock()
+        self._child: workflow.ChildWorkflowHandle[Any, Any] | None = None
+        self._deleting = False
+        self._teardown: TeardownResult | None = None
+        self._published: tuple[str, str] | None = None
+
+    # --- the entity's life ------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: ClusterInput) -> ClusterReport:
+        self._publish()
+        if input.status is None:
+            # A failed create is recorded as phase Failed; the entity stays up so it can be deleted.
+            with contextlib.suppress(ApplicationError):
+                await self._create(input.requested_by)
+        await workflow.wait_condition(lambda: self.status.phase is ClusterPhase.DELETED or self._history_is_long())
+        # Updates in flight (queued operations) finish before the entity completes or continues.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self.status.phase is ClusterPhase.DELETED:
+            return ClusterReport(
+                cluster_id=self.status.cluster_id,
+                phase=self.status.phase,
+                created_at=self.status.created_at,
+                deleted_at=self.status.updated_at,
+                operations=self.status.recent,
+                teardown=self._teardown,
+            )
+        workflow.logger.info("continuing as new after %d events", workflow.info().get_current_history_length())
+        workflow.continue_as_new(
+            ClusterInput(spec=self.status.spec, status=self.status, max_history_events=self._max_history_events)
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._max_history_events
+
+    async def _create(self, requested_by: str) -> None:
+        result = await self._operate(
+            OperationKind.CREATE,
+            PROVISION_WORKFLOW,
+            ProvisionInput(spec=self.status.spec),
+            ProvisionResult,
+            requested_by,
+        )
+        self.status.ca_issuer_id = result.ca.issuer_id
+        self.status.record_certificates(result.certificates)
+        self.status.nodes = {n.name: n for n in result.nodes}
+
+    # --- queries and signals ----------------------------------------------------------------------
+    @workflow.query(name="status")
+    def get_status(self) -> ClusterStatus:
+        return self.status
+
+    @workflow.signal(name=PROGRESS_SIGNAL)
+    def report_progress(self, report: ProgressReport) -> None:
+        op = self.status.current
+        if op is None or op.workflow_id != report.workflow_id:
+            return  # a late report of an operation already finished
+        if report.step is not None:
+            step = op.step(report.step)
+            if report.step_state is not None:
+                step.state = report.step_state
+            step.message = report.message or step.message
+            # Steps run in order: reaching one means the ones before it are done.
+            for earlier in op.steps[: op.steps.index(step)]:
+                if earlier.state in (StepState.PENDING, StepState.RUNNING):
+                    earlier.state = StepState.DONE
+        if report.progress is not None:
+            op.progress = report.progress
+        if report.paused is not None:
+            op.state = OperationState.PAUSED if report.paused else OperationState.RUNNING
+            op.message = report.message
+        self._publish()
+
+    # --- updates ----------------------------------------------------------------------------------
+    @workflow.update
+    async def rotate_certificates(self, request: RotateCertificatesRequest) -> RotateCertificatesResult:
+        result = await self._operate(
+            OperationKind.ROTATE_CERTIFICATES,
+            ROTATE_CERTIFICATES_WORKFLOW,
+            lambda: RotateCertificatesInput(spec=self.status.spec, nodes=self._node_names(), force=request.force),
+            RotateCertificatesResult,
+            request.requested_by,
+        )
+        self.status.record_certificates(result.certificates)
+        return result
+
+    @rotate_certificates.validator
+    def _validate_rotate_certificates(self, request: RotateCertificatesRequest) -> None:
+        self._refuse_unless_operable("rotate certificates")
+
+    @workflow.update
+    async def rotate_ca(self, request: RotateCaRequest) -> RotateCaResult:
+        result = await self._operate(
+            OperationKind.ROTATE_CA,
+            ROTATE_CA_WORKFLOW,
+            lambda: RotateCaInput(
+                spec=self.status.spec, nodes=self._node_names(), old_issuer_id=self.status.ca_issuer_id
+            ),
+            RotateCaResult,
+            request.requested_by,
+        )
+        self.status.ca_issuer_id = result.ca_issuer_id
+        self.status.certificates = {}
+        self.status.record_certificates(result.certificates)
+        return result
+
+    @rotate_ca.validator
+    def _validate_rotate_ca(self, request: RotateCaRequest) -> None:
+        self._refuse_unless_operable("rotate the CA")
+
+    @workflow.update
+    async def upgrade(self, request: UpgradeRequest) -> UpgradeResult:
+        def upgrade_input() -> UpgradeInput:
+            # Checked again once it is this request's turn: an upgrade queued behind another sees
+            # the version that one left behind.
+            refusal = upgrade_refusal(self.status.kubernetes_version, request.version)
+            if refusal:
+                raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
+            return UpgradeInput(
+                spec=self.status.spec, target_version=request.version, nodes=list(self.status.nodes.values())
+            )
+
+        result = await self._operate(
+            OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
+        )
+        self.status.nodes = {n.name: n for n in result.nodes} or self.status.nodes
+        self.status.record_certificates(result.certificates)
+        self.status.kubernetes_version = result.kubernetes_version
+        if result.outcome is UpgradeOutcome.COMPLETED:
+            self.status.spec = self.status.spec.model_copy(update={"kubernetes_version": result.to_version})
+        self._publish()
+        return result
+
+    @upgrade.validator
+    def _validate_upgrade(self, request: UpgradeRequest) -> None:
+        self._refuse_unless_operable("upgrade")
+        refusal = upgrade_refusal(self.status.kubernetes_version, request.version)
+        if refusal:
+            raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
+
+    @workflow.update
+    async def control_upgrade(self, control: UpgradeControl) -> UpgradeControlResult:
+        current = self.status.current
+        if current is None or current.kind is not OperationKind.UPGRADE or self._child is None:
+            raise Refused(f"no upgrade of {self.status.cluster_id} is running")
+        await self._child.signal(UPGRADE_CONTROL_SIGNAL, control)
+        return UpgradeControlResult(workflow_id=current.workflow_id, action=control.action)
+
+    @control_upgrade.validator
+    def _validate_control_upgrade(self, control: UpgradeControl) -> None:
+        current = self.status.current
+        if current is None or current.kind is not OperationKind.UPGRADE:
+            raise Refused(f"no upgrade of {self.status.cluster_id} is running, nothing to {control.action}")
+        if control.action is UpgradeAction.RESUME and current.state is not OperationState.PAUSED:
+            raise Refused(f"the upgrade of {self.status.cluster_id} is not paused")
+
+    @workflow.update
+    async def delete(self, request: DeleteRequest) -> TeardownResult:
+        self._refuse_if_protected()
+        self._deleting = True  # operations queued behind this request are refused from now on
+        if request.running_operation is RunningOperationPolicy.CANCEL and self._child is not None:
+            workflow.logger.info("cancelling %s before teardown", self.status.current)
+            self._child.cancel()
+        try:
+            result = await self._operate(
+                OperationKind.DELETE,
+                TEARDOWN_WORKFLOW,
+                lambda: TeardownInput(spec=self.status.spec, nodes=self._node_names()),
+                TeardownResult,
+                request.requested_by,
+            )
+        finally:
+            self._deleting = self.status.phase is ClusterPhase.DELETED
+        self._teardown = result
+        return result
+
+    @delete.validator
+    def _validate_delete(self, request: DeleteRequest) -> None:
+        if self.status.phase is ClusterPhase.DELETED:
+            raise Refused(f"cluster {self.status.cluster_id} is already deleted")
+        self._refuse_if_protected()
+
+    @workflow.update
+    async def configure(self, request: ConfigureRequest) -> ConfigureResult:
+        spec, changed = self._configured_spec(request)
+        self.status.spec = spec
+        self._publish()
+        return ConfigureResult(changed=changed, spec=spec)
+
+    @configure.validator
+    def _validate_configure(self, request: ConfigureRequest) -> None:
+        if self.status.phase is ClusterPhase.DELETED:
+            raise Refused(f"cluster {self.status.cluster_id} is deleted")
+        self._configured_spec(request)
+
+    # --- running operations -----------------------------------------------------------------------
+    async def _operate(
+        self,
+        kind: OperationKind,
+        workflow_name: str,
+        make_input: Any,
+        result_type: type[ResultT],
+        requested_by: str,
+    ) -> ResultT:
+        """Run one operation as a child workflow, after the ones before it, and record it."""
+        async with self._lock:
+            if self._deleting and kind is not OperationKind.DELETE:
+                raise Refused(f"cluster {self.status.cluster_id} is being deleted; {kind} was not run")
+            if self.status.phase is ClusterPhase.DELETED:
+                raise Refused(f"cluster {self.status.cluster_id} is deleted; {kind} was not run")
+            arg = make_input() if callable(make_input) else make_input
+            op = self._begin(kind, requested_by)
+            phase_before = self.status.phase
+            self._set_phase(PHASE_OF_OPERATION[kind])
+            try:
+                self._child = await workflow.start_child_workflow(
+                    workflow_name,
+                    arg,
+                    id=op.workflow_id,
+                    result_type=result_type,
+                    static_summary=f"{kind} of tenant cluster {self.status.cluster_id}",
+                    search_attributes=self._search_attributes(operation=kind),
+                )
+                result: ResultT = await self._child
+            except (ChildWorkflowError, CancelledError, asyncio.CancelledError) as err:
+                message = _failure_message(err)
+                cancelled = isinstance(getattr(err, "cause", None), CancelledError)
+                self._finish(op, OperationState.CANCELLED if cancelled else OperationState.FAILED, message)
+                self._set_phase(_phase_after_failure(kind, phase_before), f"{kind} failed: {message}")
+                raise ApplicationError(
+                    f"{kind} of cluster {self.status.cluster_id} {'was cancelled' if cancelled else 'failed'}: "
+                    f"{message}",
+                    non_retryable=True,
+                ) from err
+            finally:
+                self._child = None
+            self._finish(op, OperationState.SUCCEEDED, "")
+            self._set_phase(ClusterPhase.DELETED if kind is OperationKind.DELETE else ClusterPhase.READY, "")
+            return result
+
+    def _begin(self, kind: OperationKind, requested_by: str) -> OperationStatus:
+        self.status.operations_started += 1
+        op = OperationStatus(
+            kind=kind,
+            workflow_id=operation_workflow_id(self.status.cluster_id, kind, self.status.operations_started),
+            state=OperationState.RUNNING,
+            requested_by=requested_by,
+            started_at=workflow.now(),
+        )
+        self.status.current = op
+        return op
+
+    def _finish(self, op: OperationStatus, state: OperationState, message: str) -> None:
+        op.state, op.message, op.finished_at = state, message, workflow.now()
+        # Children report a step when it starts; how the last one ended is the operation's outcome.
+        for step in op.steps:
+            if step.state is StepState.RUNNING:
+                step.state = StepState.DONE if state is OperationState.SUCCEEDED else StepState.FAILED
+                step.message = step.message if state is OperationState.SUCCEEDED else message
+        self.status.current = None
+        self.status.recent = [op, *self.status.recent][:RECENT_OPERATIONS_KEPT]
+
+    def _set_phase(self, phase: ClusterPhase, message: str | None = None) -> None:
+        self.status.phase = phase
+        if message is not None:
+            self.status.message = message
+        self._publish()
+
+    # --- rules ------------------------------------------------------------------------------------
+    def _refuse_unless_operable(self, what: str) -> None:
+        phase = self.status.phase
+        if phase is ClusterPhase.DELETED or self._deleting or phase is ClusterPhase.DELETING:
+            raise Refused(f"cannot {what}: cluster {self.status.cluster_id} is {phase.value.lower()}")
+        if phase is ClusterPhase.FAILED:
+            raise Refused(
+                f"cannot {what}: cluster {self.status.cluster_id} failed ({self.status.message}); delete it"
+            )
+
+    def _refuse_if_protected(self) -> None:
+        if self.status.spec.deletion_protection:
+            cid = self.status.cluster_id
+            raise Refused(
+                f"cluster {cid} has deletion protection; turn it off first with 'tenantctl protect {cid} --off'"
+            )
+
+    def _configured_spec(self, request: ConfigureRequest) -> tuple[ClusterSpec, list[str]]:
+        current = self.status.spec.model_dump()
+        changes: dict[str, Any] = {}
+        if request.certificates is not None:
+            changes["certificates"] = request.certificates.model_dump()
+        if request.deletion_protection is not None:
+            changes["deletion_protection"] = request.deletion_protection
+        try:
+            spec = ClusterSpec.model_validate({**current, **changes})
+        except ValidationError as exc:
+            raise Refused("; ".join(describe_validation_error(exc))) from None
+        changed = [k for k in changes if getattr(spec, k) != getattr(self.status.spec, k)]
+        return spec, changed
+
+    def _node_names(self) -> list[str]:
+        return list(self.status.nodes) or self.status.spec.node_names()
+
+    # --- what the UI shows ------------------------------------------------------------------------
+    def _search_attributes(self, operation: OperationKind | None = None) -> Any:
+        s = self.status
+        return sa.for_cluster(
+            s.cluster_id, s.spec.provider, s.spec.owner, s.kubernetes_version, s.phase, operation
+        )
+
+    def _publish(self) -> None:
+        """Keep search attributes and current details in step with the status."""
+        self.status.updated_at = workflow.now()
+        published = (self.status.phase.value, self.status.kubernetes_version)
+        if published != self._published:
+            workflow.upsert_search_attributes(
+                [sa.CLUSTER_PHASE.value_set(published[0]), sa.KUBERNETES_VERSION.value_set(published[1])]
+            )
+            self._published = published
+        workflow.set_current_details(render_status(self.status))
+
+
+def render_status(status: ClusterStatus) -> str:
+    lines = [
+        f"**{status.cluster_id}** ({status.spec.provider}, owner {status.spec.owner}) — **{status.phase}**",
+        f"Kubernetes {status.kubernetes_version}; {len(status.nodes) or len(status.spec.node_names())} nodes",
+    ]
+    if status.message:
+        lines.append(f"message: {status.message}")
+    if status.earliest_expiry:
+        lines.append(f"earliest certificate expiry: {_iso(status.earliest_expiry)}")
+    if status.next_rotation:
+        lines.append(f"next scheduled rotation: {_iso(status.next_rotation)}")
+    if status.current:
+        lines += ["", render_operation(status.current)]
+    return "\n".join(lines)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _phase_after_failure(kind: OperationKind, before: ClusterPhase) -> ClusterPhase:
+    if kind in (OperationKind.CREATE, OperationKind.DELETE):
+        return ClusterPhase.FAILED
+    return before
+
+
+def _failure_message(err: BaseException) -> str:
+    """The innermost message of a failure chain: it names the object that failed."""
+    message = str(err)
+    cause: BaseException | None = err
+    while cause is not None:
+        if str(cause):
+            message = str(cause)
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return message

@@ -1,0 +1,66 @@
+"""Every timeout and retry policy of tenantctl, named, in one place.
+
+Activities are retried with backoff for as long as their operation's deadline allows (transient
+errors, worker restarts); permanent errors (``models.errors``) are never retried.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from models.errors import NON_RETRYABLE_ERROR_TYPES
+
+# --- retry policies -----------------------------------------------------------------------------
+# Backend calls: quick first retry, then back off to a minute; unlimited attempts bounded by the
+# schedule-to-close deadline of each call, so a day-long Vault outage is survived by a rotation.
+BACKEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+
+# Waits poll inside the activity and heartbeat; a retry only follows a worker loss or a deadline.
+WAIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+
+# Asking the cluster entity for an operation (the schedule's rotation trigger).
+ENTITY_REQUEST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+
+# --- timeouts ------------------------------------------------------------------------------------
+BACKEND_CALL_TIMEOUT = timedelta(minutes=2)
+"""Start-to-close of one backend activity attempt (a few API calls)."""
+
+BACKEND_CALL_DEADLINE = timedelta(hours=6)
+"""Schedule-to-close of a backend activity: how long transient failures are retried."""
+
+PKI_CALL_DEADLINE = timedelta(hours=24)
+"""Certificates are issued for hours-to-days lifetimes; ride out a Vault outage of up to a day."""
+
+WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""A dead worker is noticed within this while it waits."""
+
+WAIT_POLL_INTERVAL = timedelta(seconds=2)
+
+NODES_READY_TIMEOUT = timedelta(minutes=30)
+"""How long a create waits for every node to become ready."""
+
+NODE_READY_TIMEOUT = timedelta(minutes=15)
+"""How long an upgrade or rotation waits for one node before it pauses and says which."""
+
+ENTITY_REQUEST_TIMEOUT = timedelta(hours=12)
+"""How long a schedule-started rotation waits for the entity to run it (an upgrade may be ahead)."""
+
+CHILD_RUN_TIMEOUT = None
+"""Operations have no run timeout: they pause and wait for people rather than time out."""

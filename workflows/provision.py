@@ -1,0 +1,83 @@
+"""Runbook: bring up a new tenant cluster.
+
+1. PKI: the cluster's Vault mount with its root CA, one role per component, the renewal policy.
+2. Foundation: the provider's per-cluster isolation (KVM: namespace, network policy).
+3. Certificates: every component's key pair, written straight to its destination.
+4. Endpoint: how the tenant API is reached (KVM: Services and Ingress).
+5. Nodes: one node per master and worker at the spec's Kubernetes version.
+6. Ready: wait until every node is available.
+
+Every step is idempotent, so a retried or resumed create converges instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+from models.cluster import NodeRecord, OperationKind, OperationStatus
+from models.operations import ProvisionInput, ProvisionResult
+from models.pki import certificate_requests
+from workflows import activity_stubs as act
+from workflows import policies
+from workflows.journal import OperationJournal
+
+STEPS = ["pki", "foundation", "certificates", "endpoint", "nodes", "ready"]
+MAX_PARALLEL_NODES = 5
+
+
+@workflow.defn(name="ProvisionCluster")
+class ProvisionWorkflow:
+    @workflow.init
+    def __init__(self, input: ProvisionInput) -> None:
+        self.journal = OperationJournal(OperationKind.CREATE, STEPS)
+
+    @workflow.query
+    def progress(self) -> OperationStatus:
+        return self.journal.status
+
+    @workflow.run
+    async def run(self, input: ProvisionInput) -> ProvisionResult:
+        spec = input.spec
+        step = self.journal.step
+        nodes = spec.node_names()
+
+        async with step("pki", f"mount, root CA, roles and policy for {spec.id}"):
+            ca = await act.ensure_ca(spec)
+            await act.ensure_roles(spec)
+            await act.ensure_policy(spec)
+
+        async with step("foundation"):
+            await act.ensure_foundation(spec)
+
+        async with step("certificates"):
+            issued = await act.ensure_certificates(spec, certificate_requests(spec, nodes))
+
+        async with step("endpoint", spec.api_domain):
+            await act.ensure_endpoint(spec)
+
+        async with step("nodes", f"{len(nodes)} nodes at {spec.kubernetes_version}"):
+            limit = asyncio.Semaphore(MAX_PARALLEL_NODES)
+            done = 0
+
+            async def one(node: str) -> None:
+                nonlocal done
+                async with limit:
+                    await act.ensure_node(spec, node, spec.kubernetes_version)
+                done += 1
+                await self.journal.progress(done, len(nodes), node)
+
+            await asyncio.gather(*(one(n) for n in nodes))
+
+        async with step("ready", "every node available"):
+            await act.wait_nodes_ready(spec, nodes, policies.NODES_READY_TIMEOUT, spec.kubernetes_version)
+
+        return ProvisionResult(
+            ca=ca,
+            certificates=issued.records,
+            nodes=[
+                NodeRecord(name=n, role=n.rsplit("-", 1)[0], kubernetes_version=spec.kubernetes_version)
+                for n in nodes
+            ],
+        )
