@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from models.base import Model
-from models.durations import Duration
+from models.durations import Duration, format_duration
 from models.versions import KubernetesVersion
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -139,11 +139,14 @@ class Certificates(Model):
             raise ValueError("rotation_interval must be at least 1m")
         if self.rotation_interval >= self.ttl:
             raise ValueError(
-                f"rotation_interval ({self.rotation_interval}) must be shorter than ttl ({self.ttl}), "
+                f"rotation_interval ({format_duration(self.rotation_interval)}) must be shorter than ttl "
+                f"({format_duration(self.ttl)}), "
                 "or certificates expire before they are rotated"
             )
         if self.ttl >= self.ca_ttl:
-            raise ValueError(f"ttl ({self.ttl}) must be shorter than ca_ttl ({self.ca_ttl})")
+            raise ValueError(
+                f"ttl ({format_duration(self.ttl)}) must be shorter than ca_ttl ({format_duration(self.ca_ttl)})"
+            )
         return self
 
     @property

@@ -19,6 +19,7 @@ from models.provider import (
     NodesResult,
     WaitNodesInput,
 )
+from models.schedules import RotationScheduleInput, RotationScheduleResult
 
 
 @dataclass
@@ -28,6 +29,7 @@ class FakeBackends:
     calls: list[tuple[str, str]] = field(default_factory=list)
     fail: dict[str, Exception] = field(default_factory=dict)
     serial: int = 0
+    schedules: dict[str, timedelta] = field(default_factory=dict)
 
     def _record(self, name: str, detail: str = "") -> None:
         self.calls.append((name, detail))
@@ -103,7 +105,18 @@ class FakeBackends:
                 ]
             )
 
+        @activity.defn(name="schedule.ensure_rotation_schedule")
+        def ensure_rotation_schedule(arg: RotationScheduleInput) -> RotationScheduleResult:
+            backend._record("schedule.ensure_rotation_schedule", str(arg.spec.certificates.rotation_interval))
+            backend.schedules[arg.spec.id] = arg.spec.certificates.rotation_interval
+            return RotationScheduleResult(
+                schedule_id=f"cert-rotation/{arg.spec.id}",
+                interval=arg.spec.certificates.rotation_interval,
+                next_runs=[datetime.now(UTC) + arg.spec.certificates.rotation_interval],
+            )
+
         return [
+            ensure_rotation_schedule,
             ensure_ca,
             ensure_roles,
             ensure_policy,

@@ -15,8 +15,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from workflows.cluster import ClusterWorkflow
 from workflows.provision import ProvisionWorkflow
+from workflows.scheduled_rotation import ScheduledRotationWorkflow
+from workflows.teardown import TeardownWorkflow
 
-WORKFLOWS: list[type] = [ClusterWorkflow, ProvisionWorkflow]
+WORKFLOWS: list[type] = [ClusterWorkflow, ProvisionWorkflow, ScheduledRotationWorkflow, TeardownWorkflow]
 
 # Pure-data modules are shared with the sandbox instead of re-imported for every workflow run,
 # which keeps worker memory flat (design.md: third-party imports in workflows can triple it).

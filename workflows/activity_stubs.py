@@ -33,6 +33,9 @@ from models.provider import (
     WaitNodesInput,
     provider_activity,
 )
+from models.naming import rotation_schedule_id
+from models.operations import RotateCertificatesResult
+from models.schedules import RequestRotationInput, RotationScheduleInput, RotationScheduleResult, ScheduleRef
 from models.spec import ClusterSpec
 from workflows import policies
 
@@ -243,4 +246,36 @@ async def ensure_foundation_absent(spec: ClusterSpec) -> EnsureResult:
         f"remove the {spec.provider} foundation of {spec.id}",
         start_to_close=timedelta(minutes=15),
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+    )
+
+
+# --- Temporal itself: the rotation schedule and requests to the entity ----------------------------
+async def ensure_rotation_schedule(spec: ClusterSpec, paused: bool | None = None) -> RotationScheduleResult:
+    return await call(
+        "schedule.ensure_rotation_schedule",
+        RotationScheduleInput(spec=spec, paused=paused),
+        RotationScheduleResult,
+        f"ensure schedule {rotation_schedule_id(spec.id)} rotates every {spec.certificates.rotation_interval}",
+    )
+
+
+async def ensure_rotation_schedule_absent(cluster_id: str) -> EnsureResult:
+    return await call(
+        "schedule.ensure_rotation_schedule_absent",
+        ScheduleRef(cluster_id=cluster_id),
+        EnsureResult,
+        f"pause and delete schedule {rotation_schedule_id(cluster_id)}",
+    )
+
+
+async def request_rotation(cluster_id: str, request_id: str) -> RotateCertificatesResult:
+    return await call(
+        "entity.request_rotation",
+        RequestRotationInput(cluster_id=cluster_id, request_id=request_id),
+        RotateCertificatesResult,
+        f"ask cluster {cluster_id} to rotate its certificates and wait for it",
+        start_to_close=policies.ENTITY_REQUEST_TIMEOUT,
+        deadline=policies.ENTITY_REQUEST_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        retry=policies.ENTITY_REQUEST_RETRY,
     )

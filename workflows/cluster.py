@@ -58,6 +58,7 @@ from models.operations import (
 )
 from models.spec import ClusterSpec, describe_validation_error
 from models.versions import upgrade_refusal
+from workflows import activity_stubs as act
 from workflows import search_attributes as sa
 from workflows.journal import PROGRESS_SIGNAL, render_operation
 
@@ -143,6 +144,15 @@ class ClusterWorkflow:
         self.status.ca_issuer_id = result.ca.issuer_id
         self.status.record_certificates(result.certificates)
         self.status.nodes = {n.name: n for n in result.nodes}
+        await self._sync_schedule()
+
+    async def _sync_schedule(self) -> None:
+        """Converge the rotation schedule on the spec (idempotent: also repairs a deleted schedule)."""
+        if self.status.phase in (ClusterPhase.FAILED, ClusterPhase.DELETED) or self._deleting:
+            return
+        schedule = await act.ensure_rotation_schedule(self.status.spec)
+        self.status.next_rotation = None if schedule.paused else next(iter(schedule.next_runs), None)
+        self._publish()
 
     # --- queries and signals ----------------------------------------------------------------------
     @workflow.query(name="status")
@@ -181,6 +191,7 @@ class ClusterWorkflow:
             request.requested_by,
         )
         self.status.record_certificates(result.certificates)
+        await self._sync_schedule()
         return result
 
     @rotate_certificates.validator
@@ -284,6 +295,8 @@ class ClusterWorkflow:
         spec, changed = self._configured_spec(request)
         self.status.spec = spec
         self._publish()
+        if "certificates" in changed:
+            await self._sync_schedule()
         return ConfigureResult(changed=changed, spec=spec)
 
     @configure.validator

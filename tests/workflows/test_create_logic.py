@@ -60,6 +60,7 @@ async def test_create_runs_the_runbook_in_order(time_skipping_env: WorkflowEnvir
         "pki.ensure_certificates",
         "kvm.ensure_endpoint",
         "kvm.wait_nodes_ready",
+        "schedule.ensure_rotation_schedule",
     ]
     assert sorted(d for n, d in backends.calls if n == "kvm.ensure_node") == ["master-0", "worker-0", "worker-1"]
     # the node steps came after the endpoint and before the wait
@@ -67,6 +68,8 @@ async def test_create_runs_the_runbook_in_order(time_skipping_env: WorkflowEnvir
     assert names.index("kvm.ensure_endpoint") < names.index("kvm.ensure_node") < names.index("kvm.wait_nodes_ready")
     assert set(status.nodes) == {"master-0", "worker-0", "worker-1"}
     assert status.ca_issuer_id == "issuer-1"
+    assert backends.schedules[spec.id] == spec.certificates.rotation_interval
+    assert status.next_rotation is not None
     # every certificate recorded, with the earliest expiry derived from them
     assert "apiserver" in status.certificates and "node-worker-1" in status.certificates
     assert status.earliest_expiry == min(c.not_after for c in status.certificates.values())

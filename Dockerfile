@@ -1,0 +1,16 @@
+# The tenantctl worker (and CLI) image. The same image can run the host API emulator for a
+# self-contained docker compose stack.
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY models models
+COPY config config
+COPY workflows workflows
+COPY activities activities
+COPY worker worker
+COPY starter starter
+COPY devstack devstack
+RUN pip install ".[devstack]" && useradd --uid 10001 --no-create-home tenantctl
+USER tenantctl
+CMD ["python", "-m", "worker"]

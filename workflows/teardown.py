@@ -1,0 +1,102 @@
+"""Runbook: remove a tenant cluster completely, even one whose create or teardown died halfway.
+
+The create order, reversed (operatorkit: EnsureDeleted walks the resource list backwards):
+1. Schedule: pause and delete the certificate-rotation schedule, so nothing starts mid-teardown.
+2. Nodes: every node the provider still has (not just the ones the entity knows: a create or an
+   upgrade may have died after adding one).
+3. Endpoint, 4. stored key pairs, 5. foundation (KVM: the namespace, waited out until gone).
+6. PKI: revoke every unexpired leaf, then delete the roles, the policy and the mount.
+7. Verify: nothing labelled or tagged with the cluster id remains; otherwise fail naming it.
+
+Every step treats "not found" as done, so running the whole runbook again is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from models.cluster import OperationKind, OperationStatus
+from models.errors import Conflict
+from models.operations import TeardownInput, TeardownResult
+from models.provider import EnsureResult, ResourceChange
+from workflows import activity_stubs as act
+from workflows.journal import OperationJournal
+
+STEPS = ["schedule", "nodes", "endpoint", "certificates", "foundation", "pki", "verify"]
+MAX_PARALLEL_NODES = 5
+
+
+@workflow.defn(name="TeardownCluster")
+class TeardownWorkflow:
+    @workflow.init
+    def __init__(self, input: TeardownInput) -> None:
+        self.journal = OperationJournal(OperationKind.DELETE, STEPS)
+        self.removed: list[str] = []
+
+    @workflow.query
+    def progress(self) -> OperationStatus:
+        return self.journal.status
+
+    @workflow.run
+    async def run(self, input: TeardownInput) -> TeardownResult:
+        spec = input.spec
+        step = self.journal.step
+        started = workflow.now()
+
+        async with step("schedule"):
+            self._note(await act.ensure_rotation_schedule_absent(spec.id))
+
+        async with step("nodes"):
+            observed = await act.list_nodes(spec)
+            versions = {n.name: n.kubernetes_version for n in observed.nodes}
+            nodes = sorted(set(input.nodes) | set(versions))
+            limit = asyncio.Semaphore(MAX_PARALLEL_NODES)
+            done = 0
+
+            async def remove(node: str) -> None:
+                nonlocal done
+                async with limit:
+                    version = versions.get(node, spec.kubernetes_version)
+                    self._note(await act.ensure_node_absent(spec, node, version))
+                done += 1
+                await self.journal.progress(done, len(nodes), node)
+
+            await asyncio.gather(*(remove(n) for n in nodes))
+
+        async with step("endpoint", spec.api_domain):
+            self._note(await act.ensure_endpoint_absent(spec))
+
+        async with step("certificates"):
+            self._note(await act.ensure_certificates_absent(spec))
+
+        async with step("foundation"):
+            self._note(await act.ensure_foundation_absent(spec))
+
+        async with step("pki"):
+            revoked = await act.revoke_certificates(spec)
+            self._note(await act.ensure_pki_absent(spec))
+
+        async with step("verify", "nothing labelled with the cluster id remains"):
+            leftovers = (await act.list_resources(spec)).resources
+            if leftovers:
+                raise ApplicationError(
+                    f"teardown of {spec.id} left {len(leftovers)} resources behind: {', '.join(leftovers[:20])}; "
+                    "run 'tenantctl delete' again once they can be removed",
+                    type=Conflict.__name__,
+                    non_retryable=True,
+                )
+
+        finished = workflow.now()
+        return TeardownResult(
+            removed=self.removed,
+            revoked_certificates=revoked.revoked,
+            started_at=started,
+            finished_at=finished,
+            duration_seconds=(finished - started).total_seconds(),
+        )
+
+    def _note(self, result: EnsureResult) -> None:
+        self.removed += [f"{o.kind}/{o.name}" for o in result.outcomes if o.change is ResourceChange.DELETED]
