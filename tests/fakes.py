@@ -1,8 +1,12 @@
-"""Activities replaced by name, for workflow-logic tests (the real ones are tested against their
-backends in tests/activities). Each fake records its calls so tests can check order and count."""
+"""Activities replaced by name, for workflow-logic tests on the time-skipping server.
+
+The real activities are tested against their real backends in tests/activities; these keep a
+small in-memory world so workflows can be checked for order, idempotency and what remains.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,16 +14,26 @@ from typing import Any
 
 from temporalio import activity
 
-from models.pki import CaInput, CaResult, CertificateRecord, CertificatesResult, EnsureCertificatesInput
+from models.pki import (
+    CaInput,
+    CaResult,
+    CertificateRecord,
+    CertificatesResult,
+    EnsureCertificatesInput,
+    RevokeResult,
+)
 from models.provider import (
     ClusterRef,
     EnsureResult,
     NodeObservation,
     NodeRef,
     NodesResult,
+    ResourceChange,
+    ResourceList,
+    ResourceOutcome,
     WaitNodesInput,
 )
-from models.schedules import RotationScheduleInput, RotationScheduleResult
+from models.schedules import RotationScheduleInput, RotationScheduleResult, ScheduleRef
 
 
 @dataclass
@@ -27,24 +41,58 @@ class FakeBackends:
     """In-memory stand-ins with the real activity names; ``calls`` lists (name, detail) in order."""
 
     calls: list[tuple[str, str]] = field(default_factory=list)
-    fail: dict[str, Exception] = field(default_factory=dict)
+    fail: dict[str, BaseException] = field(default_factory=dict)
     serial: int = 0
     schedules: dict[str, timedelta] = field(default_factory=dict)
+    objects: set[str] = field(default_factory=set)
+    node_versions: dict[str, str] = field(default_factory=dict)
+    pki_mounts: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _record(self, name: str, detail: str = "") -> None:
-        self.calls.append((name, detail))
+        with self.lock:
+            self.calls.append((name, detail))
         if name in self.fail:
             raise self.fail[name]
 
     def names(self) -> list[str]:
         return [n for n, _ in self.calls]
 
+    def _add(self, *keys: str) -> EnsureResult:
+        outcomes = []
+        with self.lock:
+            for key in keys:
+                kind, name = key.split("/", 1)
+                change = ResourceChange.UNCHANGED if key in self.objects else ResourceChange.CREATED
+                self.objects.add(key)
+                outcomes.append(ResourceOutcome(kind=kind, name=name, change=change))
+        return EnsureResult(outcomes=outcomes)
+
+    def _remove(self, *keys: str) -> EnsureResult:
+        outcomes = []
+        with self.lock:
+            for key in keys:
+                kind, name = key.split("/", 1)
+                change = ResourceChange.DELETED if key in self.objects else ResourceChange.ABSENT
+                self.objects.discard(key)
+                outcomes.append(ResourceOutcome(kind=kind, name=name, change=change))
+        return EnsureResult(outcomes=outcomes)
+
     def activities(self, provider: str = "kvm") -> list[Callable[..., Any]]:
         backend = self
 
-        @activity.defn(name="pki.ensure_ca")
+        def defn(name: str, arg_type: type, result_type: type) -> Callable[[Callable[..., Any]], Any]:
+            def wrap(fn: Callable[..., Any]) -> Any:
+                # typed before decoration, so the converter hands the fake a model, not a dict
+                fn.__annotations__ = {"arg": arg_type, "return": result_type}
+                return activity.defn(name=name)(fn)
+
+            return wrap
+
+        @defn("pki.ensure_ca", CaInput, CaResult)
         def ensure_ca(arg: CaInput) -> CaResult:
             backend._record("pki.ensure_ca", arg.spec.id)
+            backend.pki_mounts.add(arg.spec.id)
             return CaResult(
                 mount=f"pki/{arg.spec.id}",
                 issuer_id="issuer-1",
@@ -53,23 +101,24 @@ class FakeBackends:
                 created=True,
             )
 
-        @activity.defn(name="pki.ensure_roles")
+        @defn("pki.ensure_roles", ClusterRef, EnsureResult)
         def ensure_roles(arg: ClusterRef) -> EnsureResult:
             backend._record("pki.ensure_roles")
             return EnsureResult()
 
-        @activity.defn(name="pki.ensure_policy")
+        @defn("pki.ensure_policy", ClusterRef, EnsureResult)
         def ensure_policy(arg: ClusterRef) -> EnsureResult:
             backend._record("pki.ensure_policy")
             return EnsureResult()
 
-        @activity.defn(name="pki.ensure_certificates")
+        @defn("pki.ensure_certificates", EnsureCertificatesInput, CertificatesResult)
         def ensure_certificates(arg: EnsureCertificatesInput) -> CertificatesResult:
             backend._record("pki.ensure_certificates", str(len(arg.requests)))
             now = datetime.now(UTC)
             records = []
             for request in arg.requests:
                 backend.serial += 1
+                backend._add(f"secret/cert-{request.name}")
                 records.append(
                     CertificateRecord(
                         name=request.name,
@@ -83,17 +132,62 @@ class FakeBackends:
                 )
             return CertificatesResult(records=records, issued=[r.name for r in records])
 
-        def provider_op(op: str, arg_type: type) -> Callable[..., Any]:
-            def run(arg: Any) -> EnsureResult:
-                detail = getattr(arg, "node", "")
-                backend._record(f"{provider}.{op}", detail)
-                return EnsureResult()
+        @defn("pki.ensure_certificates_absent", ClusterRef, EnsureResult)
+        def ensure_certificates_absent(arg: ClusterRef) -> EnsureResult:
+            backend._record("pki.ensure_certificates_absent")
+            return backend._remove(*sorted(k for k in backend.objects if k.startswith("secret/")))
 
-            # typed before decoration, so the converter hands the activity a model, not a dict
-            run.__annotations__ = {"arg": arg_type, "return": EnsureResult}
-            return activity.defn(name=f"{provider}.{op}")(run)
+        @defn("pki.revoke_certificates", ClusterRef, RevokeResult)
+        def revoke_certificates(arg: ClusterRef) -> RevokeResult:
+            backend._record("pki.revoke_certificates")
+            return RevokeResult(revoked=backend.serial if arg.spec.id in backend.pki_mounts else 0)
 
-        @activity.defn(name=f"{provider}.wait_nodes_ready")
+        @defn("pki.ensure_pki_absent", ClusterRef, EnsureResult)
+        def ensure_pki_absent(arg: ClusterRef) -> EnsureResult:
+            backend._record("pki.ensure_pki_absent")
+            existed = arg.spec.id in backend.pki_mounts
+            backend.pki_mounts.discard(arg.spec.id)
+            change = ResourceChange.DELETED if existed else ResourceChange.ABSENT
+            return EnsureResult(outcomes=[ResourceOutcome(kind="pki-mount", name=f"pki/{arg.spec.id}", change=change)])
+
+        @defn(f"{provider}.ensure_foundation", ClusterRef, EnsureResult)
+        def ensure_foundation(arg: ClusterRef) -> EnsureResult:
+            backend._record(f"{provider}.ensure_foundation")
+            return backend._add(f"namespace/tenant-{arg.spec.id}")
+
+        @defn(f"{provider}.ensure_foundation_absent", ClusterRef, EnsureResult)
+        def ensure_foundation_absent(arg: ClusterRef) -> EnsureResult:
+            backend._record(f"{provider}.ensure_foundation_absent")
+            return backend._remove(f"namespace/tenant-{arg.spec.id}")
+
+        @defn(f"{provider}.ensure_endpoint", ClusterRef, EnsureResult)
+        def ensure_endpoint(arg: ClusterRef) -> EnsureResult:
+            backend._record(f"{provider}.ensure_endpoint")
+            return backend._add("service/api", "ingress/api")
+
+        @defn(f"{provider}.ensure_endpoint_absent", ClusterRef, EnsureResult)
+        def ensure_endpoint_absent(arg: ClusterRef) -> EnsureResult:
+            backend._record(f"{provider}.ensure_endpoint_absent")
+            return backend._remove("service/api", "ingress/api")
+
+        @defn(f"{provider}.ensure_node", NodeRef, EnsureResult)
+        def ensure_node(arg: NodeRef) -> EnsureResult:
+            backend._record(f"{provider}.ensure_node", arg.node)
+            backend.node_versions[arg.node] = arg.kubernetes_version
+            return backend._add(f"deployment/{arg.node}")
+
+        @defn(f"{provider}.ensure_node_absent", NodeRef, EnsureResult)
+        def ensure_node_absent(arg: NodeRef) -> EnsureResult:
+            backend._record(f"{provider}.ensure_node_absent", arg.node)
+            backend.node_versions.pop(arg.node, None)
+            return backend._remove(f"deployment/{arg.node}")
+
+        @defn(f"{provider}.restart_node", NodeRef, EnsureResult)
+        def restart_node(arg: NodeRef) -> EnsureResult:
+            backend._record(f"{provider}.restart_node", f"{arg.node}:{arg.restart_token}")
+            return EnsureResult()
+
+        @defn(f"{provider}.wait_nodes_ready", WaitNodesInput, NodesResult)
         def wait_nodes_ready(arg: WaitNodesInput) -> NodesResult:
             backend._record(f"{provider}.wait_nodes_ready", ",".join(arg.nodes))
             return NodesResult(
@@ -105,7 +199,22 @@ class FakeBackends:
                 ]
             )
 
-        @activity.defn(name="schedule.ensure_rotation_schedule")
+        @defn(f"{provider}.list_nodes", ClusterRef, NodesResult)
+        def list_nodes(arg: ClusterRef) -> NodesResult:
+            backend._record(f"{provider}.list_nodes")
+            return NodesResult(
+                nodes=[
+                    NodeObservation(name=n, role=n.rsplit("-", 1)[0], kubernetes_version=v, ready=True)
+                    for n, v in sorted(backend.node_versions.items())
+                ]
+            )
+
+        @defn(f"{provider}.list_resources", ClusterRef, ResourceList)
+        def list_resources(arg: ClusterRef) -> ResourceList:
+            backend._record(f"{provider}.list_resources")
+            return ResourceList(resources=sorted(backend.objects))
+
+        @defn("schedule.ensure_rotation_schedule", RotationScheduleInput, RotationScheduleResult)
         def ensure_rotation_schedule(arg: RotationScheduleInput) -> RotationScheduleResult:
             backend._record("schedule.ensure_rotation_schedule", str(arg.spec.certificates.rotation_interval))
             backend.schedules[arg.spec.id] = arg.spec.certificates.rotation_interval
@@ -115,18 +224,33 @@ class FakeBackends:
                 next_runs=[datetime.now(UTC) + arg.spec.certificates.rotation_interval],
             )
 
+        @defn("schedule.ensure_rotation_schedule_absent", ScheduleRef, EnsureResult)
+        def ensure_rotation_schedule_absent(arg: ScheduleRef) -> EnsureResult:
+            backend._record("schedule.ensure_rotation_schedule_absent")
+            existed = backend.schedules.pop(arg.cluster_id, None) is not None
+            change = ResourceChange.DELETED if existed else ResourceChange.ABSENT
+            return EnsureResult(
+                outcomes=[ResourceOutcome(kind="schedule", name=f"cert-rotation/{arg.cluster_id}", change=change)]
+            )
+
         return [
-            ensure_rotation_schedule,
             ensure_ca,
             ensure_roles,
             ensure_policy,
             ensure_certificates,
-            provider_op("ensure_foundation", ClusterRef),
-            provider_op("ensure_endpoint", ClusterRef),
-            provider_op("ensure_node", NodeRef),
+            ensure_certificates_absent,
+            revoke_certificates,
+            ensure_pki_absent,
+            ensure_foundation,
+            ensure_foundation_absent,
+            ensure_endpoint,
+            ensure_endpoint_absent,
+            ensure_node,
+            ensure_node_absent,
+            restart_node,
             wait_nodes_ready,
+            list_nodes,
+            list_resources,
+            ensure_rotation_schedule,
+            ensure_rotation_schedule_absent,
         ]
-
-
-def in_days(days: float) -> timedelta:
-    return timedelta(days=days)
