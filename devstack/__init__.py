@@ -1,0 +1,1 @@
+"""Local development stack: emulators and supervisors for running tenantctl without real backends."""

@@ -1,0 +1,164 @@
+"""The in-process entry point: `Emulator(...).start()` serves the API on a background thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from .controllers import Controllers
+from .faults import FaultInjector
+from .resources import DNS1123_LABEL
+from .server import Server
+from .store import Store, WatchEvent
+
+log = logging.getLogger(__name__)
+
+
+class Emulator:
+    """A Kubernetes API emulator: host cluster at the root, tenant virtual clusters under /tenants/<name>."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", ready_delay: float = 0.5,
+                 state_file: str | os.PathLike[str] | None = None, history_size: int = 1000,
+                 save_debounce: float = 0.2, fault_seed: int | None = None,
+                 advertise_url: str | None = None) -> None:
+        self.host, self._port = host, port
+        # what kubeconfigs point at when clients reach the server by another name (docker compose)
+        self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
+        self.state_file = Path(state_file) if state_file else None
+        self.save_debounce = save_debounce
+        self.store = Store(history_size)
+        self.faults = FaultInjector(fault_seed)
+        self.controllers = Controllers(self.store, ready_delay)
+        self._server: Server | None = None
+        self._threads: list[threading.Thread] = []
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        if self.state_file and self.state_file.exists():
+            self.store.restore(json.loads(self.state_file.read_text()))
+            log.info("restored state from %s (resourceVersion %s)", self.state_file, self.store.rv)
+        self.store.cluster("")  # the host cluster always exists
+        self._server = Server((self.host, self._port), self)
+        self._port = int(self._server.server_address[1])
+        self.controllers.start()
+        self._spawn(lambda: self._server.serve_forever(poll_interval=0.1) if self._server else None, "http")
+        if self.state_file:
+            self.store.listeners.append(self._mark_dirty)
+            self.save_state()  # the file exists (and is valid) from the first moment on
+            self._spawn(self._saver, "saver")
+        log.info("kube emulator serving on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.close_connections()
+            self._server.server_close()
+        self.store.close()
+        self.controllers.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.state_file:
+            self.save_state()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=f"kube-emulator-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # --- addressing, kubeconfig -----------------------------------------------------------------
+
+    @property
+    def ready_delay(self) -> float:
+        """Default seconds until a deployment (rollout) becomes available; settable at run time."""
+        return self.controllers.ready_delay
+
+    @ready_delay.setter
+    def ready_delay(self, seconds: float) -> None:
+        self.controllers.ready_delay = seconds
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return self.advertise_url or f"http://{self.host}:{self._port}"
+
+    def tenant_url(self, tenant: str) -> str:
+        if not DNS1123_LABEL.match(tenant):
+            raise ValueError(f"tenant name must be a DNS-1123 label: {tenant!r}")
+        return f"{self.url}/tenants/{tenant}"
+
+    def kubeconfig(self, tenant: str | None = None, namespace: str = "default") -> dict[str, Any]:
+        name = f"emulator-{tenant}" if tenant else "emulator"
+        server = self.tenant_url(tenant) if tenant else self.url
+        return {"apiVersion": "v1", "kind": "Config", "preferences": {},
+                "clusters": [{"name": name, "cluster": {"server": server}}],
+                "users": [{"name": name, "user": {"token": "emulator"}}],
+                "contexts": [{"name": name, "context": {"cluster": name, "user": name,
+                                                        "namespace": namespace}}],
+                "current-context": name}
+
+    def write_kubeconfig(self, path: str | os.PathLike[str], tenant: str | None = None) -> Path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(self.kubeconfig(tenant), sort_keys=False))
+        return target
+
+    def write_tenant_kubeconfig(self, tenant: str, path: str | os.PathLike[str]) -> Path:
+        return self.write_kubeconfig(path, tenant=tenant)
+
+    # --- faults ---------------------------------------------------------------------------------
+
+    def set_faults(self, **fields: Any) -> dict[str, Any]:
+        """Same fields as PUT /_emulator/faults (latency_ms, error_rate, error_codes, outage_*)."""
+        return self.faults.set(fields)
+
+    def clear_faults(self) -> dict[str, Any]:
+        return self.faults.clear()
+
+    # --- state file -----------------------------------------------------------------------------
+
+    def _mark_dirty(self, cluster: str, event: WatchEvent) -> None:
+        self._dirty.set()
+
+    def _saver(self) -> None:
+        while not self._stopping.is_set():
+            if self._dirty.wait(0.5) and not self._stopping.wait(self.save_debounce):
+                self.save_state()
+
+    def save_state(self) -> None:
+        """Atomically replace the state file (temp file in the same directory, then rename)."""
+        if not self.state_file:
+            return
+        self._dirty.clear()
+        data = json.dumps(self.store.snapshot())
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".kube-emulator-", dir=self.state_file.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

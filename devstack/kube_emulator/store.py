@@ -1,0 +1,437 @@
+"""Generic, thread-safe object store shared by the host cluster and every tenant virtual cluster.
+
+One re-entrant lock guards everything; one resourceVersion counter serves the whole server (as etcd's
+revision does). Stored dicts are never mutated after they are committed (every write builds a new
+dict), so watch history and snapshots can share them; callers always get deep copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import string
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .patching import apply_patch
+from .resources import (
+    BY_KIND,
+    INITIAL_STATUS,
+    NAMESPACES,
+    PDBS,
+    PODS,
+    RESOURCES,
+    SYSTEM_NAMESPACES,
+    ApiError,
+    Obj,
+    ResourceType,
+    admit,
+    now_iso,
+    scale_view,
+    validate_name,
+)
+from .selectors import Matcher, match_selector_object
+
+Key = tuple[str, str]  # (namespace or "", name)
+
+
+@dataclass
+class WatchEvent:
+    rv: int
+    type: str  # ADDED / MODIFIED / DELETED
+    key: str  # ResourceType.key
+    obj: Obj
+    old: Obj | None  # previous state, so label-selector watches can turn MODIFIED into ADDED/DELETED
+
+
+@dataclass
+class Cluster:
+    name: str  # "" is the host cluster, anything else a tenant virtual cluster
+    compacted_rv: int  # watches from an older resourceVersion get 410 Expired
+    objects: dict[str, dict[Key, Obj]] = field(default_factory=dict)
+    history: deque[WatchEvent] = field(default_factory=deque)
+
+    def bucket(self, rt: ResourceType) -> dict[Key, Obj]:
+        return self.objects.setdefault(rt.key, {})
+
+
+Listener = Callable[[str, WatchEvent], None]
+
+
+def key_of(obj: Obj) -> Key:
+    return obj["metadata"].get("namespace") or "", obj["metadata"]["name"]
+
+
+def _spec_part(obj: Obj) -> Obj:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+
+
+def pod_healthy(pod: Obj) -> bool:
+    """Healthy unless its status says otherwise (terminal phase or a Ready=False condition)."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded") or pod["metadata"].get("deletionTimestamp"):
+        return False
+    return not any(c.get("type") == "Ready" and c.get("status") == "False"
+                   for c in status.get("conditions") or [])
+
+
+def _scaled(value: Any, total: int) -> int:
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(total * int(value[:-1]) / 100)
+    return int(value)
+
+
+class Store:
+    def __init__(self, history_size: int = 1000) -> None:
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.rv = 0
+        self.history_size = history_size
+        self.clusters: dict[str, Cluster] = {}
+        self.listeners: list[Listener] = []
+        self.closed = False
+        self._ips = 0  # service clusterIP allocator
+
+    # --- clusters, persistence ----------------------------------------------------------------
+
+    def cluster(self, name: str) -> Cluster:
+        """The cluster's store, created (with the usual system namespaces) on first use."""
+        with self.lock:
+            cl = self.clusters.get(name)
+            if cl is None:
+                cl = self.clusters[name] = Cluster(name, compacted_rv=self.rv)
+                for ns in SYSTEM_NAMESPACES:
+                    self._create(cl, NAMESPACES, "", {"metadata": {"name": ns}})
+            return cl
+
+    def snapshot(self) -> Obj:
+        with self.lock:  # stored dicts are immutable, so sharing them outside the lock is safe
+            return {"format": 1, "resourceVersion": self.rv, "ips": self._ips,
+                    "clusters": {name: [o for b in cl.objects.values() for o in b.values()]
+                                 for name, cl in self.clusters.items()}}
+
+    def restore(self, data: Obj) -> None:
+        with self.lock:
+            self.rv, self._ips = int(data["resourceVersion"]), int(data.get("ips", 0))
+            for name, objs in data["clusters"].items():
+                cl = self.clusters[name] = Cluster(name, compacted_rv=self.rv)
+                for obj in objs:
+                    cl.bucket(BY_KIND[(obj["apiVersion"], obj["kind"])])[key_of(obj)] = obj
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.cond.notify_all()
+
+    # --- the single write path ------------------------------------------------------------------
+
+    def _commit(self, cl: Cluster, rt: ResourceType, obj: Obj, old: Obj | None, delete: bool = False) -> Obj:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        bucket = cl.bucket(rt)
+        if delete:
+            bucket.pop(key_of(obj), None)
+        else:
+            bucket[key_of(obj)] = obj
+        etype = "DELETED" if delete else "ADDED" if old is None else "MODIFIED"
+        event = WatchEvent(self.rv, etype, rt.key, obj, old)
+        cl.history.append(event)
+        while len(cl.history) > self.history_size:
+            cl.compacted_rv = cl.history.popleft().rv
+        self.cond.notify_all()
+        for listener in self.listeners:
+            listener(cl.name, event)
+        return copy.deepcopy(obj)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _existing(self, cl: Cluster, rt: ResourceType, ns: str, name: str) -> Obj:
+        obj = cl.bucket(rt).get((ns if rt.namespaced else "", name))
+        if obj is None:
+            raise ApiError(404, f'{rt.qualified} "{name}" not found', details=rt.details(name))
+        return obj
+
+    def get(self, cluster: str, rt: ResourceType, ns: str, name: str) -> Obj:
+        with self.lock:
+            return copy.deepcopy(self._existing(self.cluster(cluster), rt, ns, name))
+
+    def find(self, cluster: str, rt: ResourceType, ns: str, name: str) -> Obj | None:
+        with self.lock:
+            obj = self.cluster(cluster).bucket(rt).get((ns if rt.namespaced else "", name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, cluster: str, rt: ResourceType, ns: str | None = None,
+             match: Matcher | None = None) -> tuple[list[Obj], int]:
+        with self.lock:
+            bucket = self.cluster(cluster).bucket(rt)
+            items = [copy.deepcopy(o) for k, o in sorted(bucket.items())
+                     if (not ns or k[0] == ns) and (match is None or match(o))]
+            return items, self.rv
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def _check_body(self, rt: ResourceType, body: Any, ns: str) -> Obj:
+        if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+            raise ApiError(400, f"the object provided is unrecognized (must be of type {rt.kind})")
+        if body.get("kind") not in (None, "", rt.kind) or body.get("apiVersion") not in (None, "", rt.api_version):
+            raise ApiError(400, f"the API version in the data ({body.get('apiVersion')}) and kind "
+                           f"({body.get('kind')}) do not match the expected {rt.api_version} {rt.kind}")
+        obj = copy.deepcopy(body)
+        obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
+        meta = obj.setdefault("metadata", {})
+        if rt.namespaced:
+            if meta.get("namespace") and meta["namespace"] != ns:
+                raise ApiError(400, "the namespace of the provided object does not match the namespace "
+                               "sent on the request")
+            meta["namespace"] = ns
+        else:
+            meta.pop("namespace", None)
+        return obj
+
+    def create(self, cluster: str, rt: ResourceType, ns: str, body: Any, dry_run: bool = False) -> Obj:
+        with self.lock:
+            return self._create(self.cluster(cluster), rt, ns, body, dry_run)
+
+    def _create(self, cl: Cluster, rt: ResourceType, ns: str, body: Any, dry_run: bool = False,
+                keep_status: bool = False) -> Obj:
+        obj = self._check_body(rt, body, ns)
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(random.choices(string.ascii_lowercase + "2456789", k=5))
+        validate_name(rt, meta.get("name") or "")
+        name = meta["name"]
+        if rt.namespaced:
+            nso = cl.bucket(NAMESPACES).get(("", ns))
+            if nso is None:
+                raise ApiError(404, f'namespaces "{ns}" not found', details={"name": ns, "kind": "namespaces"})
+            if nso["metadata"].get("deletionTimestamp"):
+                msg = f"unable to create new content in namespace {ns} because it is being terminated"
+                details = {**rt.details(name), "causes": [{"reason": "NamespaceTerminating", "field":
+                           "metadata.namespace", "message": f"namespace {ns} is being terminated"}]}
+                raise ApiError(403, f'{rt.qualified} "{name}" is forbidden: {msg}', details=details)
+        if key_of(obj) in cl.bucket(rt):
+            raise ApiError(409, f'{rt.qualified} "{name}" already exists', "AlreadyExists", rt.details(name))
+        for transient in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
+                          "selfLink", "generation"):
+            meta.pop(transient, None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso())
+        if rt.generation:
+            meta["generation"] = 1
+        if "status" in rt.subresources and rt.kind != "Node" and not keep_status:
+            obj["status"] = copy.deepcopy(INITIAL_STATUS.get(rt.kind, {}))  # status is the controllers' to write
+        self._ips += rt.kind == "Service"
+        admit(rt, obj, None, self._ips)
+        return obj if dry_run else self._commit(cl, rt, obj, None)
+
+    def update(self, cluster: str, rt: ResourceType, ns: str, name: str, body: Any, sub: str = "",
+               dry_run: bool = False) -> Obj:
+        with self.lock:
+            cl = self.cluster(cluster)
+            return self._replace(cl, rt, self._existing(cl, rt, ns, name), body, sub, dry_run)
+
+    def patch(self, cluster: str, rt: ResourceType, ns: str, name: str, content_type: str, raw: bytes,
+              sub: str = "", dry_run: bool = False) -> Obj:
+        with self.lock:  # read-patch-write is atomic: patches never conflict with each other
+            cl = self.cluster(cluster)
+            old = self._existing(cl, rt, ns, name)
+            base = scale_view(rt, old) if sub == "scale" else copy.deepcopy(old)
+            return self._replace(cl, rt, old, apply_patch(content_type, base, raw), sub, dry_run)
+
+    def _replace(self, cl: Cluster, rt: ResourceType, old: Obj, body: Any, sub: str, dry_run: bool) -> Obj:
+        ns, name = key_of(old)
+        if sub == "scale":
+            spec = body.get("spec") if isinstance(body, dict) else None
+            replicas = spec.get("replicas", 0) if isinstance(spec, dict) else None
+            if not isinstance(replicas, int) or replicas < 0:
+                raise ApiError(422, f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                               f"{replicas}: must be greater than or equal to 0")
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            new = copy.deepcopy(old)
+            new["spec"]["replicas"] = replicas
+        else:
+            obj = self._check_body(rt, body, ns)
+            if obj["metadata"].get("name", name) != name:
+                raise ApiError(400, f"the name of the object ({obj['metadata']['name']}) does not match the "
+                               f"name on the URL ({name})")
+            rv = obj["metadata"].get("resourceVersion")
+            if sub == "status":
+                new = copy.deepcopy(old)
+                new["status"] = obj.get("status") or {}
+            else:
+                new, meta = obj, obj["metadata"]
+                for system_field in ("uid", "creationTimestamp", "deletionTimestamp", "generation", "name",
+                                     "deletionGracePeriodSeconds"):
+                    if system_field in old["metadata"]:
+                        meta[system_field] = old["metadata"][system_field]
+                    else:
+                        meta.pop(system_field, None)
+                if "status" in rt.subresources:  # the main resource ignores status, as on a real server
+                    new.pop("status", None)
+                    if "status" in old:
+                        new["status"] = old["status"]
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise ApiError(409, f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object has '
+                           "been modified; please apply your changes to the latest version and try again",
+                           "Conflict", rt.details(name))
+        result = self._update(cl, rt, old, new, dry_run)
+        return scale_view(rt, result) if sub == "scale" else result
+
+    def _update(self, cl: Cluster, rt: ResourceType, old: Obj, new: Obj, dry_run: bool = False) -> Obj:
+        meta = new["metadata"]
+        admit(rt, new, old, self._ips)  # defaulting first, so omitted defaults are not a spec change
+        if rt.generation and _spec_part(new) != _spec_part(old):
+            meta["generation"] = old["metadata"].get("generation", 1) + 1
+        meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        if new == old or dry_run:  # a no-op write does not bump resourceVersion, like a real server
+            return copy.deepcopy(new)
+        gone = meta.get("deletionTimestamp") and not meta.get("finalizers") and rt is not NAMESPACES
+        return self._commit(cl, rt, new, old, delete=bool(gone))
+
+    def delete(self, cluster: str, rt: ResourceType, ns: str, name: str, options: Obj | None = None,
+               dry_run: bool = False) -> tuple[Obj, bool]:
+        """Returns (object, deleted_now). Finalizers / namespaces only get a deletionTimestamp."""
+        with self.lock:
+            cl = self.cluster(cluster)
+            old = self._existing(cl, rt, ns, name)
+            if rt is NAMESPACES and name in ("default", "kube-system", "kube-public"):
+                raise ApiError(403, f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                               details={"name": name, "kind": "namespaces"})
+            pre = (options or {}).get("preconditions") or {}
+            for what, value in (("UID", pre.get("uid")), ("ResourceVersion", pre.get("resourceVersion"))):
+                actual = old["metadata"]["uid" if what == "UID" else "resourceVersion"]
+                if value and value != actual:
+                    raise ApiError(409, f'Operation cannot be fulfilled on {rt.qualified} "{name}": '
+                                   f"Precondition failed: {what} in precondition: {value}, {what} in object "
+                                   f"meta: {actual}", "Conflict", rt.details(name))
+            if rt is NAMESPACES or old["metadata"].get("finalizers"):
+                if old["metadata"].get("deletionTimestamp") and rt is NAMESPACES:
+                    raise ApiError(409, f'Operation cannot be fulfilled on namespaces "{name}": The system is '
+                                   "ensuring all content is removed from this namespace.  Upon completion, "
+                                   "this namespace will automatically be purged by the system.", "Conflict",
+                                   rt.details(name))
+                if old["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(old), False
+                new = copy.deepcopy(old)
+                new["metadata"].update(deletionTimestamp=now_iso(), deletionGracePeriodSeconds=0)
+                if rt is NAMESPACES:
+                    new["status"] = {**new.get("status", {}), "phase": "Terminating"}
+                return (new if dry_run else self._commit(cl, rt, new, old)), False
+            if dry_run:
+                return copy.deepcopy(old), True
+            return self._commit(cl, rt, copy.deepcopy(old), old, delete=True), True
+
+    # --- controller helpers ---------------------------------------------------------------------
+
+    def mutate(self, cluster: str, rt: ResourceType, ns: str, name: str,
+               fn: Callable[[Obj | None], Obj | None]) -> Obj | None:
+        """Privileged read-modify-write for controllers: may create, and may write status directly."""
+        with self.lock:
+            cl = self.cluster(cluster)
+            cur = cl.bucket(rt).get((ns if rt.namespaced else "", name))
+            new = fn(copy.deepcopy(cur) if cur is not None else None)
+            if new is None:
+                return None
+            if cur is None:
+                return self._create(cl, rt, ns, new, keep_status=True)
+            return self._update(cl, rt, cur, new)
+
+    def remove(self, cluster: str, rt: ResourceType, ns: str, name: str) -> None:
+        """Drop an object regardless of finalizers (namespace controller, node unregistration)."""
+        with self.lock:
+            cl = self.cluster(cluster)
+            cur = cl.bucket(rt).get((ns if rt.namespaced else "", name))
+            if cur is not None:
+                self._commit(cl, rt, copy.deepcopy(cur), cur, delete=True)
+
+    def evict(self, cluster: str, ns: str, name: str) -> None:
+        """policy/v1 Eviction: delete the pod unless a matching PodDisruptionBudget would be violated."""
+        with self.lock:
+            cl = self.cluster(cluster)
+            pod = self._existing(cl, PODS, ns, name)
+            labels = pod["metadata"].get("labels") or {}
+            pdbs = [p for (pns, _), p in sorted(cl.bucket(PDBS).items())
+                    if pns == ns and match_selector_object(p.get("spec", {}).get("selector"), labels)]
+            if len(pdbs) > 1:
+                raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the eviction "
+                               "subresource does not support.")
+            if pdbs and pod_healthy(pod):  # unhealthy pods may always be evicted
+                allowed, desired, healthy, _ = self.pdb_budget(cl, pdbs[0])
+                if allowed <= 0:
+                    pdb_name = pdbs[0]["metadata"]["name"]
+                    raise ApiError(429, "Cannot evict pod as it would violate the pod's disruption budget.",
+                                   details={"causes": [{"reason": "DisruptionBudget", "message":
+                                            f"The disruption budget {pdb_name} needs {desired} healthy "
+                                            f"pods and has {healthy} currently"}]})
+            self.delete(cluster, PODS, ns, name)
+
+    def pdb_budget(self, cl: Cluster, pdb: Obj) -> tuple[int, int, int, int]:
+        """(disruptionsAllowed, desiredHealthy, currentHealthy, expectedPods) over the matching pods."""
+        ns, spec = pdb["metadata"]["namespace"], pdb.get("spec") or {}
+        pods = [p for (pns, _), p in cl.bucket(PODS).items() if pns == ns and not p["metadata"].get(
+            "deletionTimestamp") and match_selector_object(spec.get("selector"), p["metadata"].get("labels") or {})]
+        expected, healthy = len(pods), sum(pod_healthy(p) for p in pods)
+        if spec.get("minAvailable") is not None:
+            desired = _scaled(spec["minAvailable"], expected)
+        elif spec.get("maxUnavailable") is not None:
+            desired = max(expected - _scaled(spec["maxUnavailable"], expected), 0)
+        else:
+            desired = 0
+        return max(healthy - desired, 0), desired, healthy, expected
+
+    # --- watch ----------------------------------------------------------------------------------
+
+    def watch(self, cluster: str, rt: ResourceType, ns: str | None, match: Matcher, since: str | None,
+              timeout: float) -> Generator[Obj, None, None]:
+        """Yield watch events ({type, object}); replays history newer than `since`, then blocks."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            cl = self.cluster(cluster)
+            if since in (None, "", "0"):  # "start at most recent": synthetic ADDED for what exists
+                last = self.rv
+                pending = [{"type": "ADDED", "object": copy.deepcopy(o)} for k, o in sorted(cl.bucket(rt).items())
+                           if (not ns or k[0] == ns) and match(o)]
+            else:
+                try:
+                    last = int(since)
+                except ValueError:
+                    raise ApiError(400, f'Invalid value: "{since}": resourceVersion must be an integer') from None
+                pending = []
+        yield from pending
+        expired = False
+        while not expired:
+            with self.lock:
+                if last < cl.compacted_rv:  # the events it needs have left the bounded history
+                    expired = True
+                    out = [{"type": "ERROR", "object": ApiError(
+                        410, f"too old resource version: {last} ({cl.compacted_rv})").status()}]
+                else:
+                    events = [e for e in cl.history if e.rv > last]
+                    if not events:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or self.closed:
+                            return
+                        self.cond.wait(min(remaining, 1.0))
+                        continue
+                    last = events[-1].rv
+                    out = [ev for e in events if (ev := _visible(e, rt, ns, match)) is not None]
+            yield from out  # outside the lock: the consumer writes to a socket
+
+
+def _visible(e: WatchEvent, rt: ResourceType, ns: str | None, match: Matcher) -> Obj | None:
+    if e.key != rt.key or (ns and e.obj["metadata"].get("namespace") != ns):
+        return None
+    now_ok, was_ok = match(e.obj), e.old is not None and match(e.old)
+    if e.type == "MODIFIED":
+        etype = "MODIFIED" if now_ok and was_ok else "ADDED" if now_ok else "DELETED" if was_ok else None
+    else:
+        etype = e.type if now_ok else None
+    return {"type": etype, "object": copy.deepcopy(e.obj)} if etype else None
+
+
+NAMESPACED = tuple(rt for rt in RESOURCES if rt.namespaced)

@@ -1,0 +1,117 @@
+"""Kubeconfig, the state file across restarts, `python -m devstack.kube_emulator`, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from devstack.kube_emulator import TENANT_NODE, Emulator
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_kubeconfig_loads_with_the_official_loader(emulator: Emulator, tmp_path: Path) -> None:
+    path = emulator.write_kubeconfig(tmp_path / "nested" / "config")
+    doc = yaml.safe_load(path.read_text())
+    assert doc["clusters"][0]["cluster"]["server"] == emulator.url and doc["current-context"]
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(path), client_configuration=cfg)
+    assert cfg.host == emulator.url
+    with config.new_client_from_config(config_file=str(path)) as api:
+        assert client.CoreV1Api(api).read_namespace("default").status.phase == "Active"
+
+
+def test_state_survives_restart(tmp_path: Path, kit: Any) -> None:
+    state = tmp_path / "state" / "kube.json"
+    with Emulator(port=0, ready_delay=0.05, state_file=state, save_debounce=0.01) as emu:
+        with kit.client_for(emu.write_kubeconfig(tmp_path / "kc1")) as api:
+            core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+            core.create_namespace({"metadata": {"name": "kept"}})
+            cm = core.create_namespaced_config_map("kept", {"metadata": {"name": "cfg"}, "data": {"a": "1"}})
+            apps.create_namespaced_deployment("kept", kit.deployment("vm", annotations={TENANT_NODE: "acme/n1"}))
+            kit.wait_for(lambda: apps.read_namespaced_deployment("vm", "kept").status.available_replicas)
+            with kit.tenant_client(emu, "acme", tmp_path) as tapi:
+                kit.wait_for(lambda: client.CoreV1Api(tapi).list_node().items, what="tenant node")
+            last_rv = int(core.list_namespace().metadata.resource_version)
+        kit.wait_for(lambda: json.loads(state.read_text())["resourceVersion"] == last_rv, what="saved")
+    assert not [p for p in state.parent.iterdir() if p != state]  # temp files were renamed into place
+
+    with Emulator(port=0, state_file=state) as emu, kit.client_for(emu.write_kubeconfig(tmp_path / "kc2")) as api:
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        restored = core.read_namespaced_config_map("cfg", "kept")
+        assert (restored.metadata.uid, restored.data) == (cm.metadata.uid, {"a": "1"})
+        assert apps.read_namespaced_deployment("vm", "kept").status.available_replicas == 1
+        assert int(core.list_namespace().metadata.resource_version) == last_rv
+        created = core.create_namespaced_config_map("kept", {"metadata": {"name": "new"}})
+        assert int(created.metadata.resource_version) > last_rv  # the counter continues
+        with kit.tenant_client(emu, "acme", tmp_path) as tapi:
+            assert [n.metadata.name for n in client.CoreV1Api(tapi).list_node().items] == ["n1"]
+        with pytest.raises(ApiException) as info:  # history did not survive: old versions are expired
+            list(watch.Watch().stream(core.list_namespaced_config_map, "kept", resource_version="1",
+                                      timeout_seconds=1))
+        assert info.value.status == 410
+
+
+def test_runs_as_a_module(tmp_path: Path, kit: Any) -> None:
+    kubeconfig, state = tmp_path / "kc", tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "devstack.kube_emulator", "--port", "0", "--kubeconfig",
+                             str(kubeconfig), "--state-file", str(state), "--ready-delay", "0.1"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
+    try:
+        kit.wait_for(lambda: kubeconfig.exists() and kubeconfig.stat().st_size, timeout=15, what="kubeconfig")
+        with kit.client_for(kubeconfig) as api:
+            core = client.CoreV1Api(api)
+            assert "default" in {n.metadata.name for n in core.list_namespace().items}
+            core.create_namespaced_config_map("default", {"metadata": {"name": "from-cli"}})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"serving on http://127.0.0.1:" in stderr
+    names = [o["metadata"]["name"] for o in json.loads(state.read_text())["clusters"][""]]
+    assert "from-cli" in names
+
+
+def test_concurrent_clients(kubeconfig: Path, core: client.CoreV1Api, ns: str, kit: Any) -> None:
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "counter"}, "data": {"n": "0"}})
+    rvs: list[int] = []
+    conflicts: list[int] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        with kit.client_for(kubeconfig) as api:
+            mine = client.CoreV1Api(api)
+            for i in range(10):
+                made = mine.create_namespaced_config_map(ns, {"metadata": {"name": f"w{index}-{i}"}})
+                with lock:
+                    rvs.append(int(made.metadata.resource_version))
+                while True:  # optimistic concurrency: read-modify-replace, retry on 409
+                    current = mine.read_namespaced_config_map("counter", ns)
+                    current.data["n"] = str(int(current.data["n"]) + 1)
+                    try:
+                        mine.replace_namespaced_config_map("counter", ns, current)
+                        break
+                    except ApiException as exc:
+                        assert exc.status == 409
+                        with lock:
+                            conflicts.append(index)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(rvs) == len(set(rvs)) == 80
+    assert len(core.list_namespaced_config_map(ns).items) == 81
+    assert core.read_namespaced_config_map("counter", ns).data["n"] == "80"  # no lost update
