@@ -28,6 +28,12 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 """On SIGTERM, in-flight activities get this long to finish before they are cancelled and retried."""
 
 
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
 def activities_of(*backends: object) -> list[Callable[..., Any]]:
     """Every ``@activity.defn`` method of the given backend objects, bound to them."""
     found: list[Callable[..., Any]] = []
@@ -53,9 +59,7 @@ def build_worker(
         activities=list(activities),
         # Sync activities (hvac, kubernetes, boto3 block) need threads; tests may pass none.
         activity_executor=activity_executor or ThreadPoolExecutor(16, thread_name_prefix="activity"),
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-        ),
+        workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         **options,
     )

@@ -1,0 +1,40 @@
+"""Replay every recorded history in tests/histories against the current workflow code.
+
+A failure here means a change would break workflows already running in production: guard the
+new behaviour with ``workflow.patched(...)`` instead. Record new histories with
+``python -m tests.replay.record`` (see that module).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.history_checks import assert_no_private_key
+from worker.registry import WORKFLOWS, sandbox_runner
+
+HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
+
+
+def test_histories_are_recorded() -> None:
+    assert HISTORIES, "no recorded histories in tests/histories"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replays_against_current_code(path: Path) -> None:
+    data = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(data["workflow_id"], data["history"])
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+def test_history_holds_no_private_key(path: Path) -> None:
+    data = json.loads(path.read_text())
+    assert_no_private_key(WorkflowHistory.from_json(data["workflow_id"], data["history"]))
