@@ -60,9 +60,9 @@ def kube_api_client(settings: Settings) -> k8s.ApiClient:
     """A client of the host cluster: in-cluster service account, or a kubeconfig."""
     configuration = k8s.Configuration()
     if settings.kube_in_cluster:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        k8s_config.load_kube_config(
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
             context=settings.kube_context,
             client_configuration=configuration,

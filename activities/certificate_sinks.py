@@ -1,0 +1,269 @@
+"""Where issued key pairs live: a destination per provider, behind one small protocol.
+
+``pki.ensure_certificates`` issues a certificate and hands the key pair straight to the cluster's
+sink, so the private key never reaches a workflow. Reading back returns the public half only
+(certificate, CA chain, and whether the stored key matches), which is all the activity needs to
+decide whether a stored pair can be kept. A sink is addressed by (cluster id, certificate name):
+the KVM provider keeps a Secret per certificate in the tenant's host namespace; an AWS sink keeps a
+Secrets Manager entry per certificate (``naming.aws_secret_name``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+
+from activities.backend_errors import translated
+from models.errors import Conflict, NotReady
+from models.naming import (
+    CLUSTER_LABEL,
+    COMPONENT_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    certificate_secret,
+    kvm_namespace,
+)
+from models.pki import CertificateRequest
+
+CERTIFICATE_LABEL = "tenantctl.io/certificate"
+"""Label with the certificate name: selects exactly the key-pair Secrets of a cluster."""
+SERIAL_ANNOTATION = "tenantctl.io/serial"
+NOT_AFTER_ANNOTATION = "tenantctl.io/not-after"
+ISSUER_ANNOTATION = "tenantctl.io/issuer-id"
+
+TLS_CERT, TLS_KEY, CA_CERT = "tls.crt", "tls.key", "ca.crt"
+WRITE_ATTEMPTS = 10
+"""Create/replace races (another attempt of the activity writing the same Secret) are retried here.
+Every lost race means another writer succeeded and left, so N writers need at most N attempts."""
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A freshly issued certificate with its private key; it only exists inside one activity call."""
+
+    certificate: str  # leaf, PEM
+    private_key: str = field(repr=False)  # kept out of repr so a traceback or a log line never shows it
+    ca_chain: str  # the issuing CA chain, PEM blocks one after another
+    serial: str
+    not_after: datetime
+    issuer_id: str
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    """The public half of a stored key pair, as read back; never the private key itself."""
+
+    name: str
+    certificate: str
+    ca_chain: str
+    key_matches: bool  # a private key is stored and belongs to the certificate
+    destination: str
+
+
+class CertificateSink(Protocol):
+    """Storage of a cluster's key pairs, addressed by (cluster id, certificate name)."""
+
+    kind: str
+    """Resource kind in ensure results, e.g. 'secret' or 'secretsmanager-secret'."""
+
+    def destination(self, cluster_id: str, name: str) -> str:
+        """Where the key pair of ``name`` lives, for humans: 'secret tenant-acme/cert-admin'."""
+        ...
+
+    def read(self, cluster_id: str, name: str) -> StoredCertificate | None:
+        """The stored pair's public half, or None when nothing is stored."""
+        ...
+
+    def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
+        """Create or replace the stored pair; returns its destination."""
+        ...
+
+    def delete(self, cluster_id: str, name: str) -> bool:
+        """Delete one stored pair; False when there was none."""
+        ...
+
+    def list_names(self, cluster_id: str) -> list[str]:
+        """Names of every stored pair of the cluster."""
+        ...
+
+    def delete_all(self, cluster_id: str) -> list[str]:
+        """Delete every stored pair of the cluster; returns the names that were deleted."""
+        ...
+
+
+def key_matches_certificate(certificate_pem: str, private_key_pem: str) -> bool:
+    """True when the private key is the one whose public key the certificate carries."""
+    try:
+        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(data: Mapping[str, bytes | str], key: str) -> str:
+    value = data.get(key)
+    if not value:
+        return ""
+    try:
+        # The client hands Secret data over as the API's base64 text (typed bytes | str).
+        return base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""  # unreadable content counts as missing: the pair is re-issued
+
+
+class KubernetesSecretSink:
+    """One ``kubernetes.io/tls`` Secret per certificate in the tenant's host namespace."""
+
+    kind = "secret"
+
+    def __init__(self, core: k8s.CoreV1Api) -> None:
+        self.core = core
+
+    def destination(self, cluster_id: str, name: str) -> str:
+        return f"secret {kvm_namespace(cluster_id)}/{certificate_secret(name)}"
+
+    def read(self, cluster_id: str, name: str) -> StoredCertificate | None:
+        secret = self._get(kvm_namespace(cluster_id), certificate_secret(name))
+        if secret is None:
+            return None
+        data = secret.data or {}
+        certificate = _unb64(data, TLS_CERT)
+        return StoredCertificate(
+            name=name,
+            certificate=certificate,
+            ca_chain=_unb64(data, CA_CERT),
+            key_matches=key_matches_certificate(certificate, _unb64(data, TLS_KEY)),
+            destination=self.destination(cluster_id, name),
+        )
+
+    def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
+        namespace, secret_name = kvm_namespace(cluster_id), certificate_secret(request.name)
+        body = self._body(cluster_id, request, key_pair)
+        what = f"write {self.destination(cluster_id, request.name)}"
+        for _ in range(WRITE_ATTEMPTS):
+            if self._create_or_replace(namespace, secret_name, body, what):
+                return self.destination(cluster_id, request.name)
+        raise NotReady(f"{what}: the Secret kept changing under us for {WRITE_ATTEMPTS} attempts; retrying")
+
+    def delete(self, cluster_id: str, name: str) -> bool:
+        return self._delete(kvm_namespace(cluster_id), certificate_secret(name))
+
+    def list_names(self, cluster_id: str) -> list[str]:
+        return sorted(self._secrets(cluster_id))
+
+    def delete_all(self, cluster_id: str) -> list[str]:
+        namespace = kvm_namespace(cluster_id)
+        deleted = []
+        for name, secret_name in sorted(self._secrets(cluster_id).items()):
+            if self._delete(namespace, secret_name):
+                deleted.append(name)
+        return deleted
+
+    # --- Kubernetes calls ---------------------------------------------------------------------
+    def _body(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> k8s.V1Secret:
+        return k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(
+                name=certificate_secret(request.name),
+                namespace=kvm_namespace(cluster_id),
+                labels={
+                    CLUSTER_LABEL: cluster_id,
+                    COMPONENT_LABEL: request.component.value,
+                    CERTIFICATE_LABEL: request.name,
+                    MANAGED_BY_LABEL: MANAGED_BY,
+                },
+                annotations={
+                    SERIAL_ANNOTATION: key_pair.serial,
+                    NOT_AFTER_ANNOTATION: key_pair.not_after.isoformat(),
+                    ISSUER_ANNOTATION: key_pair.issuer_id,
+                },
+            ),
+            type="kubernetes.io/tls",
+            data={
+                TLS_CERT: _b64(key_pair.certificate),
+                TLS_KEY: _b64(key_pair.private_key),
+                CA_CERT: _b64(key_pair.ca_chain),
+            },
+        )
+
+    def _create_or_replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
+        """One attempt; False when a concurrent writer won the race and the caller should retry."""
+        existing = self._get(namespace, name)
+        try:
+            with translated(what):
+                if existing is None:
+                    self.core.create_namespaced_secret(namespace, body)
+                else:
+                    self._refuse_foreign(existing, what)
+                    # Replacing with the version we read makes a concurrent write a 409, not a lost update.
+                    body.metadata = _with_version(body.metadata, existing)
+                    self.core.replace_namespaced_secret(name, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:  # created meanwhile (AlreadyExists) or modified meanwhile (Conflict)
+                return False
+            if exc.status == 404 and existing is None:
+                # The workflow creates the namespace first (kvm.ensure_foundation): not there *yet*.
+                raise NotReady(f"{what}: namespace {namespace} does not exist (yet); retrying") from exc
+            if exc.status == 404:
+                return False  # deleted between read and replace: create it on the next attempt
+            raise
+        return True
+
+    @staticmethod
+    def _refuse_foreign(existing: k8s.V1Secret, what: str) -> None:
+        labels = (existing.metadata.labels if existing.metadata else None) or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            raise Conflict(f"{what}: a Secret of that name exists and is not managed by {MANAGED_BY}; not replacing it")
+
+    def _get(self, namespace: str, name: str) -> k8s.V1Secret | None:
+        try:
+            with translated(f"read secret {namespace}/{name}"):
+                return self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _delete(self, namespace: str, name: str) -> bool:
+        try:
+            with translated(f"delete secret {namespace}/{name}"):
+                self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        activity.logger.info("deleted secret %s/%s", namespace, name)
+        return True
+
+    def _secrets(self, cluster_id: str) -> dict[str, str]:
+        """Certificate name -> Secret name of every key-pair Secret of the cluster."""
+        namespace = kvm_namespace(cluster_id)
+        selector = f"{CLUSTER_LABEL}={cluster_id},{MANAGED_BY_LABEL}={MANAGED_BY},{CERTIFICATE_LABEL}"
+        with translated(f"list key-pair secrets in {namespace}"):
+            items = self.core.list_namespaced_secret(namespace, label_selector=selector).items
+        found = {}
+        for item in items:
+            meta = item.metadata or k8s.V1ObjectMeta()
+            if meta.name and (meta.labels or {}).get(CERTIFICATE_LABEL):
+                found[(meta.labels or {})[CERTIFICATE_LABEL]] = meta.name
+        return found
+
+
+def _with_version(meta: k8s.V1ObjectMeta | None, existing: k8s.V1Secret) -> k8s.V1ObjectMeta:
+    meta = meta or k8s.V1ObjectMeta()
+    meta.resource_version = existing.metadata.resource_version if existing.metadata else None
+    return meta

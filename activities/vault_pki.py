@@ -1,0 +1,592 @@
+"""Vault/OpenBao PKI of a tenant cluster: mount + root CA, one role per component, a renewal policy,
+leaf certificates written straight to the provider's sink, and their removal.
+
+Layout per cluster (Giant Swarm's 2017 design): one PKI secrets engine at ``<prefix>/<cluster id>``
+holding one root CA (issuer ``root-1``); roles named after ``models.pki.Component``; the ACL policy
+``tenantctl-<cluster id>`` that may only issue/sign on that mount. Every call is idempotent: reads
+first, writes only what differs, and "already there" / "not there" is success.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import hvac
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+from temporalio import activity
+
+from activities.backend_errors import translated
+from activities.certificate_sinks import CertificateSink, KeyPair, StoredCertificate
+from models.errors import Conflict, InvalidInput, PermanentError
+from models.pki import (
+    CaInput,
+    CaResult,
+    CertificateRecord,
+    CertificateRequest,
+    CertificatesResult,
+    EnsureCertificatesInput,
+    RevokeResult,
+    RoleSpec,
+    pki_mount,
+    role_specs,
+    vault_policy_name,
+)
+from models.provider import ClusterRef, EnsureResult, ResourceChange, ResourceOutcome
+from models.spec import ClusterSpec, Provider
+
+ROOT_ISSUER_NAME = "root-1"
+"""Name of a cluster's first root CA. Vault refuses a second issuer of the same name, which turns two
+racing attempts of ``ensure_ca`` into one CA instead of two (a CA rotation would add 'root-2')."""
+LEAF_KEY_TYPE, LEAF_KEY_BITS = "ec", 256  # fast to generate, accepted by every Kubernetes component
+ROOT_KEY_TYPE, ROOT_KEY_BITS = "ec", 256
+LEAF_KEY_USAGE = ["DigitalSignature"]
+"""ECDSA keys only sign (TLS handshakes, service-account tokens); KeyEncipherment is an RSA notion."""
+AUTO_TIDY = {
+    # Rotation issues ~20 leaves a day per cluster and no_store is off (teardown must list them):
+    # tidy removes leaves 72 h after they expire, so the store and revoke_certificates stay small.
+    "enabled": True,
+    "tidy_cert_store": True,
+    "tidy_revoked_certs": True,
+    "interval_duration": int(timedelta(hours=12).total_seconds()),
+    "safety_buffer": int(timedelta(hours=72).total_seconds()),
+}
+KIND_MOUNT, KIND_ROLE, KIND_POLICY = "pki-mount", "pki-role", "vault-policy"
+KIND_UNMANAGED_ROLE = "unmanaged-pki-role"
+
+
+def serial_hex(serial: int) -> str:
+    """Vault's spelling of a serial number: colon-separated lowercase hex bytes, '1c:4e:...'."""
+    raw = serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
+    return ":".join(f"{byte:02x}" for byte in raw)
+
+
+def _seconds(value: timedelta) -> int:
+    return int(value.total_seconds())
+
+
+def role_body(role: RoleSpec) -> dict[str, Any]:
+    """The complete role as written to Vault (a role write replaces every field, so all are given)."""
+    ttl = _seconds(role.max_ttl)
+    return {
+        **role.model_dump(mode="json", exclude={"name", "max_ttl"}),
+        "ttl": ttl,
+        "max_ttl": ttl,
+        "key_type": LEAF_KEY_TYPE,
+        "key_bits": LEAF_KEY_BITS,
+        "key_usage": LEAF_KEY_USAGE,
+        "ext_key_usage": [],  # server/client auth come from server_flag/client_flag
+        "ou": [],
+        "allow_any_name": False,
+        "allow_wildcard_certificates": False,
+        "no_store": False,  # teardown lists the mount's certificates to revoke them
+        "generate_lease": False,  # short TTLs replace leases; thousands of leases would only load Vault
+        "use_csr_common_name": True,
+        "use_csr_sans": True,
+        "require_cn": True,
+        "issuer_ref": "default",
+    }
+
+
+def policy_document(mount: str) -> str:
+    """Enough for a component to renew its own certificate from this cluster's mount, nothing else."""
+    return (
+        f'path "{mount}/issue/*" {{\n  capabilities = ["create", "update"]\n}}\n\n'
+        f'path "{mount}/sign/*" {{\n  capabilities = ["create", "update"]\n}}\n\n'
+        f'path "{mount}/cert/ca" {{\n  capabilities = ["read"]\n}}\n\n'
+        f'path "{mount}/ca_chain" {{\n  capabilities = ["read"]\n}}\n'
+    )
+
+
+def _differs(current: Any, desired: Any) -> bool:
+    if isinstance(desired, list) and isinstance(current, list):
+        return sorted(map(str, current)) != sorted(map(str, desired))
+    return bool(current != desired)
+
+
+def _diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
+    return sorted(key for key, value in desired.items() if _differs(current.get(key), value))
+
+
+@dataclass(frozen=True)
+class Issuer:
+    mount: str
+    id: str
+    name: str
+    certificate: x509.Certificate
+
+
+def _common_name(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
+
+
+def _subject_alt_names(certificate: x509.Certificate) -> tuple[set[str], set[str]]:
+    try:
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return set(sans.get_values_for_type(x509.DNSName)), {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _heartbeat(*details: Any) -> None:
+    # The activities also run as plain methods (tests, scripts), where there is nobody to tell.
+    if activity.in_activity():
+        activity.heartbeat(*details)
+
+
+class VaultPki:
+    """Temporal activities for a cluster's PKI; ``sinks`` store key pairs per provider."""
+
+    def __init__(
+        self, vault: hvac.Client, sinks: Mapping[Provider, CertificateSink], mount_prefix: str = "pki"
+    ) -> None:
+        self.vault = vault
+        self.sinks = dict(sinks)
+        self.mount_prefix = mount_prefix
+
+    def mount(self, cluster_id: str) -> str:
+        return pki_mount(cluster_id, self.mount_prefix)
+
+    # --- activities -------------------------------------------------------------------------------
+    @activity.defn(name="pki.ensure_ca")
+    def ensure_ca(self, input: CaInput) -> CaResult:
+        spec = input.spec
+        mount = self.mount(spec.id)
+        self._ensure_mount(mount, spec)
+        self._ensure_auto_tidy(mount)
+        issuer, created = self._default_issuer(mount), False
+        if issuer is None:
+            issuer, created = self._generate_root(mount, spec), True
+        activity.logger.info(
+            "PKI mount %s: CA %s (%s) %s", mount, issuer.id, issuer.name, "created" if created else "kept"
+        )
+        return CaResult(
+            mount=mount,
+            issuer_id=issuer.id,
+            common_name=_common_name(issuer.certificate.subject),
+            not_after=issuer.certificate.not_valid_after_utc,
+            created=created,
+        )
+
+    @activity.defn(name="pki.ensure_roles")
+    def ensure_roles(self, input: ClusterRef) -> EnsureResult:
+        mount = self.mount(input.spec.id)
+        desired = role_specs(input.spec)
+        outcomes = [
+            ResourceOutcome(kind=KIND_ROLE, name=r.name.value, change=self._ensure_role(mount, r)) for r in desired
+        ]
+        unmanaged = sorted(
+            set(self._list(f"{mount}/roles", f"list roles of {mount}")) - {r.name.value for r in desired}
+        )
+        for name in unmanaged:
+            # Someone else's role on our mount: not ours to delete, but worth a look.
+            activity.logger.warning("PKI mount %s has role %s that tenantctl does not manage", mount, name)
+            outcomes.append(ResourceOutcome(kind=KIND_UNMANAGED_ROLE, name=name, change=ResourceChange.UNCHANGED))
+        return EnsureResult(outcomes=outcomes)
+
+    @activity.defn(name="pki.ensure_policy")
+    def ensure_policy(self, input: ClusterRef) -> EnsureResult:
+        name, document = vault_policy_name(input.spec.id), policy_document(self.mount(input.spec.id))
+        path = f"sys/policies/acl/{name}"
+        current = self._read(path, f"read policy {name}")
+        if current is not None and str(current.get("policy", "")).strip() == document.strip():
+            change = ResourceChange.UNCHANGED
+        else:
+            self._write(path, {"policy": document}, f"write policy {name}")
+            change = ResourceChange.CREATED if current is None else ResourceChange.UPDATED
+            activity.logger.info("policy %s %s", name, change.value)
+        return EnsureResult(outcomes=[ResourceOutcome(kind=KIND_POLICY, name=name, change=change)])
+
+    @activity.defn(name="pki.ensure_certificates")
+    def ensure_certificates(self, input: EnsureCertificatesInput) -> CertificatesResult:
+        mount, sink = self.mount(input.spec.id), self._sink(input.spec)
+        self._refuse_duplicate_names(input.requests)
+        issuer = self._default_issuer(mount)
+        if issuer is None:
+            raise PermanentError(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
+        records: list[CertificateRecord] = []
+        issued: list[str] = []
+        kept: list[str] = []
+        for request in input.requests:
+            _heartbeat(request.name)
+            record, was_issued = self._ensure_certificate(input, request, issuer, sink)
+            records.append(record)
+            (issued if was_issued else kept).append(request.name)
+        _heartbeat(f"{len(records)} certificates")
+        return CertificatesResult(records=records, issued=issued, kept=kept)
+
+    @activity.defn(name="pki.revoke_certificates")
+    def revoke_certificates(self, input: ClusterRef) -> RevokeResult:
+        mount = self.mount(input.spec.id)
+        revoked = skipped = 0
+        now = datetime.now(UTC)
+        for serial in self._list(f"{mount}/certs", f"list certificates of {mount}"):
+            _heartbeat(serial)
+            found = self._read(f"{mount}/cert/{serial}", f"read certificate {serial} of {mount}")
+            if found is None:
+                continue  # tidied away meanwhile
+            certificate = x509.load_pem_x509_certificate(str(found["certificate"]).encode())
+            if _is_ca(certificate):
+                continue  # the root itself; revoking an issuer is refused and pointless
+            if int(found.get("revocation_time") or 0) or certificate.not_valid_after_utc <= now:
+                skipped += 1
+                continue
+            self._write(f"{mount}/revoke", {"serial_number": serial}, f"revoke certificate {serial} of {mount}")
+            revoked += 1
+        activity.logger.info("mount %s: %d revoked, %d already revoked or expired", mount, revoked, skipped)
+        return RevokeResult(revoked=revoked, already_revoked_or_expired=skipped)
+
+    @activity.defn(name="pki.ensure_pki_absent")
+    def ensure_pki_absent(self, input: ClusterRef) -> EnsureResult:
+        spec, mount = input.spec, self.mount(input.spec.id)
+        config = self._mount_config(mount)
+        if config is not None and config.get("type") != "pki":
+            raise Conflict(f"mount {mount} has type {config.get('type')!r}, not pki; tenantctl will not delete it")
+        exists = config is not None
+        outcomes = self._delete_roles(mount, spec)  # a missing mount lists no roles: all absent
+        outcomes.append(self._delete_policy(vault_policy_name(spec.id)))
+        if exists:
+            with translated(f"disable PKI mount {mount}"):
+                self.vault.sys.disable_secrets_engine(mount)
+            activity.logger.info("disabled PKI mount %s", mount)
+        change = ResourceChange.DELETED if exists else ResourceChange.ABSENT
+        outcomes.append(ResourceOutcome(kind=KIND_MOUNT, name=mount, change=change))
+        return EnsureResult(outcomes=outcomes)
+
+    @activity.defn(name="pki.ensure_certificates_absent")
+    def ensure_certificates_absent(self, input: ClusterRef) -> EnsureResult:
+        sink = self._sink(input.spec)
+        deleted = sink.delete_all(input.spec.id)
+        if not deleted:
+            where = sink.destination(input.spec.id, "*")
+            return EnsureResult(outcomes=[ResourceOutcome(kind=sink.kind, name=where, change=ResourceChange.ABSENT)])
+        return EnsureResult(
+            outcomes=[
+                ResourceOutcome(
+                    kind=sink.kind, name=sink.destination(input.spec.id, name), change=ResourceChange.DELETED
+                )
+                for name in deleted
+            ]
+        )
+
+    # --- mount and CA -----------------------------------------------------------------------------
+    def _mount_config(self, mount: str) -> dict[str, Any] | None:
+        # GET sys/mounts/<path> answers 400 (not 404) for a missing mount: the listing is unambiguous.
+        mounts = self._read("sys/mounts", "list secrets engines") or {}
+        found = mounts.get(f"{mount}/")
+        return dict(found) if isinstance(found, dict) else None
+
+    def _ensure_mount(self, mount: str, spec: ClusterSpec) -> None:
+        desired = {
+            "description": f"tenantctl PKI of cluster {spec.id}",
+            "max_lease_ttl": _seconds(spec.certificates.ca_ttl),
+        }
+        current = self._mount_config(mount)
+        if current is None:
+            try:
+                self._write(
+                    f"sys/mounts/{mount}",
+                    {
+                        "type": "pki",
+                        "description": desired["description"],
+                        "config": {"max_lease_ttl": f"{desired['max_lease_ttl']}s"},
+                    },
+                    f"enable PKI mount {mount}",
+                )
+                activity.logger.info("enabled PKI mount %s", mount)
+                return
+            except InvalidInput:
+                current = self._mount_config(mount)  # a concurrent attempt enabled it first
+                if current is None:
+                    raise
+        if current.get("type") != "pki":
+            raise Conflict(
+                f"mount {mount} exists with type {current.get('type')!r}, not pki; tenantctl will not take it over"
+            )
+        have = {
+            "description": current.get("description", ""),
+            "max_lease_ttl": current.get("config", {}).get("max_lease_ttl"),
+        }
+        if changed := _diff(have, desired):
+            self._write(
+                f"sys/mounts/{mount}/tune",
+                {"description": desired["description"], "max_lease_ttl": f"{desired['max_lease_ttl']}s"},
+                f"tune PKI mount {mount}",
+            )
+            activity.logger.info("tuned PKI mount %s: %s", mount, ", ".join(changed))
+
+    def _ensure_auto_tidy(self, mount: str) -> None:
+        current = self._read(f"{mount}/config/auto-tidy", f"read auto-tidy of {mount}") or {}
+        if changed := _diff(current, AUTO_TIDY):
+            self._write(f"{mount}/config/auto-tidy", AUTO_TIDY, f"configure auto-tidy of {mount}")
+            activity.logger.info("auto-tidy of %s converged: %s", mount, ", ".join(changed))
+
+    def _default_issuer(self, mount: str) -> Issuer | None:
+        config = self._read(f"{mount}/config/issuers", f"read issuers config of {mount}") or {}
+        issuer_id = str(config.get("default") or "") or self._adopt_root(mount)
+        if not issuer_id:
+            return None
+        found = self._read(f"{mount}/issuer/{issuer_id}", f"read issuer {issuer_id} of {mount}")
+        if found is None:
+            return None
+        return Issuer(
+            mount=mount,
+            id=issuer_id,
+            name=str(found.get("issuer_name", "")),
+            certificate=x509.load_pem_x509_certificate(str(found["certificate"]).encode()),
+        )
+
+    def _adopt_root(self, mount: str) -> str | None:
+        """Make tenantctl's root the default when the mount has issuers but no default; None if no issuers.
+
+        OpenBao stores a generated issuer a moment before it becomes the default, so a concurrent
+        attempt of ensure_ca can see exactly that state. Our root is known by its name.
+        """
+        # LIST answers id -> {issuer_name, is_default}; GET issuer/<unknown name> answers 500, not 404.
+        with translated(f"list issuers of {mount}"):
+            response = self.vault.list(f"{mount}/issuers")
+        key_info = {} if response is None else (response.get("data") or {}).get("key_info") or {}
+        if not key_info:
+            return None
+        ours = sorted(i for i, info in key_info.items() if info.get("issuer_name") == ROOT_ISSUER_NAME)
+        if not ours:
+            raise Conflict(
+                f"PKI mount {mount} has issuers but neither a default nor {ROOT_ISSUER_NAME!r}; fix it by hand"
+            )
+        self._write(f"{mount}/config/issuers", {"default": ours[0]}, f"set default issuer of {mount}")
+        activity.logger.warning("PKI mount %s had no default issuer; made %s the default", mount, ROOT_ISSUER_NAME)
+        return str(ours[0])
+
+    def _generate_root(self, mount: str, spec: ClusterSpec) -> Issuer:
+        body = {
+            "common_name": f"{spec.id} root CA",
+            "organization": spec.owner,
+            "ttl": f"{_seconds(spec.certificates.ca_ttl)}s",
+            "key_type": ROOT_KEY_TYPE,
+            "key_bits": ROOT_KEY_BITS,
+            "issuer_name": ROOT_ISSUER_NAME,
+        }
+        try:
+            generated = self._write(f"{mount}/root/generate/internal", body, f"generate root CA of {mount}")
+        except InvalidInput:
+            # "issuer name already in use": a concurrent attempt generated it; use that one.
+            existing = self._default_issuer(mount)
+            if existing is None:
+                raise
+            return existing
+        return Issuer(
+            mount=mount,
+            id=str(generated["issuer_id"]),
+            name=str(generated.get("issuer_name", ROOT_ISSUER_NAME)),
+            certificate=x509.load_pem_x509_certificate(str(generated["certificate"]).encode()),
+        )
+
+    # --- roles and policy -------------------------------------------------------------------------
+    def _ensure_role(self, mount: str, role: RoleSpec) -> ResourceChange:
+        path, desired = f"{mount}/roles/{role.name.value}", role_body(role)
+        current = self._read(path, f"read role {role.name.value} of {mount}")
+        changed = _diff(current or {}, desired)
+        if current is not None and not changed:
+            return ResourceChange.UNCHANGED
+        self._write(path, desired, f"write role {role.name.value} of {mount}")
+        if current is None:
+            activity.logger.info("created role %s on %s", role.name.value, mount)
+            return ResourceChange.CREATED
+        activity.logger.info("updated role %s on %s: %s", role.name.value, mount, ", ".join(changed))
+        return ResourceChange.UPDATED
+
+    def _delete_roles(self, mount: str, spec: ClusterSpec) -> list[ResourceOutcome]:
+        existing = set(self._list(f"{mount}/roles", f"list roles of {mount}"))
+        managed = [r.name.value for r in role_specs(spec)]
+        outcomes = []
+        for name in managed + sorted(existing - set(managed)):  # the mount goes, so unmanaged roles go too
+            if name in existing:
+                with translated(f"delete role {name} of {mount}"):
+                    self.vault.delete(f"{mount}/roles/{name}")
+            change = ResourceChange.DELETED if name in existing else ResourceChange.ABSENT
+            outcomes.append(ResourceOutcome(kind=KIND_ROLE, name=name, change=change))
+        return outcomes
+
+    def _delete_policy(self, name: str) -> ResourceOutcome:
+        path = f"sys/policies/acl/{name}"
+        if self._read(path, f"read policy {name}") is None:
+            return ResourceOutcome(kind=KIND_POLICY, name=name, change=ResourceChange.ABSENT)
+        with translated(f"delete policy {name}"):
+            self.vault.delete(path)
+        activity.logger.info("deleted policy %s", name)
+        return ResourceOutcome(kind=KIND_POLICY, name=name, change=ResourceChange.DELETED)
+
+    # --- certificates -----------------------------------------------------------------------------
+    def _sink(self, spec: ClusterSpec) -> CertificateSink:
+        sink = self.sinks.get(spec.provider)
+        if sink is None:
+            raise PermanentError(f"this worker has no certificate sink for provider {spec.provider.value!r}")
+        return sink
+
+    @staticmethod
+    def _refuse_duplicate_names(requests: list[CertificateRequest]) -> None:
+        names = [r.name for r in requests]
+        if duplicates := sorted({n for n in names if names.count(n) > 1}):
+            raise InvalidInput(f"requests: certificate names must be unique; repeated: {', '.join(duplicates)}")
+
+    def _ensure_certificate(
+        self, input: EnsureCertificatesInput, request: CertificateRequest, issuer: Issuer, sink: CertificateSink
+    ) -> tuple[CertificateRecord, bool]:
+        """The record of a kept or freshly issued certificate, and whether it was issued now."""
+        stored = sink.read(input.spec.id, request.name)
+        reason = self._reissue_reason(stored, request, input.spec, issuer, input)
+        if stored is not None and reason is None:
+            certificate = x509.load_pem_x509_certificate(stored.certificate.encode())
+            return self._record(request, certificate, issuer, stored.destination), False
+        activity.logger.info("issuing %s from %s: %s", request.name, issuer.mount, reason)
+        return self._issue(input.spec, request, issuer, sink), True
+
+    def _reissue_reason(
+        self,
+        stored: StoredCertificate | None,
+        request: CertificateRequest,
+        spec: ClusterSpec,
+        issuer: Issuer,
+        input: EnsureCertificatesInput,
+    ) -> str | None:
+        """Why the stored key pair cannot be kept, or None when it can."""
+        if stored is None:
+            return "nothing stored"
+        if input.force:
+            return "forced"
+        if not stored.key_matches:
+            return "stored private key missing or not matching the certificate"
+        try:
+            certificate = x509.load_pem_x509_certificate(stored.certificate.encode())
+        except ValueError:
+            return "stored certificate unreadable"
+        return (
+            _issuer_problem(certificate, stored.ca_chain, issuer)
+            or _subject_problem(certificate, request, spec)
+            or _lifetime_problem(certificate, input.renew_before)
+            or self._revocation_problem(self.mount(spec.id), certificate)
+        )
+
+    def _revocation_problem(self, mount: str, certificate: x509.Certificate) -> str | None:
+        # Vault is the source of truth: a leaf revoked there (or unknown to it) is not kept.
+        serial = serial_hex(certificate.serial_number)
+        found = self._read(f"{mount}/cert/{serial}", f"read certificate {serial} of {mount}")
+        if found is None:
+            return f"serial {serial} unknown to Vault"
+        if int(found.get("revocation_time") or 0):
+            return f"serial {serial} revoked in Vault"
+        return None
+
+    def _issue(
+        self, spec: ClusterSpec, request: CertificateRequest, issuer: Issuer, sink: CertificateSink
+    ) -> CertificateRecord:
+        mount = self.mount(spec.id)
+        body = {
+            "common_name": request.common_name,
+            "alt_names": ",".join(request.alt_names),
+            "ip_sans": ",".join(request.ip_sans),
+            "ttl": f"{_seconds(spec.certificates.ttl)}s",
+            "exclude_cn_from_sans": True,  # SANs are exactly the request's, so "matches" is a set comparison
+            "format": "pem",
+        }
+        # Issuing through the issuer's own path pins the CA, so the record's issuer_id is certain.
+        issued = self._write(
+            f"{mount}/issuer/{issuer.id}/issue/{request.component.value}",
+            body,
+            f"issue certificate {request.name} ({request.common_name}) from {mount}",
+        )
+        certificate = x509.load_pem_x509_certificate(str(issued["certificate"]).encode())
+        record = self._record(request, certificate, issuer, sink.destination(spec.id, request.name))
+        chain = issued.get("ca_chain") or [issued["issuing_ca"]]
+        key_pair = KeyPair(
+            certificate=str(issued["certificate"]).strip() + "\n",
+            private_key=str(issued["private_key"]).strip() + "\n",
+            ca_chain="\n".join(str(pem).strip() for pem in chain) + "\n",
+            serial=record.serial,
+            not_after=record.not_after,
+            issuer_id=issuer.id,
+        )
+        del issued  # the response holds the key too: drop it before anything below could fail and show it
+        destination = sink.write(spec.id, request, key_pair)
+        activity.logger.info("stored %s (serial %s) in %s", request.name, record.serial, destination)
+        return record.model_copy(update={"destination": destination})
+
+    @staticmethod
+    def _record(
+        request: CertificateRequest, certificate: x509.Certificate, issuer: Issuer, destination: str
+    ) -> CertificateRecord:
+        return CertificateRecord(
+            name=request.name,
+            common_name=_common_name(certificate.subject),
+            serial=serial_hex(certificate.serial_number),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            issuer_id=issuer.id,
+            destination=destination,
+        )
+
+    # --- Vault calls --------------------------------------------------------------------------------
+    def _read(self, path: str, what: str) -> dict[str, Any] | None:
+        with translated(what):
+            response = self.vault.read(path)
+        return None if response is None else dict(response.get("data") or {})
+
+    def _list(self, path: str, what: str) -> list[str]:
+        with translated(what):
+            response = self.vault.list(path)
+        return [] if response is None else [str(key) for key in (response.get("data") or {}).get("keys", [])]
+
+    def _write(self, path: str, data: dict[str, Any], what: str) -> dict[str, Any]:
+        with translated(what):
+            response = self.vault.write_data(path, data=data)
+        # 204 No Content comes back as a bare HTTP response: nothing to read from it.
+        return dict(response.get("data") or {}) if isinstance(response, dict) else {}
+
+
+def _issuer_problem(certificate: x509.Certificate, ca_chain: str, issuer: Issuer) -> str | None:
+    if certificate.issuer != issuer.certificate.subject:
+        return "issued by another CA"
+    try:
+        certificate.verify_directly_issued_by(issuer.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return f"not signed by the current CA {issuer.id}"
+    try:
+        bundle = x509.load_pem_x509_certificates(ca_chain.encode())
+    except ValueError:
+        return "stored CA bundle unreadable"
+    if issuer.certificate not in bundle:
+        return "stored CA bundle lacks the current CA"
+    return None
+
+
+def _subject_problem(certificate: x509.Certificate, request: CertificateRequest, spec: ClusterSpec) -> str | None:
+    dns, ips = _subject_alt_names(certificate)
+    organization = {str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)}
+    role = {r.name: r for r in role_specs(spec)}[request.component]
+    if _common_name(certificate.subject) != request.common_name:
+        return "common name differs"
+    if dns != set(request.alt_names) or ips != {str(ipaddress.ip_address(ip)) for ip in request.ip_sans}:
+        return "subject alternative names differ"
+    if organization != set(role.organization):
+        return "organization differs"
+    return None
+
+
+def _lifetime_problem(certificate: x509.Certificate, renew_before: timedelta) -> str | None:
+    left = certificate.not_valid_after_utc - datetime.now(UTC)
+    if left <= renew_before:
+        return f"due: {left} left, renewed when {renew_before} or less remain"
+    return None
