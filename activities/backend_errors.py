@@ -14,7 +14,7 @@ import hvac.exceptions
 from botocore.exceptions import ClientError
 from kubernetes.client.exceptions import ApiException
 
-from models.errors import Conflict, Forbidden, InvalidInput, QuotaExceeded
+from models.errors import Conflict, Forbidden, InvalidInput, NotReady, QuotaExceeded
 
 AWS_FORBIDDEN = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure"}
 AWS_INVALID_PREFIXES = ("InvalidParameter", "ValidationError", "MalformedPolicyDocument", "InvalidAMIID")
@@ -24,7 +24,11 @@ AWS_QUOTA = {"LimitExceeded", "LimitExceededException", "VcpuLimitExceeded", "In
 def classify(exc: BaseException, what: str) -> BaseException:
     """The tenantctl error for a backend exception raised while doing ``what`` (or ``exc`` itself)."""
     if isinstance(exc, ApiException):
-        reason = f"{what}: host API answered {exc.status} {exc.reason}: {_k8s_message(exc)}"
+        message = _k8s_message(exc)
+        reason = f"{what}: host API answered {exc.status} {exc.reason}: {message}"
+        if exc.status == 403 and "being terminated" in message:
+            # a namespace still terminating refuses creates: that passes once it is gone
+            return NotReady(reason)
         if exc.status in (401, 403):
             return Forbidden(reason)
         if exc.status in (400, 422):

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = Field(default=None, description="kubeconfig of the host cluster")
     kube_context: str | None = Field(default=None, description="context in the kubeconfig")
     kube_in_cluster: bool = Field(default=False, description="use the pod's service account instead")
+    kube_simulate_tenant_nodes: bool = Field(
+        default=False,
+        description="annotate node Deployments so the local host API emulator registers tenant Nodes "
+        "(local stack only; never on a real host cluster)",
+    )
     tenant_api_url_template: str | None = Field(
         default=None,
         description="URL of a tenant's own API, '{cluster_id}' and '{base_domain}' filled in; "

@@ -33,6 +33,10 @@ class Conflict(PermanentError):
     """An object exists that tenantctl did not create and will not take over (name clash)."""
 
 
+class NodesNotReady(PermanentError):
+    """Nodes did not become ready within their deadline; details name them (upgrades pause on it)."""
+
+
 class TemporaryError(TenantctlError):
     """Worth retrying with backoff: timeouts, 5xx, throttling, connection refused, not ready yet."""
 
@@ -41,5 +45,5 @@ class NotReady(TemporaryError):
     """A wait whose condition does not hold yet; the activity retries until its deadline."""
 
 
-PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (InvalidInput, Forbidden, QuotaExceeded, Conflict)
+PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (InvalidInput, Forbidden, QuotaExceeded, Conflict, NodesNotReady)
 NON_RETRYABLE_ERROR_TYPES: list[str] = [PermanentError.__name__] + [cls.__name__ for cls in PERMANENT_ERRORS]

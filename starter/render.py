@@ -33,7 +33,7 @@ STEP_MARK = {
     StepState.RUNNING: "[yellow]◐[/]",
     StepState.DONE: "[green]●[/]",
     StepState.FAILED: "[red]✗[/]",
-    StepState.SKIPPED: "[dim]–[/]",
+    StepState.SKIPPED: "[dim]-[/]",
 }
 
 
@@ -51,7 +51,11 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
         return "-"
     delta = moment - (now or datetime.now(UTC))
     seconds = int(abs(delta.total_seconds()))
-    text = f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    text = (
+        f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
     return f"in {text}" if delta.total_seconds() > 0 else f"{text} ago"
 
 
@@ -107,8 +111,12 @@ def recent_view(ops: list[OperationStatus]) -> Table:
     for op in ops:
         took = (op.finished_at - op.started_at).total_seconds() if op.finished_at and op.started_at else None
         table.add_row(
-            op.kind, op.state, _at(op.started_at), f"{took:.1f}s" if took is not None else "-",
-            op.requested_by, op.message[:80],
+            op.kind,
+            op.state,
+            _at(op.started_at),
+            f"{took:.1f}s" if took is not None else "-",
+            op.requested_by,
+            op.message[:80],
         )
     return table
 

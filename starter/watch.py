@@ -21,8 +21,13 @@ def settled(status: ClusterStatus) -> bool:
 async def watch(client: Client, cluster_id: str, poll: float = POLL_SECONDS) -> ClusterStatus:
     """Show phases and a progress bar until the cluster is Ready, Failed or Deleted."""
     printed: set[tuple[str, str, str]] = set()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=False) as progress:
         bar = progress.add_task(f"{cluster_id}: starting", total=None, count="")
         last_phase: ClusterPhase | None = None
@@ -37,7 +42,7 @@ async def watch(client: Client, cluster_id: str, poll: float = POLL_SECONDS) -> 
                     key = (op.workflow_id, step.name, step.state.value)
                     if step.state in (StepState.DONE, StepState.FAILED, StepState.SKIPPED) and key not in printed:
                         printed.add(key)
-                        mark = {"done": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]–[/]"}[step.state.value]
+                        mark = {"done": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}[step.state.value]
                         progress.console.print(f"  {mark} {op.kind}: {step.name} {step.message}".rstrip())
                 finished = sum(1 for s in op.steps if s.state in (StepState.DONE, StepState.SKIPPED))
                 running = next((s for s in op.steps if s.state is StepState.RUNNING), None)

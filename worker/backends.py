@@ -27,5 +27,11 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
         sinks={Provider.KVM: KubernetesSecretSink(core)},
         mount_prefix=settings.vault_pki_mount_prefix,
     )
-    kvm = KvmProvider(core, k8s.AppsV1Api(kube), k8s.NetworkingV1Api(kube))
+    kvm = KvmProvider(
+        core,
+        k8s.AppsV1Api(kube),
+        k8s.NetworkingV1Api(kube),
+        simulate_node_registration=settings.kube_simulate_tenant_nodes,
+        simulated_workload_pods=3 if settings.kube_simulate_tenant_nodes else 0,
+    )
     return activities_of(pki, kvm)

@@ -384,9 +384,7 @@ class ClusterWorkflow:
         if phase is ClusterPhase.DELETED or self._deleting or phase is ClusterPhase.DELETING:
             raise Refused(f"cannot {what}: cluster {self.status.cluster_id} is {phase.value.lower()}")
         if phase is ClusterPhase.FAILED:
-            raise Refused(
-                f"cannot {what}: cluster {self.status.cluster_id} failed ({self.status.message}); delete it"
-            )
+            raise Refused(f"cannot {what}: cluster {self.status.cluster_id} failed ({self.status.message}); delete it")
 
     def _refuse_if_protected(self) -> None:
         if self.status.spec.deletion_protection:
@@ -415,9 +413,7 @@ class ClusterWorkflow:
     # --- what the UI shows ------------------------------------------------------------------------
     def _search_attributes(self, operation: OperationKind | None = None) -> Any:
         s = self.status
-        return sa.for_cluster(
-            s.cluster_id, s.spec.provider, s.spec.owner, s.kubernetes_version, s.phase, operation
-        )
+        return sa.for_cluster(s.cluster_id, s.spec.provider, s.spec.owner, s.kubernetes_version, s.phase, operation)
 
     def _publish(self) -> None:
         """Keep search attributes and current details in step with the status."""

@@ -77,7 +77,6 @@ class ProvisionWorkflow:
             ca=ca,
             certificates=issued.records,
             nodes=[
-                NodeRecord(name=n, role=n.rsplit("-", 1)[0], kubernetes_version=spec.kubernetes_version)
-                for n in nodes
+                NodeRecord(name=n, role=n.rsplit("-", 1)[0], kubernetes_version=spec.kubernetes_version) for n in nodes
             ],
         )

@@ -1,0 +1,803 @@
+"""The KVM provider: a tenant cluster's objects in the host Kubernetes cluster (activities ``kvm.*``).
+
+Each ``ensure_*`` reads the live object, compares the fields tenantctl owns with the desired
+manifest (``activities.kvm_manifests``) and writes only the difference, as a JSON patch that
+carries the resourceVersion it was computed from (a concurrent writer makes it fail with 409; it is
+re-read and recomputed). An object that needs no change is not written at all, so running an
+activity twice changes nothing the second time, resourceVersions included.
+
+"Owned" means: the labels and annotations tenantctl sets (others' keys are left alone), the
+ownerReference to the tenant Namespace, and per kind the spec fields listed in ``OWNED``. Owned
+fields compare as "desired is contained in live", so fields the API server defaults (a
+container's ``terminationMessagePath``, a Service's ``clusterIP``) are never seen as drift, while
+anything tenantctl set and someone changed (a node scaled to 0, an edited image) is.
+
+Live objects are read as raw JSON rather than client models: the client's models reject fields
+they do not know, and a newer host API server may well send some.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import urllib3.exceptions
+from kubernetes.client import (
+    AppsV1Api,
+    CoreV1Api,
+    NetworkingV1Api,
+    V1ConfigMap,
+    V1DeleteOptions,
+    V1Deployment,
+    V1Ingress,
+    V1Namespace,
+    V1NetworkPolicy,
+    V1Preconditions,
+    V1Service,
+    V1ServiceAccount,
+)
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from activities import kvm_manifests as m
+from activities.backend_errors import translated
+from models.errors import Conflict, InvalidInput, NodesNotReady, NotReady
+from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
+from models.naming import kvm_namespace as namespace_of
+from models.provider import (
+    ClusterRef,
+    EnsureResult,
+    NodeObservation,
+    NodeRef,
+    NodesResult,
+    ProviderOp,
+    ResourceChange,
+    ResourceList,
+    ResourceOutcome,
+    WaitNodesInput,
+    provider_activity,
+)
+from models.spec import ClusterSpec, Provider
+
+Obj = dict[str, Any]
+
+POLL_INTERVAL_SECONDS: Final = 2.0
+"""Waits poll this often, heartbeating each time (kept here: activities do not import workflows)."""
+NAMESPACE_DELETE_TIMEOUT_SECONDS: Final = 600.0
+"""One attempt of ensure_foundation_absent waits this long for the namespace to go, then fails
+(retryably) naming what is left; below the activity's 15-minute start-to-close."""
+CONFLICT_ATTEMPTS: Final = 5
+MAX_NODES_IN_MESSAGE: Final = 20
+"""A timeout names at most this many nodes in its message; the error's details list all of them."""
+LIST_PAGE_SIZE: Final = 250
+
+# How an owned field compares (see the module docstring).
+MAP: Final = "map"  # labels/annotations: our keys set to our values, other keys kept
+SUBSET: Final = "subset"  # desired contained in live; else replaced with desired
+EXACT: Final = "exact"  # equal; else replaced
+IMMUTABLE: Final = "immutable"  # equal; else the object is deleted and created again
+
+Unit = tuple[tuple[str, ...], str]
+_LABELS: Unit = (("metadata", "labels"), MAP)
+_ANNOTATIONS: Unit = (("metadata", "annotations"), MAP)
+OWNED: dict[str, tuple[Unit, ...]] = {
+    "namespace": (_LABELS, _ANNOTATIONS),
+    "networkpolicy": (_LABELS, _ANNOTATIONS, (("spec",), SUBSET)),
+    "serviceaccount": (_LABELS, _ANNOTATIONS, (("automountServiceAccountToken",), EXACT)),
+    "configmap": (_LABELS, _ANNOTATIONS, (("data",), EXACT)),
+    "service": (
+        _LABELS,
+        _ANNOTATIONS,
+        (("spec", "type"), EXACT),
+        (("spec", "selector"), EXACT),  # an extra key would narrow it: exact, not contained
+        (("spec", "ports"), SUBSET),
+        (("spec", "publishNotReadyAddresses"), EXACT),
+        (("spec", "clusterIP"), IMMUTABLE),  # headless or not is decided at creation
+    ),
+    "ingress": (_LABELS, _ANNOTATIONS, (("spec",), SUBSET)),
+    "deployment": (
+        _LABELS,
+        _ANNOTATIONS,
+        (("spec", "replicas"), EXACT),
+        (("spec", "selector"), IMMUTABLE),
+        (("spec", "strategy"), SUBSET),
+        (("spec", "template", "metadata", "labels"), MAP),
+        (("spec", "template", "metadata", "annotations"), MAP),
+        (("spec", "template", "spec"), SUBSET),
+    ),
+}
+LISTED_KINDS: Final = (
+    "namespace",
+    "deployment",
+    "service",
+    "ingress",
+    "networkpolicy",
+    "configmap",
+    "secret",
+    "serviceaccount",
+)
+"""Every kind a tenant has in the host cluster (Secrets are the PKI activities'), for list_resources."""
+_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+
+
+# --- pure helpers: comparison and patches ----------------------------------------------------------
+def covers(live: Any, desired: Any) -> bool:
+    """Whether ``live`` holds everything ``desired`` says (server-added fields allowed).
+
+    Lists must match element by element (an extra container or volume is drift). An empty dict
+    means "exactly empty" (a select-all ``podSelector: {}``, an allow-all egress rule ``{}``).
+    """
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        if not desired:
+            return not live
+        return all(key in live and covers(live[key], value) for key, value in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(covers(have, want) for have, want in zip(live, desired, strict=True))
+        )
+    return type(live) is type(desired) and bool(live == desired)
+
+
+def _get(obj: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return _MISSING
+        obj = obj[key]
+    return obj
+
+
+_MISSING: Final = object()
+
+
+def _pointer(path: Sequence[str]) -> str:
+    return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in path)
+
+
+def _add(live: Obj, path: Sequence[str], value: Any) -> Obj:
+    """A JSON-patch ``add`` of ``value`` at ``path``, creating missing parent objects in one go."""
+    for depth in range(1, len(path)):
+        if not isinstance(_get(live, path[:depth]), dict):
+            nested = value
+            for key in reversed(path[depth:]):
+                nested = {key: nested}
+            return {"op": "add", "path": _pointer(path[:depth]), "value": nested}
+    return {"op": "add", "path": _pointer(path), "value": value}
+
+
+@dataclass(frozen=True)
+class Plan:
+    ops: list[Obj]
+    changed: list[str]
+    recreate: bool
+
+
+def plan_changes(live: Obj, desired: Obj, units: Sequence[Unit]) -> Plan:
+    """The JSON-patch operations that bring the owned fields of ``live`` to ``desired``."""
+    ops: list[Obj] = []
+    changed: list[str] = []
+    recreate = False
+    for path, mode in units:
+        want = _get(desired, path)
+        if want is _MISSING:
+            continue
+        have = _get(live, path)
+        dotted = ".".join(path)
+        if mode == MAP:
+            if not isinstance(have, dict):
+                ops.append(_add(live, path, want))
+                changed.append(dotted)
+                continue
+            for key, value in want.items():
+                if have.get(key) != value:
+                    ops.append({"op": "add", "path": _pointer((*path, key)), "value": value})
+                    changed.append(f"{dotted}[{key}]")
+        elif mode == SUBSET:
+            if not covers(have, want):
+                ops.append(_add(live, path, want))
+                changed.append(dotted)
+        elif have != want:
+            if mode == IMMUTABLE:
+                recreate = True
+            ops.append(_add(live, path, want))
+            changed.append(dotted)
+    wanted_refs = _get(desired, ("metadata", "ownerReferences"))
+    if isinstance(wanted_refs, list) and wanted_refs:
+        refs = live["metadata"].get("ownerReferences") or []
+        uids = {ref.get("uid") for ref in refs}
+        if any(ref["uid"] not in uids for ref in wanted_refs):
+            # A reference to an earlier namespace of the same name is stale: replace it.
+            kept = [ref for ref in refs if ref.get("kind") != "Namespace"]
+            ops.append(_add(live, ("metadata", "ownerReferences"), kept + wanted_refs))
+            changed.append("metadata.ownerReferences")
+    return Plan(ops=ops, changed=changed, recreate=recreate)
+
+
+def _condition(obj: Obj, ctype: str) -> Obj:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == ctype:
+            return cast(Obj, condition)
+    return {}
+
+
+def node_readiness(deployment: Obj | None, node: str, version: str | None = None) -> tuple[bool, str]:
+    """Whether a node's Deployment is fully rolled out and available, and if not, why."""
+    if deployment is None:
+        return False, f"deployment {node} does not exist"
+    meta, spec, status = deployment["metadata"], deployment.get("spec") or {}, deployment.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return False, "deployment is being deleted"
+    running = (meta.get("labels") or {}).get(VERSION_LABEL, "")
+    if version is not None and running != m.normalize_version(version):
+        return False, f"runs Kubernetes {running or 'unknown'}, not {m.normalize_version(version)}"
+    generation, observed = meta.get("generation", 0), status.get("observedGeneration", 0)
+    if observed < generation:
+        return False, f"generation {generation} not observed yet (at {observed})"
+    replicas = spec.get("replicas", 1)
+    counts = {k: status.get(k, 0) for k in ("replicas", "updatedReplicas", "availableReplicas")}
+    available = _condition(deployment, "Available")
+    if replicas == 1 and set(counts.values()) == {1} and available.get("status") == "True":
+        return True, "available"
+    reasons = [f"spec.replicas={replicas}"] if replicas != 1 else []
+    reasons.append(", ".join(f"{k}={v}" for k, v in counts.items()))
+    for ctype in ("Available", "Progressing"):
+        condition = _condition(deployment, ctype)
+        if condition and (ctype == "Available" or condition.get("status") != "True"):
+            status, reason, message = (condition.get(k, "") for k in ("status", "reason", "message"))
+            reasons.append(f"{ctype}={status} {reason}: {message}")
+    return False, "; ".join(reasons)
+
+
+def _node_order(name: str) -> tuple[int, int, str]:
+    role, _, index = name.rpartition("-")
+    return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, name)
+
+
+def _body(response: object) -> Obj:
+    """JSON of a response fetched with ``_preload_content=False`` (an urllib3 response)."""
+    raw = cast(Any, response)
+    try:
+        data = raw.data
+    finally:
+        raw.release_conn()
+    return cast(Obj, json.loads(data)) if data else {}
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in _TRANSIENT_STATUS
+    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How to reach one kind through the typed clients (namespace ignored for cluster-scoped kinds)."""
+
+    name: str
+    read: Callable[[str, str], object]
+    create: Callable[[str, Obj], object]
+    patch: Callable[[str, str, list[Obj]], object]
+    delete: Callable[[str, str, V1DeleteOptions], object]
+
+
+class KvmProvider:
+    """Activities ``kvm.*``: one tenant cluster's namespace, endpoint and node VMs in the host cluster.
+
+    ``simulate_node_registration`` (local stack only) adds the host API emulator's annotations, so
+    a node Deployment that becomes available registers as a Ready Node in the emulated tenant
+    cluster; ``simulated_workload_pods`` gives each such worker that many pods to drain.
+    """
+
+    def __init__(
+        self,
+        core: CoreV1Api,
+        apps: AppsV1Api,
+        networking: NetworkingV1Api,
+        *,
+        simulate_node_registration: bool = False,
+        simulated_workload_pods: int = 0,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
+        namespace_delete_timeout: float = NAMESPACE_DELETE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.core, self.apps, self.networking = core, apps, networking
+        self.simulate_node_registration = simulate_node_registration
+        self.simulated_workload_pods = simulated_workload_pods
+        self.poll_interval = poll_interval
+        self.namespace_delete_timeout = namespace_delete_timeout
+        raw: dict[str, Any] = {"_preload_content": False}
+        self._namespace = _Kind(
+            "namespace",
+            read=lambda _ns, name: core.read_namespace(name, **raw),
+            create=lambda _ns, body: core.create_namespace(V1Namespace.model_validate(body), **raw),
+            patch=lambda _ns, name, ops: core.patch_namespace(name, ops, **raw),
+            delete=lambda _ns, name, opts: core.delete_namespace(name, body=opts, **raw),
+        )
+        self._network_policy = _Kind(
+            "networkpolicy",
+            read=lambda ns, name: networking.read_namespaced_network_policy(name, ns, **raw),
+            create=lambda ns, body: networking.create_namespaced_network_policy(
+                ns, V1NetworkPolicy.model_validate(body), **raw
+            ),
+            patch=lambda ns, name, ops: networking.patch_namespaced_network_policy(name, ns, ops, **raw),
+            delete=lambda ns, name, opts: networking.delete_namespaced_network_policy(name, ns, body=opts, **raw),
+        )
+        self._service_account = _Kind(
+            "serviceaccount",
+            read=lambda ns, name: core.read_namespaced_service_account(name, ns, **raw),
+            create=lambda ns, body: core.create_namespaced_service_account(
+                ns, V1ServiceAccount.model_validate(body), **raw
+            ),
+            patch=lambda ns, name, ops: core.patch_namespaced_service_account(name, ns, ops, **raw),
+            delete=lambda ns, name, opts: core.delete_namespaced_service_account(name, ns, body=opts, **raw),
+        )
+        self._config_map = _Kind(
+            "configmap",
+            read=lambda ns, name: core.read_namespaced_config_map(name, ns, **raw),
+            create=lambda ns, body: core.create_namespaced_config_map(ns, V1ConfigMap.model_validate(body), **raw),
+            patch=lambda ns, name, ops: core.patch_namespaced_config_map(name, ns, ops, **raw),
+            delete=lambda ns, name, opts: core.delete_namespaced_config_map(name, ns, body=opts, **raw),
+        )
+        self._service = _Kind(
+            "service",
+            read=lambda ns, name: core.read_namespaced_service(name, ns, **raw),
+            create=lambda ns, body: core.create_namespaced_service(ns, V1Service.model_validate(body), **raw),
+            patch=lambda ns, name, ops: core.patch_namespaced_service(name, ns, ops, **raw),
+            delete=lambda ns, name, opts: core.delete_namespaced_service(name, ns, body=opts, **raw),
+        )
+        self._ingress = _Kind(
+            "ingress",
+            read=lambda ns, name: networking.read_namespaced_ingress(name, ns, **raw),
+            create=lambda ns, body: networking.create_namespaced_ingress(ns, V1Ingress.model_validate(body), **raw),
+            patch=lambda ns, name, ops: networking.patch_namespaced_ingress(name, ns, ops, **raw),
+            delete=lambda ns, name, opts: networking.delete_namespaced_ingress(name, ns, body=opts, **raw),
+        )
+        self._deployment = _Kind(
+            "deployment",
+            read=lambda ns, name: apps.read_namespaced_deployment(name, ns, **raw),
+            create=lambda ns, body: apps.create_namespaced_deployment(ns, V1Deployment.model_validate(body), **raw),
+            patch=lambda ns, name, ops: apps.patch_namespaced_deployment(name, ns, ops, **raw),
+            delete=lambda ns, name, opts: apps.delete_namespaced_deployment(name, ns, body=opts, **raw),
+        )
+        self._list_all: dict[str, Callable[..., object]] = {
+            "namespace": core.list_namespace,
+            "deployment": apps.list_deployment_for_all_namespaces,
+            "service": core.list_service_for_all_namespaces,
+            "ingress": networking.list_ingress_for_all_namespaces,
+            "networkpolicy": networking.list_network_policy_for_all_namespaces,
+            "configmap": core.list_config_map_for_all_namespaces,
+            "secret": core.list_secret_for_all_namespaces,
+            "serviceaccount": core.list_service_account_for_all_namespaces,
+        }
+
+    # --- activities: foundation ----------------------------------------------------------------
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_FOUNDATION))
+    def ensure_foundation(self, input: ClusterRef) -> EnsureResult:
+        """Namespace, then its isolation (before anything runs in it), identity and cluster facts."""
+        spec = input.spec
+        m.kvm_settings(spec)  # refuse an AWS spec before creating anything
+        namespace_outcome, namespace = self._ensure(self._namespace, m.namespace_manifest(spec), spec)
+        uid = namespace["metadata"]["uid"]
+        outcomes = [namespace_outcome]
+        for kind, manifest in (
+            (self._network_policy, m.network_policy_manifest(spec)),
+            (self._service_account, m.service_account_manifest(spec)),
+            (self._config_map, m.cluster_configmap_manifest(spec)),
+        ):
+            outcomes.append(self._ensure(kind, m.with_owner(manifest, uid), spec)[0])
+        return EnsureResult(outcomes=outcomes)
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_FOUNDATION_ABSENT))
+    def ensure_foundation_absent(self, input: ClusterRef) -> EnsureResult:
+        """Delete the namespace (and with it everything in it) and wait until it is gone."""
+        spec = input.spec
+        name = namespace_of(spec.id)
+        live = self._read(self._namespace, "", name)
+        if live is None:
+            return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.ABSENT)])
+        self._check_ours(self._namespace, live, spec)
+        if not live["metadata"].get("deletionTimestamp"):
+            self._delete(self._namespace, "", name, "Background", uid=live["metadata"]["uid"])
+        started = time.monotonic()
+        while live is not None:
+            remaining = self._namespace_leftovers(live)
+            activity.heartbeat({"namespace": name, "waiting_for": remaining})
+            if time.monotonic() - started >= self.namespace_delete_timeout:
+                raise NotReady(
+                    f"namespace {name} still terminating after {self.namespace_delete_timeout:g}s: {remaining}; "
+                    "deletion continues in the host cluster and is checked again on retry"
+                )
+            self._pause(f"waiting for namespace {name} to be deleted")
+            live = self._read(self._namespace, "", name)
+        activity.logger.info("namespace %s deleted", name)
+        return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.DELETED)])
+
+    # --- activities: endpoint ------------------------------------------------------------------
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_ENDPOINT))
+    def ensure_endpoint(self, input: ClusterRef) -> EnsureResult:
+        spec = input.spec
+        uid = self._namespace_uid(spec)
+        outcomes = [
+            self._ensure(kind, m.with_owner(manifest, uid), spec)[0]
+            for kind, manifest in (
+                (self._service, m.api_service_manifest(spec)),
+                (self._service, m.etcd_service_manifest(spec)),
+                (self._ingress, m.api_ingress_manifest(spec)),
+            )
+        ]
+        return EnsureResult(outcomes=outcomes)
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_ENDPOINT_ABSENT))
+    def ensure_endpoint_absent(self, input: ClusterRef) -> EnsureResult:
+        namespace = namespace_of(input.spec.id)
+        outcomes = [
+            self._delete_outcome(kind, namespace, name)
+            for kind, name in (
+                (self._ingress, m.API_INGRESS),
+                (self._service, m.API_SERVICE),
+                (self._service, m.ETCD_SERVICE),
+            )
+        ]
+        return EnsureResult(outcomes=outcomes)
+
+    # --- activities: nodes ---------------------------------------------------------------------
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_NODE))
+    def ensure_node(self, input: NodeRef) -> EnsureResult:
+        """The role's cloud-config for the version first (the VM reads it at boot), then the VM."""
+        spec, role = input.spec, m.node_role(input.node)
+        version = m.normalize_version(input.kubernetes_version)
+        uid = self._namespace_uid(spec)
+        config = m.with_owner(m.cloud_config_manifest(spec, role, version), uid)
+        deployment = m.with_owner(
+            m.node_deployment_manifest(
+                spec,
+                input.node,
+                version,
+                input.restart_token,
+                simulate_node_registration=self.simulate_node_registration,
+                simulated_workload_pods=self.simulated_workload_pods,
+            ),
+            uid,
+        )
+        return EnsureResult(
+            outcomes=[
+                self._ensure(self._config_map, config, spec)[0],
+                self._ensure(self._deployment, deployment, spec)[0],
+            ]
+        )
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_NODE_ABSENT))
+    def ensure_node_absent(self, input: NodeRef) -> EnsureResult:
+        """Delete the VM; then its cloud-config, once no other node of that role and version uses it.
+
+        Operations on one cluster are serialised by its entity workflow, so no ensure_node of the
+        same role and version runs concurrently with this check.
+        """
+        spec, node, role = input.spec, input.node, m.node_role(input.node)
+        namespace = namespace_of(spec.id)
+        # The live version label is what the VM really ran; the caller's may be a step behind.
+        versions = {m.normalize_version(input.kubernetes_version)}
+        live = self._read(self._deployment, namespace, node)
+        if live is not None:
+            self._check_ours(self._deployment, live, spec)
+            running = (live["metadata"].get("labels") or {}).get(VERSION_LABEL)
+            if running:
+                versions.add(m.normalize_version(running))
+        # Foreground: the Deployment goes only after its pod (the VM) is gone, so a node re-created
+        # under the same name waits for the old VM instead of running next to it.
+        outcomes = [self._delete_outcome(self._deployment, namespace, node, "Foreground")]
+        others = [
+            d
+            for d in self._node_deployments(spec)
+            if d["metadata"]["name"] != node
+            and not d["metadata"].get("deletionTimestamp")
+            and (d["metadata"].get("labels") or {}).get(ROLE_LABEL) == role
+        ]
+        for version in sorted(versions):
+            config = m.cloud_config_name(role, version)
+            if any((d["metadata"].get("labels") or {}).get(VERSION_LABEL) == version for d in others):
+                outcomes.append(ResourceOutcome(kind="configmap", name=config, change=ResourceChange.UNCHANGED))
+            else:
+                outcomes.append(self._delete_outcome(self._config_map, namespace, config))
+        return EnsureResult(outcomes=outcomes)
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.RESTART_NODE))
+    def restart_node(self, input: NodeRef) -> EnsureResult:
+        """Roll the VM by setting the restart token on its pod template; the same token twice rolls once."""
+        if not input.restart_token:
+            raise InvalidInput(f"restart of node {input.node}: restart_token is empty, nothing would roll")
+        spec, node = input.spec, input.node
+        m.node_role(node)
+        namespace = namespace_of(spec.id)
+        desired = {
+            "spec": {"template": {"metadata": {"annotations": {m.RESTART_TOKEN_ANNOTATION: input.restart_token}}}}
+        }
+        units: tuple[Unit, ...] = ((("spec", "template", "metadata", "annotations"), MAP),)
+        for _ in range(CONFLICT_ATTEMPTS):
+            live = self._read(self._deployment, namespace, node)
+            if live is None:
+                activity.logger.warning("restart of node %s of %s: no such deployment", node, spec.id)
+                return EnsureResult(
+                    outcomes=[ResourceOutcome(kind="deployment", name=node, change=ResourceChange.ABSENT)]
+                )
+            self._check_ours(self._deployment, live, spec)
+            plan = plan_changes(live, desired, units)
+            if not plan.ops:
+                return EnsureResult(
+                    outcomes=[ResourceOutcome(kind="deployment", name=node, change=ResourceChange.UNCHANGED)]
+                )
+            if self._patch(self._deployment, live, plan.ops) is not None:
+                activity.logger.info("node %s of %s restarting (token %s)", node, spec.id, input.restart_token)
+                return EnsureResult(
+                    outcomes=[ResourceOutcome(kind="deployment", name=node, change=ResourceChange.UPDATED)]
+                )
+        raise NotReady(f"deployment {namespace}/{node} kept changing while it was being restarted")
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.WAIT_NODES_READY))
+    def wait_nodes_ready(self, input: WaitNodesInput) -> NodesResult:
+        """Poll until every node's Deployment is available, heartbeating the nodes still pending.
+
+        The start time travels in the heartbeat details, so an attempt retried after a worker
+        loss keeps the original deadline rather than starting the clock again.
+        """
+        spec = input.spec
+        started = _resumed_start(activity.info().heartbeat_details) or time.time()
+        deadline = started + input.timeout.total_seconds()
+        while True:
+            try:
+                observed = self._observe(spec, input.nodes, input.kubernetes_version)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if not _is_transient(exc):
+                    raise
+                # A wait outlives short host API hiccups instead of failing the attempt on one.
+                observed = [
+                    NodeObservation(
+                        name=n,
+                        role=n.rsplit("-", 1)[0],
+                        kubernetes_version="",
+                        ready=False,
+                        detail=f"host API unavailable: {_short(exc)}",
+                    )
+                    for n in input.nodes
+                ]
+            pending = [o for o in observed if not o.ready]
+            if not pending:
+                return NodesResult(nodes=observed)
+            waiting = [f"{o.name}: {o.detail}" for o in pending]
+            activity.heartbeat({"started_at": started, "pending": waiting})
+            if time.time() >= deadline:
+                shown = "; ".join(waiting[:MAX_NODES_IN_MESSAGE])
+                if len(waiting) > MAX_NODES_IN_MESSAGE:
+                    shown += f"; and {len(waiting) - MAX_NODES_IN_MESSAGE} more (see the error details)"
+                raise ApplicationError(
+                    f"{len(pending)} of {len(observed)} nodes of {spec.id} not ready after {input.timeout}: {shown}",
+                    [o.name for o in pending],
+                    type=NodesNotReady.__name__,
+                    non_retryable=True,
+                )
+            self._pause(f"waiting for nodes {', '.join(o.name for o in pending)}")
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_NODES))
+    def list_nodes(self, input: ClusterRef) -> NodesResult:
+        nodes = []
+        for deployment in self._node_deployments(input.spec):
+            meta = deployment["metadata"]
+            labels = meta.get("labels") or {}
+            ready, detail = node_readiness(deployment, meta["name"])
+            nodes.append(
+                NodeObservation(
+                    name=meta["name"],
+                    role=labels.get(ROLE_LABEL, ""),
+                    kubernetes_version=labels.get(VERSION_LABEL, ""),
+                    ready=ready,
+                    detail=detail,
+                )
+            )
+        return NodesResult(nodes=sorted(nodes, key=lambda n: _node_order(n.name)))
+
+    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_RESOURCES))
+    def list_resources(self, input: ClusterRef) -> ResourceList:
+        """Everything in any namespace labelled with the cluster, as ``kind/name`` or ``kind/namespace/name``."""
+        selector = f"{CLUSTER_LABEL}={input.spec.id}"
+        found = []
+        for kind in LISTED_KINDS:
+            for item in self._list(f"list {kind}s labelled {selector}", self._list_all[kind], label_selector=selector):
+                meta = item["metadata"]
+                found.append("/".join(p for p in (kind, meta.get("namespace"), meta["name"]) if p))
+        return ResourceList(resources=sorted(found))
+
+    # --- converging one object -----------------------------------------------------------------
+    def _ensure(self, kind: _Kind, desired: Obj, spec: ClusterSpec) -> tuple[ResourceOutcome, Obj]:
+        meta = desired["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        where = f"{kind.name} {namespace + '/' if namespace else ''}{name}"
+        for _ in range(CONFLICT_ATTEMPTS):
+            live = self._read(kind, namespace, name)
+            if live is None:
+                created = self._create(kind, namespace, desired)
+                if created is None:
+                    continue  # created meanwhile by someone else: converge that one
+                activity.logger.info("created %s", where)
+                return ResourceOutcome(kind=kind.name, name=name, change=ResourceChange.CREATED), created
+            self._check_ours(kind, live, spec)
+            if live["metadata"].get("deletionTimestamp"):
+                raise NotReady(f"{where} is being deleted; it is created again once it is gone")
+            plan = plan_changes(live, desired, OWNED[kind.name])
+            if plan.recreate:
+                activity.logger.warning("%s: immutable fields differ (%s): re-creating it", where, plan.changed)
+                self._delete(kind, namespace, name, "Foreground", uid=live["metadata"]["uid"])
+                created = self._create(kind, namespace, desired)
+                if created is None:
+                    raise NotReady(f"{where} is being re-created (immutable fields {plan.changed} differed)")
+                return ResourceOutcome(kind=kind.name, name=name, change=ResourceChange.UPDATED), created
+            if not plan.ops:
+                return ResourceOutcome(kind=kind.name, name=name, change=ResourceChange.UNCHANGED), live
+            patched = self._patch(kind, live, plan.ops)
+            if patched is not None:
+                activity.logger.info("updated %s: %s", where, ", ".join(plan.changed))
+                return ResourceOutcome(kind=kind.name, name=name, change=ResourceChange.UPDATED), patched
+        raise NotReady(f"{where} kept changing while it was being converged ({CONFLICT_ATTEMPTS} attempts)")
+
+    def _check_ours(self, kind: _Kind, live: Obj, spec: ClusterSpec) -> None:
+        """Refuse to take over an object tenantctl did not make for this cluster (a name clash)."""
+        labels = live["metadata"].get("labels") or {}
+        cluster, manager = labels.get(CLUSTER_LABEL), labels.get(MANAGED_BY_LABEL)
+        # The namespace must say it is this cluster's; inside it, an unlabelled object is ours
+        # (the namespace is), but one labelled for something else is not.
+        foreign = cluster != spec.id if kind is self._namespace else cluster not in (None, spec.id)
+        if foreign or manager not in (None, MANAGED_BY):
+            meta = live["metadata"]
+            where = "/".join(p for p in (meta.get("namespace"), meta["name"]) if p)
+            raise Conflict(
+                f"{kind.name} {where} exists but is not tenantctl's object for cluster {spec.id} "
+                f"(labels {CLUSTER_LABEL}={cluster}, {MANAGED_BY_LABEL}={manager}); refusing to take it over"
+            )
+
+    def _namespace_uid(self, spec: ClusterSpec) -> str:
+        name = namespace_of(spec.id)
+        live = self._read(self._namespace, "", name)
+        if live is None:
+            raise InvalidInput(f"namespace {name} does not exist: the cluster's foundation must be ensured first")
+        self._check_ours(self._namespace, live, spec)
+        if live["metadata"].get("deletionTimestamp"):
+            raise NotReady(f"namespace {name} is being deleted")
+        return str(live["metadata"]["uid"])
+
+    def _namespace_leftovers(self, namespace: Obj) -> str:
+        """What a terminating namespace still waits for, in the API server's own words."""
+        meta, status = namespace["metadata"], namespace.get("status") or {}
+        parts = [
+            f"{c.get('type')}: {c.get('message')}"
+            for c in status.get("conditions") or []
+            if c.get("status") == "True" and c.get("message")
+        ]
+        # metadata finalizers belong to other controllers (backups, operators): name them. The spec
+        # finalizer 'kubernetes' is the namespace controller's own, and the conditions above say
+        # which content it still removes.
+        if meta.get("finalizers"):
+            parts.append(f"finalizers {meta['finalizers']}")
+        return "; ".join(parts) or f"phase {status.get('phase', 'unknown')}, its content being removed"
+
+    # --- reads ---------------------------------------------------------------------------------
+    def _node_deployments(self, spec: ClusterSpec) -> list[Obj]:
+        selector = f"{CLUSTER_LABEL}={spec.id},{NODE_LABEL}"
+        namespace = namespace_of(spec.id)
+        return self._list(
+            f"list node deployments in {namespace}",
+            self.apps.list_namespaced_deployment,
+            namespace,
+            label_selector=selector,
+        )
+
+    def _observe(self, spec: ClusterSpec, nodes: list[str], version: str | None) -> list[NodeObservation]:
+        live = {d["metadata"]["name"]: d for d in self._node_deployments(spec)}
+        observed = []
+        for node in nodes:
+            deployment = live.get(node)
+            ready, detail = node_readiness(deployment, node, version)
+            labels = (deployment or {}).get("metadata", {}).get("labels") or {}
+            observed.append(
+                NodeObservation(
+                    name=node,
+                    role=labels.get(ROLE_LABEL, node.rsplit("-", 1)[0]),
+                    kubernetes_version=labels.get(VERSION_LABEL, ""),
+                    ready=ready,
+                    detail=detail,
+                )
+            )
+        return observed
+
+    def _list(self, what: str, call: Callable[..., object], *args: Any, **kwargs: Any) -> list[Obj]:
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            with translated(what):
+                page = _body(call(*args, limit=LIST_PAGE_SIZE, _continue=token, _preload_content=False, **kwargs))
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def _read(self, kind: _Kind, namespace: str, name: str) -> Obj | None:
+        try:
+            with translated(f"read {kind.name} {namespace}/{name}"):
+                return _body(kind.read(namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # --- writes --------------------------------------------------------------------------------
+    def _create(self, kind: _Kind, namespace: str, desired: Obj) -> Obj | None:
+        """The created object, or None when one of that name already exists."""
+        try:
+            with translated(f"create {kind.name} {namespace}/{desired['metadata']['name']}"):
+                return _body(kind.create(namespace, desired))
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def _patch(self, kind: _Kind, live: Obj, ops: list[Obj]) -> Obj | None:
+        """The patched object, or None when ``live`` is no longer current (409: re-read and retry)."""
+        meta = live["metadata"]
+        # Setting resourceVersion makes the server refuse the patch if the object changed since it
+        # was read, so the patch never applies to a state it was not computed from.
+        guarded = [{"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}, *ops]
+        try:
+            with translated(f"patch {kind.name} {meta.get('namespace', '')}/{meta['name']}"):
+                return _body(kind.patch(meta.get("namespace", ""), meta["name"], guarded))
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def _delete(self, kind: _Kind, namespace: str, name: str, propagation: str, uid: str | None = None) -> bool:
+        """Whether a deletion was requested (False: it was not there)."""
+        options = V1DeleteOptions(
+            propagation_policy=propagation, preconditions=V1Preconditions(uid=uid) if uid else None
+        )
+        try:
+            with translated(f"delete {kind.name} {namespace}/{name}"):
+                _body(kind.delete(namespace, name, options))
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        activity.logger.info("deleted %s %s/%s", kind.name, namespace, name)
+        return True
+
+    def _delete_outcome(
+        self, kind: _Kind, namespace: str, name: str, propagation: str = "Background"
+    ) -> ResourceOutcome:
+        deleted = self._delete(kind, namespace, name, propagation)
+        return ResourceOutcome(
+            kind=kind.name, name=name, change=ResourceChange.DELETED if deleted else ResourceChange.ABSENT
+        )
+
+    def _pause(self, what: str) -> None:
+        """Sleep one poll interval; wake at once and stop if the activity is cancelled."""
+        activity.wait_for_cancelled_sync(self.poll_interval)
+        if activity.is_cancelled():
+            raise CancelledError(f"cancelled while {what}")
+
+
+def _resumed_start(details: Sequence[Any]) -> float | None:
+    """The start time an earlier attempt heartbeated, if it is plausible."""
+    for detail in details:
+        started = detail.get("started_at") if isinstance(detail, dict) else None
+        if isinstance(started, int | float) and 0 < started <= time.time():
+            return float(started)
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"[:200]

@@ -1,0 +1,732 @@
+"""Desired host-cluster objects of a KVM tenant cluster, as pure functions of its spec.
+
+Every manifest is a plain camelCase dict, exactly what the Kubernetes API stores, so the provider
+(``activities.host_cluster``) can compare it field by field with a live object and tests can check
+it without a server. Names and labels derive from the cluster id only (``models.naming``), so a
+retried or resumed activity always finds what an earlier attempt created.
+
+Layout per cluster (namespace ``tenant-<id>``)::
+
+    Namespace       tenant-<id>                       (owner of everything below)
+    NetworkPolicy   isolate-tenant                    ingress: same namespace + ingress controller
+    ServiceAccount  tenant-node                       the VM pods' identity (no API token mounted)
+    ConfigMap       tenant-cluster                    non-secret cluster facts
+    Service         api (443 -> 6443), etcd (headless: 2379 client, 2380 peer)
+    Ingress         api                               host api.<id>.<base-domain>, TLS passthrough
+    ConfigMap       cloud-config-<role>-<version>     one per role and Kubernetes version
+    Deployment      master-<i>, worker-<i>            one VM each: replicas 1, Recreate
+    Secret          cert-<name>                       written by the PKI activities, mounted here
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from typing import Any
+
+import yaml
+
+from models.errors import InvalidInput
+from models.naming import (
+    CLUSTER_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NODE_LABEL,
+    ROLE_LABEL,
+    VERSION_LABEL,
+    certificate_secret,
+    kvm_namespace,
+)
+from models.pki import CertificateRequest, certificate_requests
+from models.spec import ClusterSpec, KvmSettings, MachineSize, Provider, memory_mib
+from models.versions import SemVer
+
+Manifest = dict[str, Any]
+
+OWNER_LABEL = "tenantctl.io/owner"
+RESTART_TOKEN_ANNOTATION = "tenantctl.io/restart-token"
+"""Pod template annotation: a new value rolls the VM (certificate rotation loads new key pairs)."""
+
+NETWORK_POLICY = "isolate-tenant"
+SERVICE_ACCOUNT = "tenant-node"
+CLUSTER_CONFIGMAP = "tenant-cluster"
+API_SERVICE = "api"
+ETCD_SERVICE = "etcd"
+API_INGRESS = "api"
+NODE_CONTAINER = "k8s-kvm"
+ROLES = ("master", "worker")
+NODE_NAME = re.compile(r"^(master|worker)-(0|[1-9]\d{0,3})$")
+
+API_PORT = 443
+APISERVER_PORT = 6443
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+KUBELET_PORT = 10250
+
+CLOUD_CONFIG_DIR = "/etc/tenantctl/cloud-config"
+CLOUD_CONFIG_KEY = "user-data"
+CERTS_DIR = "/etc/kubernetes/ssl"
+VM_SHUTDOWN_GRACE_SECONDS = 120
+"""Time for the guest's ACPI shutdown (kubelet and etcd stop cleanly) before the pod is killed."""
+
+ETCD_IMAGE = "registry.k8s.io/etcd:3.5.21-0"
+
+# Understood by the local stack's host API emulator (devstack/kube_emulator): a host Deployment so
+# annotated is a VM whose kubelet joins the tenant cluster. Only set when the provider is told to
+# simulate node registration; production objects never carry them.
+EMULATOR_TENANT_NODE = "emulator.tenantctl.io/tenant-node"
+EMULATOR_KUBELET_VERSION = "emulator.tenantctl.io/kubelet-version"
+EMULATOR_TENANT_PODS = "emulator.tenantctl.io/tenant-pods"
+NODE_ROLE_LABEL = "node.tenantctl.io/role"
+"""Label the kubelet registers its Node with (``--node-labels``); the emulator copies it from the Deployment."""
+
+
+# --- names and labels ------------------------------------------------------------------------------
+def kvm_settings(spec: ClusterSpec) -> KvmSettings:
+    if spec.provider is not Provider.KVM or spec.kvm is None:
+        raise InvalidInput(f"cluster {spec.id}: provider is '{spec.provider}', the KVM provider cannot manage it")
+    return spec.kvm
+
+
+def normalize_version(version: str) -> str:
+    """``v1.32.4`` / ``1.32.4`` -> ``1.32.4`` (label values and tags need one spelling)."""
+    try:
+        return str(SemVer.parse(version))
+    except ValueError as exc:
+        raise InvalidInput(f"kubernetes_version: {exc}") from None
+
+
+def node_role(node: str) -> str:
+    match = NODE_NAME.match(node)
+    if match is None:
+        raise InvalidInput(f"node '{node}' is not a node name of the form master-<n> or worker-<n>")
+    return match.group(1)
+
+
+def cloud_config_name(role: str, version: str) -> str:
+    return f"cloud-config-{role}-{normalize_version(version)}"
+
+
+def node_image(spec: ClusterSpec, version: str) -> str:
+    """The VM image; its tag is the Kubernetes version, so an upgrade is an image change."""
+    return f"{kvm_settings(spec).image_repository}:v{normalize_version(version)}"
+
+
+def cluster_labels(spec: ClusterSpec) -> dict[str, str]:
+    """Labels of every object of the cluster: teardown verification lists by the first one."""
+    return {CLUSTER_LABEL: spec.id, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def node_labels(spec: ClusterSpec, node: str, version: str) -> dict[str, str]:
+    return {
+        **cluster_labels(spec),
+        ROLE_LABEL: node_role(node),
+        NODE_LABEL: node,
+        VERSION_LABEL: normalize_version(version),
+    }
+
+
+def node_selector(spec: ClusterSpec, node: str) -> dict[str, str]:
+    """Deployment selector: immutable, so it holds only what never changes (not the version)."""
+    return {CLUSTER_LABEL: spec.id, NODE_LABEL: node}
+
+
+def master_selector(spec: ClusterSpec) -> dict[str, str]:
+    return {CLUSTER_LABEL: spec.id, ROLE_LABEL: "master"}
+
+
+def owner_reference(namespace: str, uid: str) -> dict[str, Any]:
+    """Every namespaced object is owned by the tenant Namespace: the whole cluster hangs off one object."""
+    return {"apiVersion": "v1", "kind": "Namespace", "name": namespace, "uid": uid}
+
+
+def _meta(spec: ClusterSpec, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"name": name, "namespace": kvm_namespace(spec.id), "labels": labels or cluster_labels(spec)}
+
+
+def with_owner(manifest: Manifest, namespace_uid: str) -> Manifest:
+    """A copy of a namespaced manifest with the ownerReference to its tenant Namespace."""
+    owned = copy.deepcopy(manifest)
+    meta = owned["metadata"]
+    meta["ownerReferences"] = [owner_reference(meta["namespace"], namespace_uid)]
+    return owned
+
+
+# --- foundation ------------------------------------------------------------------------------------
+def namespace_manifest(spec: ClusterSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": kvm_namespace(spec.id),
+            "labels": {**cluster_labels(spec), OWNER_LABEL: spec.owner},
+        },
+    }
+
+
+def network_policy_manifest(spec: ClusterSpec) -> Manifest:
+    """Ingress only from the tenant's own pods and the ingress controller; egress open.
+
+    The VMs must reach image registries and the tenant's users' services on the internet, so egress
+    stays open; what is isolated is other tenants (and anything else on the host) reaching in.
+    """
+    ingress_namespace = kvm_settings(spec).ingress_namespace
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(spec, NETWORK_POLICY),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {}},
+                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ingress_namespace}}},
+                    ]
+                }
+            ],
+            "egress": [{}],
+        },
+    }
+
+
+def service_account_manifest(spec: ClusterSpec) -> Manifest:
+    """The VM pods' own identity: host admins bind the privileged pod policy to it, not to 'default'.
+
+    The VMs never call the host API, so no token is mounted into them.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(spec, SERVICE_ACCOUNT),
+        "automountServiceAccountToken": False,
+    }
+
+
+def cluster_facts(spec: ClusterSpec) -> dict[str, str]:
+    """Facts that do not change over the cluster's life (versions live on the nodes, not here)."""
+    service_net = ipaddress.ip_network(spec.networking.service_cidr)
+    return {
+        "cluster-id": spec.id,
+        "owner": spec.owner,
+        "provider": spec.provider.value,
+        "api-domain": spec.api_domain,
+        "cluster-domain": spec.cluster_domain,
+        "etcd-domain": etcd_domain(spec),
+        "pod-cidr": spec.networking.pod_cidr,
+        "service-cidr": spec.networking.service_cidr,
+        "api-service-ip": spec.networking.api_service_ip,
+        "dns-service-ip": str(service_net.network_address + 10),
+        "masters": str(spec.masters.count),
+    }
+
+
+def cluster_configmap_manifest(spec: ClusterSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, CLUSTER_CONFIGMAP),
+        "data": cluster_facts(spec),
+    }
+
+
+# --- endpoint --------------------------------------------------------------------------------------
+def api_service_manifest(spec: ClusterSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, API_SERVICE),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": master_selector(spec),
+            "ports": [{"name": "https", "protocol": "TCP", "port": API_PORT, "targetPort": APISERVER_PORT}],
+        },
+    }
+
+
+def etcd_service_manifest(spec: ClusterSpec) -> Manifest:
+    """Headless: each master gets its own DNS name (pod hostname + subdomain ``etcd``).
+
+    ``publishNotReadyAddresses``: etcd members must find each other before any is ready, or a
+    cluster bootstrapping (or recovering quorum) never becomes ready at all.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, ETCD_SERVICE),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": master_selector(spec),
+            "ports": [
+                {"name": "client", "protocol": "TCP", "port": ETCD_CLIENT_PORT, "targetPort": ETCD_CLIENT_PORT},
+                {"name": "peer", "protocol": "TCP", "port": ETCD_PEER_PORT, "targetPort": ETCD_PEER_PORT},
+            ],
+        },
+    }
+
+
+def api_ingress_manifest(spec: ClusterSpec) -> Manifest:
+    """TLS passthrough: the tenant API server terminates TLS itself (clients present certificates
+    that RBAC reads, which a terminating ingress would strip)."""
+    kvm = kvm_settings(spec)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            **_meta(spec, API_INGRESS),
+            "annotations": {
+                "nginx.ingress.kubernetes.io/ssl-passthrough": "true",
+                "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+            },
+        },
+        "spec": {
+            "ingressClassName": kvm.ingress_class,
+            "tls": [{"hosts": [spec.api_domain]}],
+            "rules": [
+                {
+                    "host": spec.api_domain,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": API_SERVICE, "port": {"number": API_PORT}}},
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
+# --- nodes -----------------------------------------------------------------------------------------
+def etcd_domain(spec: ClusterSpec) -> str:
+    return f"etcd.{spec.cluster_domain}"
+
+
+def etcd_members(spec: ClusterSpec) -> list[str]:
+    """``name=peer-url`` of every master, named as the etcd certificates name them."""
+    return [f"master-{i}=https://master-{i}.{etcd_domain(spec)}:{ETCD_PEER_PORT}" for i in range(spec.masters.count)]
+
+
+def node_certificates(spec: ClusterSpec, node: str) -> list[CertificateRequest]:
+    """The certificates a node loads: every request whose consumers name it.
+
+    A node beyond the spec's count (an upgrade's surge worker) is added to the node list, so it
+    gets its own kubelet certificate like any other.
+    """
+    nodes = spec.node_names()
+    if node not in nodes:
+        nodes.append(node)
+    return [request for request in certificate_requests(spec, nodes) if node in request.consumers]
+
+
+def certificate_dir(request_name: str, node: str) -> str:
+    """Mount directory of a certificate, without the node suffix (``etcd-peer-master-0`` ->
+    ``etcd-peer``), so one cloud-config per role finds every node's key pairs at the same paths."""
+    return request_name.removesuffix(f"-{node}")
+
+
+def _pool(spec: ClusterSpec, role: str) -> MachineSize:
+    return spec.masters if role == "master" else spec.workers
+
+
+def memory_quantity(memory: str) -> str:
+    """Canonical quantity (as the API server prints it back), so a comparison never sees drift
+    where there is none: 4096 MiB is ``4Gi``, 1536 MiB stays ``1536Mi``."""
+    mib = memory_mib(memory)
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def _anti_affinity(spec: ClusterSpec, role: str) -> dict[str, Any]:
+    """Spread the cluster's VMs over host machines.
+
+    Masters: *required* apart from each other: two masters on one host means one host failure
+    loses etcd quorum, and a pending master is better than a cluster one reboot from outage.
+    Everything: *preferred* apart from the cluster's other VMs; workers only prefer, because a
+    tenant may run more workers than the host has machines, and an upgrade's surge worker must
+    schedule even when every host already runs one of them.
+    """
+    spread = {
+        "weight": 100,
+        "podAffinityTerm": {
+            "labelSelector": {"matchLabels": {CLUSTER_LABEL: spec.id}},
+            "topologyKey": "kubernetes.io/hostname",
+        },
+    }
+    affinity: dict[str, Any] = {"preferredDuringSchedulingIgnoredDuringExecution": [spread]}
+    if role == "master":
+        affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [
+            {"labelSelector": {"matchLabels": master_selector(spec)}, "topologyKey": "kubernetes.io/hostname"}
+        ]
+    return {"podAntiAffinity": affinity}
+
+
+def node_deployment_manifest(
+    spec: ClusterSpec,
+    node: str,
+    version: str,
+    restart_token: str = "",
+    *,
+    simulate_node_registration: bool = False,
+    simulated_workload_pods: int = 0,
+) -> Manifest:
+    """One VM: a Deployment of one pod running the ``k8s-kvm`` image at the node's version.
+
+    ``Recreate``: the old pod is gone before the new one starts, so a VM never runs twice (two
+    kubelets with one name, or two etcd members with one identity, would corrupt the tenant).
+    An empty ``restart_token`` states no opinion: the live token (from an earlier rotation) stays.
+    """
+    role = node_role(node)
+    version = normalize_version(version)
+    pool = _pool(spec, role)
+    if pool.cpu is None or pool.memory is None:
+        raise InvalidInput(f"{role}s: provider kvm needs cpu and memory for each VM")
+    labels = node_labels(spec, node, version)
+    memory = memory_quantity(pool.memory)
+    resources = {"cpu": str(pool.cpu), "memory": memory}
+    certificates = node_certificates(spec, node)
+
+    volumes: list[dict[str, Any]] = [
+        {"name": "cloud-config", "configMap": {"name": cloud_config_name(role, version), "defaultMode": 0o444}}
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "cloud-config", "mountPath": CLOUD_CONFIG_DIR, "readOnly": True}]
+    for request in certificates:
+        directory = certificate_dir(request.name, node)
+        volumes.append(
+            {
+                "name": f"cert-{directory}",
+                "secret": {"secretName": certificate_secret(request.name), "defaultMode": 0o400},
+            }
+        )
+        mounts.append({"name": f"cert-{directory}", "mountPath": f"{CERTS_DIR}/{directory}", "readOnly": True})
+
+    ports = [{"name": "kubelet", "containerPort": KUBELET_PORT, "protocol": "TCP"}]
+    if role == "master":
+        ports = [
+            {"name": "apiserver", "containerPort": APISERVER_PORT, "protocol": "TCP"},
+            {"name": "etcd-client", "containerPort": ETCD_CLIENT_PORT, "protocol": "TCP"},
+            {"name": "etcd-peer", "containerPort": ETCD_PEER_PORT, "protocol": "TCP"},
+            *ports,
+        ]
+    # Ready = the guest's API server (masters) or kubelet (workers) accepts connections.
+    probe_port = APISERVER_PORT if role == "master" else KUBELET_PORT
+    container = {
+        "name": NODE_CONTAINER,
+        "image": node_image(spec, version),
+        "imagePullPolicy": "IfNotPresent",  # the tag is a version: immutable
+        "env": [
+            {"name": "CLUSTER_ID", "value": spec.id},
+            {"name": "NODE_NAME", "value": node},
+            {"name": "ROLE", "value": role},
+            {"name": "KUBERNETES_VERSION", "value": version},
+            {"name": "CORES", "value": str(pool.cpu)},
+            {"name": "MEMORY", "value": str(memory_mib(pool.memory))},
+            {"name": "CLOUD_CONFIG_PATH", "value": f"{CLOUD_CONFIG_DIR}/{CLOUD_CONFIG_KEY}"},
+            {"name": "SHARED_DIRS", "value": CERTS_DIR},
+        ],
+        "ports": ports,
+        # requests == limits: Guaranteed QoS, so the host never squeezes a VM's CPUs or memory.
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": {"privileged": True},  # /dev/kvm, tap devices and bridges for the VM
+        "readinessProbe": {
+            "tcpSocket": {"port": probe_port},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # the host's service variables mean nothing inside the VM
+        "hostname": node,
+        "terminationGracePeriodSeconds": VM_SHUTDOWN_GRACE_SECONDS,
+        "affinity": _anti_affinity(spec, role),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if role == "master":
+        pod_spec["subdomain"] = ETCD_SERVICE  # <node>.etcd.<namespace>.svc resolves to this VM
+    template_meta: dict[str, Any] = {"labels": dict(labels)}
+    if restart_token:
+        template_meta["annotations"] = {RESTART_TOKEN_ANNOTATION: restart_token}
+
+    deployment_labels = dict(labels)
+    annotations: dict[str, str] = {}
+    if simulate_node_registration:
+        annotations[EMULATOR_TENANT_NODE] = f"{spec.id}/{node}"
+        annotations[EMULATOR_KUBELET_VERSION] = f"v{version}"
+        deployment_labels[NODE_ROLE_LABEL] = role
+        if role == "worker" and simulated_workload_pods > 0:
+            annotations[EMULATOR_TENANT_PODS] = str(simulated_workload_pods)
+    metadata: dict[str, Any] = {**_meta(spec, node, deployment_labels)}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": node_selector(spec, node)},
+            "strategy": {"type": "Recreate"},
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }
+
+
+# --- cloud-config ----------------------------------------------------------------------------------
+def _yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def _static_pod(name: str, image: str, command: list[str], env: list[dict[str, Any]] | None = None) -> str:
+    container: dict[str, Any] = {"name": name, "image": image, "command": command}
+    if env:
+        container["env"] = env
+    container["volumeMounts"] = [
+        {"name": "ssl", "mountPath": CERTS_DIR, "readOnly": True},
+        {"name": "kubeconfig", "mountPath": "/etc/kubernetes/kubeconfig", "readOnly": True},
+    ]
+    volumes = [
+        {"name": "ssl", "hostPath": {"path": CERTS_DIR}},
+        {"name": "kubeconfig", "hostPath": {"path": "/etc/kubernetes/kubeconfig"}},
+    ]
+    if name == "etcd":
+        container["volumeMounts"].append({"name": "data", "mountPath": "/var/lib/etcd"})
+        volumes.append({"name": "data", "hostPath": {"path": "/var/lib/etcd", "type": "DirectoryOrCreate"}})
+    return _yaml(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "kube-system", "labels": {"tier": "control-plane"}},
+            "spec": {
+                "hostNetwork": True,
+                "priorityClassName": "system-node-critical",
+                "containers": [container],
+                "volumes": volumes,
+            },
+        }
+    )
+
+
+def _kubeconfig(server: str, user: str, cert_dir: str) -> str:
+    return _yaml(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "tenant",
+                    "cluster": {"server": server, "certificate-authority": f"{CERTS_DIR}/{cert_dir}/ca.crt"},
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate": f"{CERTS_DIR}/{cert_dir}/tls.crt",
+                        "client-key": f"{CERTS_DIR}/{cert_dir}/tls.key",
+                    },
+                }
+            ],
+            "contexts": [{"name": "default", "context": {"cluster": "tenant", "user": user}}],
+            "current-context": "default",
+        }
+    )
+
+
+def cloud_config(spec: ClusterSpec, role: str, version: str) -> str:
+    """The guest's cloud-config for every node of ``role`` at ``version``.
+
+    Shared by all nodes of the role, so nothing node-specific is written in: the node's name is the
+    VM's hostname (the pod's), and its key pairs are at fixed paths under /etc/kubernetes/ssl (the
+    pod shares the mounted Secrets into the guest over virtio-9p). Each directory holds the
+    Secret's ``tls.crt``, ``tls.key`` and ``ca.crt``.
+    """
+    if role not in ROLES:
+        raise InvalidInput(f"role '{role}' is neither master nor worker")
+    version = normalize_version(version)
+    tag = f"v{version}"
+    ssl = CERTS_DIR
+    api_server = f"https://127.0.0.1:{APISERVER_PORT}" if role == "master" else f"https://{spec.api_domain}:{API_PORT}"
+    dns_ip = cluster_facts(spec)["dns-service-ip"]
+    kubelet_config = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "0.0.0.0",
+        "port": KUBELET_PORT,
+        "clusterDomain": "cluster.local",
+        "clusterDNS": [dns_ip],
+        "tlsCertFile": f"{ssl}/node/tls.crt",
+        "tlsPrivateKeyFile": f"{ssl}/node/tls.key",
+        "authentication": {"x509": {"clientCAFile": f"{ssl}/node/ca.crt"}, "anonymous": {"enabled": False}},
+        "authorization": {"mode": "Webhook"},
+        "staticPodPath": "/etc/kubernetes/manifests",
+        "rotateCertificates": False,  # tenantctl rotates the key pairs and restarts the VM
+        "cgroupDriver": "systemd",
+    }
+    node_labels_flag = f"{NODE_ROLE_LABEL}={role},{CLUSTER_LABEL}={spec.id}"
+    kubelet_flags = [
+        "--config=/etc/kubernetes/config/kubelet.yaml",
+        "--kubeconfig=/etc/kubernetes/kubeconfig/kubelet.yaml",
+        "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
+        "--hostname-override=%H",
+        f"--node-labels={node_labels_flag}",
+    ]
+    if role == "master":
+        kubelet_flags.append("--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule")
+    files: list[dict[str, Any]] = [
+        {"path": "/etc/kubernetes/config/kubelet.yaml", "permissions": "0644", "content": _yaml(kubelet_config)},
+        {
+            "path": "/etc/kubernetes/kubeconfig/kubelet.yaml",
+            "permissions": "0600",
+            "content": _kubeconfig(api_server, "kubelet", "node"),
+        },
+        {
+            "path": "/etc/systemd/system/kubelet.service",
+            "permissions": "0644",
+            "content": "\n".join(
+                [
+                    "[Unit]",
+                    f"Description=Kubernetes kubelet {tag}",
+                    "After=containerd.service",
+                    "Requires=containerd.service",
+                    "[Service]",
+                    f"ExecStart=/opt/bin/kubelet-{tag} " + " ".join(kubelet_flags),
+                    "Restart=always",
+                    "RestartSec=5",
+                    "[Install]",
+                    "WantedBy=multi-user.target",
+                    "",
+                ]
+            ),
+        },
+    ]
+    if role == "master":
+        node_name_env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+        files += [
+            {
+                "path": "/etc/kubernetes/manifests/etcd.yaml",
+                "permissions": "0644",
+                "content": _static_pod(
+                    "etcd",
+                    ETCD_IMAGE,
+                    [
+                        "etcd",
+                        "--name=$(NODE_NAME)",
+                        "--data-dir=/var/lib/etcd",
+                        f"--listen-client-urls=https://0.0.0.0:{ETCD_CLIENT_PORT}",
+                        f"--advertise-client-urls=https://$(NODE_NAME).{etcd_domain(spec)}:{ETCD_CLIENT_PORT}",
+                        f"--listen-peer-urls=https://0.0.0.0:{ETCD_PEER_PORT}",
+                        f"--initial-advertise-peer-urls=https://$(NODE_NAME).{etcd_domain(spec)}:{ETCD_PEER_PORT}",
+                        "--initial-cluster=" + ",".join(etcd_members(spec)),
+                        f"--initial-cluster-token={spec.id}",
+                        "--initial-cluster-state=new",
+                        f"--cert-file={ssl}/etcd-server/tls.crt",
+                        f"--key-file={ssl}/etcd-server/tls.key",
+                        f"--trusted-ca-file={ssl}/etcd-server/ca.crt",
+                        "--client-cert-auth=true",
+                        f"--peer-cert-file={ssl}/etcd-peer/tls.crt",
+                        f"--peer-key-file={ssl}/etcd-peer/tls.key",
+                        f"--peer-trusted-ca-file={ssl}/etcd-peer/ca.crt",
+                        "--peer-client-cert-auth=true",
+                    ],
+                    node_name_env,
+                ),
+            },
+            {
+                "path": "/etc/kubernetes/manifests/kube-apiserver.yaml",
+                "permissions": "0644",
+                "content": _static_pod(
+                    "kube-apiserver",
+                    f"registry.k8s.io/kube-apiserver:{tag}",
+                    [
+                        "kube-apiserver",
+                        f"--secure-port={APISERVER_PORT}",
+                        f"--etcd-servers=https://127.0.0.1:{ETCD_CLIENT_PORT}",
+                        f"--etcd-cafile={ssl}/etcd-server/ca.crt",
+                        f"--etcd-certfile={ssl}/etcd-server/tls.crt",
+                        f"--etcd-keyfile={ssl}/etcd-server/tls.key",
+                        f"--tls-cert-file={ssl}/apiserver/tls.crt",
+                        f"--tls-private-key-file={ssl}/apiserver/tls.key",
+                        f"--client-ca-file={ssl}/apiserver/ca.crt",
+                        f"--kubelet-client-certificate={ssl}/apiserver/tls.crt",
+                        f"--kubelet-client-key={ssl}/apiserver/tls.key",
+                        f"--service-account-key-file={ssl}/service-account/tls.crt",
+                        f"--service-account-signing-key-file={ssl}/service-account/tls.key",
+                        f"--service-account-issuer=https://{spec.api_domain}",
+                        f"--service-cluster-ip-range={spec.networking.service_cidr}",
+                        f"--advertise-address={spec.networking.api_service_ip}",
+                        "--authorization-mode=Node,RBAC",
+                        "--enable-admission-plugins=NodeRestriction",
+                        "--anonymous-auth=false",
+                    ],
+                ),
+            },
+            {
+                "path": "/etc/kubernetes/manifests/kube-controller-manager.yaml",
+                "permissions": "0644",
+                "content": _static_pod(
+                    "kube-controller-manager",
+                    f"registry.k8s.io/kube-controller-manager:{tag}",
+                    [
+                        "kube-controller-manager",
+                        "--kubeconfig=/etc/kubernetes/kubeconfig/controller-manager.yaml",
+                        f"--cluster-cidr={spec.networking.pod_cidr}",
+                        f"--service-cluster-ip-range={spec.networking.service_cidr}",
+                        f"--service-account-private-key-file={ssl}/service-account/tls.key",
+                        f"--root-ca-file={ssl}/apiserver/ca.crt",
+                        "--use-service-account-credentials=true",
+                        "--leader-elect=true",
+                    ],
+                ),
+            },
+            {
+                "path": "/etc/kubernetes/manifests/kube-scheduler.yaml",
+                "permissions": "0644",
+                "content": _static_pod(
+                    "kube-scheduler",
+                    f"registry.k8s.io/kube-scheduler:{tag}",
+                    ["kube-scheduler", "--kubeconfig=/etc/kubernetes/kubeconfig/scheduler.yaml", "--leader-elect=true"],
+                ),
+            },
+            {
+                "path": "/etc/kubernetes/kubeconfig/controller-manager.yaml",
+                "permissions": "0600",
+                "content": _kubeconfig(api_server, "system:kube-controller-manager", "controller-manager"),
+            },
+            {
+                "path": "/etc/kubernetes/kubeconfig/scheduler.yaml",
+                "permissions": "0600",
+                "content": _kubeconfig(api_server, "system:kube-scheduler", "scheduler"),
+            },
+        ]
+    document = {
+        "write_files": files,
+        "mounts": [["certs", CERTS_DIR, "9p", "trans=virtio,version=9p2000.L,ro", "0", "0"]],
+        "runcmd": [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service"],
+        ],
+    }
+    header = f"#cloud-config\n# tenantctl: {role} nodes of cluster {spec.id}, Kubernetes {tag}, API {spec.api_domain}\n"
+    return header + _yaml(document)
+
+
+def cloud_config_manifest(spec: ClusterSpec, role: str, version: str) -> Manifest:
+    version = normalize_version(version)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            spec, cloud_config_name(role, version), {**cluster_labels(spec), ROLE_LABEL: role, VERSION_LABEL: version}
+        ),
+        "data": {CLOUD_CONFIG_KEY: cloud_config(spec, role, version)},
+    }
