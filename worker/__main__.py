@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from config.settings import Settings, load_settings
 from worker.backends import build_activities
@@ -29,6 +30,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             activities,
             activity_executor=pool,
             max_concurrent_activities=settings.max_concurrent_activities,
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_queue_timeout_seconds),
         )
         async with worker:
             log.info(
