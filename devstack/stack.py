@@ -224,6 +224,8 @@ class StackEndpoints(BaseModel):
     aws_region: str
     aws_access_key_id: str
     aws_secret_access_key: SecretStr
+    # The emulator registers a tenant Node for each node Deployment only when it is asked to.
+    kube_simulate_tenant_nodes: bool = True
 
     @property
     def kube_api_url(self) -> str:
@@ -234,7 +236,11 @@ class StackEndpoints(BaseModel):
         env: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            env[ENV_PREFIX + name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            env[ENV_PREFIX + name.upper()] = str(value)
         return env
 
 

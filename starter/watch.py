@@ -1,26 +1,95 @@
-"""``--watch``: follow a cluster's operation step by step until it settles."""
+"""``--watch``: follow a cluster's operations step by step until the cluster settles."""
 
 from __future__ import annotations
 
 import asyncio
 
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from temporalio.client import Client
 
-from models.cluster import ClusterPhase, ClusterStatus, StepState
+from models.cluster import ClusterPhase, ClusterStatus, OperationState, OperationStatus, StepState
 from starter.clusters import get_status
 
 SETTLED = (ClusterPhase.READY, ClusterPhase.FAILED, ClusterPhase.DELETED)
 POLL_SECONDS = 0.5
+MARKS = {StepState.DONE: "[green]✓[/]", StepState.FAILED: "[red]✗[/]", StepState.SKIPPED: "[dim]-[/]"}
 
 
 def settled(status: ClusterStatus) -> bool:
     return status.current is None and status.phase in SETTLED
 
 
-async def watch(client: Client, cluster_id: str, poll: float = POLL_SECONDS) -> ClusterStatus:
-    """Show phases and a progress bar until the cluster is Ready, Failed or Deleted."""
-    printed: set[tuple[str, str, str]] = set()
+def sequence(op: OperationStatus) -> int:
+    """Operations are numbered in their workflow id: ``cluster/<id>/<kind>/<n>``."""
+    return int(op.workflow_id.rsplit("/", 1)[1])
+
+
+class Watcher:
+    def __init__(self, progress: Progress, cluster_id: str, since: int | None) -> None:
+        self.progress = progress
+        self.cluster_id = cluster_id
+        self.since = since
+        self.printed: set[tuple[str, str]] = set()
+        self.last_phase: ClusterPhase | None = None
+        self.bar: TaskID = progress.add_task(f"{cluster_id}: starting", total=None, count="")
+
+    def show(self, status: ClusterStatus) -> None:
+        if self.since is None:  # attach to what runs now (or to nothing, if the cluster is idle)
+            self.since = status.operations_started - (1 if status.current else 0)
+        if status.phase is not self.last_phase:
+            self.progress.console.print(f"[bold]{self.cluster_id}[/] phase [bold]{status.phase}[/]")
+            self.last_phase = status.phase
+        # Finished operations first (oldest first), so steps that ended between polls still show.
+        ours = [op for op in reversed(status.recent) if sequence(op) > self.since]
+        for op in ours:
+            self._print_steps(op)
+            self._print_outcome(op)
+        if status.current is not None:
+            self._print_steps(status.current)
+            self._update_bar(status.current)
+        if settled(status):
+            self.progress.update(self.bar, description=f"{self.cluster_id}: {status.phase}", completed=1, total=1)
+
+    def _print_steps(self, op: OperationStatus) -> None:
+        for step in op.steps:
+            key = (op.workflow_id, step.name)
+            if step.state in MARKS and key not in self.printed:
+                self.printed.add(key)
+                line = f"  {MARKS[step.state]} {op.kind}: {step.name} {step.message}".rstrip()
+                self.progress.console.print(line)
+
+    def _print_outcome(self, op: OperationStatus) -> None:
+        key = (op.workflow_id, "<outcome>")
+        if key not in self.printed:
+            self.printed.add(key)
+            took = (op.finished_at - op.started_at).total_seconds() if op.finished_at and op.started_at else 0.0
+            style = "green" if op.state is OperationState.SUCCEEDED else "red"
+            message = f": {op.message}" if op.message else ""
+            self.progress.console.print(f"  [{style}]{op.kind} {op.state}[/] in {took:.1f}s{message}")
+
+    def _update_bar(self, op: OperationStatus) -> None:
+        finished = sum(1 for s in op.steps if s.state in (StepState.DONE, StepState.SKIPPED))
+        running = next((s for s in op.steps if s.state is StepState.RUNNING), None)
+        fraction = op.progress.done / op.progress.total if op.progress.total else 0.0
+        detail = f" ({op.progress.done}/{op.progress.total} {op.progress.unit})" if op.progress.total else ""
+        description = f"{op.kind}: {running.name if running else op.state}{detail}"
+        if op.state is OperationState.PAUSED:
+            description = f"{op.kind}: PAUSED - {op.message}"
+        self.progress.update(
+            self.bar,
+            total=max(len(op.steps), 1),
+            completed=finished + (fraction if running else 0.0),
+            description=description,
+            count=f"{finished}/{len(op.steps)} steps",
+        )
+
+
+async def watch(client: Client, cluster_id: str, since: int | None = None, poll: float = POLL_SECONDS) -> ClusterStatus:
+    """Show phases, steps and a progress bar until the cluster is Ready, Failed or Deleted.
+
+    ``since``: operations numbered above it are shown (0 for a create); None attaches to the
+    operation running now.
+    """
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -29,35 +98,10 @@ async def watch(client: Client, cluster_id: str, poll: float = POLL_SECONDS) -> 
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as progress:
-        bar = progress.add_task(f"{cluster_id}: starting", total=None, count="")
-        last_phase: ClusterPhase | None = None
+        watcher = Watcher(progress, cluster_id, since)
         while True:
             status = await get_status(client, cluster_id)
-            if status.phase is not last_phase:
-                progress.console.print(f"[bold]{cluster_id}[/] phase [bold]{status.phase}[/]")
-                last_phase = status.phase
-            op = status.current
-            if op is not None:
-                for step in op.steps:
-                    key = (op.workflow_id, step.name, step.state.value)
-                    if step.state in (StepState.DONE, StepState.FAILED, StepState.SKIPPED) and key not in printed:
-                        printed.add(key)
-                        mark = {"done": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}[step.state.value]
-                        progress.console.print(f"  {mark} {op.kind}: {step.name} {step.message}".rstrip())
-                finished = sum(1 for s in op.steps if s.state in (StepState.DONE, StepState.SKIPPED))
-                running = next((s for s in op.steps if s.state is StepState.RUNNING), None)
-                fraction = op.progress.done / op.progress.total if op.progress.total else 0.0
-                detail = f" ({op.progress.done}/{op.progress.total} {op.progress.unit})" if op.progress.total else ""
-                progress.update(
-                    bar,
-                    total=max(len(op.steps), 1),
-                    completed=finished + (fraction if running else 0.0),
-                    description=f"{op.kind}: {running.name if running else op.state}{detail}",
-                    count=f"{finished}/{len(op.steps)} steps",
-                )
-                if op.state.value == "paused":
-                    progress.update(bar, description=f"{op.kind}: PAUSED — {op.message}")
+            watcher.show(status)
             if settled(status):
-                progress.update(bar, description=f"{cluster_id}: {status.phase}", completed=1, total=1, count="")
                 return status
             await asyncio.sleep(poll)

@@ -7,19 +7,25 @@ The CLI and the worker find the stack through ``TENANTCTL_STATE_DIR`` and the ``
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
+from config.settings import Settings
 from devstack.stack import LocalStack, StackPorts
+from models.spec import ClusterSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -119,3 +125,39 @@ def worker_process(local_stack: Stack, tmp_path: Path) -> Iterator[WorkerProcess
         yield worker
     finally:
         worker.stop()
+
+
+def stack_settings(stack: Stack) -> Settings:
+    """The settings the CLI and worker of this stack see (its stack.env plus the test's queue)."""
+    return Settings(
+        _env_file=stack.state_dir / "stack.env",
+        temporal_task_queue=stack.env["TENANTCTL_TEMPORAL_TASK_QUEUE"],
+    )
+
+
+def write_spec(directory: Path, spec: ClusterSpec) -> Path:
+    path = directory / f"{spec.id}.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    return path
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def set_emulator_faults(stack: Stack, faults: dict[str, object] | None) -> None:
+    """Fault injection on the stack's host API emulator (None clears it)."""
+    url = stack.env["TENANTCTL_TENANT_API_URL_TEMPLATE"].split("/tenants/", 1)[0] + "/_emulator/faults"
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(faults).encode() if faults is not None else None,
+        method="PUT" if faults is not None else "DELETE",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 204)
