@@ -16,9 +16,26 @@ from kubernetes.client.exceptions import ApiException
 
 from models.errors import Conflict, Forbidden, InvalidInput, NotReady, QuotaExceeded
 
-AWS_FORBIDDEN = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure"}
-AWS_INVALID_PREFIXES = ("InvalidParameter", "ValidationError", "MalformedPolicyDocument", "InvalidAMIID")
+AWS_FORBIDDEN = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthFailure",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "OptInRequired",
+}
+AWS_INVALID_PREFIXES = (
+    "InvalidParameter",
+    "ValidationError",
+    "MalformedPolicyDocument",
+    "InvalidAMIID",
+    "InvalidInput",  # Route53's
+)
 AWS_QUOTA = {"LimitExceeded", "LimitExceededException", "VcpuLimitExceeded", "InstanceLimitExceeded"}
+AWS_QUOTA_SUFFIXES = ("LimitExceeded", "LimitExceededException")  # VpcLimitExceeded, AddressLimitExceeded, ...
+AWS_THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "SlowDown"}
+"""Rate limits, not quotas: retried (by botocore first, then by the activity's retry policy)."""
 
 
 def classify(exc: BaseException, what: str) -> BaseException:
@@ -44,7 +61,9 @@ def classify(exc: BaseException, what: str) -> BaseException:
         reason = f"{what}: AWS {code}: {error.get('Message', '')}"
         if code in AWS_FORBIDDEN:
             return Forbidden(reason)
-        if code in AWS_QUOTA:
+        if code in AWS_THROTTLING:
+            return exc
+        if code in AWS_QUOTA or code.endswith(AWS_QUOTA_SUFFIXES) or code.startswith("TooMany"):
             return QuotaExceeded(reason)
         if code.startswith(AWS_INVALID_PREFIXES):
             return InvalidInput(reason)

@@ -36,6 +36,10 @@ from models.pki import CertificateRequest
 
 CERTIFICATE_LABEL = "tenantctl.io/certificate"
 """Label with the certificate name: selects exactly the key-pair Secrets of a cluster."""
+TRUST_BUNDLE_LABEL = "tenantctl.io/trust-bundle"
+TRUST_BUNDLE_SECRET = "ca-bundle"
+"""Secret holding the cluster's published trust bundle (every CA its consumers must trust)."""
+TRUST_BUNDLE_ISSUERS_ANNOTATION = "tenantctl.io/issuer-ids"
 SERIAL_ANNOTATION = "tenantctl.io/serial"
 NOT_AFTER_ANNOTATION = "tenantctl.io/not-after"
 ISSUER_ANNOTATION = "tenantctl.io/issuer-id"
@@ -97,6 +101,28 @@ class CertificateSink(Protocol):
 
     def delete_all(self, cluster_id: str) -> list[str]:
         """Delete every stored pair of the cluster; returns the names that were deleted."""
+        ...
+
+    # The trust bundle: published once a CA rotation starts; until then each pair's CA chain is
+    # the issuing CA's and is all its consumers trust.
+    def trust_bundle_destination(self, cluster_id: str) -> str:
+        """Where the published bundle lives, for humans: 'secret tenant-acme/ca-bundle'."""
+        ...
+
+    def read_trust_bundle(self, cluster_id: str) -> str | None:
+        """The published trust bundle (PEM CA certificates), or None when none was published."""
+        ...
+
+    def write_trust_bundle(self, cluster_id: str, bundle_pem: str, issuer_ids: list[str]) -> bool:
+        """Publish the bundle; False when it was already exactly that."""
+        ...
+
+    def set_ca_chain(self, cluster_id: str, name: str, ca_chain: str) -> bool:
+        """Replace only the CA chain of a stored pair (its key is left alone); False if unchanged or absent."""
+        ...
+
+    def delete_trust_bundle(self, cluster_id: str) -> bool:
+        """Delete the published bundle; False when there was none."""
         ...
 
 
@@ -174,6 +200,61 @@ class KubernetesSecretSink:
                 deleted.append(name)
         return deleted
 
+    # --- trust bundle -------------------------------------------------------------------------
+    def trust_bundle_destination(self, cluster_id: str) -> str:
+        return f"secret {kvm_namespace(cluster_id)}/{TRUST_BUNDLE_SECRET}"
+
+    def read_trust_bundle(self, cluster_id: str) -> str | None:
+        secret = self._get(kvm_namespace(cluster_id), TRUST_BUNDLE_SECRET)
+        if secret is None:
+            return None
+        return _unb64(secret.data or {}, CA_CERT) or None
+
+    def write_trust_bundle(self, cluster_id: str, bundle_pem: str, issuer_ids: list[str]) -> bool:
+        namespace = kvm_namespace(cluster_id)
+        what = f"write {self.trust_bundle_destination(cluster_id)}"
+        for _ in range(WRITE_ATTEMPTS):
+            existing = self._get(namespace, TRUST_BUNDLE_SECRET)
+            if existing is not None and _unb64(existing.data or {}, CA_CERT) == bundle_pem:
+                return False
+            # Public certificates only, but a Secret like the key pairs: the VM pods mount Secrets,
+            # and the sink needs no access to another kind.
+            body = k8s.V1Secret(
+                metadata=k8s.V1ObjectMeta(
+                    name=TRUST_BUNDLE_SECRET,
+                    namespace=namespace,
+                    labels={CLUSTER_LABEL: cluster_id, TRUST_BUNDLE_LABEL: "true", MANAGED_BY_LABEL: MANAGED_BY},
+                    annotations={TRUST_BUNDLE_ISSUERS_ANNOTATION: ",".join(issuer_ids)},
+                ),
+                type="Opaque",
+                data={CA_CERT: _b64(bundle_pem)},
+            )
+            if self._create_or_replace(namespace, TRUST_BUNDLE_SECRET, body, what):
+                activity.logger.info("published trust bundle of %s: issuers %s", cluster_id, ", ".join(issuer_ids))
+                return True
+        raise NotReady(f"{what}: the Secret kept changing under us for {WRITE_ATTEMPTS} attempts; retrying")
+
+    def set_ca_chain(self, cluster_id: str, name: str, ca_chain: str) -> bool:
+        namespace, secret_name = kvm_namespace(cluster_id), certificate_secret(name)
+        what = f"update the CA chain of {self.destination(cluster_id, name)}"
+        for _ in range(WRITE_ATTEMPTS):
+            existing = self._get(namespace, secret_name)
+            if existing is None:
+                return False
+            self._refuse_foreign(existing, what)
+            data = dict(existing.data or {})
+            if _unb64(data, CA_CERT) == ca_chain:
+                return False
+            # The rest of the Secret goes back as read (key included, never decoded here); the
+            # resourceVersion makes a concurrent re-issue a 409 instead of a lost update.
+            existing.data = {**data, CA_CERT: _b64(ca_chain)}
+            if self._replace(namespace, secret_name, existing, what):
+                return True
+        raise NotReady(f"{what}: the Secret kept changing under us for {WRITE_ATTEMPTS} attempts; retrying")
+
+    def delete_trust_bundle(self, cluster_id: str) -> bool:
+        return self._delete(kvm_namespace(cluster_id), TRUST_BUNDLE_SECRET)
+
     # --- Kubernetes calls ---------------------------------------------------------------------
     def _body(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> k8s.V1Secret:
         return k8s.V1Secret(
@@ -220,6 +301,17 @@ class KubernetesSecretSink:
                 raise NotReady(f"{what}: namespace {namespace} does not exist (yet); retrying") from exc
             if exc.status == 404:
                 return False  # deleted between read and replace: create it on the next attempt
+            raise
+        return True
+
+    def _replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
+        """One replace of a Secret read before; False when it changed or went meanwhile (re-read and retry)."""
+        try:
+            with translated(what):
+                self.core.replace_namespaced_secret(name, namespace, body)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
             raise
         return True
 

@@ -9,6 +9,7 @@ first, writes only what differs, and "already there" / "not there" is success.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import Any
 import hvac
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID, NameOID
 from temporalio import activity
 
 from activities.backend_errors import translated
@@ -31,8 +33,16 @@ from models.pki import (
     CertificateRequest,
     CertificatesResult,
     EnsureCertificatesInput,
+    IssuerResult,
+    NextIssuerInput,
     RevokeResult,
     RoleSpec,
+    SetDefaultIssuerInput,
+    SignedUserCertificate,
+    SignUserCsrInput,
+    TrustBundleInput,
+    TrustBundleResult,
+    next_issuer_name,
     pki_mount,
     role_specs,
     vault_policy_name,
@@ -56,7 +66,11 @@ AUTO_TIDY = {
     "interval_duration": int(timedelta(hours=12).total_seconds()),
     "safety_buffer": int(timedelta(hours=72).total_seconds()),
 }
+USER_KEY_USAGE = ["DigitalSignature"]
+USER_EXT_KEY_USAGE = ["ClientAuth"]
+"""A user's key pair only authenticates a client to the tenant API (RBAC reads CN and O)."""
 KIND_MOUNT, KIND_ROLE, KIND_POLICY = "pki-mount", "pki-role", "vault-policy"
+KIND_ISSUER = "pki-default-issuer"
 KIND_UNMANAGED_ROLE = "unmanaged-pki-role"
 
 
@@ -217,12 +231,13 @@ class VaultPki:
         issuer = self._default_issuer(mount)
         if issuer is None:
             raise PermanentError(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
+        trust = self._published_trust(input.spec, issuer)
         records: list[CertificateRecord] = []
         issued: list[str] = []
         kept: list[str] = []
         for request in input.requests:
             _heartbeat(request.name)
-            record, was_issued = self._ensure_certificate(input, request, issuer, sink)
+            record, was_issued = self._ensure_certificate(input, request, issuer, sink, trust)
             records.append(record)
             (issued if was_issued else kept).append(request.name)
         _heartbeat(f"{len(records)} certificates")
@@ -270,16 +285,175 @@ class VaultPki:
     def ensure_certificates_absent(self, input: ClusterRef) -> EnsureResult:
         sink = self._sink(input.spec)
         deleted = sink.delete_all(input.spec.id)
-        if not deleted:
+        outcomes = [
+            ResourceOutcome(kind=sink.kind, name=sink.destination(input.spec.id, name), change=ResourceChange.DELETED)
+            for name in deleted
+        ]
+        if sink.delete_trust_bundle(input.spec.id):  # published by a CA rotation, if there was one
+            where = sink.trust_bundle_destination(input.spec.id)
+            outcomes.append(ResourceOutcome(kind=sink.kind, name=where, change=ResourceChange.DELETED))
+        if not outcomes:
             where = sink.destination(input.spec.id, "*")
             return EnsureResult(outcomes=[ResourceOutcome(kind=sink.kind, name=where, change=ResourceChange.ABSENT)])
-        return EnsureResult(
-            outcomes=[
-                ResourceOutcome(
-                    kind=sink.kind, name=sink.destination(input.spec.id, name), change=ResourceChange.DELETED
+        return EnsureResult(outcomes=outcomes)
+
+    # --- CA rotation --------------------------------------------------------------------------------
+    @activity.defn(name="pki.ensure_next_issuer")
+    def ensure_next_issuer(self, input: NextIssuerInput) -> IssuerResult:
+        """The CA that replaces ``after_issuer_id``: a second root in the same mount, not the default.
+
+        Found by its deterministic name when an earlier attempt (or an interrupted CA rotation)
+        made it, so running this again never makes a third CA. Making it the default is a separate
+        step (``pki.set_default_issuer``), taken only once every consumer trusts it.
+        """
+        spec, mount = input.spec, self.mount(input.spec.id)
+        current = self._default_issuer(mount)
+        if current is None:
+            raise PermanentError(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
+        after_id = input.after_issuer_id or current.id
+        issuers = self._issuers(mount)
+        if after_id not in issuers:
+            raise InvalidInput(f"issuer {after_id} is not an issuer of PKI mount {mount}; nothing to rotate from")
+        name = next_issuer_name(str(issuers[after_id].get("issuer_name", "")))
+        created = False
+        found = _issuer_named(issuers, name)
+        if found is None:
+            try:
+                generated = self._write(
+                    f"{mount}/root/generate/internal",
+                    {
+                        "common_name": f"{spec.id} root CA ({name})",
+                        "organization": spec.owner,
+                        "ttl": f"{_seconds(spec.certificates.ca_ttl)}s",
+                        "key_type": ROOT_KEY_TYPE,
+                        "key_bits": ROOT_KEY_BITS,
+                        "issuer_name": name,
+                    },
+                    f"generate CA {name} of {mount}",
                 )
-                for name in deleted
-            ]
+                # OpenBao keeps the default issuer when another root is generated (checked in tests).
+                found, created = str(generated["issuer_id"]), True
+                activity.logger.info("PKI mount %s: generated CA %s (%s), not default yet", mount, found, name)
+            except InvalidInput:
+                # "issuer name already in use": a concurrent attempt generated it; use that one.
+                found = _issuer_named(self._issuers(mount), name)
+                if found is None:
+                    raise
+        issuer = self._issuer(mount, found)
+        return IssuerResult(
+            issuer_id=issuer.id,
+            name=issuer.name,
+            common_name=_common_name(issuer.certificate.subject),
+            not_after=issuer.certificate.not_valid_after_utc,
+            is_default=issuer.id == current.id,
+            created=created,
+            previous_issuer_id=after_id,
+            published_trust=self._published_issuer_ids(spec),
+        )
+
+    @activity.defn(name="pki.set_default_issuer")
+    def set_default_issuer(self, input: SetDefaultIssuerInput) -> EnsureResult:
+        """Make ``issuer_id`` the CA that issues (and signs) from now on; unchanged if it already is."""
+        mount = self.mount(input.spec.id)
+        config = self._read(f"{mount}/config/issuers", f"read issuers config of {mount}") or {}
+        if str(config.get("default") or "") == input.issuer_id:
+            change = ResourceChange.UNCHANGED
+        else:
+            self._issuer(mount, input.issuer_id)  # refuses an unknown issuer before the config is touched
+            self._write(f"{mount}/config/issuers", {"default": input.issuer_id}, f"set default issuer of {mount}")
+            change = ResourceChange.UPDATED
+            activity.logger.info("PKI mount %s: default issuer is now %s", mount, input.issuer_id)
+        return EnsureResult(outcomes=[ResourceOutcome(kind=KIND_ISSUER, name=input.issuer_id, change=change)])
+
+    @activity.defn(name="pki.publish_trust_bundle")
+    def publish_trust_bundle(self, input: TrustBundleInput) -> TrustBundleResult:
+        """Make the given CAs what every consumer trusts: the bundle, and the CA chain of every stored pair.
+
+        Refuses (permanently, changing nothing) when a stored leaf would not verify against the
+        new bundle: dropping a CA that still signs a leaf in use would break that component.
+        """
+        spec, mount, sink = input.spec, self.mount(input.spec.id), self._sink(input.spec)
+        cas = [self._issuer(mount, issuer_id).certificate for issuer_id in input.issuer_ids]
+        bundle = _pem_bundle(cas)
+        names = sink.list_names(spec.id)
+        untrusted = []
+        for name in names:
+            _heartbeat(f"check {name}")
+            stored = sink.read(spec.id, name)
+            if stored is None:
+                continue  # deleted meanwhile: nothing of it is in use
+            problem = _untrusted_by(stored.certificate, cas)
+            if problem:
+                untrusted.append(f"{name} ({problem})")
+        if untrusted:
+            raise Conflict(
+                f"trust bundle [{', '.join(input.issuer_ids)}] of {spec.id} would not verify "
+                f"{len(untrusted)} stored certificates: {'; '.join(untrusted[:10])}; re-issue them first"
+            )
+        updated = []
+        if sink.write_trust_bundle(spec.id, bundle, input.issuer_ids):
+            updated.append(sink.trust_bundle_destination(spec.id))
+        for name in names:
+            _heartbeat(f"publish to {name}")
+            if sink.set_ca_chain(spec.id, name, bundle):
+                updated.append(sink.destination(spec.id, name))
+        activity.logger.info(
+            "trust bundle of %s is [%s]: %d destinations updated", spec.id, ", ".join(input.issuer_ids), len(updated)
+        )
+        return TrustBundleResult(
+            issuer_ids=input.issuer_ids,
+            fingerprints=[_fingerprint(ca) for ca in cas],
+            updated=updated,
+            unchanged=len(names) + 1 - len(updated),
+            leaves_checked=len(names),
+        )
+
+    # --- user key pairs -----------------------------------------------------------------------------
+    @activity.defn(name="pki.sign_user_csr")
+    def sign_user_csr(self, input: SignUserCsrInput) -> SignedUserCertificate:
+        """Sign a user's CSR with the cluster's CA: CN and O verbatim from the CSR, client auth only.
+
+        ``sign-verbatim`` is the Vault endpoint that keeps the CSR's subject (a role would impose
+        its own O); everything else is pinned here: no SANs, no CA, TTL capped by the cluster's
+        leaf TTL. Signing twice makes two certificates for the same key (both short-lived, both
+        stored in Vault so teardown revokes them): harmless, so a retried attempt needs no lookup.
+        """
+        spec, mount = input.spec, self.mount(input.spec.id)
+        csr = _user_csr(input.csr_pem)
+        issuer = self._default_issuer(mount)
+        if issuer is None:
+            raise PermanentError(f"PKI mount {mount} has no CA: the cluster is not provisioned")
+        published = self._published_trust(spec, issuer)
+        ttl = min(input.ttl, spec.certificates.ttl)
+        signed = self._write(
+            f"{mount}/issuer/{issuer.id}/sign-verbatim",
+            {
+                "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
+                "ttl": f"{_seconds(ttl)}s",
+                "key_usage": USER_KEY_USAGE,
+                "ext_key_usage": USER_EXT_KEY_USAGE,
+            },
+            f"sign a user certificate for {_common_name(csr.subject)} with {mount}",
+        )
+        certificate = x509.load_pem_x509_certificate(str(signed["certificate"]).encode())
+        groups = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        bundle = published or _joined(signed.get("ca_chain") or [signed["issuing_ca"]])
+        activity.logger.info(
+            "signed user certificate %s for %s (groups %s) until %s",
+            serial_hex(certificate.serial_number),
+            _common_name(certificate.subject),
+            ", ".join(groups) or "none",
+            certificate.not_valid_after_utc.isoformat(),
+        )
+        return SignedUserCertificate(
+            certificate_pem=str(signed["certificate"]).strip() + "\n",
+            ca_bundle_pem=bundle,
+            serial=serial_hex(certificate.serial_number),
+            not_after=certificate.not_valid_after_utc,
+            common_name=_common_name(certificate.subject),
+            groups=groups,
+            issuer_id=issuer.id,
+            ttl_capped=input.ttl > spec.certificates.ttl,
         )
 
     # --- mount and CA -----------------------------------------------------------------------------
@@ -394,6 +568,66 @@ class VaultPki:
             certificate=x509.load_pem_x509_certificate(str(generated["certificate"]).encode()),
         )
 
+    def _issuers(self, mount: str) -> dict[str, dict[str, Any]]:
+        """Issuer id -> {issuer_name, is_default, ...} of every CA of the mount."""
+        with translated(f"list issuers of {mount}"):
+            response = self.vault.list(f"{mount}/issuers")
+        key_info = {} if response is None else (response.get("data") or {}).get("key_info") or {}
+        return {str(k): dict(v) for k, v in key_info.items()}
+
+    def _issuer(self, mount: str, issuer_id: str) -> Issuer:
+        if issuer_id not in self._issuers(mount):  # GET of an unknown issuer answers 500, not 404
+            raise InvalidInput(f"issuer {issuer_id} is not an issuer of PKI mount {mount}")
+        found = self._read(f"{mount}/issuer/{issuer_id}", f"read issuer {issuer_id} of {mount}")
+        if found is None:
+            raise InvalidInput(f"issuer {issuer_id} is not an issuer of PKI mount {mount}")
+        return Issuer(
+            mount=mount,
+            id=issuer_id,
+            name=str(found.get("issuer_name", "")),
+            certificate=x509.load_pem_x509_certificate(str(found["certificate"]).encode()),
+        )
+
+    def _published_issuer_ids(self, spec: ClusterSpec) -> list[str]:
+        """Which of the mount's issuers the published trust bundle holds, in its order (a resumed CA
+        rotation reads from it how far an earlier attempt got)."""
+        published = self._sink(spec).read_trust_bundle(spec.id)
+        if published is None:
+            return []
+        mount = self.mount(spec.id)
+        by_certificate = {}
+        for issuer_id in self._issuers(mount):
+            found = self._read(f"{mount}/issuer/{issuer_id}", f"read issuer {issuer_id} of {mount}") or {}
+            if found.get("certificate"):
+                by_certificate[x509.load_pem_x509_certificate(str(found["certificate"]).encode())] = issuer_id
+        try:
+            trusted = x509.load_pem_x509_certificates(published.encode())
+        except ValueError:
+            return []
+        return [by_certificate[ca] for ca in trusted if ca in by_certificate]
+
+    def _published_trust(self, spec: ClusterSpec, issuer: Issuer) -> str | None:
+        """The published trust bundle a new leaf's consumers are told to trust, or None before any.
+
+        Before any CA rotation no bundle is published and the issuing chain is all there is. With a
+        bundle, the issuing CA must be in it: a leaf from a CA the other consumers do not trust yet
+        would break them (Gardener #15301), so that is refused before anything is issued.
+        """
+        published = self._sink(spec).read_trust_bundle(spec.id)
+        if published is None:
+            return None
+        try:
+            trusted = x509.load_pem_x509_certificates(published.encode())
+        except ValueError:
+            trusted = []
+        if issuer.certificate not in trusted:
+            raise Conflict(
+                f"the default issuer {issuer.id} of {issuer.mount} is not in the published trust bundle of "
+                f"{spec.id}; it would issue certificates nobody trusts. Rotate the CA with 'tenantctl rotate "
+                f"{spec.id} --ca' instead of changing the default issuer by hand"
+            )
+        return published
+
     # --- roles and policy -------------------------------------------------------------------------
     def _ensure_role(self, mount: str, role: RoleSpec) -> ResourceChange:
         path, desired = f"{mount}/roles/{role.name.value}", role_body(role)
@@ -443,7 +677,12 @@ class VaultPki:
             raise InvalidInput(f"requests: certificate names must be unique; repeated: {', '.join(duplicates)}")
 
     def _ensure_certificate(
-        self, input: EnsureCertificatesInput, request: CertificateRequest, issuer: Issuer, sink: CertificateSink
+        self,
+        input: EnsureCertificatesInput,
+        request: CertificateRequest,
+        issuer: Issuer,
+        sink: CertificateSink,
+        trust: str | None,
     ) -> tuple[CertificateRecord, bool]:
         """The record of a kept or freshly issued certificate, and whether it was issued now."""
         stored = sink.read(input.spec.id, request.name)
@@ -452,7 +691,7 @@ class VaultPki:
             certificate = x509.load_pem_x509_certificate(stored.certificate.encode())
             return self._record(request, certificate, issuer, stored.destination), False
         activity.logger.info("issuing %s from %s: %s", request.name, issuer.mount, reason)
-        return self._issue(input.spec, request, issuer, sink), True
+        return self._issue(input.spec, request, issuer, sink, trust), True
 
     def _reissue_reason(
         self,
@@ -491,7 +730,7 @@ class VaultPki:
         return None
 
     def _issue(
-        self, spec: ClusterSpec, request: CertificateRequest, issuer: Issuer, sink: CertificateSink
+        self, spec: ClusterSpec, request: CertificateRequest, issuer: Issuer, sink: CertificateSink, trust: str | None
     ) -> CertificateRecord:
         mount = self.mount(spec.id)
         body = {
@@ -510,11 +749,11 @@ class VaultPki:
         )
         certificate = x509.load_pem_x509_certificate(str(issued["certificate"]).encode())
         record = self._record(request, certificate, issuer, sink.destination(spec.id, request.name))
-        chain = issued.get("ca_chain") or [issued["issuing_ca"]]
+        chain = trust or _joined(issued.get("ca_chain") or [issued["issuing_ca"]])
         key_pair = KeyPair(
             certificate=str(issued["certificate"]).strip() + "\n",
             private_key=str(issued["private_key"]).strip() + "\n",
-            ca_chain="\n".join(str(pem).strip() for pem in chain) + "\n",
+            ca_chain=chain,
             serial=record.serial,
             not_after=record.not_after,
             issuer_id=issuer.id,
@@ -590,3 +829,61 @@ def _lifetime_problem(certificate: x509.Certificate, renew_before: timedelta) ->
     if left <= renew_before:
         return f"due: {left} left, renewed when {renew_before} or less remain"
     return None
+
+
+def _joined(pems: list[Any]) -> str:
+    return "\n".join(str(pem).strip() for pem in pems) + "\n"
+
+
+def _issuer_named(issuers: Mapping[str, Mapping[str, Any]], name: str) -> str | None:
+    found = sorted(issuer_id for issuer_id, info in issuers.items() if info.get("issuer_name") == name)
+    return found[0] if found else None
+
+
+def _pem_bundle(cas: list[x509.Certificate]) -> str:
+    return "".join(ca.public_bytes(serialization.Encoding.PEM).decode() for ca in cas)
+
+
+def _fingerprint(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def verifies(leaf: x509.Certificate, cas: list[x509.Certificate]) -> bool:
+    """True when one of ``cas`` signed ``leaf`` (the check a TLS peer makes against its CA file)."""
+    for ca in cas:
+        if leaf.issuer != ca.subject:
+            continue
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
+
+
+def _untrusted_by(certificate_pem: str, cas: list[x509.Certificate]) -> str | None:
+    try:
+        leaf = x509.load_pem_x509_certificate(certificate_pem.encode())
+    except ValueError:
+        return "stored certificate unreadable"
+    if not verifies(leaf, cas):
+        return f"serial {serial_hex(leaf.serial_number)} issued by {leaf.issuer.rfc4514_string()}"
+    return None
+
+
+def _user_csr(csr_pem: str) -> x509.CertificateSigningRequest:
+    """The CSR, if it asks for a plain client certificate; InvalidInput naming what is wrong otherwise."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError as exc:
+        raise InvalidInput(f"csr: not a PEM certificate signing request ({exc})") from None
+    if not csr.is_signature_valid:
+        raise InvalidInput("csr: its signature does not match its public key")
+    if not _common_name(csr.subject):
+        raise InvalidInput("csr: the subject needs a common name (CN), the Kubernetes user name")
+    for extension in csr.extensions:
+        if extension.oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME:
+            raise InvalidInput("csr: subject alternative names are not allowed in a user certificate")
+        if extension.oid == ExtensionOID.BASIC_CONSTRAINTS and getattr(extension.value, "ca", False):
+            raise InvalidInput("csr: a user certificate cannot be a CA")
+    return csr

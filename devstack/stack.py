@@ -60,10 +60,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from config.settings import ENV_PREFIX, STACK_ENV_FILE
+from devstack.aws_seed import DEFAULT_PREFIX as DEFAULT_AMI_PREFIX
+from devstack.aws_seed import local_stack_versions, seed_amis
 
 log = logging.getLogger("tenantctl.devstack")
 T = TypeVar("T")
@@ -342,8 +345,14 @@ class LocalStack:
     def up(self) -> StackEndpoints:
         """Bring every service up and ready; keep those already running and healthy."""
         began = time.monotonic()
-        for directory in (self.state_dir, self.logs_dir, self.temporal_db.parent, self.openbao_dir,
-                          self.openbao_dir / "data", self.emulator_state_file.parent):
+        for directory in (
+            self.state_dir,
+            self.logs_dir,
+            self.temporal_db.parent,
+            self.openbao_dir,
+            self.openbao_dir / "data",
+            self.emulator_state_file.parent,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
         self.openbao_dir.chmod(0o700)
         self.started, self.kept, self.stopped = [], [], []
@@ -362,8 +371,12 @@ class LocalStack:
                 log.info("%s", self._stop(state.services.pop(WORKER)))
                 self.stopped.append(WORKER)
                 self._save_state(state)
-        log.info("local stack up in %.1fs (started: %s; kept: %s)", time.monotonic() - began,
-                 ", ".join(self.started) or "none", ", ".join(self.kept) or "none")
+        log.info(
+            "local stack up in %.1fs (started: %s; kept: %s)",
+            time.monotonic() - began,
+            ", ".join(self.started) or "none",
+            ", ".join(self.kept) or "none",
+        )
         return endpoints
 
     def _ensure(self, state: StackState, launches: list[_Launch]) -> None:
@@ -385,14 +398,17 @@ class LocalStack:
             to_start.append(launch)
         if candidates:  # running: prove it answers (this also unseals a sealed OpenBao)
             results = self._parallel(
-                {launch.name: functools.partial(self._ready, record, KEEP_CHECK_TIMEOUT, True)
-                 for launch, record in candidates}
+                {
+                    launch.name: functools.partial(self._ready, record, KEEP_CHECK_TIMEOUT, True)
+                    for launch, record in candidates
+                }
             )
             for launch, record in candidates:
                 outcome = results[launch.name]
                 if isinstance(outcome, BaseException):
-                    log.warning("%s (pid %d) runs but does not answer (%s): restarting it", launch.name,
-                                record.pid, outcome)
+                    log.warning(
+                        "%s (pid %d) runs but does not answer (%s): restarting it", launch.name, record.pid, outcome
+                    )
                     self._stop(record)
                     del state.services[launch.name]
                     to_start.append(launch)
@@ -537,7 +553,7 @@ class LocalStack:
     def _write_openbao_config(self, ports: StackPorts) -> None:
         config = f"""# written by tenantctl's local stack: one-node raft, plain HTTP on loopback
 storage "raft" {{
-  path    = "{self.openbao_dir / 'data'}"
+  path    = "{self.openbao_dir / "data"}"
   node_id = "tenantctl-dev"
   # one node: no reason to wait the default 5x timeouts before it elects itself
   performance_multiplier = 1
@@ -618,13 +634,19 @@ ui            = false
                 if not repair:
                     raise StackError("OpenBao is not initialized")
                 if init_file.exists():
-                    raise StackError(f"OpenBao is not initialized but {init_file} exists: "
-                                     "its data was lost; 'down --purge' starts over")
+                    raise StackError(
+                        f"OpenBao is not initialized but {init_file} exists: "
+                        "its data was lost; 'down --purge' starts over"
+                    )
                 # raft bootstraps during init: give it time, its answer (key, token) is shown once only
                 patient = hvac.Client(url=client.url, session=session, timeout=60)
                 result = patient.sys.initialize(secret_shares=1, secret_threshold=1)
-                _write_private(init_file, json.dumps(
-                    {"unseal_keys_b64": result["keys_base64"], "root_token": result["root_token"]}, indent=2))
+                _write_private(
+                    init_file,
+                    json.dumps(
+                        {"unseal_keys_b64": result["keys_base64"], "root_token": result["root_token"]}, indent=2
+                    ),
+                )
                 log.info("initialized OpenBao (one key share); key and root token in %s", init_file)
                 return None
             if health.get("sealed"):
@@ -644,13 +666,26 @@ ui            = false
         try:
             data: dict[str, Any] = json.loads(self.openbao_init_file.read_text())
         except FileNotFoundError:
-            raise StackError(f"OpenBao is initialized but {self.openbao_init_file} (unseal key, root token) "
-                             "is missing; 'tenantctl dev down --purge' starts over") from None
+            raise StackError(
+                f"OpenBao is initialized but {self.openbao_init_file} (unseal key, root token) "
+                "is missing; 'tenantctl dev down --purge' starts over"
+            ) from None
         return data
 
     def _moto_ready(self, record: ProcessRecord, deadline: float, repair: bool) -> str:
         url = f"http://{LOOPBACK}:{record.ports['moto']}/moto-api/"
-        return self._wait(record, deadline, lambda: MOTO_NOTE if _http_status(url) == 200 else None)
+        note = self._wait(record, deadline, lambda: MOTO_NOTE if _http_status(url) == 200 else None)
+        # moto starts empty: node AMIs (found by name by the AWS provider) are registered again.
+        endpoint = f"http://{LOOPBACK}:{record.ports['moto']}"
+        ec2 = boto3.client(
+            "ec2",
+            region_name=AWS_REGION,
+            endpoint_url=endpoint,
+            aws_access_key_id=AWS_DUMMY_CREDENTIAL,
+            aws_secret_access_key=AWS_DUMMY_CREDENTIAL,
+        )
+        amis = seed_amis(ec2, DEFAULT_AMI_PREFIX, local_stack_versions())
+        return f"{note}; {len(amis)} node AMIs {DEFAULT_AMI_PREFIX}-<version> registered"
 
     def _emulator_ready(self, record: ProcessRecord, deadline: float, repair: bool) -> str:
         url = f"http://{LOOPBACK}:{record.ports['kube_emulator']}/readyz"
@@ -691,8 +726,9 @@ ui            = false
         def one(name: str) -> ServiceStatus:
             record = state.services.get(name)
             service_ports = record.ports if record else ports.of(name)
-            base = ServiceStatus(name=name, ports=service_ports, url=_service_url(name, service_ports),
-                                 log=str(self.log_file(name)))
+            base = ServiceStatus(
+                name=name, ports=service_ports, url=_service_url(name, service_ports), log=str(self.log_file(name))
+            )
             if record is None:
                 return base.model_copy(update={"detail": "not running ('tenantctl dev up' starts it)"})
             base = base.model_copy(update={"pid": record.pid})
@@ -757,9 +793,7 @@ ui            = false
             if WORKER in records:  # first, while Temporal still answers its graceful shutdown
                 messages.append(self._stop(records[WORKER]))
             others = {name: record for name, record in records.items() if name != WORKER}
-            results = self._parallel(
-                {name: functools.partial(self._stop, record) for name, record in others.items()}
-            )
+            results = self._parallel({name: functools.partial(self._stop, record) for name, record in others.items()})
             messages.extend(str(results[name]) for name in others)
             if not records:
                 messages.append("no process of the stack was recorded as running")
@@ -767,11 +801,14 @@ ui            = false
             self._save_state(state)
         if purge:
             shutil.rmtree(self.state_dir)
-            messages.append(f"deleted {self.state_dir}: Temporal history, OpenBao data and keys, "
-                            "emulator objects and logs are gone")
+            messages.append(
+                f"deleted {self.state_dir}: Temporal history, OpenBao data and keys, emulator objects and logs are gone"
+            )
         else:
-            messages.append(f"kept data in {self.state_dir}: 'up' brings back the Temporal history, OpenBao "
-                            "(raft) mounts and emulator objects; moto starts empty")
+            messages.append(
+                f"kept data in {self.state_dir}: 'up' brings back the Temporal history, OpenBao "
+                "(raft) mounts and emulator objects; moto starts empty"
+            )
         for message in messages:
             log.info("%s", message)
         return messages
@@ -797,8 +834,9 @@ ui            = false
         except FileNotFoundError:
             return StackState()
         except ValueError as exc:
-            raise StackError(f"{self.stack_file} is not a valid stack record ({exc}); "
-                             "stop its processes by hand and remove it") from None
+            raise StackError(
+                f"{self.stack_file} is not a valid stack record ({exc}); stop its processes by hand and remove it"
+            ) from None
 
     def _save_state(self, state: StackState) -> None:
         _write_private(self.stack_file, state.model_dump_json(indent=2))
@@ -820,8 +858,11 @@ async def _temporal_check(address: str, repair: bool) -> str | None:
     await client.workflow_service.get_system_info(GetSystemInfoRequest())
     listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=NAMESPACE))
     registered = dict(listed.custom_attributes)
-    wrong = [f"{k.name} is {registered[k.name]}, wanted {int(k.indexed_value_type)}"
-             for k in ALL_KEYS if k.name in registered and registered[k.name] != int(k.indexed_value_type)]
+    wrong = [
+        f"{k.name} is {registered[k.name]}, wanted {int(k.indexed_value_type)}"
+        for k in ALL_KEYS
+        if k.name in registered and registered[k.name] != int(k.indexed_value_type)
+    ]
     if wrong:
         raise StackError("search attributes registered with another type: " + "; ".join(wrong))
     missing = {k.name: IndexedValueType.ValueType(k.indexed_value_type) for k in ALL_KEYS if k.name not in registered}
@@ -843,7 +884,11 @@ async def _temporal_check(address: str, repair: bool) -> str | None:
 def _vault_health(client: Any) -> dict[str, Any]:
     """sys/health as JSON whatever the state (every status mapped to 200)."""
     response = client.sys.read_health_status(
-        method="GET", standby_ok=False, standby_code=200, sealed_code=200, uninit_code=200,
+        method="GET",
+        standby_ok=False,
+        standby_code=200,
+        sealed_code=200,
+        uninit_code=200,
         performance_standby_code=200,
     )
     if isinstance(response, dict):
@@ -947,8 +992,13 @@ def _session_members(record: ProcessRecord, marker: str) -> list[tuple[int, int]
             continue
         pid = int(entry.name)
         stat = _proc_stat(pid)
-        if (stat is not None and stat.session == record.pid and stat.start_ticks >= record.start_ticks
-                and _marker(pid) == marker and _alive(pid)):
+        if (
+            stat is not None
+            and stat.session == record.pid
+            and stat.start_ticks >= record.start_ticks
+            and _marker(pid) == marker
+            and _alive(pid)
+        ):
             members.append((pid, stat.start_ticks))
     return members
 
@@ -974,8 +1024,12 @@ def _stop_record(record: ProcessRecord, timeout: float, marker: str) -> str:
             _reap(record.pid)
             return f"stopped {record.name} (pid {record.pid})"
         time.sleep(0.05)
-    log.warning("%s did not stop within %.0fs of SIGTERM: sending SIGKILL to %s", record.name, timeout,
-                [pid for pid, _ in members])
+    log.warning(
+        "%s did not stop within %.0fs of SIGTERM: sending SIGKILL to %s",
+        record.name,
+        timeout,
+        [pid for pid, _ in members],
+    )
     _signal_all(members, signal.SIGKILL)
     kill_deadline = time.monotonic() + 5
     while [pid for pid, ticks in members if _alive(pid, ticks)] and time.monotonic() < kill_deadline:
@@ -1135,5 +1189,7 @@ def _check_purgeable(state_dir: Path) -> None:
     """Refuse to delete a folder that holds anything the stack did not put there."""
     foreign = sorted(p.name for p in state_dir.iterdir() if p.name not in _OURS and not p.name.startswith("."))
     if foreign:
-        raise StackError(f"not purging {state_dir}: it holds files the local stack did not write "
-                         f"({', '.join(foreign[:5])}); delete it yourself if you mean it")
+        raise StackError(
+            f"not purging {state_dir}: it holds files the local stack did not write "
+            f"({', '.join(foreign[:5])}); delete it yourself if you mean it"
+        )

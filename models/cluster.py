@@ -82,6 +82,7 @@ class Progress(Model):
     total: int = 0
     current: str = Field(default="", description="what is being worked on now, e.g. 'worker-2'")
     unit: str = "steps"
+    phase: str = Field(default="", description="what is happening to it, e.g. 'drain' (upgrades)")
 
 
 class OperationStatus(Model):

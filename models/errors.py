@@ -37,6 +37,11 @@ class NodesNotReady(PermanentError):
     """Nodes did not become ready within their deadline; details name them (upgrades pause on it)."""
 
 
+class DrainBlocked(PermanentError):
+    """A node's drain passed its deadline with pods left (a PodDisruptionBudget, usually); the
+    message names the node, the pods and the budgets, and the upgrade pauses on it."""
+
+
 class TemporaryError(TenantctlError):
     """Worth retrying with backoff: timeouts, 5xx, throttling, connection refused, not ready yet."""
 
@@ -45,5 +50,12 @@ class NotReady(TemporaryError):
     """A wait whose condition does not hold yet; the activity retries until its deadline."""
 
 
-PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (InvalidInput, Forbidden, QuotaExceeded, Conflict, NodesNotReady)
+PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (
+    InvalidInput,
+    Forbidden,
+    QuotaExceeded,
+    Conflict,
+    NodesNotReady,
+    DrainBlocked,
+)
 NON_RETRYABLE_ERROR_TYPES: list[str] = [PermanentError.__name__] + [cls.__name__ for cls in PERMANENT_ERRORS]

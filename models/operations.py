@@ -6,14 +6,17 @@ workflows keep decoding their histories.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
 from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationStatus
+from models.durations import Duration
 from models.pki import CaResult, CertificateRecord
+from models.schedules import RotationScheduleResult
 from models.spec import Certificates, ClusterSpec
 
 DEFAULT_MAX_HISTORY_EVENTS = 4000
@@ -50,6 +53,9 @@ class ProvisionResult(FrozenModel):
     ca: CaResult
     certificates: list[CertificateRecord]
     nodes: list[NodeRecord]
+    schedule: RotationScheduleResult | None = Field(
+        default=None, description="the rotation schedule, when the runbook made it (None: older runbooks)"
+    )
 
 
 # --- certificate rotation -----------------------------------------------------------------------
@@ -87,15 +93,26 @@ class RotateCaResult(FrozenModel):
 
 
 # --- rolling upgrade ---------------------------------------------------------------------------
+PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
+
+
 class UpgradeRequest(FrozenModel):
     version: str
     requested_by: str = ""
+    node_ready_timeout: PositiveDuration | None = Field(
+        default=None, description="how long one node may take to become ready before the upgrade pauses"
+    )
+    drain_timeout: PositiveDuration | None = Field(
+        default=None, description="how long one node's drain may take before the upgrade pauses"
+    )
 
 
 class UpgradeInput(FrozenModel):
     spec: ClusterSpec = Field(description="the spec at the current version")
     target_version: str
     nodes: list[NodeRecord]
+    node_ready_timeout: PositiveDuration | None = Field(default=None, description="None: the policy's default")
+    drain_timeout: PositiveDuration | None = Field(default=None, description="None: the policy's default")
 
 
 class UpgradeOutcome(StrEnum):
@@ -126,6 +143,46 @@ class UpgradeControl(FrozenModel):
 class UpgradeControlResult(FrozenModel):
     workflow_id: str
     action: UpgradeAction
+
+
+class NodeUpgradeState(StrEnum):
+    PENDING = "pending"
+    UPGRADING = "upgrading"
+    DONE = "done"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+
+
+class NodeUpgrade(Model):
+    """One entry of an upgrade plan: a node and what replaces it.
+
+    Masters are upgraded in place (``replacement == node``: etcd member identity and data stay);
+    workers are replaced by fresh VMs with new names. Entries of one ``batch`` go together (a
+    worker batch is ``max_surge + max_unavailable`` wide).
+    """
+
+    node: str
+    role: str
+    replacement: str
+    batch: int
+    from_version: str
+    state: NodeUpgradeState = NodeUpgradeState.PENDING
+    phase: str = Field(default="", description="the step in progress or next, e.g. 'drain'")
+
+    @property
+    def label(self) -> str:
+        return self.node if self.replacement == self.node else f"{self.node} -> {self.replacement}"
+
+
+class UpgradePlan(Model):
+    """What an upgrade does, computed once from its input (the ``plan`` query of RollingUpgrade)."""
+
+    cluster_id: str
+    from_version: str
+    to_version: str
+    max_surge: int
+    max_unavailable: int
+    nodes: list[NodeUpgrade] = Field(default_factory=list)
 
 
 # --- teardown ------------------------------------------------------------------------------------

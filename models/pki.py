@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from models.base import FrozenModel
+from models.durations import Duration
 from models.spec import ClusterSpec, Provider
 
 
@@ -242,3 +243,87 @@ class CertificatesResult(FrozenModel):
 class RevokeResult(FrozenModel):
     revoked: int = 0
     already_revoked_or_expired: int = 0
+
+
+# --- CA rotation: a second issuer in the same mount, and the trust bundle every consumer reads ------
+DEFAULT_USER_CERTIFICATE_TTL = timedelta(hours=8)
+
+
+def next_issuer_name(current: str) -> str:
+    """Name of the CA that follows ``current``: ``root-1`` -> ``root-2``; anything else -> ``root-2``.
+
+    Deterministic, so a resumed CA rotation finds the issuer an earlier attempt created (OpenBao
+    refuses a second issuer of the same name, which also turns two racing attempts into one CA).
+    """
+    prefix, _, number = current.rpartition("-")
+    if prefix == "root" and number.isdigit():
+        return f"root-{int(number) + 1}"
+    return "root-2"
+
+
+class NextIssuerInput(FrozenModel):
+    spec: ClusterSpec
+    after_issuer_id: str = Field(
+        default="", description="the CA being replaced; empty means the mount's current default issuer"
+    )
+
+
+class IssuerResult(FrozenModel):
+    """Public facts of one issuer (CA) of a cluster's mount."""
+
+    issuer_id: str
+    name: str
+    common_name: str
+    not_after: datetime
+    is_default: bool
+    created: bool = Field(default=False, description="made by this call (False: found from an earlier attempt)")
+    previous_issuer_id: str = Field(default="", description="the CA this one replaces")
+    published_trust: list[str] = Field(
+        default_factory=list, description="issuer ids in the published trust bundle now (empty: none published)"
+    )
+
+
+class SetDefaultIssuerInput(FrozenModel):
+    spec: ClusterSpec
+    issuer_id: str
+
+
+class TrustBundleInput(FrozenModel):
+    """The CAs every consumer of the cluster must trust, in order (old first during a rotation)."""
+
+    spec: ClusterSpec
+    issuer_ids: list[str] = Field(min_length=1)
+
+
+class TrustBundleResult(FrozenModel):
+    issuer_ids: list[str]
+    fingerprints: list[str] = Field(description="SHA-256 of each CA certificate, as in issuer_ids")
+    updated: list[str] = Field(default_factory=list, description="destinations rewritten by this call")
+    unchanged: int = 0
+    leaves_checked: int = Field(default=0, description="stored leaves verified against the bundle before writing")
+
+
+# --- user key pairs: a CSR made on the user's machine, signed by the cluster's CA ---------------------
+class SignUserCertificateRequest(FrozenModel):
+    """Entity update ``sign_user_certificate``: only a CSR travels, the private key stays with the user."""
+
+    csr_pem: str = Field(description="PKCS#10 CSR: CN is the Kubernetes user, each O a group")
+    ttl: Duration = Field(default=DEFAULT_USER_CERTIFICATE_TTL, description="capped by the cluster's leaf TTL")
+    requested_by: str = ""
+
+
+class SignUserCsrInput(FrozenModel):
+    spec: ClusterSpec
+    csr_pem: str
+    ttl: Duration
+
+
+class SignedUserCertificate(FrozenModel):
+    certificate_pem: str
+    ca_bundle_pem: str = Field(description="what a kubeconfig trusts for the tenant API (the published bundle)")
+    serial: str
+    not_after: datetime
+    common_name: str
+    groups: list[str] = Field(default_factory=list)
+    issuer_id: str
+    ttl_capped: bool = Field(default=False, description="the requested TTL exceeded the cluster's leaf TTL")

@@ -40,3 +40,14 @@ class ScheduledRotationInput(FrozenModel):
 class RequestRotationInput(FrozenModel):
     cluster_id: str
     request_id: str = Field(description="update id: a retried request is the same update, run once")
+
+
+class SyncScheduleRequest(FrozenModel):
+    """Entity update ``sync_schedule``: re-read the schedule (after a pause or resume) into the status."""
+
+    requested_by: str = ""
+
+
+class SyncScheduleResult(FrozenModel):
+    next_rotation: datetime | None = None
+    paused: bool = False

@@ -143,6 +143,15 @@ class Certificates(Model):
                 f"({format_duration(self.ttl)}), "
                 "or certificates expire before they are rotated"
             )
+        if self.rotation_interval * 3 >= self.ttl * 2:
+            # A leaf is renewed by the first scheduled run that finds it due (``renew_before``), i.e. at
+            # least interval/2 old. Runs fall on a fixed grid, so one issued just before a run (at
+            # create, or by an on-demand rotation) waits up to 1.5 intervals: that must stay below ttl.
+            raise ValueError(
+                f"rotation_interval ({format_duration(self.rotation_interval)}) must be under 2/3 of ttl "
+                f"({format_duration(self.ttl)}): a certificate can wait 1.5 intervals for the rotation that "
+                "renews it, and would expire first"
+            )
         if self.ttl >= self.ca_ttl:
             raise ValueError(
                 f"ttl ({format_duration(self.ttl)}) must be shorter than ca_ttl ({format_duration(self.ca_ttl)})"
@@ -230,9 +239,7 @@ class ClusterSpec(Model):
                 if pool.instance_type is not None:
                     raise ValueError(f"{pool_name}.instance_type applies to provider aws only")
             elif pool.cpu is not None or pool.memory is not None:
-                raise ValueError(
-                    f"{pool_name}: provider aws sizes nodes by instance_type, not cpu/memory"
-                )
+                raise ValueError(f"{pool_name}: provider aws sizes nodes by instance_type, not cpu/memory")
         if self.provider is Provider.AWS and self.workers.instance_type is None:
             raise ValueError("workers.instance_type is required for provider aws")
         if self.aws is not None:
@@ -255,9 +262,7 @@ class ClusterSpec(Model):
         return f"{self.id}.{self.base_domain}"
 
     def node_names(self) -> list[str]:
-        return [f"master-{i}" for i in range(self.masters.count)] + [
-            f"worker-{i}" for i in range(self.workers.count)
-        ]
+        return [f"master-{i}" for i in range(self.masters.count)] + [f"worker-{i}" for i in range(self.workers.count)]
 
 
 class SpecError(ValueError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
@@ -11,6 +10,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.cluster import ClusterPhase, ClusterStatus
+from models.durations import format_duration
 from models.naming import entity_workflow_id
 from models.operations import ClusterInput
 from models.spec import ClusterSpec
@@ -18,12 +18,16 @@ from workflows import search_attributes as sa
 from workflows.cluster import ClusterWorkflow
 
 
-class ClusterNotFound(LookupError):
+class UserError(Exception):
+    """An error the user can act on: printed as one line, exit code 1, no traceback."""
+
+
+class ClusterNotFound(UserError, LookupError):
     def __init__(self, cluster_id: str) -> None:
         super().__init__(f"cluster {cluster_id} not found (no workflow {entity_workflow_id(cluster_id)})")
 
 
-class ClusterExists(RuntimeError):
+class ClusterExists(UserError):
     def __init__(self, cluster_id: str) -> None:
         super().__init__(
             f"cluster {cluster_id} already exists (workflow {entity_workflow_id(cluster_id)} is running); "
@@ -31,7 +35,7 @@ class ClusterExists(RuntimeError):
         )
 
 
-class RequestRefused(RuntimeError):
+class RequestRefused(UserError):
     """The entity refused an update; the message says why (and nothing changed)."""
 
 
@@ -61,8 +65,8 @@ async def start_cluster(client: Client, spec: ClusterSpec, task_queue: str) -> W
             static_summary=f"Tenant cluster {spec.id} ({spec.provider}, Kubernetes {spec.kubernetes_version})",
             static_details=(
                 f"owner **{spec.owner}** · API `{spec.api_domain}` · {spec.masters.count} masters, "
-                f"{spec.workers.count} workers · certificates: TTL {spec.certificates.ttl}, "
-                f"rotated every {spec.certificates.rotation_interval}"
+                f"{spec.workers.count} workers · certificates: TTL {format_duration(spec.certificates.ttl)}, "
+                f"rotated every {format_duration(spec.certificates.rotation_interval)}"
             ),
         )
     except WorkflowAlreadyStartedError:
@@ -89,7 +93,7 @@ async def update(client: Client, cluster_id: str, method: Any, request: Any) -> 
     try:
         return await entity(client, cluster_id).execute_update(method, request)
     except WorkflowUpdateFailedError as exc:
-        raise RequestRefused(_cause_message(exc)) from None
+        raise RequestRefused(cause_message(exc)) from None
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise ClusterNotFound(cluster_id) from None
@@ -119,7 +123,8 @@ async def list_clusters(client: Client, include_closed: bool = False) -> list[di
     return sorted(rows, key=lambda r: (r["id"], r["started"]))
 
 
-def _cause_message(exc: BaseException) -> str:
+def cause_message(exc: BaseException) -> str:
+    """The innermost message of a failure chain: the one that names the object at fault."""
     cause: BaseException | None = exc
     message = str(exc)
     while cause is not None:
@@ -127,14 +132,3 @@ def _cause_message(exc: BaseException) -> str:
             message = str(cause)
         cause = getattr(cause, "cause", None) or cause.__cause__
     return message
-
-
-__all__: Sequence[str] = [
-    "ClusterExists",
-    "ClusterNotFound",
-    "RequestRefused",
-    "get_status",
-    "list_clusters",
-    "start_cluster",
-    "update",
-]

@@ -52,8 +52,9 @@ def _parse_ports(stack: LocalStack, overrides: list[str]) -> StackPorts | None:
         name, sep, port = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or name not in values or not port.strip().isdigit():
-            raise typer.BadParameter(f"{item!r}: use NAME=PORT with NAME one of {', '.join(values)}",
-                                     param_hint="--port")
+            raise typer.BadParameter(
+                f"{item!r}: use NAME=PORT with NAME one of {', '.join(values)}", param_hint="--port"
+            )
         values[name] = int(port)
     try:
         return StackPorts(**values)
@@ -117,10 +118,18 @@ def up(
     seconds = time.monotonic() - began
     rows = stack.status()
     if output != "table":
-        _print_data({"seconds": round(seconds, 2), "started": stack.started, "kept": stack.kept,
-                     "stopped": stack.stopped,
-                     "endpoints": endpoints.model_dump(mode="json"), "env_file": str(stack.env_file),
-                     "services": [row.model_dump(mode="json") for row in rows]}, output)
+        _print_data(
+            {
+                "seconds": round(seconds, 2),
+                "started": stack.started,
+                "kept": stack.kept,
+                "stopped": stack.stopped,
+                "endpoints": endpoints.model_dump(mode="json"),
+                "env_file": str(stack.env_file),
+                "services": [row.model_dump(mode="json") for row in rows],
+            },
+            output,
+        )
         return
     out.print(_table(rows))
     out.print(f"\n[bold]Temporal UI:[/] [bold cyan]{endpoints.temporal_ui_url}[/]")

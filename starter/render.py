@@ -98,7 +98,7 @@ def operation_view(op: OperationStatus) -> Table:
         table.add_row(STEP_MARK[step.state], step.name, step.message)
     if op.progress.total:
         p = op.progress
-        table.add_row("", f"{p.done}/{p.total} {p.unit}", p.current)
+        table.add_row("", f"{p.done}/{p.total} {p.unit}", f"{p.current}: {p.phase}" if p.phase else p.current)
     if op.message:
         table.add_row("", "[bold]note[/]", op.message)
     return table

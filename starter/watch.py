@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 
 from models.cluster import ClusterPhase, ClusterStatus, OperationState, OperationStatus, StepState
+from starter import clusters
 from starter.clusters import get_status
 
 SETTLED = (ClusterPhase.READY, ClusterPhase.FAILED, ClusterPhase.DELETED)
@@ -48,7 +52,9 @@ class Watcher:
             self._print_steps(status.current)
             self._update_bar(status.current)
         if settled(status):
-            self.progress.update(self.bar, description=f"{self.cluster_id}: {status.phase}", completed=1, total=1)
+            self.progress.update(
+                self.bar, description=f"{self.cluster_id}: {status.phase}", completed=1, total=1, count=""
+            )
 
     def _print_steps(self, op: OperationStatus) -> None:
         for step in op.steps:
@@ -71,7 +77,9 @@ class Watcher:
         finished = sum(1 for s in op.steps if s.state in (StepState.DONE, StepState.SKIPPED))
         running = next((s for s in op.steps if s.state is StepState.RUNNING), None)
         fraction = op.progress.done / op.progress.total if op.progress.total else 0.0
-        detail = f" ({op.progress.done}/{op.progress.total} {op.progress.unit})" if op.progress.total else ""
+        p = op.progress
+        now = f"; {p.current}" + (f" {p.phase}" if p.phase else "") if p.current else ""
+        detail = f" ({p.done}/{p.total} {p.unit}{now})" if p.total else ""
         description = f"{op.kind}: {running.name if running else op.state}{detail}"
         if op.state is OperationState.PAUSED:
             description = f"{op.kind}: PAUSED - {op.message}"
@@ -84,11 +92,17 @@ class Watcher:
         )
 
 
-async def watch(client: Client, cluster_id: str, since: int | None = None, poll: float = POLL_SECONDS) -> ClusterStatus:
+async def watch(
+    client: Client,
+    cluster_id: str,
+    since: int | None = None,
+    poll: float = POLL_SECONDS,
+    until: Callable[[ClusterStatus], bool] | None = None,
+) -> ClusterStatus:
     """Show phases, steps and a progress bar until the cluster is Ready, Failed or Deleted.
 
     ``since``: operations numbered above it are shown (0 for a create); None attaches to the
-    operation running now.
+    operation running now. ``until``: stop earlier when it holds (e.g. an upgrade that paused).
     """
     columns = (
         SpinnerColumn(),
@@ -102,6 +116,39 @@ async def watch(client: Client, cluster_id: str, since: int | None = None, poll:
         while True:
             status = await get_status(client, cluster_id)
             watcher.show(status)
-            if settled(status):
+            if settled(status) or (until is not None and until(status)):
                 return status
             await asyncio.sleep(poll)
+
+
+async def update_and_watch(client: Client, cluster_id: str, method: Any, request: Any) -> tuple[ClusterStatus, Any]:
+    """Send an operation's update to the entity and follow it until the cluster settles.
+
+    A refused request (the entity's validator said no) is raised at once as RequestRefused, and
+    nothing was changed. Returns the settled status and the update's result, or the exception the
+    operation failed with (the status says why, too).
+    """
+    before = await get_status(client, cluster_id)
+    try:
+        handle = await clusters.entity(client, cluster_id).start_update(
+            method, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise clusters.RequestRefused(clusters.cause_message(exc)) from None
+    outcome = asyncio.ensure_future(handle.result())
+    # Operations queued ahead of this one are shown too, so waiting for them is never silent.
+    following = asyncio.ensure_future(
+        watch(client, cluster_id, since=before.operations_started - (1 if before.current else 0))
+    )
+    done, _ = await asyncio.wait({outcome, following}, return_when=asyncio.FIRST_COMPLETED)
+    if outcome in done and isinstance(outcome.exception(), WorkflowUpdateFailedError) and not following.done():
+        # Rejected by the validator (or failed at once): nothing ran, stop watching.
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        raise clusters.RequestRefused(clusters.cause_message(outcome.exception()))  # type: ignore[arg-type]
+    status = await following
+    try:
+        return status, await outcome
+    except WorkflowUpdateFailedError as exc:
+        return status, exc

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+
+from temporalio.worker import Interceptor
 
 from config.settings import Settings, load_settings
 from worker.backends import build_activities
@@ -16,7 +19,9 @@ from worker.registry import GRACEFUL_SHUTDOWN, WORKFLOWS, build_worker
 log = logging.getLogger("tenantctl.worker")
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, stop: asyncio.Event | None = None, interceptors: Sequence[Interceptor] = ()
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -31,6 +36,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             activity_executor=pool,
             max_concurrent_activities=settings.max_concurrent_activities,
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_queue_timeout_seconds),
+            interceptors=list(interceptors),
         )
         async with worker:
             log.info(
@@ -48,9 +54,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(settings))
 
 

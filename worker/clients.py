@@ -6,11 +6,13 @@ Only the worker (and the CLI, for Temporal) builds clients; activity classes rec
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import hvac
+from botocore.config import Config as BotoConfig
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from temporalio.client import Client
@@ -74,13 +76,25 @@ def kube_api_client(settings: Settings) -> k8s.ApiClient:
 
 @dataclass(frozen=True)
 class AwsClients:
-    """boto3 clients are thread-safe once made (sessions are not), so they are made once, up front."""
+    """boto3 clients, one per service and region, made once: sessions are not thread-safe, the
+    clients they make are (the activity thread pool shares them)."""
 
     session: boto3.Session
     endpoint_url: str | None
+    config: BotoConfig = field(default_factory=BotoConfig)
+    _made: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+    def client(self, service: str, region: str | None = None) -> Any:
+        region = region or self.session.region_name
+        with self._lock:
+            made = self._made.get((service, region))
+            if made is None:
+                made = self.session.client(  # type: ignore[call-overload]
+                    service, region_name=region, endpoint_url=self.endpoint_url, config=self.config
+                )
+                self._made[(service, region)] = made
+            return made
 
 
 def aws_clients(settings: Settings) -> AwsClients:
@@ -91,7 +105,15 @@ def aws_clients(settings: Settings) -> AwsClients:
             settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
         ),
     )
-    return AwsClients(session=session, endpoint_url=settings.aws_endpoint_url)
+    # Throttling and 5xx are retried by botocore first (standard mode, jittered backoff), then by
+    # Temporal's activity retries; the pool matches the activity threads that share each client.
+    config = BotoConfig(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=max(settings.activity_threads, 10),
+    )
+    return AwsClients(session=session, endpoint_url=settings.aws_endpoint_url, config=config)
 
 
 def _read(path: Any) -> bytes | None:

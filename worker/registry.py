@@ -15,10 +15,21 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from workflows.cluster import ClusterWorkflow
 from workflows.provision import ProvisionWorkflow
+from workflows.rolling_upgrade import RollingUpgradeWorkflow
+from workflows.rotate_ca import RotateCaWorkflow
+from workflows.rotate_certificates import RotateCertificatesWorkflow
 from workflows.scheduled_rotation import ScheduledRotationWorkflow
 from workflows.teardown import TeardownWorkflow
 
-WORKFLOWS: list[type] = [ClusterWorkflow, ProvisionWorkflow, ScheduledRotationWorkflow, TeardownWorkflow]
+WORKFLOWS: list[type] = [
+    ClusterWorkflow,
+    ProvisionWorkflow,
+    RotateCaWorkflow,
+    RotateCertificatesWorkflow,
+    RollingUpgradeWorkflow,
+    ScheduledRotationWorkflow,
+    TeardownWorkflow,
+]
 
 # Pure-data modules are shared with the sandbox instead of re-imported for every workflow run,
 # which keeps worker memory flat (design.md: third-party imports in workflows can triple it).

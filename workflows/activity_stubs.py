@@ -14,13 +14,22 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from models.naming import rotation_schedule_id
+from models.operations import RotateCertificatesResult
 from models.pki import (
     CaInput,
     CaResult,
     CertificateRequest,
     CertificatesResult,
     EnsureCertificatesInput,
+    IssuerResult,
+    NextIssuerInput,
     RevokeResult,
+    SetDefaultIssuerInput,
+    SignedUserCertificate,
+    SignUserCsrInput,
+    TrustBundleInput,
+    TrustBundleResult,
     pki_mount,
 )
 from models.provider import (
@@ -33,10 +42,17 @@ from models.provider import (
     WaitNodesInput,
     provider_activity,
 )
-from models.naming import rotation_schedule_id
-from models.operations import RotateCertificatesResult
 from models.schedules import RequestRotationInput, RotationScheduleInput, RotationScheduleResult, ScheduleRef
 from models.spec import ClusterSpec
+from models.tenant import (
+    DrainInput,
+    DrainResult,
+    HealthInput,
+    HealthResult,
+    NodeHealth,
+    TenantNodeInput,
+    WaitRegisteredInput,
+)
 from workflows import policies
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -103,9 +119,7 @@ async def ensure_certificates(
     count = len(requests)
     return await call(
         "pki.ensure_certificates",
-        EnsureCertificatesInput(
-            spec=spec, requests=requests, renew_before=spec.certificates.renew_before, force=force
-        ),
+        EnsureCertificatesInput(spec=spec, requests=requests, renew_before=spec.certificates.renew_before, force=force),
         CertificatesResult,
         f"issue {'all' if force else 'due'} of {count} certificates and store their key pairs"
         + (f" ({why})" if why else ""),
@@ -154,7 +168,8 @@ async def ensure_foundation(spec: ClusterSpec) -> EnsureResult:
         ClusterRef(spec=spec),
         EnsureResult,
         f"ensure the {spec.provider} foundation of {spec.id} (isolation, network, identity)",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PROVIDER_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -164,7 +179,8 @@ async def ensure_endpoint(spec: ClusterSpec) -> EnsureResult:
         ClusterRef(spec=spec),
         EnsureResult,
         f"ensure the API endpoint {spec.api_domain}",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PROVIDER_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -174,7 +190,8 @@ async def ensure_node(spec: ClusterSpec, node: str, version: str, restart_token:
         NodeRef(spec=spec, node=node, kubernetes_version=version, restart_token=restart_token),
         EnsureResult,
         f"ensure node {node} at Kubernetes {version}",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PROVIDER_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -184,7 +201,8 @@ async def ensure_node_absent(spec: ClusterSpec, node: str, version: str) -> Ensu
         NodeRef(spec=spec, node=node, kubernetes_version=version),
         EnsureResult,
         f"remove node {node}",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PROVIDER_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -234,7 +252,8 @@ async def ensure_endpoint_absent(spec: ClusterSpec) -> EnsureResult:
         ClusterRef(spec=spec),
         EnsureResult,
         f"remove the API endpoint {spec.api_domain}",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PROVIDER_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -278,4 +297,109 @@ async def request_rotation(cluster_id: str, request_id: str) -> RotateCertificat
         deadline=policies.ENTITY_REQUEST_TIMEOUT,
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         retry=policies.ENTITY_REQUEST_RETRY,
+    )
+
+
+# --- CA rotation and user key pairs (Vault PKI) ----------------------------------------------------
+async def ensure_next_issuer(spec: ClusterSpec, after_issuer_id: str) -> IssuerResult:
+    return await call(
+        "pki.ensure_next_issuer",
+        NextIssuerInput(spec=spec, after_issuer_id=after_issuer_id),
+        IssuerResult,
+        f"ensure the CA that replaces {after_issuer_id or 'the current CA'} on {pki_mount(spec.id)} (not default yet)",
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def set_default_issuer(spec: ClusterSpec, issuer_id: str) -> EnsureResult:
+    return await call(
+        "pki.set_default_issuer",
+        SetDefaultIssuerInput(spec=spec, issuer_id=issuer_id),
+        EnsureResult,
+        f"make issuer {issuer_id} the CA that issues on {pki_mount(spec.id)}",
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def publish_trust_bundle(spec: ClusterSpec, issuer_ids: list[str]) -> TrustBundleResult:
+    return await call(
+        "pki.publish_trust_bundle",
+        TrustBundleInput(spec=spec, issuer_ids=issuer_ids),
+        TrustBundleResult,
+        f"publish the trust bundle [{', '.join(issuer_ids)}] to every consumer of {spec.id}",
+        start_to_close=timedelta(minutes=10),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        deadline=policies.PKI_CALL_DEADLINE,
+    )
+
+
+async def sign_user_csr(spec: ClusterSpec, csr_pem: str, ttl: timedelta) -> SignedUserCertificate:
+    # A person waits for this one: a short deadline, so a Vault outage is an error, not a hang.
+    return await call(
+        "pki.sign_user_csr",
+        SignUserCsrInput(spec=spec, csr_pem=csr_pem, ttl=ttl),
+        SignedUserCertificate,
+        f"sign a user's CSR with the CA of {spec.id}",
+        start_to_close=timedelta(seconds=30),
+        deadline=policies.USER_REQUEST_DEADLINE,
+    )
+
+
+# --- the tenant cluster's own API (rolling upgrades) ---------------------------------------------------
+async def cordon_node(spec: ClusterSpec, node: str) -> EnsureResult:
+    return await call(
+        "tenant.cordon_node",
+        TenantNodeInput(spec=spec, node=node),
+        EnsureResult,
+        f"cordon node {node} in the tenant cluster {spec.id}",
+        start_to_close=policies.TENANT_CALL_TIMEOUT,
+    )
+
+
+async def uncordon_node(spec: ClusterSpec, node: str) -> EnsureResult:
+    return await call(
+        "tenant.uncordon_node",
+        TenantNodeInput(spec=spec, node=node),
+        EnsureResult,
+        f"uncordon node {node} in the tenant cluster {spec.id}",
+        start_to_close=policies.TENANT_CALL_TIMEOUT,
+    )
+
+
+async def drain_node(spec: ClusterSpec, node: str, timeout: timedelta) -> DrainResult:
+    return await call(
+        "tenant.drain_node",
+        DrainInput(spec=spec, node=node, timeout=timeout),
+        DrainResult,
+        f"drain node {node} of {spec.id} (evictions honour PodDisruptionBudgets; gives up after {timeout})",
+        start_to_close=timeout + timedelta(minutes=1),
+        deadline=timeout + timedelta(minutes=30),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        retry=policies.WAIT_RETRY,
+    )
+
+
+async def check_health(spec: ClusterSpec, expected_nodes: list[str], wait: timedelta = timedelta(0)) -> HealthResult:
+    return await call(
+        "tenant.check_health",
+        HealthInput(spec=spec, expected_nodes=expected_nodes, wait=wait),
+        HealthResult,
+        f"check that every node of {spec.id} is Ready and its API answers",
+        start_to_close=wait + timedelta(minutes=1),
+        deadline=wait + timedelta(minutes=30),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        retry=policies.WAIT_RETRY,
+    )
+
+
+async def wait_node_registered(spec: ClusterSpec, node: str, version: str, timeout: timedelta) -> NodeHealth:
+    return await call(
+        "tenant.wait_node_registered",
+        WaitRegisteredInput(spec=spec, node=node, kubernetes_version=version, timeout=timeout),
+        NodeHealth,
+        f"wait until node {node} is Ready at v{version} in the tenant cluster {spec.id}",
+        start_to_close=timeout + timedelta(minutes=1),
+        deadline=timeout + timedelta(minutes=30),
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        retry=policies.WAIT_RETRY,
     )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 from models.cluster import (
     PHASE_OF_OPERATION,
@@ -56,6 +56,8 @@ from models.operations import (
     UpgradeRequest,
     UpgradeResult,
 )
+from models.pki import SignedUserCertificate, SignUserCertificateRequest
+from models.schedules import RotationScheduleResult, SyncScheduleRequest, SyncScheduleResult
 from models.spec import ClusterSpec, describe_validation_error
 from models.versions import upgrade_refusal
 from workflows import activity_stubs as act
@@ -144,15 +146,32 @@ class ClusterWorkflow:
         self.status.ca_issuer_id = result.ca.issuer_id
         self.status.record_certificates(result.certificates)
         self.status.nodes = {n.name: n for n in result.nodes}
-        await self._sync_schedule()
+        if result.schedule is not None:
+            self._show_schedule(result.schedule)
+        else:  # created by a runbook from before the schedule step: make the schedule here
+            await self._sync_schedule()
 
-    async def _sync_schedule(self) -> None:
-        """Converge the rotation schedule on the spec (idempotent: also repairs a deleted schedule)."""
-        if self.status.phase in (ClusterPhase.FAILED, ClusterPhase.DELETED) or self._deleting:
-            return
-        schedule = await act.ensure_rotation_schedule(self.status.spec)
+    def _show_schedule(self, schedule: RotationScheduleResult) -> None:
         self.status.next_rotation = None if schedule.paused else next(iter(schedule.next_runs), None)
         self._publish()
+
+    async def _sync_schedule(self) -> bool:
+        """Converge the rotation schedule on the spec (idempotent: also repairs a deleted schedule).
+
+        Returns whether the schedule is paused (False when there is none to sync).
+        """
+        if self.status.phase in (ClusterPhase.FAILED, ClusterPhase.DELETED) or self._deleting:
+            return False
+        try:
+            schedule = await act.ensure_rotation_schedule(self.status.spec)
+        except ActivityError as err:
+            # The cluster itself is fine; say so loudly instead of failing the entity. The next
+            # operation (or 'tenantctl schedule resume') tries again.
+            self.status.next_rotation = None
+            self._set_phase(self.status.phase, f"rotation schedule not ensured: {_failure_message(err)}")
+            return False
+        self._show_schedule(schedule)
+        return schedule.paused
 
     # --- queries and signals ----------------------------------------------------------------------
     @workflow.query(name="status")
@@ -227,17 +246,31 @@ class ClusterWorkflow:
             if refusal:
                 raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
             return UpgradeInput(
-                spec=self.status.spec, target_version=request.version, nodes=list(self.status.nodes.values())
+                spec=self.status.spec,
+                target_version=request.version,
+                nodes=list(self.status.nodes.values()),
+                node_ready_timeout=request.node_ready_timeout,
+                drain_timeout=request.drain_timeout,
             )
 
         result = await self._operate(
             OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
         )
+        before = set(self.status.nodes)
         self.status.nodes = {n.name: n for n in result.nodes} or self.status.nodes
+        for gone in before - set(self.status.nodes):
+            # A replaced worker's kubelet certificate is no one's any more: it must not hold the
+            # earliest expiry (rotations only re-issue the certificates of nodes that exist).
+            self.status.certificates.pop(f"node-{gone}", None)
         self.status.record_certificates(result.certificates)
         self.status.kubernetes_version = result.kubernetes_version
         if result.outcome is UpgradeOutcome.COMPLETED:
             self.status.spec = self.status.spec.model_copy(update={"kubernetes_version": result.to_version})
+        elif self.status.recent:
+            # The child returned normally after rolling back: record the operation as what it was.
+            aborted = self.status.recent[0]
+            aborted.state = OperationState.CANCELLED
+            aborted.message = f"aborted: every node rolled back to Kubernetes {result.kubernetes_version}"
         self._publish()
         return result
 
@@ -304,6 +337,35 @@ class ClusterWorkflow:
         if self.status.phase is ClusterPhase.DELETED:
             raise Refused(f"cluster {self.status.cluster_id} is deleted")
         self._configured_spec(request)
+
+    @workflow.update
+    async def sync_schedule(self, request: SyncScheduleRequest) -> SyncScheduleResult:
+        """Re-read the rotation schedule (paused or resumed through the Schedules API) into the status."""
+        paused = await self._sync_schedule()
+        return SyncScheduleResult(next_rotation=self.status.next_rotation, paused=paused)
+
+    @sync_schedule.validator
+    def _validate_sync_schedule(self, request: SyncScheduleRequest) -> None:
+        self._refuse_unless_operable("sync the rotation schedule")
+
+    @workflow.update
+    async def sign_user_certificate(self, request: SignUserCertificateRequest) -> SignedUserCertificate:
+        """Sign a user's CSR with the cluster's CA (``tenantctl kubeconfig``).
+
+        Not an operation: it touches no node and no stored key pair, so it does not queue behind an
+        upgrade while a person waits. Only public material (the CSR, the certificate) enters history.
+        """
+        return await act.sign_user_csr(self.status.spec, request.csr_pem, request.ttl)
+
+    @sign_user_certificate.validator
+    def _validate_sign_user_certificate(self, request: SignUserCertificateRequest) -> None:
+        self._refuse_unless_operable("sign a user certificate")
+        if not self.status.ca_issuer_id:
+            raise Refused(f"cluster {self.status.cluster_id} has no CA yet; wait until it is Ready")
+        current = self.status.current
+        if current is not None and current.kind is OperationKind.ROTATE_CA:
+            # A certificate from the outgoing CA would stop working when the rotation ends.
+            raise Refused(f"the CA of {self.status.cluster_id} is being rotated; ask again once it is done")
 
     # --- running operations -----------------------------------------------------------------------
     async def _operate(

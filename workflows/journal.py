@@ -54,8 +54,8 @@ class OperationJournal:
         step = self.status.step(name)
         step.state, step.message = StepState.SKIPPED, message
 
-    async def progress(self, done: int, total: int, current: str = "", unit: str = "nodes") -> None:
-        self.status.progress = Progress(done=done, total=total, current=current, unit=unit)
+    async def progress(self, done: int, total: int, current: str = "", unit: str = "nodes", phase: str = "") -> None:
+        self.status.progress = Progress(done=done, total=total, current=current, unit=unit, phase=phase)
         await self.report(progress=self.status.progress)
 
     async def set_paused(self, paused: bool, message: str) -> None:
@@ -100,7 +100,8 @@ def render_operation(op: OperationStatus) -> str:
     lines = [f"**{op.kind}** — {op.state}" + (f": {op.message}" if op.message else "")]
     if op.progress.total:
         p = op.progress
-        lines.append(f"progress: {p.done}/{p.total} {p.unit}" + (f" (now: {p.current})" if p.current else ""))
+        now = f"{p.current}: {p.phase}" if p.current and p.phase else p.current
+        lines.append(f"progress: {p.done}/{p.total} {p.unit}" + (f" (now: {now})" if now else ""))
     for s in op.steps:
         lines.append(f"- {marks[s.state]} {s.name}" + (f" — {s.message}" if s.message else ""))
     return "\n".join(lines)

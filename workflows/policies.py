@@ -39,8 +39,13 @@ ENTITY_REQUEST_RETRY = RetryPolicy(
 )
 
 # --- timeouts ------------------------------------------------------------------------------------
-BACKEND_CALL_TIMEOUT = timedelta(minutes=2)
-"""Start-to-close of one backend activity attempt (a few API calls)."""
+BACKEND_CALL_TIMEOUT = timedelta(seconds=30)
+"""Start-to-close of one backend activity attempt (a few API calls). Also how long a call lost
+with a crashed worker waits before it is retried, so it is kept short."""
+
+PROVIDER_CALL_TIMEOUT = timedelta(minutes=10)
+"""Start-to-close of a provider call that may wait on its backend (AWS instances, namespaces).
+Such calls also get ``WAIT_HEARTBEAT_TIMEOUT``: they heartbeat, or finish within it."""
 
 BACKEND_CALL_DEADLINE = timedelta(hours=6)
 """Schedule-to-close of a backend activity: how long transient failures are retried."""
@@ -48,7 +53,7 @@ BACKEND_CALL_DEADLINE = timedelta(hours=6)
 PKI_CALL_DEADLINE = timedelta(hours=24)
 """Certificates are issued for hours-to-days lifetimes; ride out a Vault outage of up to a day."""
 
-WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 """A dead worker is noticed within this while it waits."""
 
 WAIT_POLL_INTERVAL = timedelta(seconds=2)
@@ -64,3 +69,18 @@ ENTITY_REQUEST_TIMEOUT = timedelta(hours=12)
 
 CHILD_RUN_TIMEOUT = None
 """Operations have no run timeout: they pause and wait for people rather than time out."""
+
+USER_REQUEST_DEADLINE = timedelta(minutes=2)
+"""How long a request someone waits for at a terminal (signing a user's CSR) is retried."""
+
+DRAIN_TIMEOUT = timedelta(minutes=10)
+"""How long an upgrade lets one node's drain be refused (PodDisruptionBudgets) before it pauses and
+names the node and the pods that would not leave."""
+
+HEALTH_GATE_WAIT = timedelta(minutes=2)
+"""After each upgraded node, how long the tenant cluster may take to look healthy again (every node
+Ready, API answering) before the upgrade pauses and says what is wrong."""
+
+TENANT_CALL_TIMEOUT = timedelta(seconds=30)
+"""Start-to-close of one short tenant API activity (cordon: a read and a patch): a hung connection or
+a lost worker is retried after this long, not after the two minutes of bigger backend calls."""

@@ -6,6 +6,8 @@
 4. Endpoint: how the tenant API is reached (KVM: Services and Ingress).
 5. Nodes: one node per master and worker at the spec's Kubernetes version.
 6. Ready: wait until every node is available.
+7. Schedule: the Temporal Schedule that rotates the cluster's certificates every interval, so a
+   Ready cluster is always one whose certificates will be renewed.
 
 Every step is idempotent, so a retried or resumed create converges instead of duplicating.
 """
@@ -17,13 +19,16 @@ import asyncio
 from temporalio import workflow
 
 from models.cluster import NodeRecord, OperationKind, OperationStatus
+from models.durations import format_duration
 from models.operations import ProvisionInput, ProvisionResult
 from models.pki import certificate_requests
 from workflows import activity_stubs as act
 from workflows import policies
 from workflows.journal import OperationJournal
 
-STEPS = ["pki", "foundation", "certificates", "endpoint", "nodes", "ready"]
+STEPS = ["pki", "foundation", "certificates", "endpoint", "nodes", "ready", "schedule"]
+SCHEDULE_STEP_PATCH = "provision-makes-rotation-schedule"
+"""Creates started before this step existed made the schedule in the entity instead."""
 MAX_PARALLEL_NODES = 5
 
 
@@ -73,7 +78,16 @@ class ProvisionWorkflow:
         async with step("ready", "every node available"):
             await act.wait_nodes_ready(spec, nodes, policies.NODES_READY_TIMEOUT, spec.kubernetes_version)
 
+        schedule = None
+        if workflow.patched(SCHEDULE_STEP_PATCH):
+            interval = format_duration(spec.certificates.rotation_interval)
+            async with step("schedule", f"rotate certificates every {interval}"):
+                schedule = await act.ensure_rotation_schedule(spec)
+        else:
+            self.journal.skip("schedule", "made by the cluster entity (runbook of an older version)")
+
         return ProvisionResult(
+            schedule=schedule,
             ca=ca,
             certificates=issued.records,
             nodes=[

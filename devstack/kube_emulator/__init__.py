@@ -55,5 +55,14 @@ from .controllers import KUBELET_VERSION, NEVER_READY, READY_DELAY, TENANT_NODE,
 from .emulator import Emulator
 from .resources import RESOURCES, ApiError, ResourceType
 
-__all__ = ["KUBELET_VERSION", "NEVER_READY", "READY_DELAY", "RESOURCES", "TENANT_NODE", "TENANT_PODS",
-           "ApiError", "Emulator", "ResourceType"]
+__all__ = [
+    "KUBELET_VERSION",
+    "NEVER_READY",
+    "READY_DELAY",
+    "RESOURCES",
+    "TENANT_NODE",
+    "TENANT_PODS",
+    "ApiError",
+    "Emulator",
+    "ResourceType",
+]

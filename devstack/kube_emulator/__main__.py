@@ -23,11 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--advertise-url", help="server URL written into kubeconfigs (default http://HOST:PORT)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    emulator = Emulator(port=args.port, host=args.host, ready_delay=args.ready_delay,
-                        state_file=args.state_file, history_size=args.history_size,
-                        advertise_url=args.advertise_url).start()
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    emulator = Emulator(
+        port=args.port,
+        host=args.host,
+        ready_delay=args.ready_delay,
+        state_file=args.state_file,
+        history_size=args.history_size,
+        advertise_url=args.advertise_url,
+    ).start()
     if args.kubeconfig:
         emulator.write_kubeconfig(args.kubeconfig)
     stop = threading.Event()

@@ -29,12 +29,23 @@ TENANT_NODE = PREFIX + "tenant-node"
 KUBELET_VERSION = PREFIX + "kubelet-version"
 TENANT_PODS = PREFIX + "tenant-pods"
 # Deployment labels with these prefixes are copied onto the simulated tenant Node.
-NODE_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node.kubernetes.io/", "topology.kubernetes.io/",
-                       "node.tenantctl.io/")
+NODE_LABEL_PREFIXES = (
+    "node-role.kubernetes.io/",
+    "node.kubernetes.io/",
+    "topology.kubernetes.io/",
+    "node.tenantctl.io/",
+)
 
 
-_OWNED = ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
-          "unavailableReplicas", "conditions")
+_OWNED = (
+    "observedGeneration",
+    "replicas",
+    "updatedReplicas",
+    "readyReplicas",
+    "availableReplicas",
+    "unavailableReplicas",
+    "conditions",
+)
 
 
 @dataclass(order=True)
@@ -48,16 +59,21 @@ class _Task:
     extra: str = field(compare=False, default="")  # unregister: the "<tenant>/<node>" annotation
 
 
-def condition(old: list[Obj], ctype: str, status: str, reason: str, message: str,
-              stamp: str = "lastUpdateTime") -> Obj:
+def condition(old: list[Obj], ctype: str, status: str, reason: str, message: str, stamp: str = "lastUpdateTime") -> Obj:
     """A condition that keeps its timestamps when nothing changed, so repeated syncs are no-op writes."""
     prev = next((c for c in old if c.get("type") == ctype), None)
     if prev and (prev.get("status"), prev.get("reason"), prev.get("message")) == (status, reason, message):
         return prev
     now = now_iso()
     since = prev.get("lastTransitionTime", now) if prev and prev.get("status") == status else now
-    return {"type": ctype, "status": status, stamp: now, "lastTransitionTime": since, "reason": reason,
-            "message": message}
+    return {
+        "type": ctype,
+        "status": status,
+        stamp: now,
+        "lastTransitionTime": since,
+        "reason": reason,
+        "message": message,
+    }
 
 
 class Controllers:
@@ -88,11 +104,11 @@ class Controllers:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _schedule(self, action: str, cluster: str, ns: str, name: str, delay: float = 0.0,
-                  extra: str = "") -> None:
+    def _schedule(self, action: str, cluster: str, ns: str, name: str, delay: float = 0.0, extra: str = "") -> None:
         with self._cv:
-            heapq.heappush(self._heap, _Task(time.monotonic() + delay, next(self._seq), action, cluster, ns,
-                                             name, extra))
+            heapq.heappush(
+                self._heap, _Task(time.monotonic() + delay, next(self._seq), action, cluster, ns, name, extra)
+            )
             self._cv.notify_all()
 
     def _on_event(self, cluster: str, ev: WatchEvent) -> None:
@@ -121,8 +137,12 @@ class Controllers:
                     return
                 task = heapq.heappop(self._heap)
             try:
-                {"deployment": self._sync_deployment, "namespace": self._finalize_namespace,
-                 "unregister": self._unregister, "pdb": self._sync_pdbs}[task.action](task)
+                {
+                    "deployment": self._sync_deployment,
+                    "namespace": self._finalize_namespace,
+                    "unregister": self._unregister,
+                    "pdb": self._sync_pdbs,
+                }[task.action](task)
             except Exception:  # a controller bug must not kill the emulator
                 log.exception("controller task %s failed", task)
 
@@ -152,9 +172,14 @@ class Controllers:
                 if ns != t.ns:
                     continue
                 allowed, desired, healthy, expected = store.pdb_budget(cl, pdb)
-                status = {**(pdb.get("status") or {}), "observedGeneration": pdb["metadata"].get("generation"),
-                          "disruptionsAllowed": allowed, "currentHealthy": healthy, "desiredHealthy": desired,
-                          "expectedPods": expected}
+                status = {
+                    **(pdb.get("status") or {}),
+                    "observedGeneration": pdb["metadata"].get("generation"),
+                    "disruptionsAllowed": allowed,
+                    "currentHealthy": healthy,
+                    "desiredHealthy": desired,
+                    "expectedPods": expected,
+                }
 
                 def with_status(cur: Obj | None, new: Obj = status) -> Obj | None:
                     return {**cur, "status": new} if cur else None
@@ -214,30 +239,68 @@ class Controllers:
         rs = f'ReplicaSet "{d["metadata"]["name"]}-{template_hash}"'
         gen = d["metadata"].get("generation")
         if phase == "ready":
-            status: Obj = {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
-                           "readyReplicas": replicas, "availableReplicas": replicas, "conditions": [
-                               condition(conds, "Available", "True", "MinimumReplicasAvailable",
-                                         "Deployment has minimum availability."),
-                               condition(conds, "Progressing", "True", "NewReplicaSetAvailable",
-                                         f"{rs} has successfully progressed.")]}
+            status: Obj = {
+                "observedGeneration": gen,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "conditions": [
+                    condition(
+                        conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
+                    ),
+                    condition(
+                        conds, "Progressing", "True", "NewReplicaSetAvailable", f"{rs} has successfully progressed."
+                    ),
+                ],
+            }
         elif phase == "progressing":  # old pods keep serving; observedGeneration catches up when done
             available = int(old.get("availableReplicas", 0))
-            status = {"observedGeneration": old.get("observedGeneration"), "replicas": replicas,
-                      "readyReplicas": old.get("readyReplicas"), "availableReplicas": available,
-                      "unavailableReplicas": max(replicas - available, 0), "conditions": [
-                          condition(conds, "Available", *(("True", "MinimumReplicasAvailable",
-                                    "Deployment has minimum availability.") if available >= replicas else
-                                    ("False", "MinimumReplicasUnavailable",
-                                     "Deployment does not have minimum availability."))),
-                          condition(conds, "Progressing", "True", "ReplicaSetUpdated", f"{rs} is progressing.")]}
+            status = {
+                "observedGeneration": old.get("observedGeneration"),
+                "replicas": replicas,
+                "readyReplicas": old.get("readyReplicas"),
+                "availableReplicas": available,
+                "unavailableReplicas": max(replicas - available, 0),
+                "conditions": [
+                    condition(
+                        conds,
+                        "Available",
+                        *(
+                            ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+                            if available >= replicas
+                            else (
+                                "False",
+                                "MinimumReplicasUnavailable",
+                                "Deployment does not have minimum availability.",
+                            )
+                        ),
+                    ),
+                    condition(conds, "Progressing", "True", "ReplicaSetUpdated", f"{rs} is progressing."),
+                ],
+            }
         else:  # never / stalled: observed, but its pods never become ready
-            progressing = (("False", "ProgressDeadlineExceeded", f"{rs} has timed out progressing.")
-                           if phase == "stalled" else ("True", "ReplicaSetUpdated", f"{rs} is progressing."))
-            status = {"observedGeneration": gen, "replicas": replicas, "updatedReplicas": replicas,
-                      "unavailableReplicas": replicas, "conditions": [
-                          condition(conds, "Available", "False", "MinimumReplicasUnavailable",
-                                    "Deployment does not have minimum availability."),
-                          condition(conds, "Progressing", *progressing)]}
+            progressing = (
+                ("False", "ProgressDeadlineExceeded", f"{rs} has timed out progressing.")
+                if phase == "stalled"
+                else ("True", "ReplicaSetUpdated", f"{rs} is progressing.")
+            )
+            status = {
+                "observedGeneration": gen,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "unavailableReplicas": replicas,
+                "conditions": [
+                    condition(
+                        conds,
+                        "Available",
+                        "False",
+                        "MinimumReplicasUnavailable",
+                        "Deployment does not have minimum availability.",
+                    ),
+                    condition(conds, "Progressing", *progressing),
+                ],
+            }
         kept = {k: v for k, v in old.items() if k not in _OWNED}  # e.g. collisionCount stays
         return {**kept, **{k: v for k, v in status.items() if v}}  # the API omits zero counts
 
@@ -260,24 +323,43 @@ class Controllers:
                     return None  # a VM that never booted never registers
                 created, cur = True, {"metadata": {"name": node}, "spec": {}}
             meta = cur["metadata"]
-            meta["labels"] = {**(meta.get("labels") or {}), **copied, "kubernetes.io/hostname": node,
-                              "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+            meta["labels"] = {
+                **(meta.get("labels") or {}),
+                **copied,
+                "kubernetes.io/hostname": node,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            }
             status = cur.setdefault("status", {})
             ident = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{node}.{tenant}"))
-            info = status.setdefault("nodeInfo", {  # every field: the client models require them all
-                "operatingSystem": "linux", "architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.24",
-                "osImage": "tenantctl emulated node", "kernelVersion": "6.1.0-emulated", "bootID": ident,
-                "machineID": ident.replace("-", ""), "systemUUID": ident, "kubeletVersion": "v1.32.0",
-                "kubeProxyVersion": "v1.32.0"})
+            info = status.setdefault(
+                "nodeInfo",
+                {  # every field: the client models require them all
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                    "containerRuntimeVersion": "containerd://1.7.24",
+                    "osImage": "tenantctl emulated node",
+                    "kernelVersion": "6.1.0-emulated",
+                    "bootID": ident,
+                    "machineID": ident.replace("-", ""),
+                    "systemUUID": ident,
+                    "kubeletVersion": "v1.32.0",
+                    "kubeProxyVersion": "v1.32.0",
+                },
+            )
             if version:
                 info["kubeletVersion"] = info["kubeProxyVersion"] = version
             status.setdefault("capacity", {"cpu": "2", "memory": "4Gi", "pods": "110"})
             status.setdefault("allocatable", dict(status["capacity"]))
             status["addresses"] = [{"type": "Hostname", "address": node}]
-            ready_cond = (("True", "KubeletReady", "kubelet is posting ready status") if ready else
-                          ("False", "KubeletNotReady", "the host deployment is not available"))
-            status["conditions"] = [condition(status.get("conditions") or [], "Ready", *ready_cond,
-                                              stamp="lastHeartbeatTime")]
+            ready_cond = (
+                ("True", "KubeletReady", "kubelet is posting ready status")
+                if ready
+                else ("False", "KubeletNotReady", "the host deployment is not available")
+            )
+            status["conditions"] = [
+                condition(status.get("conditions") or [], "Ready", *ready_cond, stamp="lastHeartbeatTime")
+            ]
             return cur
 
         self.store.mutate(tenant, NODES, "", node, fn)
@@ -286,13 +368,19 @@ class Controllers:
         except ValueError:
             count = 0
         for i in range(count):  # only at first registration, so evicted pods stay evicted
-            pod = {"metadata": {"name": f"{node}-workload-{i}", "labels": {"app": "workload"}},
-                   "spec": {"nodeName": node, "containers": [{"name": "workload",
-                                                              "image": "registry.k8s.io/pause:3.10"}]},
-                   "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+            pod = {
+                "metadata": {"name": f"{node}-workload-{i}", "labels": {"app": "workload"}},
+                "spec": {"nodeName": node, "containers": [{"name": "workload", "image": "registry.k8s.io/pause:3.10"}]},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            }
             with contextlib.suppress(ApiError):  # e.g. the tenant deleted its default namespace
-                self.store.mutate(tenant, PODS, "default", pod["metadata"]["name"],
-                                  lambda cur, p=pod: p if cur is None else None)  # type: ignore[misc]
+                self.store.mutate(
+                    tenant,
+                    PODS,
+                    "default",
+                    pod["metadata"]["name"],
+                    lambda cur, p=pod: p if cur is None else None,  # type: ignore[misc]
+                )
 
     def _unregister(self, t: _Task) -> None:
         """The host Deployment is gone: its Node leaves the tenant cluster with the pods bound to it."""
@@ -311,5 +399,7 @@ class Controllers:
 
 def _strip(status: Obj) -> Obj:
     """Status without condition timestamps, to compare what a sync would write with what is there."""
-    return {k: ([{ck: cv for ck, cv in c.items() if not ck.startswith("last")} for c in v]
-                if k == "conditions" else v) for k, v in status.items()}
+    return {
+        k: ([{ck: cv for ck, cv in c.items() if not ck.startswith("last")} for c in v] if k == "conditions" else v)
+        for k, v in status.items()
+    }

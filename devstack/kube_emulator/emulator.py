@@ -25,10 +25,17 @@ log = logging.getLogger(__name__)
 class Emulator:
     """A Kubernetes API emulator: host cluster at the root, tenant virtual clusters under /tenants/<name>."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", ready_delay: float = 0.5,
-                 state_file: str | os.PathLike[str] | None = None, history_size: int = 1000,
-                 save_debounce: float = 0.2, fault_seed: int | None = None,
-                 advertise_url: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        ready_delay: float = 0.5,
+        state_file: str | os.PathLike[str] | None = None,
+        history_size: int = 1000,
+        save_debounce: float = 0.2,
+        fault_seed: int | None = None,
+        advertise_url: str | None = None,
+    ) -> None:
         self.host, self._port = host, port
         # what kubeconfigs point at when clients reach the server by another name (docker compose)
         self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
@@ -76,8 +83,9 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _spawn(self, target: Any, name: str) -> None:
@@ -112,12 +120,15 @@ class Emulator:
     def kubeconfig(self, tenant: str | None = None, namespace: str = "default") -> dict[str, Any]:
         name = f"emulator-{tenant}" if tenant else "emulator"
         server = self.tenant_url(tenant) if tenant else self.url
-        return {"apiVersion": "v1", "kind": "Config", "preferences": {},
-                "clusters": [{"name": name, "cluster": {"server": server}}],
-                "users": [{"name": name, "user": {"token": "emulator"}}],
-                "contexts": [{"name": name, "context": {"cluster": name, "user": name,
-                                                        "namespace": namespace}}],
-                "current-context": name}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [{"name": name, "cluster": {"server": server}}],
+            "users": [{"name": name, "user": {"token": "emulator"}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}],
+            "current-context": name,
+        }
 
     def write_kubeconfig(self, path: str | os.PathLike[str], tenant: str | None = None) -> Path:
         target = Path(path)

@@ -11,9 +11,11 @@ from typing import Any
 from .resources import ApiError
 
 FAULT_CODES = (429, 500, 503)
-_MESSAGES = {429: "the server has received too many requests and has asked us to try again later",
-             500: "an error on the server (\"injected fault\") has prevented the request from succeeding",
-             503: "the server is currently unable to handle the request"}
+_MESSAGES = {
+    429: "the server has received too many requests and has asked us to try again later",
+    500: 'an error on the server ("injected fault") has prevented the request from succeeding',
+    503: "the server is currently unable to handle the request",
+}
 
 
 @dataclass
@@ -32,10 +34,12 @@ class Faults:
         if unknown:
             raise ApiError(400, f"unknown fault fields: {sorted(unknown)}")
         try:
-            faults = cls(latency_ms=float(data.get("latency_ms") or 0),
-                         error_rate=float(data.get("error_rate") or 0),
-                         error_codes=[int(c) for c in data.get("error_codes", [500, 503, 429])],
-                         outage_until=float(data["outage_until"]) if data.get("outage_until") else None)
+            faults = cls(
+                latency_ms=float(data.get("latency_ms") or 0),
+                error_rate=float(data.get("error_rate") or 0),
+                error_codes=[int(c) for c in data.get("error_codes", [500, 503, 429])],
+                outage_until=float(data["outage_until"]) if data.get("outage_until") else None,
+            )
         except (TypeError, ValueError) as exc:
             raise ApiError(400, f"invalid faults: {exc}") from exc
         if data.get("outage_seconds"):
@@ -80,5 +84,6 @@ class FaultInjector:
         if code is not None:
             details = {"retryAfterSeconds": 1} if code == 429 else None
             # Like kube-apiserver's throttling, 429 carries Retry-After (urllib3 honours it and retries GETs).
-            raise ApiError(code, _MESSAGES[code], details=details,
-                           headers={"Retry-After": "1"} if code == 429 else None)
+            raise ApiError(
+                code, _MESSAGES[code], details=details, headers={"Retry-After": "1"} if code == 429 else None
+            )

@@ -22,10 +22,20 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 # field name -> merge key. `ports` is resolved per list (containerPort for containers, port for services).
 MERGE_KEYS: dict[str, str] = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name", "volumes": "name",
-    "env": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath", "imagePullSecrets": "name",
-    "conditions": "type", "ownerReferences": "uid", "hostAliases": "ip", "readinessGates": "conditionType",
-    "topologySpreadConstraints": "topologyKey", "addresses": "type",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "conditions": "type",
+    "ownerReferences": "uid",
+    "hostAliases": "ip",
+    "readinessGates": "conditionType",
+    "topologySpreadConstraints": "topologyKey",
+    "addresses": "type",
 }
 PRIMITIVE_MERGE = {"finalizers"}  # []string with patchStrategy=merge: union, never replace
 
@@ -91,8 +101,7 @@ def _merge_list(target: list[Any], patch: list[Any], mkey: str) -> list[Any]:
         if not isinstance(item, dict) or mkey not in item:
             result.append(copy.deepcopy(item))
             continue
-        idx = next((n for n, cur in enumerate(result) if isinstance(cur, dict)
-                    and cur.get(mkey) == item[mkey]), None)
+        idx = next((n for n, cur in enumerate(result) if isinstance(cur, dict) and cur.get(mkey) == item[mkey]), None)
         if item.get("$patch") == "delete":
             result = [c for c in result if not (isinstance(c, dict) and c.get(mkey) == item[mkey])]
         elif idx is None:
@@ -105,8 +114,11 @@ def _merge_list(target: list[Any], patch: list[Any], mkey: str) -> list[Any]:
 def apply_patch(content_type: str, target: Obj, raw: bytes) -> Obj:
     ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
     if ctype not in (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH):
-        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types "
-                       f"include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}")
+        raise ApiError(
+            415,
+            f"the body of the request was in an unknown format - accepted media types "
+            f"include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}",
+        )
     try:
         patch = json.loads(raw or b"null")
     except ValueError as exc:
@@ -117,8 +129,9 @@ def apply_patch(content_type: str, target: Obj, raw: bytes) -> Obj:
         try:
             result = jsonpatch.apply_patch(target, patch)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, TypeError) as exc:
-            raise ApiError(422, f"the server rejected our request due to an error in our request: {exc}",
-                           "Invalid") from exc
+            raise ApiError(
+                422, f"the server rejected our request due to an error in our request: {exc}", "Invalid"
+            ) from exc
     elif not isinstance(patch, dict):
         raise ApiError(400, "json: cannot unmarshal array into Go value of type map[string]interface {}")
     elif ctype == MERGE_PATCH:

@@ -18,24 +18,47 @@ Obj = dict[str, Any]
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
-           410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
-           500: "InternalError", 503: "ServiceUnavailable"}
+REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
 
 
 class ApiError(Exception):
     """An error answered as a `Status` object, exactly as kube-apiserver shapes it."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None,
-                 details: Obj | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        details: Obj | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.message = code, message
         self.reason = reason or REASONS.get(code, "Unknown")
         self.details, self.headers = details, headers or {}
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
+        body: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -77,28 +100,90 @@ class ResourceType:
 
 
 RESOURCES: tuple[ResourceType, ...] = (
-    ResourceType("", "v1", "Namespace", "namespaces", namespaced=False, short_names=("ns",),
-                 subresources=("status",), name_rule="label"),
-    ResourceType("", "v1", "Node", "nodes", namespaced=False, short_names=("no",), subresources=("status",),
-                 field_labels=("spec.unschedulable",)),
+    ResourceType(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        namespaced=False,
+        short_names=("ns",),
+        subresources=("status",),
+        name_rule="label",
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        namespaced=False,
+        short_names=("no",),
+        subresources=("status",),
+        field_labels=("spec.unschedulable",),
+    ),
     ResourceType("", "v1", "Secret", "secrets", field_labels=("type",)),
     ResourceType("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
-    ResourceType("", "v1", "Service", "services", short_names=("svc",), subresources=("status",),
-                 name_rule="label", return_deleted=True, in_all=True),
+    ResourceType(
+        "",
+        "v1",
+        "Service",
+        "services",
+        short_names=("svc",),
+        subresources=("status",),
+        name_rule="label",
+        return_deleted=True,
+        in_all=True,
+    ),
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), return_deleted=True),
-    ResourceType("", "v1", "Pod", "pods", short_names=("po",), subresources=("status", "eviction"),
-                 field_labels=("spec.nodeName", "status.phase"), return_deleted=True, in_all=True),
-    ResourceType("", "v1", "Event", "events", short_names=("ev",),
-                 field_labels=("involvedObject.kind", "involvedObject.name", "involvedObject.namespace",
-                               "reason", "type")),
-    ResourceType("apps", "v1", "Deployment", "deployments", short_names=("deploy",),
-                 subresources=("status", "scale"), generation=True, in_all=True),
-    ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",),
-                 subresources=("status",), generation=True),
-    ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=("netpol",),
-                 generation=True),
-    ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short_names=("pdb",),
-                 subresources=("status",), generation=True),
+    ResourceType(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        short_names=("po",),
+        subresources=("status", "eviction"),
+        field_labels=("spec.nodeName", "status.phase"),
+        return_deleted=True,
+        in_all=True,
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "Event",
+        "events",
+        short_names=("ev",),
+        field_labels=("involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "reason", "type"),
+    ),
+    ResourceType(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        short_names=("deploy",),
+        subresources=("status", "scale"),
+        generation=True,
+        in_all=True,
+    ),
+    ResourceType(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        short_names=("ing",),
+        subresources=("status",),
+        generation=True,
+    ),
+    ResourceType(
+        "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short_names=("netpol",), generation=True
+    ),
+    ResourceType(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        short_names=("pdb",),
+        subresources=("status",),
+        generation=True,
+    ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases"),
 )
 BY_KEY = {rt.key: rt for rt in RESOURCES}
@@ -108,8 +193,10 @@ NODES, PODS = BY_KEY["/nodes"], BY_KEY["/pods"]
 DEPLOYMENTS, PDBS = BY_KEY["apps/deployments"], BY_KEY["policy/poddisruptionbudgets"]
 # What a kind's status looks like before any controller wrote it (Go structs are never omitted).
 INITIAL_STATUS: dict[str, Obj] = {
-    "Service": {"loadBalancer": {}}, "Ingress": {"loadBalancer": {}},
-    "PodDisruptionBudget": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}}
+    "Service": {"loadBalancer": {}},
+    "Ingress": {"loadBalancer": {}},
+    "PodDisruptionBudget": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
+}
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -132,19 +219,35 @@ def validate_name(rt: ResourceType, name: str) -> None:
     if not name:
         _invalid(rt, name, title, "metadata.name", "Required value: name or generateName is required")
     if rt.name_rule == "label" and (len(name) > 63 or not DNS1123_LABEL.match(name)):
-        _invalid(rt, name, title, "metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label '
-                 "must consist of lower case alphanumeric characters or '-', and must start and end "
-                 "with an alphanumeric character")
+        _invalid(
+            rt,
+            name,
+            title,
+            "metadata.name",
+            f'Invalid value: "{name}": a lowercase RFC 1123 label '
+            "must consist of lower case alphanumeric characters or '-', and must start and end "
+            "with an alphanumeric character",
+        )
     if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
-        _invalid(rt, name, title, "metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
-                 "must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
-                 "with an alphanumeric character")
+        _invalid(
+            rt,
+            name,
+            title,
+            "metadata.name",
+            f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
+            "must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
+            "with an alphanumeric character",
+        )
 
 
 def _invalid(rt: ResourceType, name: str, title: str, field: str, msg: str) -> None:
     reason = "FieldValueRequired" if msg.startswith("Required") else "FieldValueInvalid"
-    details = {"name": name, "group": rt.group, "kind": rt.kind,
-               "causes": [{"reason": reason, "message": msg, "field": field}]}
+    details = {
+        "name": name,
+        "group": rt.group,
+        "kind": rt.kind,
+        "causes": [{"reason": reason, "message": msg, "field": field}],
+    }
     raise ApiError(422, f'{title} "{name}" is invalid: {field}: {msg}', details=details)
 
 
@@ -186,17 +289,24 @@ def _validate_deployment(rt: ResourceType, obj: Obj) -> None:
     obj["spec"] = spec
     spec.setdefault("replicas", 1)
     if not isinstance(spec["replicas"], int) or spec["replicas"] < 0:
-        _invalid(rt, name, title, "spec.replicas", f"Invalid value: {spec['replicas']}: must be "
-                 "greater than or equal to 0")
+        _invalid(
+            rt, name, title, "spec.replicas", f"Invalid value: {spec['replicas']}: must be greater than or equal to 0"
+        )
     selector = spec.get("selector")
     if not selector:
         _invalid(rt, name, title, "spec.selector", "Required value")
     labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
     if not match_selector_object(selector, labels):
-        _invalid(rt, name, title, "spec.template.metadata.labels", f"Invalid value: {labels}: "
-                 "`selector` does not match template `labels`")
-    spec.setdefault("strategy", {"type": "RollingUpdate",
-                                 "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        _invalid(
+            rt,
+            name,
+            title,
+            "spec.template.metadata.labels",
+            f"Invalid value: {labels}: `selector` does not match template `labels`",
+        )
+    spec.setdefault(
+        "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    )
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
 
@@ -206,20 +316,33 @@ def scale_view(rt: ResourceType, obj: Obj) -> Obj:
     from .selectors import selector_to_string
 
     meta = obj["metadata"]
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                               "creationTimestamp") if k in meta},
-            "spec": {"replicas": obj["spec"].get("replicas", 1)},
-            "status": {"replicas": obj.get("status", {}).get("replicas", 0),
-                       "selector": selector_to_string(obj["spec"].get("selector") or {})}}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+        },
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {
+            "replicas": obj.get("status", {}).get("replicas", 0),
+            "selector": selector_to_string(obj["spec"].get("selector") or {}),
+        },
+    }
 
 
 # --- discovery documents ---------------------------------------------------------------------
 
-VERSION_INFO: Obj = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-tenantctl-emulator",
-                     "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                     "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23.4", "compiler": "gc",
-                     "platform": "linux/amd64"}
+VERSION_INFO: Obj = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-tenantctl-emulator",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z",
+    "goVersion": "go1.23.4",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 
 
 def groups() -> dict[str, list[str]]:
@@ -232,14 +355,15 @@ def groups() -> dict[str, list[str]]:
 
 def api_group(name: str) -> Obj:
     versions = [{"groupVersion": f"{name}/{v}", "version": v} for v in groups()[name]]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": versions,
-            "preferredVersion": versions[0]}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": versions, "preferredVersion": versions[0]}
 
 
 def api_group_list() -> Obj:
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{k: v for k, v in api_group(g).items() if k not in ("kind", "apiVersion")}
-                       for g in groups()]}
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [{k: v for k, v in api_group(g).items() if k not in ("kind", "apiVersion")} for g in groups()],
+    }
 
 
 def api_resource_list(group: str, version: str) -> Obj:
@@ -247,23 +371,41 @@ def api_resource_list(group: str, version: str) -> Obj:
     for rt in RESOURCES:
         if rt.group != group or rt.version != version:
             continue
-        resources.append({"name": rt.plural, "singularName": rt.kind.lower(), "namespaced": rt.namespaced,
-                          "kind": rt.kind, "verbs": VERBS, "shortNames": list(rt.short_names),
-                          "categories": ["all"] if rt.in_all else []})
+        resources.append(
+            {
+                "name": rt.plural,
+                "singularName": rt.kind.lower(),
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": VERBS,
+                "shortNames": list(rt.short_names),
+                "categories": ["all"] if rt.in_all else [],
+            }
+        )
         for sub in rt.subresources:
-            entry: Obj = {"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
-                          "kind": rt.kind, "verbs": ["get", "patch", "update"]}
+            entry: Obj = {
+                "name": f"{rt.plural}/{sub}",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": ["get", "patch", "update"],
+            }
             if sub == "scale":
                 entry.update(group="autoscaling", version="v1", kind="Scale")
             if sub == "eviction":
                 entry.update(group="policy", version="v1", kind="Eviction", verbs=["create"])
             resources.append(entry)
-    return {"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
 
 
 def table(items: list[Obj], include: str, rv: str, cont: str | None = None) -> Obj:
     """A minimal meta.k8s.io/v1 Table (NAME, AGE) so `kubectl get` prints like against a real server."""
+
     def age(obj: Obj) -> str:
         created = obj["metadata"].get("creationTimestamp")
         secs = int(time.time() - calendar.timegm(time.strptime(created, TIME_FORMAT))) if created else 0
@@ -277,24 +419,35 @@ def table(items: list[Obj], include: str, rv: str, cont: str | None = None) -> O
             return None
         if include == "Object":
             return obj
-        return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                "metadata": copy.deepcopy(obj["metadata"])}
+        return {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": copy.deepcopy(obj["metadata"]),
+        }
 
     meta: Obj = {"resourceVersion": rv}
     if cont:
         meta["continue"] = cont
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-            "columnDefinitions": [
-                {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
-                {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}],
-            "rows": [{"cells": [o["metadata"]["name"], age(o)], "object": row_object(o)} for o in items]}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
+            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0},
+        ],
+        "rows": [{"cells": [o["metadata"]["name"], age(o)], "object": row_object(o)} for o in items],
+    }
 
 
 def openapi_v3_root() -> Obj:
     """Just enough OpenAPI v3 for kubectl: it reads it to learn that PATCH takes `fieldValidation`."""
     gvs = ["api/v1", *(f"apis/{g}/{v}" for g, vs in groups().items() for v in vs)]
-    return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=emulator-{VERSION_INFO['gitVersion']}"}
-                      for gv in gvs}}
+    return {
+        "paths": {
+            gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=emulator-{VERSION_INFO['gitVersion']}"} for gv in gvs
+        }
+    }
 
 
 def openapi_v3_doc(group: str, version: str) -> Obj:
@@ -304,11 +457,16 @@ def openapi_v3_doc(group: str, version: str) -> Obj:
     paths = {}
     for rt in RESOURCES:
         if (rt.group, rt.version) == (group, version):
-            item = f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced else \
-                f"{prefix}/{rt.plural}/{{name}}"
-            paths[item] = {"patch": {
-                "x-kubernetes-group-version-kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-                "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "OK"}}}}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
-            "paths": paths}
+            item = (
+                f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}"
+                if rt.namespaced
+                else f"{prefix}/{rt.plural}/{{name}}"
+            )
+            paths[item] = {
+                "patch": {
+                    "x-kubernetes-group-version-kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
+                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            }
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]}, "paths": paths}

@@ -39,8 +39,14 @@ Requirement = tuple[str, str, frozenset[str]]  # (key, operator, values)
 def _label_ok(labels: dict[str, str], req: Requirement) -> bool:
     key, op, values = req
     value = labels.get(key)
-    return {"=": value in values, "!=": value not in values, "in": value in values,
-            "notin": value not in values, "exists": key in labels, "!": key not in labels}[op]
+    return {
+        "=": value in values,
+        "!=": value not in values,
+        "in": value in values,
+        "notin": value not in values,
+        "exists": key in labels,
+        "!": key not in labels,
+    }[op]
 
 
 def parse_label_selector(text: str | None) -> Callable[[dict[str, str]], bool]:
@@ -82,8 +88,14 @@ def selector_to_string(selector: Obj) -> str:
     for expr in selector.get("matchExpressions") or []:
         op, key = expr.get("operator"), expr.get("key")
         vals = ",".join(expr.get("values") or [])
-        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": f"{key}",
-                      "DoesNotExist": f"!{key}"}.get(op, ""))
+        parts.append(
+            {
+                "In": f"{key} in ({vals})",
+                "NotIn": f"{key} notin ({vals})",
+                "Exists": f"{key}",
+                "DoesNotExist": f"!{key}",
+            }.get(op, "")
+        )
     return ",".join(parts)
 
 
@@ -106,7 +118,7 @@ def parse_field_selector(rt: ResourceType, text: str | None) -> Matcher:
             raise ApiError(400, f"invalid selector: '{text}'; can't understand '{raw}'", "BadRequest")
         field, op, value = m.groups()
         if field not in allowed:
-            raise ApiError(400, f'field label not supported: {field}', "BadRequest")
+            raise ApiError(400, f"field label not supported: {field}", "BadRequest")
         checks.append((field, op == "!=", value))
     return lambda obj: all((field_value(obj, f) == v) != negate for f, negate, v in checks)
 

@@ -107,8 +107,9 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, code: int, data: bytes, ctype: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, code: int, data: bytes, ctype: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -124,8 +125,11 @@ class Handler(BaseHTTPRequestHandler):
         """Decode a JSON (or YAML) body; protobuf is not spoken, so it gets the real server's 415."""
         ctype = self.headers.get("Content-Type", "application/json").split(";", maxsplit=1)[0].strip()
         if ctype not in ("application/json", "application/yaml", "*/*", ""):
-            raise ApiError(415, f"the body of the request was in an unknown format ({ctype}) - accepted "
-                           "media types include: application/json, application/yaml")
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format ({ctype}) - accepted "
+                "media types include: application/json, application/yaml",
+            )
         try:
             if ctype == "application/yaml":
                 return yaml.safe_load(raw) if raw.strip() else None
@@ -142,8 +146,11 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             if path.startswith("/_emulator/"):
                 return self._admin(path, body)
-            cluster, _, rest = path.removeprefix("/tenants/").partition("/") if path.startswith(
-                "/tenants/") else ("", "", path.lstrip("/"))
+            cluster, _, rest = (
+                path.removeprefix("/tenants/").partition("/")
+                if path.startswith("/tenants/")
+                else ("", "", path.lstrip("/"))
+            )
             path = "/" + rest
             if path in HEALTH:  # never fault-injected: supervisors probe these
                 return self._send(200, b"ok", "text/plain")
@@ -184,8 +191,11 @@ class Handler(BaseHTTPRequestHandler):
             discovery = VERSION_INFO
         elif path == "/api":
             host, port = self.server.server_address[:2]
-            discovery = {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{host!s}:{port}"}]}
+            discovery = {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"{host!s}:{port}"}],
+            }
         elif path == "/apis":
             discovery = api_group_list()
         elif len(parts) == 2 and parts[0] == "apis" and parts[1] in groups():
@@ -228,8 +238,9 @@ class Handler(BaseHTTPRequestHandler):
             raise not_found()
         self._verb(cluster, rt, ns, name, sub, q, raw)
 
-    def _verb(self, cluster: str, rt: ResourceType, ns: str | None, name: str | None, sub: str,
-              q: dict[str, str], raw: bytes) -> None:
+    def _verb(
+        self, cluster: str, rt: ResourceType, ns: str | None, name: str | None, sub: str, q: dict[str, str], raw: bytes
+    ) -> None:
         store, method = self.server.emulator.store, self.command
         dry = q.get("dryRun") == "All"
         if method == "GET" and name is None:
@@ -242,8 +253,9 @@ class Handler(BaseHTTPRequestHandler):
             if sub == "scale":
                 obj = scale_view(rt, obj)
             if "as=Table" in self.headers.get("Accept", "") and not sub:
-                return self._send_json(200, table([obj], q.get("includeObject", "Metadata"),
-                                                  obj["metadata"]["resourceVersion"]))
+                return self._send_json(
+                    200, table([obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"])
+                )
             return self._send_json(200, obj)
         if method == "POST" and name is None and (ns is not None or not rt.namespaced):
             return self._send_json(201, store.create(cluster, rt, ns or "", self._json(raw), dry))
@@ -252,8 +264,9 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(eviction, dict) or (eviction.get("metadata") or {}).get("name", name) != name:
                 raise ApiError(400, "name in URL does not match name in Eviction object")
             store.evict(cluster, ns, name)
-            return self._send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                         "status": "Success", "code": 201})
+            return self._send_json(
+                201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+            )
         if method == "PUT" and name is not None and sub != "eviction":
             return self._send_json(200, store.update(cluster, rt, ns or "", name, self._json(raw), sub, dry))
         if method == "PATCH" and name is not None and sub != "eviction":
@@ -271,8 +284,9 @@ class Handler(BaseHTTPRequestHandler):
             obj, gone = store.delete(cluster, rt, ns or "", name, options, dry or options.get("dryRun") == ["All"])
             if gone and not rt.return_deleted:  # most registries answer Status Success
                 details = {**rt.details(name), "uid": obj["metadata"]["uid"]}
-                return self._send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                             "status": "Success", "details": details})
+                return self._send_json(
+                    200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+                )
             return self._send_json(200, obj)
         raise not_allowed()
 

@@ -77,8 +77,7 @@ def pod_healthy(pod: Obj) -> bool:
     status = pod.get("status") or {}
     if status.get("phase") in ("Failed", "Succeeded") or pod["metadata"].get("deletionTimestamp"):
         return False
-    return not any(c.get("type") == "Ready" and c.get("status") == "False"
-                   for c in status.get("conditions") or [])
+    return not any(c.get("type") == "Ready" and c.get("status") == "False" for c in status.get("conditions") or [])
 
 
 def _scaled(value: Any, total: int) -> int:
@@ -112,9 +111,14 @@ class Store:
 
     def snapshot(self) -> Obj:
         with self.lock:  # stored dicts are immutable, so sharing them outside the lock is safe
-            return {"format": 1, "resourceVersion": self.rv, "ips": self._ips,
-                    "clusters": {name: [o for b in cl.objects.values() for o in b.values()]
-                                 for name, cl in self.clusters.items()}}
+            return {
+                "format": 1,
+                "resourceVersion": self.rv,
+                "ips": self._ips,
+                "clusters": {
+                    name: [o for b in cl.objects.values() for o in b.values()] for name, cl in self.clusters.items()
+                },
+            }
 
     def restore(self, data: Obj) -> None:
         with self.lock:
@@ -166,12 +170,16 @@ class Store:
             obj = self.cluster(cluster).bucket(rt).get((ns if rt.namespaced else "", name))
             return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, cluster: str, rt: ResourceType, ns: str | None = None,
-             match: Matcher | None = None) -> tuple[list[Obj], int]:
+    def list(
+        self, cluster: str, rt: ResourceType, ns: str | None = None, match: Matcher | None = None
+    ) -> tuple[list[Obj], int]:
         with self.lock:
             bucket = self.cluster(cluster).bucket(rt)
-            items = [copy.deepcopy(o) for k, o in sorted(bucket.items())
-                     if (not ns or k[0] == ns) and (match is None or match(o))]
+            items = [
+                copy.deepcopy(o)
+                for k, o in sorted(bucket.items())
+                if (not ns or k[0] == ns) and (match is None or match(o))
+            ]
             return items, self.rv
 
     # --- writes ---------------------------------------------------------------------------------
@@ -180,15 +188,19 @@ class Store:
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise ApiError(400, f"the object provided is unrecognized (must be of type {rt.kind})")
         if body.get("kind") not in (None, "", rt.kind) or body.get("apiVersion") not in (None, "", rt.api_version):
-            raise ApiError(400, f"the API version in the data ({body.get('apiVersion')}) and kind "
-                           f"({body.get('kind')}) do not match the expected {rt.api_version} {rt.kind}")
+            raise ApiError(
+                400,
+                f"the API version in the data ({body.get('apiVersion')}) and kind "
+                f"({body.get('kind')}) do not match the expected {rt.api_version} {rt.kind}",
+            )
         obj = copy.deepcopy(body)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != ns:
-                raise ApiError(400, "the namespace of the provided object does not match the namespace "
-                               "sent on the request")
+                raise ApiError(
+                    400, "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
@@ -198,8 +210,9 @@ class Store:
         with self.lock:
             return self._create(self.cluster(cluster), rt, ns, body, dry_run)
 
-    def _create(self, cl: Cluster, rt: ResourceType, ns: str, body: Any, dry_run: bool = False,
-                keep_status: bool = False) -> Obj:
+    def _create(
+        self, cl: Cluster, rt: ResourceType, ns: str, body: Any, dry_run: bool = False, keep_status: bool = False
+    ) -> Obj:
         obj = self._check_body(rt, body, ns)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
@@ -212,13 +225,27 @@ class Store:
                 raise ApiError(404, f'namespaces "{ns}" not found', details={"name": ns, "kind": "namespaces"})
             if nso["metadata"].get("deletionTimestamp"):
                 msg = f"unable to create new content in namespace {ns} because it is being terminated"
-                details = {**rt.details(name), "causes": [{"reason": "NamespaceTerminating", "field":
-                           "metadata.namespace", "message": f"namespace {ns} is being terminated"}]}
+                details = {
+                    **rt.details(name),
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "field": "metadata.namespace",
+                            "message": f"namespace {ns} is being terminated",
+                        }
+                    ],
+                }
                 raise ApiError(403, f'{rt.qualified} "{name}" is forbidden: {msg}', details=details)
         if key_of(obj) in cl.bucket(rt):
             raise ApiError(409, f'{rt.qualified} "{name}" already exists', "AlreadyExists", rt.details(name))
-        for transient in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
-                          "selfLink", "generation"):
+        for transient in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+            "generation",
+        ):
             meta.pop(transient, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso())
         if rt.generation:
@@ -229,14 +256,24 @@ class Store:
         admit(rt, obj, None, self._ips)
         return obj if dry_run else self._commit(cl, rt, obj, None)
 
-    def update(self, cluster: str, rt: ResourceType, ns: str, name: str, body: Any, sub: str = "",
-               dry_run: bool = False) -> Obj:
+    def update(
+        self, cluster: str, rt: ResourceType, ns: str, name: str, body: Any, sub: str = "", dry_run: bool = False
+    ) -> Obj:
         with self.lock:
             cl = self.cluster(cluster)
             return self._replace(cl, rt, self._existing(cl, rt, ns, name), body, sub, dry_run)
 
-    def patch(self, cluster: str, rt: ResourceType, ns: str, name: str, content_type: str, raw: bytes,
-              sub: str = "", dry_run: bool = False) -> Obj:
+    def patch(
+        self,
+        cluster: str,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        sub: str = "",
+        dry_run: bool = False,
+    ) -> Obj:
         with self.lock:  # read-patch-write is atomic: patches never conflict with each other
             cl = self.cluster(cluster)
             old = self._existing(cl, rt, ns, name)
@@ -249,24 +286,35 @@ class Store:
             spec = body.get("spec") if isinstance(body, dict) else None
             replicas = spec.get("replicas", 0) if isinstance(spec, dict) else None
             if not isinstance(replicas, int) or replicas < 0:
-                raise ApiError(422, f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
-                               f"{replicas}: must be greater than or equal to 0")
+                raise ApiError(
+                    422,
+                    f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+                    f"{replicas}: must be greater than or equal to 0",
+                )
             rv = (body.get("metadata") or {}).get("resourceVersion")
             new = copy.deepcopy(old)
             new["spec"]["replicas"] = replicas
         else:
             obj = self._check_body(rt, body, ns)
             if obj["metadata"].get("name", name) != name:
-                raise ApiError(400, f"the name of the object ({obj['metadata']['name']}) does not match the "
-                               f"name on the URL ({name})")
+                raise ApiError(
+                    400,
+                    f"the name of the object ({obj['metadata']['name']}) does not match the name on the URL ({name})",
+                )
             rv = obj["metadata"].get("resourceVersion")
             if sub == "status":
                 new = copy.deepcopy(old)
                 new["status"] = obj.get("status") or {}
             else:
                 new, meta = obj, obj["metadata"]
-                for system_field in ("uid", "creationTimestamp", "deletionTimestamp", "generation", "name",
-                                     "deletionGracePeriodSeconds"):
+                for system_field in (
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "generation",
+                    "name",
+                    "deletionGracePeriodSeconds",
+                ):
                     if system_field in old["metadata"]:
                         meta[system_field] = old["metadata"][system_field]
                     else:
@@ -276,9 +324,13 @@ class Store:
                     if "status" in old:
                         new["status"] = old["status"]
         if rv and rv != old["metadata"]["resourceVersion"]:
-            raise ApiError(409, f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object has '
-                           "been modified; please apply your changes to the latest version and try again",
-                           "Conflict", rt.details(name))
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                "Conflict",
+                rt.details(name),
+            )
         result = self._update(cl, rt, old, new, dry_run)
         return scale_view(rt, result) if sub == "scale" else result
 
@@ -293,28 +345,41 @@ class Store:
         gone = meta.get("deletionTimestamp") and not meta.get("finalizers") and rt is not NAMESPACES
         return self._commit(cl, rt, new, old, delete=bool(gone))
 
-    def delete(self, cluster: str, rt: ResourceType, ns: str, name: str, options: Obj | None = None,
-               dry_run: bool = False) -> tuple[Obj, bool]:
+    def delete(
+        self, cluster: str, rt: ResourceType, ns: str, name: str, options: Obj | None = None, dry_run: bool = False
+    ) -> tuple[Obj, bool]:
         """Returns (object, deleted_now). Finalizers / namespaces only get a deletionTimestamp."""
         with self.lock:
             cl = self.cluster(cluster)
             old = self._existing(cl, rt, ns, name)
             if rt is NAMESPACES and name in ("default", "kube-system", "kube-public"):
-                raise ApiError(403, f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                               details={"name": name, "kind": "namespaces"})
+                raise ApiError(
+                    403,
+                    f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                    details={"name": name, "kind": "namespaces"},
+                )
             pre = (options or {}).get("preconditions") or {}
             for what, value in (("UID", pre.get("uid")), ("ResourceVersion", pre.get("resourceVersion"))):
                 actual = old["metadata"]["uid" if what == "UID" else "resourceVersion"]
                 if value and value != actual:
-                    raise ApiError(409, f'Operation cannot be fulfilled on {rt.qualified} "{name}": '
-                                   f"Precondition failed: {what} in precondition: {value}, {what} in object "
-                                   f"meta: {actual}", "Conflict", rt.details(name))
+                    raise ApiError(
+                        409,
+                        f'Operation cannot be fulfilled on {rt.qualified} "{name}": '
+                        f"Precondition failed: {what} in precondition: {value}, {what} in object "
+                        f"meta: {actual}",
+                        "Conflict",
+                        rt.details(name),
+                    )
             if rt is NAMESPACES or old["metadata"].get("finalizers"):
                 if old["metadata"].get("deletionTimestamp") and rt is NAMESPACES:
-                    raise ApiError(409, f'Operation cannot be fulfilled on namespaces "{name}": The system is '
-                                   "ensuring all content is removed from this namespace.  Upon completion, "
-                                   "this namespace will automatically be purged by the system.", "Conflict",
-                                   rt.details(name))
+                    raise ApiError(
+                        409,
+                        f'Operation cannot be fulfilled on namespaces "{name}": The system is '
+                        "ensuring all content is removed from this namespace.  Upon completion, "
+                        "this namespace will automatically be purged by the system.",
+                        "Conflict",
+                        rt.details(name),
+                    )
                 if old["metadata"].get("deletionTimestamp"):
                     return copy.deepcopy(old), False
                 new = copy.deepcopy(old)
@@ -328,8 +393,9 @@ class Store:
 
     # --- controller helpers ---------------------------------------------------------------------
 
-    def mutate(self, cluster: str, rt: ResourceType, ns: str, name: str,
-               fn: Callable[[Obj | None], Obj | None]) -> Obj | None:
+    def mutate(
+        self, cluster: str, rt: ResourceType, ns: str, name: str, fn: Callable[[Obj | None], Obj | None]
+    ) -> Obj | None:
         """Privileged read-modify-write for controllers: may create, and may write status directly."""
         with self.lock:
             cl = self.cluster(cluster)
@@ -355,26 +421,45 @@ class Store:
             cl = self.cluster(cluster)
             pod = self._existing(cl, PODS, ns, name)
             labels = pod["metadata"].get("labels") or {}
-            pdbs = [p for (pns, _), p in sorted(cl.bucket(PDBS).items())
-                    if pns == ns and match_selector_object(p.get("spec", {}).get("selector"), labels)]
+            pdbs = [
+                p
+                for (pns, _), p in sorted(cl.bucket(PDBS).items())
+                if pns == ns and match_selector_object(p.get("spec", {}).get("selector"), labels)
+            ]
             if len(pdbs) > 1:
-                raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the eviction "
-                               "subresource does not support.")
+                raise ApiError(
+                    500,
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                )
             if pdbs and pod_healthy(pod):  # unhealthy pods may always be evicted
                 allowed, desired, healthy, _ = self.pdb_budget(cl, pdbs[0])
                 if allowed <= 0:
                     pdb_name = pdbs[0]["metadata"]["name"]
-                    raise ApiError(429, "Cannot evict pod as it would violate the pod's disruption budget.",
-                                   details={"causes": [{"reason": "DisruptionBudget", "message":
-                                            f"The disruption budget {pdb_name} needs {desired} healthy "
-                                            f"pods and has {healthy} currently"}]})
+                    raise ApiError(
+                        429,
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        details={
+                            "causes": [
+                                {
+                                    "reason": "DisruptionBudget",
+                                    "message": f"The disruption budget {pdb_name} needs {desired} healthy "
+                                    f"pods and has {healthy} currently",
+                                }
+                            ]
+                        },
+                    )
             self.delete(cluster, PODS, ns, name)
 
     def pdb_budget(self, cl: Cluster, pdb: Obj) -> tuple[int, int, int, int]:
         """(disruptionsAllowed, desiredHealthy, currentHealthy, expectedPods) over the matching pods."""
         ns, spec = pdb["metadata"]["namespace"], pdb.get("spec") or {}
-        pods = [p for (pns, _), p in cl.bucket(PODS).items() if pns == ns and not p["metadata"].get(
-            "deletionTimestamp") and match_selector_object(spec.get("selector"), p["metadata"].get("labels") or {})]
+        pods = [
+            p
+            for (pns, _), p in cl.bucket(PODS).items()
+            if pns == ns
+            and not p["metadata"].get("deletionTimestamp")
+            and match_selector_object(spec.get("selector"), p["metadata"].get("labels") or {})
+        ]
         expected, healthy = len(pods), sum(pod_healthy(p) for p in pods)
         if spec.get("minAvailable") is not None:
             desired = _scaled(spec["minAvailable"], expected)
@@ -386,16 +471,20 @@ class Store:
 
     # --- watch ----------------------------------------------------------------------------------
 
-    def watch(self, cluster: str, rt: ResourceType, ns: str | None, match: Matcher, since: str | None,
-              timeout: float) -> Generator[Obj, None, None]:
+    def watch(
+        self, cluster: str, rt: ResourceType, ns: str | None, match: Matcher, since: str | None, timeout: float
+    ) -> Generator[Obj, None, None]:
         """Yield watch events ({type, object}); replays history newer than `since`, then blocks."""
         deadline = time.monotonic() + timeout
         with self.lock:
             cl = self.cluster(cluster)
             if since in (None, "", "0"):  # "start at most recent": synthetic ADDED for what exists
                 last = self.rv
-                pending = [{"type": "ADDED", "object": copy.deepcopy(o)} for k, o in sorted(cl.bucket(rt).items())
-                           if (not ns or k[0] == ns) and match(o)]
+                pending = [
+                    {"type": "ADDED", "object": copy.deepcopy(o)}
+                    for k, o in sorted(cl.bucket(rt).items())
+                    if (not ns or k[0] == ns) and match(o)
+                ]
             else:
                 try:
                     last = int(since)
@@ -408,8 +497,12 @@ class Store:
             with self.lock:
                 if last < cl.compacted_rv:  # the events it needs have left the bounded history
                     expired = True
-                    out = [{"type": "ERROR", "object": ApiError(
-                        410, f"too old resource version: {last} ({cl.compacted_rv})").status()}]
+                    out = [
+                        {
+                            "type": "ERROR",
+                            "object": ApiError(410, f"too old resource version: {last} ({cl.compacted_rv})").status(),
+                        }
+                    ]
                 else:
                     events = [e for e in cl.history if e.rv > last]
                     if not events:

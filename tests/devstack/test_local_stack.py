@@ -59,9 +59,13 @@ def vault(endpoints: StackEndpoints) -> hvac.Client:
 
 
 def ec2(endpoints: StackEndpoints) -> object:
-    return boto3.client("ec2", endpoint_url=endpoints.aws_endpoint_url, region_name=endpoints.aws_region,
-                        aws_access_key_id=endpoints.aws_access_key_id,
-                        aws_secret_access_key=endpoints.aws_secret_access_key.get_secret_value())
+    return boto3.client(
+        "ec2",
+        endpoint_url=endpoints.aws_endpoint_url,
+        region_name=endpoints.aws_region,
+        aws_access_key_id=endpoints.aws_access_key_id,
+        aws_secret_access_key=endpoints.aws_secret_access_key.get_secret_value(),
+    )
 
 
 async def temporal(endpoints: StackEndpoints) -> Client:
@@ -97,9 +101,19 @@ def test_env_file_holds_only_settings_fields_and_is_private(stack: LocalStack, m
     assert set(written) <= fields, set(written) - fields
     assert written == endpoints.as_env()
     assert set(endpoints.as_env()) <= fields
-    for key in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_UI_URL", "VAULT_ADDR", "VAULT_TOKEN", "KUBECONFIG",
-                "TENANT_API_URL_TEMPLATE", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY"):
+    for key in (
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_NAMESPACE",
+        "TEMPORAL_UI_URL",
+        "VAULT_ADDR",
+        "VAULT_TOKEN",
+        "KUBECONFIG",
+        "TENANT_API_URL_TEMPLATE",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         assert written.get(ENV_PREFIX + key), key
     # the worker and CLI pick the stack up with no flags: only the state folder is known
     for name in list(os.environ):
@@ -194,7 +208,11 @@ def test_cli_status_and_warm_up(stack: LocalStack) -> None:
 def test_python_m_devstack_status(stack: LocalStack) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "devstack", "status", "--state-dir", str(stack.state_dir), "-o", "json"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
     assert result.returncode == 0, result.stderr
@@ -230,7 +248,9 @@ async def test_down_leaves_nothing_and_up_brings_the_data_back(stack: LocalStack
     # data in every backend
     client = await temporal(endpoints)
     handle = await client.start_workflow(
-        "DevstackProbe", id=probe, task_queue=f"{probe}-nobody-polls",
+        "DevstackProbe",
+        id=probe,
+        task_queue=f"{probe}-nobody-polls",
         search_attributes=TypedSearchAttributes([SearchAttributePair(CLUSTER_ID, probe)]),
     )
     vault(endpoints).sys.enable_secrets_engine("pki", path=f"pki/{probe}")
@@ -239,8 +259,9 @@ async def test_down_leaves_nothing_and_up_brings_the_data_back(stack: LocalStack
     time.sleep(0.5)  # the emulator saves its state file debounced
 
     # a process carrying the stack's marker that down did not start: must survive
-    bystander = subprocess.Popen(["sleep", "60"], env={**os.environ, MARKER_ENV: str(stack.state_dir)},
-                                 start_new_session=True)
+    bystander = subprocess.Popen(
+        ["sleep", "60"], env={**os.environ, MARKER_ENV: str(stack.state_dir)}, start_new_session=True
+    )
     try:
         records = recorded(stack).services
         began = time.monotonic()

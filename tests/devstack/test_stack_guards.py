@@ -79,8 +79,15 @@ def test_process_identity_needs_pid_start_time_and_cmdline() -> None:
     me = _proc_stat(os.getpid())
     assert me is not None
     cmdline = [part.decode() for part in Path("/proc/self/cmdline").read_bytes().split(b"\0") if part]
-    record = ProcessRecord(name="moto", pid=os.getpid(), start_ticks=me.start_ticks, cmdline=cmdline,
-                           fingerprint="x", log="/dev/null", started_at=datetime.now(UTC))
+    record = ProcessRecord(
+        name="moto",
+        pid=os.getpid(),
+        start_ticks=me.start_ticks,
+        cmdline=cmdline,
+        fingerprint="x",
+        log="/dev/null",
+        started_at=datetime.now(UTC),
+    )
     assert _is_ours(record)
     assert not _is_ours(record.model_copy(update={"start_ticks": me.start_ticks + 1}))  # a recycled pid
     assert not _is_ours(record.model_copy(update={"cmdline": ["moto_server"]}))
@@ -108,10 +115,24 @@ def test_search_attributes_missing_from_an_existing_temporal_db_are_registered(t
     db = state_dir / "temporal" / "temporal.db"
     db.parent.mkdir(parents=True)
     old = subprocess.Popen(
-        [_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(ports.temporal),
-         "--ui-port", str(ports.temporal_ui), "--headless", "--db-filename", str(db),
-         "--search-attribute", "ClusterId=Keyword"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            _binary("temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(ports.temporal),
+            "--ui-port",
+            str(ports.temporal_ui),
+            "--headless",
+            "--db-filename",
+            str(db),
+            "--search-attribute",
+            "ClusterId=Keyword",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert wait_until(lambda: _answers(ports.temporal), timeout=30)

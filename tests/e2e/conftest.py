@@ -41,6 +41,7 @@ class Stack:
         """Run ``tenantctl ARGS`` as a user would; output is kept for assertions and failures."""
         result = subprocess.run(
             [TENANTCTL, *args],
+            check=False,
             env={**self.env, "COLUMNS": "200", "NO_COLOR": "1", **env},
             capture_output=True,
             text=True,
@@ -48,7 +49,9 @@ class Stack:
             cwd=ROOT,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"tenantctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"tenantctl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
 
@@ -75,6 +78,7 @@ class WorkerProcess:
 
     env: dict[str, str]
     log: Path
+    module: str = "worker"
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     logs: list[Path] = field(default_factory=list)
@@ -85,7 +89,7 @@ class WorkerProcess:
         self.logs.append(log)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                [sys.executable, "-m", self.module], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -119,7 +123,9 @@ class WorkerProcess:
 @pytest.fixture
 def worker_process(local_stack: Stack, tmp_path: Path) -> Iterator[WorkerProcess]:
     # A short sticky-queue timeout lets a restarted worker pick up workflow tasks a killed one held.
-    worker = WorkerProcess(env={**local_stack.env, "TENANTCTL_STICKY_QUEUE_TIMEOUT_SECONDS": "1"}, log=tmp_path / "worker")
+    worker = WorkerProcess(
+        env={**local_stack.env, "TENANTCTL_STICKY_QUEUE_TIMEOUT_SECONDS": "1"}, log=tmp_path / "worker"
+    )
     worker.start()
     try:
         yield worker

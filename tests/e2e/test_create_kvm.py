@@ -47,7 +47,9 @@ async def histories_of(client: Client, cluster_id: str) -> dict[str, Any]:
     return found
 
 
-def check_certificate(pem: str, ca: x509.Certificate, spec: ClusterSpec, cn: str, org: str | None, sans: list[str]) -> None:
+def check_certificate(
+    pem: str, ca: x509.Certificate, spec: ClusterSpec, cn: str, org: str | None, sans: list[str]
+) -> None:
     cert = x509.load_pem_x509_certificate(pem.encode())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
     orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
@@ -71,7 +73,7 @@ async def test_create_via_cli_reaches_ready(local_stack: Stack, worker_process: 
     wall = time.monotonic() - started
     assert "Ready" in result.stdout
     assert f"workflows/cluster%2F{spec.id}" in result.stdout  # the Temporal UI link
-    for step in ("pki", "foundation", "certificates", "endpoint", "nodes", "ready"):
+    for step in ("pki", "foundation", "certificates", "endpoint", "nodes", "ready", "schedule"):
         assert f"create: {step}" in result.stdout
 
     settings = stack_settings(local_stack)
@@ -99,15 +101,30 @@ async def test_create_via_cli_reaches_ready(local_stack: Stack, worker_process: 
     assert ingress.spec.rules[0].host == spec.api_domain
     assert net.list_namespaced_network_policy(ns, label_selector=selector).items
     configmaps = {c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector=selector).items}
-    assert {cloud_config_name("master", spec.kubernetes_version), cloud_config_name("worker", spec.kubernetes_version)} <= configmaps
+    assert {
+        cloud_config_name("master", spec.kubernetes_version),
+        cloud_config_name("worker", spec.kubernetes_version),
+    } <= configmaps
     secrets = {s.metadata.name: s for s in core.list_namespaced_secret(ns, label_selector=selector).items}
     for request in certificate_requests(spec):
         secret = secrets[f"cert-{request.name}"]
         pem = base64.b64decode(secret.data["tls.crt"]).decode()
         org = {Component.NODE: "system:nodes", Component.ADMIN: "system:masters"}.get(request.component)
         check_certificate(pem, ca, spec, request.common_name, org, [*request.alt_names, *request.ip_sans])
-    apiserver_sans = [spec.api_domain, "kubernetes", "kubernetes.default.svc", str(ipaddress.ip_network(spec.networking.service_cidr)[1])]
-    check_certificate(base64.b64decode(secrets["cert-apiserver"].data["tls.crt"]).decode(), ca, spec, "kube-apiserver", None, apiserver_sans)
+    apiserver_sans = [
+        spec.api_domain,
+        "kubernetes",
+        "kubernetes.default.svc",
+        str(ipaddress.ip_network(spec.networking.service_cidr)[1]),
+    ]
+    check_certificate(
+        base64.b64decode(secrets["cert-apiserver"].data["tls.crt"]).decode(),
+        ca,
+        spec,
+        "kube-apiserver",
+        None,
+        apiserver_sans,
+    )
 
     # --- status and list through the CLI ------------------------------------------------------------
     status = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)
@@ -138,7 +155,11 @@ async def test_invalid_spec_and_duplicate_id_create_nothing(
     assert refused.returncode == 2
     assert "masters.count" in refused.stderr and "colour: unknown field" in refused.stderr
 
-    spec = example(id=unique_id("dup"), masters={"count": 1, "cpu": 2, "memory": "4Gi"}, workers={"count": 1, "cpu": 2, "memory": "4Gi"})
+    spec = example(
+        id=unique_id("dup"),
+        masters={"count": 1, "cpu": 2, "memory": "4Gi"},
+        workers={"count": 1, "cpu": 2, "memory": "4Gi"},
+    )
     path = write_spec(tmp_path, spec)
     local_stack.cli("create", "-f", str(path), "--watch")
     client = await connect_temporal(stack_settings(local_stack))

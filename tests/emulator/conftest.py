@@ -103,8 +103,9 @@ def api_error(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[ApiExc
     return info.value, body
 
 
-def raw(api: client.ApiClient, method: str, path: str, body: Any = None,
-        headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+def raw(
+    api: client.ApiClient, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, Any]:
     """A request through the official client's REST layer (for admin endpoints and odd verbs)."""
     hdrs = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
     resp = api.call_api(method, api.configuration.host + path, header_params=hdrs, body=body)
@@ -116,12 +117,24 @@ def raw(api: client.ApiClient, method: str, path: str, body: Any = None,
     return resp.status, decoded, resp.headers
 
 
-def deployment(name: str, replicas: int = 1, annotations: dict[str, str] | None = None,
-               labels: dict[str, str] | None = None, image: str = "nginx:1.27") -> dict[str, Any]:
-    return {"metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "main", "image": image}]}}}}
+def deployment(
+    name: str,
+    replicas: int = 1,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    image: str = "nginx:1.27",
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": image}]},
+            },
+        },
+    }
 
 
 class Kit:

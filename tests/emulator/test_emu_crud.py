@@ -17,19 +17,62 @@ KINDS: dict[str, tuple[type, str, dict[str, Any], bool]] = {
     "service": (client.CoreV1Api, "service", {"spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}, True),
     "serviceaccount": (client.CoreV1Api, "service_account", {}, True),
     "pod": (client.CoreV1Api, "pod", {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}, True),
-    "event": (client.CoreV1Api, "event", {"involvedObject": {"kind": "Pod", "name": "p"}, "reason": "Test",
-                                          "message": "hello", "type": "Normal"}, True),
-    "deployment": (client.AppsV1Api, "deployment", {"spec": {
-        "replicas": 1, "selector": {"matchLabels": {"app": "x"}},
-        "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}},
-        True),
-    "ingress": (client.NetworkingV1Api, "ingress", {"spec": {"rules": [{"host": "a.example.com", "http": {
-        "paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}}]
-    }}]}}, True),
-    "networkpolicy": (client.NetworkingV1Api, "network_policy",
-                      {"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}, True),
-    "pdb": (client.PolicyV1Api, "pod_disruption_budget",
-            {"spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}}, True),
+    "event": (
+        client.CoreV1Api,
+        "event",
+        {"involvedObject": {"kind": "Pod", "name": "p"}, "reason": "Test", "message": "hello", "type": "Normal"},
+        True,
+    ),
+    "deployment": (
+        client.AppsV1Api,
+        "deployment",
+        {
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "x"}},
+                "template": {
+                    "metadata": {"labels": {"app": "x"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            }
+        },
+        True,
+    ),
+    "ingress": (
+        client.NetworkingV1Api,
+        "ingress",
+        {
+            "spec": {
+                "rules": [
+                    {
+                        "host": "a.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "s", "port": {"number": 80}}},
+                                }
+                            ]
+                        },
+                    }
+                ]
+            }
+        },
+        True,
+    ),
+    "networkpolicy": (
+        client.NetworkingV1Api,
+        "network_policy",
+        {"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
+        True,
+    ),
+    "pdb": (
+        client.PolicyV1Api,
+        "pod_disruption_budget",
+        {"spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}},
+        True,
+    ),
     "lease": (client.CoordinationV1Api, "lease", {"spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}}, True),
 }
 
@@ -80,16 +123,23 @@ def test_crud_round_trip(kind: str, api: client.ApiClient, ns: str, kit: Any) ->
 
 
 def test_kind_specific_defaulting(core: client.CoreV1Api, ns: str) -> None:
-    secret = core.create_namespaced_secret(ns, {"metadata": {"name": "s"}, "stringData": {"a": "b"},
-                                                "data": {"c": base64.b64encode(b"d").decode()}})
+    secret = core.create_namespaced_secret(
+        ns, {"metadata": {"name": "s"}, "stringData": {"a": "b"}, "data": {"c": base64.b64encode(b"d").decode()}}
+    )
     assert secret.type == "Opaque" and secret.string_data is None
     assert {k: base64.b64decode(v) for k, v in secret.data.items()} == {"a": b"b", "c": b"d"}
     svc = core.create_namespaced_service(ns, {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}})
     assert svc.spec.type == "ClusterIP" and svc.spec.cluster_ip.startswith("10.96.")
     svc.spec.cluster_ip = None  # clusterIP stays allocated on replace
     assert core.replace_namespaced_service("svc", ns, svc).spec.cluster_ip == svc.spec.cluster_ips[0]
-    pod = core.create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
-                                      "image": "i"}]}, "status": {"phase": "Running"}})
+    pod = core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"},
+        },
+    )
     assert pod.status.phase == "Pending"  # status is not writable on create
     namespace = core.read_namespace(ns)
     assert namespace.status.phase == "Active" and namespace.spec.finalizers == ["kubernetes"]

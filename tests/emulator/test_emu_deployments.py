@@ -20,6 +20,7 @@ def _available(apps: client.AppsV1Api, name: str, ns: str, generation: int = 1) 
         dep = apps.read_namespaced_deployment(name, ns)
         ok = dep.status.observed_generation == generation and _conditions(dep).get("Available", ("",))[0] == "True"
         return dep if ok else None
+
     return probe
 
 
@@ -27,24 +28,31 @@ def test_deployment_becomes_available_after_delay(apps: client.AppsV1Api, ns: st
     apps.create_namespaced_deployment(ns, kit.deployment("web", replicas=3))
     early = kit.wait_for(lambda: (d := apps.read_namespaced_deployment("web", ns)).status.conditions and d)
     assert early.status.observed_generation is None and early.status.ready_replicas is None
-    assert _conditions(early) == {"Available": ("False", "MinimumReplicasUnavailable"),
-                                  "Progressing": ("True", "ReplicaSetUpdated")}
+    assert _conditions(early) == {
+        "Available": ("False", "MinimumReplicasUnavailable"),
+        "Progressing": ("True", "ReplicaSetUpdated"),
+    }
     dep = kit.wait_for(_available(apps, "web", ns), what="available")
     status = dep.status
     assert (status.replicas, status.updated_replicas, status.ready_replicas, status.available_replicas) == (3, 3, 3, 3)
     assert status.unavailable_replicas is None
-    assert _conditions(dep) == {"Available": ("True", "MinimumReplicasAvailable"),
-                                "Progressing": ("True", "NewReplicaSetAvailable")}
+    assert _conditions(dep) == {
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("True", "NewReplicaSetAvailable"),
+    }
 
 
 def test_template_change_rolls_out(apps: client.AppsV1Api, ns: str, kit: Any) -> None:
     apps.create_namespaced_deployment(ns, kit.deployment("roll", replicas=2, annotations={DELAY: "0.5"}))
     kit.wait_for(_available(apps, "roll", ns), what="first rollout")
-    changed = apps.patch_namespaced_deployment("roll", ns, {"spec": {"template": {"spec": {"containers": [
-        {"name": "main", "image": "nginx:1.28"}]}}}})
+    changed = apps.patch_namespaced_deployment(
+        "roll", ns, {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "nginx:1.28"}]}}}}
+    )
     assert changed.metadata.generation == 2
-    rolling = kit.wait_for(lambda: (d := apps.read_namespaced_deployment("roll", ns)).status.updated_replicas is None
-                           and d, what="rollout start")
+    rolling = kit.wait_for(
+        lambda: (d := apps.read_namespaced_deployment("roll", ns)).status.updated_replicas is None and d,
+        what="rollout start",
+    )
     assert rolling.status.observed_generation == 1 and rolling.status.available_replicas == 2
     assert _conditions(rolling)["Progressing"] == ("True", "ReplicaSetUpdated")
     began = time.monotonic()
@@ -61,8 +69,10 @@ def test_never_ready_until_annotation_removed(apps: client.AppsV1Api, ns: str, k
     dep = apps.read_namespaced_deployment("stuck", ns)
     assert dep.status.available_replicas is None and dep.status.ready_replicas is None
     assert dep.status.unavailable_replicas == 2
-    assert _conditions(dep) == {"Available": ("False", "MinimumReplicasUnavailable"),
-                                "Progressing": ("True", "ReplicaSetUpdated")}
+    assert _conditions(dep) == {
+        "Available": ("False", "MinimumReplicasUnavailable"),
+        "Progressing": ("True", "ReplicaSetUpdated"),
+    }
     apps.patch_namespaced_deployment("stuck", ns, {"metadata": {"annotations": {NEVER_READY: None}}})
     kit.wait_for(_available(apps, "stuck", ns), what="available after annotation removal")
 
@@ -71,8 +81,15 @@ def test_progress_deadline_exceeded(apps: client.AppsV1Api, ns: str, kit: Any) -
     body = kit.deployment("deadline", annotations={NEVER_READY: "true"})
     body["spec"]["progressDeadlineSeconds"] = 1
     apps.create_namespaced_deployment(ns, body)
-    dep = kit.wait_for(lambda: _conditions(d := apps.read_namespaced_deployment("deadline", ns)).get(
-        "Progressing", ("", ""))[1] == "ProgressDeadlineExceeded" and d, timeout=4, what="deadline")
+    dep = kit.wait_for(
+        lambda: (
+            _conditions(d := apps.read_namespaced_deployment("deadline", ns)).get("Progressing", ("", ""))[1]
+            == "ProgressDeadlineExceeded"
+            and d
+        ),
+        timeout=4,
+        what="deadline",
+    )
     assert _conditions(dep)["Progressing"][0] == "False"
 
 
@@ -110,8 +127,9 @@ def test_scale_subresource(apps: client.AppsV1Api, ns: str, kit: Any) -> None:
 
 def test_status_subresource_patch(apps: client.AppsV1Api, ns: str, kit: Any) -> None:
     apps.create_namespaced_deployment(ns, kit.deployment("st", annotations={NEVER_READY: "true"}))
-    patched = apps.patch_namespaced_deployment_status("st", ns, {"status": {"collisionCount": 4},
-                                                                 "spec": {"replicas": 9}})
+    patched = apps.patch_namespaced_deployment_status(
+        "st", ns, {"status": {"collisionCount": 4}, "spec": {"replicas": 9}}
+    )
     assert patched.status.collision_count == 4 and patched.spec.replicas == 1
     read = apps.read_namespaced_deployment_status("st", ns)
     assert read.status.collision_count == 4

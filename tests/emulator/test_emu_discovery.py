@@ -9,8 +9,12 @@ from kubernetes.dynamic import DynamicClient
 
 from devstack.kube_emulator import RESOURCES
 
-GROUPS = {"apps": "apps/v1", "networking.k8s.io": "networking.k8s.io/v1", "policy": "policy/v1",
-          "coordination.k8s.io": "coordination.k8s.io/v1"}
+GROUPS = {
+    "apps": "apps/v1",
+    "networking.k8s.io": "networking.k8s.io/v1",
+    "policy": "policy/v1",
+    "coordination.k8s.io": "coordination.k8s.io/v1",
+}
 
 
 def test_version_and_legacy_api(api: client.ApiClient) -> None:
@@ -30,8 +34,19 @@ def test_api_groups(api: client.ApiClient) -> None:
 
 def test_resource_lists(api: client.ApiClient) -> None:
     core = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
-    assert {"namespaces", "nodes", "secrets", "configmaps", "services", "serviceaccounts", "pods",
-            "events", "pods/status", "pods/eviction", "nodes/status"} <= set(core)
+    assert {
+        "namespaces",
+        "nodes",
+        "secrets",
+        "configmaps",
+        "services",
+        "serviceaccounts",
+        "pods",
+        "events",
+        "pods/status",
+        "pods/eviction",
+        "nodes/status",
+    } <= set(core)
     assert core["namespaces"].namespaced is False and core["nodes"].namespaced is False
     assert core["pods"].namespaced is True and "watch" in core["pods"].verbs
     assert core["pods/eviction"].group == "policy" and core["pods/eviction"].kind == "Eviction"
@@ -56,8 +71,14 @@ def test_dynamic_client_discovers_every_kind(api: client.ApiClient) -> None:
 
 
 def test_unknown_paths_are_404_status(api: client.ApiClient, kit: Any) -> None:
-    for path in ("/apis/nope/v1", "/api/v2", "/apis/apps/v1/widgets", "/apis/apps/v1/namespaces/x/deployments/a/b/c",
-                 "/api/v1/pods/name-without-namespace", "/api/v1/namespaces/default/pods/p/logs"):
+    for path in (
+        "/apis/nope/v1",
+        "/api/v2",
+        "/apis/apps/v1/widgets",
+        "/apis/apps/v1/namespaces/x/deployments/a/b/c",
+        "/api/v1/pods/name-without-namespace",
+        "/api/v1/namespaces/default/pods/p/logs",
+    ):
         status, body, _ = kit.raw(api, "GET", path)
         assert status == 404, path
         assert body["reason"] == "NotFound" and body["kind"] == "Status"

@@ -46,10 +46,12 @@ def no_retry(kubeconfig: Path, kit: Any) -> Iterator[client.CoreV1Api]:
         yield client.CoreV1Api(api)
 
 
-@pytest.mark.parametrize(("code", "reason"), [(500, "InternalError"), (503, "ServiceUnavailable"),
-                                              (429, "TooManyRequests")])
-def test_every_request_fails_with_the_chosen_code(emulator: Emulator, no_retry: client.CoreV1Api, kit: Any,
-                                                  code: int, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "reason"), [(500, "InternalError"), (503, "ServiceUnavailable"), (429, "TooManyRequests")]
+)
+def test_every_request_fails_with_the_chosen_code(
+    emulator: Emulator, no_retry: client.CoreV1Api, kit: Any, code: int, reason: str
+) -> None:
     emulator.set_faults(error_rate=1.0, error_codes=[code])
     err, body = kit.api_error(no_retry.create_namespaced_config_map, "default", {"metadata": {"name": "x"}})
     assert (err.status, body["reason"]) == (code, reason)

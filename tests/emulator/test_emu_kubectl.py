@@ -60,8 +60,9 @@ def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.Comp
     return result
 
 
-def test_kubectl_get_apply_delete(kubeconfig: Path, apps: client.AppsV1Api, core: client.CoreV1Api, ns: str,
-                                  tmp_path: Path, kit: Any) -> None:
+def test_kubectl_get_apply_delete(
+    kubeconfig: Path, apps: client.AppsV1Api, core: client.CoreV1Api, ns: str, tmp_path: Path, kit: Any
+) -> None:
     manifest = tmp_path / "app.yaml"
     manifest.write_text(MANIFEST.format(ns=ns, image="nginx:1.27", mode="one"))
     out = kubectl(kubeconfig, "apply", "-f", str(manifest)).stdout  # default --validate=strict
@@ -102,9 +103,13 @@ def test_kubectl_against_a_tenant_cluster(emulator: Emulator, tmp_path: Path, ki
         core = client.CoreV1Api(api)
         core.create_node({"metadata": {"name": "n1"}})
         for i in range(2):
-            core.create_namespaced_pod("default", {"metadata": {"name": f"p{i}", "labels": {"app": "x"}},
-                                                   "spec": {"nodeName": "n1", "containers": [{"name": "c",
-                                                                                              "image": "i"}]}})
+            core.create_namespaced_pod(
+                "default",
+                {
+                    "metadata": {"name": f"p{i}", "labels": {"app": "x"}},
+                    "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+                },
+            )
         assert "n1" in kubectl(kubeconfig, "get", "nodes").stdout
         out = kubectl(kubeconfig, "drain", "n1", "--force", "--ignore-daemonsets", "--timeout=30s")
         assert "node/n1 cordoned" in out.stdout and "node/n1 drained" in out.stdout

@@ -29,8 +29,9 @@ def test_namespace_termination(core: client.CoreV1Api, apps: client.AppsV1Api, k
 
     err, body = kit.api_error(core.create_namespaced_config_map, ns, {"metadata": {"name": "late"}})
     assert (err.status, err.reason, body["reason"]) == (403, "Forbidden", "Forbidden")
-    assert body["message"] == (f'configmaps "late" is forbidden: unable to create new content in namespace {ns} '
-                               "because it is being terminated")
+    assert body["message"] == (
+        f'configmaps "late" is forbidden: unable to create new content in namespace {ns} because it is being terminated'
+    )
     assert body["details"]["causes"][0]["reason"] == "NamespaceTerminating"
 
     core.patch_namespaced_secret("held", ns, {"metadata": {"finalizers": None}})

@@ -58,16 +58,30 @@ def test_state_survives_restart(tmp_path: Path, kit: Any) -> None:
         with kit.tenant_client(emu, "acme", tmp_path) as tapi:
             assert [n.metadata.name for n in client.CoreV1Api(tapi).list_node().items] == ["n1"]
         with pytest.raises(ApiException) as info:  # history did not survive: old versions are expired
-            list(watch.Watch().stream(core.list_namespaced_config_map, "kept", resource_version="1",
-                                      timeout_seconds=1))
+            list(watch.Watch().stream(core.list_namespaced_config_map, "kept", resource_version="1", timeout_seconds=1))
         assert info.value.status == 410
 
 
 def test_runs_as_a_module(tmp_path: Path, kit: Any) -> None:
     kubeconfig, state = tmp_path / "kc", tmp_path / "state.json"
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.kube_emulator", "--port", "0", "--kubeconfig",
-                             str(kubeconfig), "--state-file", str(state), "--ready-delay", "0.1"],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.kube_emulator",
+            "--port",
+            "0",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--state-file",
+            str(state),
+            "--ready-delay",
+            "0.1",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+    )
     try:
         kit.wait_for(lambda: kubeconfig.exists() and kubeconfig.stat().st_size, timeout=15, what="kubeconfig")
         with kit.client_for(kubeconfig) as api:

@@ -7,8 +7,9 @@ from typing import Any
 from kubernetes import client
 
 
-def test_metadata_and_global_resource_version(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str,
-                                              kit: Any) -> None:
+def test_metadata_and_global_resource_version(
+    core: client.CoreV1Api, apps: client.AppsV1Api, ns: str, kit: Any
+) -> None:
     cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "a"}})
     secret = core.create_namespaced_secret(ns, {"metadata": {"name": "b"}})
     dep = apps.create_namespaced_deployment(ns, kit.deployment("c"))
@@ -34,11 +35,18 @@ def test_generation_tracks_spec_only(api: client.ApiClient, apps: client.AppsV1A
 
     # Ingress has a status subresource and no controller here, so replace races with nothing.
     net = client.NetworkingV1Api(api)
-    ing = net.create_namespaced_ingress(ns, {"metadata": {"name": "ing"}, "spec": {"ingressClassName": "a"},
-                                             "status": {"loadBalancer": {"ingress": [{"ip": "1.1.1.1"}]}}})
+    ing = net.create_namespaced_ingress(
+        ns,
+        {
+            "metadata": {"name": "ing"},
+            "spec": {"ingressClassName": "a"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "1.1.1.1"}]}},
+        },
+    )
     assert ing.metadata.generation == 1 and ing.status.load_balancer.ingress is None  # not writable on create
-    ing.status = client.V1IngressStatus(load_balancer=client.V1IngressLoadBalancerStatus(
-        ingress=[client.V1IngressLoadBalancerIngress(ip="10.0.0.1")]))
+    ing.status = client.V1IngressStatus(
+        load_balancer=client.V1IngressLoadBalancerStatus(ingress=[client.V1IngressLoadBalancerIngress(ip="10.0.0.1")])
+    )
     ing.spec.ingress_class_name = "ignored-by-status"
     after_status = net.replace_namespaced_ingress_status("ing", ns, ing)
     assert after_status.metadata.generation == 1 and after_status.spec.ingress_class_name == "a"
@@ -52,8 +60,9 @@ def test_generation_tracks_spec_only(api: client.ApiClient, apps: client.AppsV1A
     assert again.metadata.generation == 2
 
 
-def test_error_statuses(api: client.ApiClient, core: client.CoreV1Api, apps: client.AppsV1Api, ns: str,
-                        kit: Any) -> None:
+def test_error_statuses(
+    api: client.ApiClient, core: client.CoreV1Api, apps: client.AppsV1Api, ns: str, kit: Any
+) -> None:
     apps.create_namespaced_deployment(ns, kit.deployment("dup"))
     err, body = kit.api_error(apps.create_namespaced_deployment, ns, kit.deployment("dup"))
     assert (err.status, err.reason, body["reason"]) == (409, "Conflict", "AlreadyExists")
@@ -75,8 +84,14 @@ def test_error_statuses(api: client.ApiClient, core: client.CoreV1Api, apps: cli
     assert body["reason"] == "Invalid"
     err, body = kit.api_error(core.create_namespaced_config_map, ns, {"metadata": {}})
     assert body["reason"] == "Invalid" and "name or generateName is required" in body["message"]
-    err, body = kit.api_error(apps.create_namespaced_deployment, ns, {
-        **kit.deployment("mismatch"), "spec": {**kit.deployment("m")["spec"], "selector": {"matchLabels": {"a": "b"}}}})
+    err, body = kit.api_error(
+        apps.create_namespaced_deployment,
+        ns,
+        {
+            **kit.deployment("mismatch"),
+            "spec": {**kit.deployment("m")["spec"], "selector": {"matchLabels": {"a": "b"}}},
+        },
+    )
     assert body["reason"] == "Invalid" and "selector" in body["message"]
 
     err, body = kit.api_error(core.create_namespaced_config_map, ns, {"metadata": {"name": "x", "namespace": "other"}})
@@ -88,12 +103,21 @@ def test_error_statuses(api: client.ApiClient, core: client.CoreV1Api, apps: cli
 
     status, body, _ = kit.raw(api, "POST", f"/api/v1/namespaces/{ns}/configmaps", "{not json")
     assert (status, body["reason"]) == (400, "BadRequest")
-    for method, path in (("POST", "/api/v1/pods"), ("PUT", f"/api/v1/namespaces/{ns}/configmaps"),
-                         ("POST", "/api/v1"), ("POST", f"/api/v1/namespaces/{ns}/configmaps/named")):
+    for method, path in (
+        ("POST", "/api/v1/pods"),
+        ("PUT", f"/api/v1/namespaces/{ns}/configmaps"),
+        ("POST", "/api/v1"),
+        ("POST", f"/api/v1/namespaces/{ns}/configmaps/named"),
+    ):
         status, body, _ = kit.raw(api, method, path, {})
         assert (status, body["reason"]) == (405, "MethodNotAllowed"), (method, path)
-    err, body = kit.api_error(core.patch_namespaced_config_map, "named", ns, {"data": {"a": "b"}},
-                              _content_type="application/apply-patch+yaml")
+    err, body = kit.api_error(
+        core.patch_namespaced_config_map,
+        "named",
+        ns,
+        {"data": {"a": "b"}},
+        _content_type="application/apply-patch+yaml",
+    )
     assert (err.status, body["reason"]) == (415, "UnsupportedMediaType")
 
 
@@ -108,18 +132,32 @@ def test_replace_conflict_and_preconditions(core: client.CoreV1Api, ns: str, kit
     assert body["details"] == {"name": "c", "kind": "configmaps"}
     cm.metadata.resource_version = None  # unconditional update is allowed
     assert core.replace_namespaced_config_map("c", ns, cm).data == {"v": "3"}
-    err, body = kit.api_error(core.delete_namespaced_config_map, "c", ns, body=client.V1DeleteOptions(
-        preconditions=client.V1Preconditions(resource_version=fresh.metadata.resource_version)))
+    err, body = kit.api_error(
+        core.delete_namespaced_config_map,
+        "c",
+        ns,
+        body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=fresh.metadata.resource_version)
+        ),
+    )
     assert body["reason"] == "Conflict" and "Precondition failed" in body["message"]
-    err, body = kit.api_error(core.patch_namespaced_config_map, "c", ns, {
-        "metadata": {"resourceVersion": fresh.metadata.resource_version}, "data": {"v": "4"}})
+    err, body = kit.api_error(
+        core.patch_namespaced_config_map,
+        "c",
+        ns,
+        {"metadata": {"resourceVersion": fresh.metadata.resource_version}, "data": {"v": "4"}},
+    )
     assert body["reason"] == "Conflict"
 
 
 def test_delete_responses(api: client.ApiClient, core: client.CoreV1Api, ns: str, kit: Any) -> None:
     cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "gone"}})
-    status, body, _ = kit.raw(api, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/gone",
-                              {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"})
+    status, body, _ = kit.raw(
+        api,
+        "DELETE",
+        f"/api/v1/namespaces/{ns}/configmaps/gone",
+        {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
+    )
     assert status == 200 and body["kind"] == "Status" and body["status"] == "Success"
     assert body["details"] == {"name": "gone", "kind": "configmaps", "uid": cm.metadata.uid}
     core.create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
@@ -138,8 +176,9 @@ def test_finalizers(core: client.CoreV1Api, ns: str, kit: Any) -> None:
     assert core.delete_namespaced_config_map("f", ns)["metadata"]["name"] == "f"  # idempotent while pending
     core.patch_namespaced_config_map("f", ns, [{"op": "remove", "path": "/metadata/finalizers/0"}])
     assert core.read_namespaced_config_map("f", ns).metadata.finalizers == ["example.com/b"]
-    core.patch_namespaced_config_map("f", ns, {"metadata": {"finalizers": None}},
-                                     _content_type="application/merge-patch+json")
+    core.patch_namespaced_config_map(
+        "f", ns, {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json"
+    )
     _, body = kit.api_error(core.read_namespaced_config_map, "f", ns)
     assert body["reason"] == "NotFound"
 
@@ -147,8 +186,9 @@ def test_finalizers(core: client.CoreV1Api, ns: str, kit: Any) -> None:
 def test_owner_references_labels_annotations_round_trip(core: client.CoreV1Api, ns: str) -> None:
     owner = core.create_namespaced_config_map(ns, {"metadata": {"name": "owner"}})
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid, "controller": True}
-    child = core.create_namespaced_secret(ns, {"metadata": {"name": "child", "ownerReferences": [ref],
-                                                            "labels": {"l": "1"}, "annotations": {"a": "2"}}})
+    child = core.create_namespaced_secret(
+        ns, {"metadata": {"name": "child", "ownerReferences": [ref], "labels": {"l": "1"}, "annotations": {"a": "2"}}}
+    )
     assert child.metadata.owner_references[0].uid == owner.metadata.uid
     assert (child.metadata.labels, child.metadata.annotations) == ({"l": "1"}, {"a": "2"})
 

@@ -14,22 +14,37 @@ import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from models.operations import ConfigureRequest, DeleteRequest
+from activities.rotation_schedule import RotationSchedules
+from models.cluster import OperationState
+from models.operations import (
+    ConfigureRequest,
+    DeleteRequest,
+    RotateCaRequest,
+    RotateCertificatesRequest,
+    UpgradeAction,
+    UpgradeControl,
+    UpgradeRequest,
+)
+from models.pki import SignUserCertificateRequest
+from models.schedules import ScheduledRotationInput, SyncScheduleRequest
 from tests.fakes import FakeBackends
+from tests.fakes_rotation import SimulatedPki
+from tests.fakes_upgrade import FakeFleet
 from tests.history_checks import assert_no_private_key
 from tests.servers import binary
 from tests.specs import small_kvm
 from tests.workflows.helpers import start_entity, wait_settled
 from worker.registry import build_worker
 from workflows.cluster import ClusterWorkflow
+from workflows.scheduled_rotation import ScheduledRotationWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 Scenario = Callable[[Client, str], Awaitable[list[WorkflowHandle[Any, Any]]]]
@@ -46,7 +61,95 @@ async def create_then_delete(client: Client, queue: str) -> list[WorkflowHandle[
     return [handle, *(client.get_workflow_handle(c) for c in children)]
 
 
-SCENARIOS: dict[str, Scenario] = {"create-delete": create_then_delete}
+async def scheduled_rotation(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """The schedule's run right after create: nothing is due, so no node restarts."""
+    spec = small_kvm(id="replay-scheduled")
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    run = await client.start_workflow(
+        ScheduledRotationWorkflow.run,
+        ScheduledRotationInput(cluster_id=spec.id),
+        id=f"cert-rotation/{spec.id}-replay",
+        task_queue=queue,
+    )
+    await run.result()
+    await handle.execute_update(ClusterWorkflow.sync_schedule, SyncScheduleRequest())
+    return [handle, run, client.get_workflow_handle(f"cluster/{spec.id}/rotate-certificates/2")]
+
+
+async def forced_rotation(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """An on-demand forced rotation (every node restarts), then a user certificate is signed."""
+    spec = small_kvm(id="replay-rotate")
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    await handle.execute_update(ClusterWorkflow.rotate_certificates, RotateCertificatesRequest(force=True))
+    await handle.execute_update(ClusterWorkflow.sign_user_certificate, SignUserCertificateRequest(csr_pem="csr"))
+    return [handle, client.get_workflow_handle(f"cluster/{spec.id}/rotate-certificates/2")]
+
+
+async def ca_rotation(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    spec = small_kvm(id="replay-rotate-ca")
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    await handle.execute_update(ClusterWorkflow.rotate_ca, RotateCaRequest(requested_by="recorder"))
+    return [handle, client.get_workflow_handle(f"cluster/{spec.id}/rotate-ca/2")]
+
+
+async def _upgrade_until_paused(client: Client, queue: str, cluster_id: str) -> tuple[Any, Any]:
+    """A 3+3 cluster upgraded to the next minor; returns (entity, update) once the upgrade pauses."""
+    spec = small_kvm(
+        id=cluster_id,
+        masters={"count": 3, "cpu": 2, "memory": "4Gi"},
+        workers={"count": 3, "cpu": 2, "memory": "4Gi"},
+    )
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    update = await handle.start_update(
+        ClusterWorkflow.upgrade,
+        UpgradeRequest(version="1.33.0", requested_by="recorder", drain_timeout=timedelta(seconds=5)),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    for _ in range(600):
+        current = (await handle.query(ClusterWorkflow.get_status)).current
+        if current is not None and current.state is OperationState.PAUSED:
+            return handle, update
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the upgrade of {cluster_id} did not pause")
+
+
+async def upgrade_paused_then_resumed(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """A drain refused once (a budget) pauses the upgrade at worker-1; resume completes it."""
+    handle, update = await _upgrade_until_paused(client, queue, "replay-upgrade")
+    await handle.execute_update(ClusterWorkflow.control_upgrade, UpgradeControl(action=UpgradeAction.RESUME))
+    await update.result()
+    return [handle, client.get_workflow_handle("cluster/replay-upgrade/upgrade/2")]
+
+
+async def upgrade_aborted(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """A drain that never finishes pauses the upgrade at worker-0; abort rolls everything back."""
+    handle, update = await _upgrade_until_paused(client, queue, "replay-upgrade-abort")
+    await handle.execute_update(ClusterWorkflow.control_upgrade, UpgradeControl(action=UpgradeAction.ABORT))
+    await update.result()
+    return [handle, client.get_workflow_handle("cluster/replay-upgrade-abort/upgrade/2")]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "create-delete": create_then_delete,
+    "rotate-scheduled": scheduled_rotation,
+    "rotate-forced": forced_rotation,
+    "rotate-ca": ca_rotation,
+    "upgrade": upgrade_paused_then_resumed,
+    "upgrade-abort": upgrade_aborted,
+}
+BACKENDS: dict[str, Callable[[], FakeBackends]] = {
+    # rotations need a PKI that knows what is due and which CA issues (tests/fakes_rotation.py)
+    "rotate-scheduled": SimulatedPki,
+    "rotate-forced": SimulatedPki,
+    "rotate-ca": SimulatedPki,
+    # upgrades need VMs and a tenant cluster with nodes and pods (tests/fakes_upgrade.py)
+    "upgrade": lambda: FakeFleet(drain_refusals={"worker-1": 1}),
+    "upgrade-abort": lambda: FakeFleet(blocked_drains={"worker-0"}),
+}
 
 
 async def record(names: list[str]) -> None:
@@ -67,7 +170,11 @@ async def record(names: list[str]) -> None:
         )
         for name in names:
             queue = f"record-{uuid.uuid4()}"
-            async with build_worker(env.client, queue, FakeBackends().activities()):
+            activities = [
+                *BACKENDS.get(name, FakeBackends)().activities(),
+                RotationSchedules(env.client, queue).request_rotation,
+            ]
+            async with build_worker(env.client, queue, activities):
                 handles = await SCENARIOS[name](env.client, queue)
             for handle in handles:
                 history = await handle.fetch_history()

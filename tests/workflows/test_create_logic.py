@@ -75,7 +75,15 @@ async def test_create_runs_the_runbook_in_order(time_skipping_env: WorkflowEnvir
     assert status.earliest_expiry == min(c.not_after for c in status.certificates.values())
     create = status.recent[0]
     assert create.kind is OperationKind.CREATE and create.state is OperationState.SUCCEEDED
-    assert [s.name for s in create.steps] == ["pki", "foundation", "certificates", "endpoint", "nodes", "ready"]
+    assert [s.name for s in create.steps] == [
+        "pki",
+        "foundation",
+        "certificates",
+        "endpoint",
+        "nodes",
+        "ready",
+        "schedule",
+    ]
     assert all(s.state is StepState.DONE for s in create.steps)
     assert create.workflow_id == f"cluster/{spec.id}/create/1"
 

@@ -1,0 +1,220 @@
+"""``tenantctl upgrade``: a rolling Kubernetes upgrade of a cluster, and pause/resume/abort of it.
+
+- ``upgrade ID --version X.Y.Z [--watch]`` asks the cluster entity for the upgrade and returns once
+  the entity accepted it (it queues behind a running operation). A version the policy refuses
+  (a skipped minor, a downgrade, outside the supported range) is an error and nothing changes.
+  With ``--watch`` it follows the upgrade node by node and stops when it ends or pauses.
+- ``upgrade pause|resume|abort ID`` controls the running upgrade: pause stops after the current
+  node, resume carries on from the step that failed, abort rolls the upgraded nodes back in
+  reverse order.
+
+``tenantctl status ID`` shows the progress (nodes done/total, the current node and its step) and,
+when paused, why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from config.settings import load_settings
+from models.cluster import ClusterStatus, OperationKind, OperationState
+from models.durations import parse_duration
+from models.naming import entity_workflow_id
+from models.operations import (
+    UpgradeAction,
+    UpgradeControl,
+    UpgradeControlResult,
+    UpgradeOutcome,
+    UpgradeRequest,
+    UpgradeResult,
+)
+from models.versions import SemVer
+from starter import clusters
+from starter.command import err, out, run_command
+from starter.watch import watch
+from worker.clients import connect_temporal
+from workflows.cluster import ClusterWorkflow
+
+EXIT_FAILED = 1
+EXIT_PAUSED = 4
+"""``--watch`` ends with this code when the upgrade paused: it waits for an operator."""
+REFUSAL_CHECK_SECONDS = 0.5
+"""A refusal by the entity's validator is known as soon as the request returns; this bounds the look."""
+ACTIONS = {a.value: a for a in UpgradeAction}
+
+
+def upgrade_paused(status: ClusterStatus) -> bool:
+    op = status.current
+    return op is not None and op.kind is OperationKind.UPGRADE and op.state is OperationState.PAUSED
+
+
+async def upgrade(
+    first: Annotated[str, typer.Argument(metavar="ID | pause | resume | abort", help="cluster id, or an action")],
+    second: Annotated[str | None, typer.Argument(metavar="[ID]", help="cluster id, after an action")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="target Kubernetes version, e.g. 1.33.0")] = None,
+    watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow the upgrade until it ends or pauses")] = False,
+    node_ready_timeout: Annotated[
+        str | None, typer.Option("--node-ready-timeout", help="pause when a node is not ready within this, e.g. 10m")
+    ] = None,
+    drain_timeout: Annotated[
+        str | None, typer.Option("--drain-timeout", help="pause when a node's drain takes longer, e.g. 10m")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="why (pause, resume, abort); kept in the history")] = "",
+) -> None:
+    """Upgrade a cluster's Kubernetes version node by node: 'upgrade ID --version X.Y.Z [--watch]'.
+
+    Control a running upgrade with 'upgrade pause ID', 'upgrade resume ID' or 'upgrade abort ID'
+    (abort rolls the upgraded nodes back to the previous version, in reverse order).
+    Patch versions upgrade freely; minors one at a time; no downgrades.
+    """
+    if second is not None:
+        action = ACTIONS.get(first)
+        if action is None:
+            raise typer.BadParameter(
+                f"'{first}' is not an action: use 'upgrade ID --version X.Y.Z' or 'upgrade pause|resume|abort ID'"
+            )
+        if version or node_ready_timeout or drain_timeout:
+            raise typer.BadParameter(f"'upgrade {first}' takes no --version or timeouts")
+        await _control(second, action, reason, watch_)
+        return
+    if version is None:
+        hint = f" (to {first} the running upgrade: 'tenantctl upgrade {first} ID')" if first in ACTIONS else ""
+        raise typer.BadParameter(f"--version is required to upgrade cluster '{first}'{hint}", param_hint="--version")
+    await _start(first, _version(version), watch_, _duration(node_ready_timeout, "--node-ready-timeout"),
+                 _duration(drain_timeout, "--drain-timeout"))  # fmt: skip
+
+
+async def _start(
+    cluster_id: str, version: str, watch_: bool, node_ready_timeout: timedelta | None, drain_timeout: timedelta | None
+) -> None:
+    settings = load_settings()
+    client = await connect_temporal(settings)
+    before = await clusters.get_status(client, cluster_id)
+    request = UpgradeRequest(
+        version=version,
+        requested_by=clusters.whoami(),
+        node_ready_timeout=node_ready_timeout,
+        drain_timeout=drain_timeout,
+    )
+    update = await _start_update(client, cluster_id, request)
+    out.print(
+        f"upgrade of [bold]{cluster_id}[/] from {before.kubernetes_version} to [bold]{version}[/] accepted; "
+        "it runs after any operation ahead of it"
+    )
+    out.print(f"Temporal UI: {settings.workflow_ui_url(entity_workflow_id(cluster_id))}")
+    if not watch_:
+        out.print(f"follow it with 'tenantctl watch {cluster_id}'; progress in 'tenantctl status {cluster_id}'")
+        return
+    since = before.operations_started - (1 if before.current else 0)
+    await _follow(client, cluster_id, since, update)
+
+
+async def _control(cluster_id: str, action: UpgradeAction, reason: str, watch_: bool) -> None:
+    settings = load_settings()
+    client = await connect_temporal(settings)
+    result: UpgradeControlResult = await clusters.update(
+        client,
+        cluster_id,
+        ClusterWorkflow.control_upgrade,
+        UpgradeControl(action=action, reason=reason or f"by {clusters.whoami()} with tenantctl"),
+    )
+    said = {
+        UpgradeAction.PAUSE: "pause requested: the upgrade stops after the node it is working on",
+        UpgradeAction.RESUME: "resumed: the step that stopped it runs again, then the rest",
+        UpgradeAction.ABORT: "abort requested: every node upgraded so far goes back to the previous version, "
+        "last first",
+    }[action]
+    out.print(f"{cluster_id}: {said} ({result.workflow_id})")
+    if watch_:
+        await _follow(client, cluster_id, None, None, aborting=action is UpgradeAction.ABORT)
+
+
+async def _follow(
+    client: Client,
+    cluster_id: str,
+    since: int | None,
+    update: WorkflowUpdateHandle[Any] | None,
+    *,
+    aborting: bool = False,
+) -> None:
+    """Watch until the upgrade ends (exit 0 when it did what was asked) or pauses (exit 4)."""
+    status = await watch(client, cluster_id, since=since, until=upgrade_paused)
+    if upgrade_paused(status):
+        assert status.current is not None
+        err.print(f"[yellow]paused:[/] {status.current.message}")
+        raise typer.Exit(EXIT_PAUSED)
+    if update is None:  # following a control: the status tells how it ended
+        last = status.recent[0] if status.recent else None
+        if last is not None and last.kind is OperationKind.UPGRADE:
+            out.print(f"upgrade {last.state}; {cluster_id} runs Kubernetes {status.kubernetes_version}")
+            wanted = OperationState.CANCELLED if aborting else OperationState.SUCCEEDED  # an abort rolled back
+            if last.state is not wanted:
+                raise typer.Exit(EXIT_FAILED)
+        return
+    try:
+        result: UpgradeResult = await update.result()
+    except WorkflowUpdateFailedError as exc:
+        err.print(f"[red]upgrade failed:[/] {clusters.cause_message(exc)}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if result.outcome is UpgradeOutcome.ABORTED:
+        err.print(f"[yellow]aborted:[/] every node rolled back to Kubernetes {result.kubernetes_version}")
+        raise typer.Exit(EXIT_FAILED)
+    out.print(
+        f"[green]upgraded[/] {cluster_id} to Kubernetes {result.kubernetes_version}: "
+        f"{', '.join(n.name for n in result.nodes)}"
+    )
+
+
+async def _start_update(client: Client, cluster_id: str, request: UpgradeRequest) -> WorkflowUpdateHandle[Any]:
+    try:
+        update: WorkflowUpdateHandle[Any] = await clusters.entity(client, cluster_id).start_update(
+            ClusterWorkflow.upgrade, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise clusters.RequestRefused(clusters.cause_message(exc)) from None
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise clusters.ClusterNotFound(cluster_id) from None
+        raise
+    # A validator's refusal comes back with the request as the update's outcome; an accepted
+    # upgrade has none yet, so this look ends by its timeout.
+    try:
+        await asyncio.wait_for(update.result(), timeout=REFUSAL_CHECK_SECONDS)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        pass  # still running: accepted (the SDK turns the cancelled poll into its own error)
+    except WorkflowUpdateFailedError as exc:
+        raise clusters.RequestRefused(f"{clusters.cause_message(exc)}; nothing was changed") from None
+    return update
+
+
+def _version(text: str) -> str:
+    try:
+        return str(SemVer.parse(text))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--version") from None
+
+
+def _duration(text: str | None, option: str) -> timedelta | None:
+    if text is None:
+        return None
+    value = parse_duration(text)
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 10m or 1h", param_hint=option)
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``upgrade`` to the ``tenantctl`` app."""
+    app.command("upgrade")(run_command(upgrade))

@@ -1,0 +1,160 @@
+"""The AWS provider's desired state (names, tags, subnets, rules, policies, cloud-config), without AWS."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from temporalio import activity
+
+from activities import aws_resources as r
+from activities import kvm_manifests as km
+from activities.aws_provider import AwsProvider
+from models.errors import InvalidInput
+from models.naming import CLUSTER_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
+from models.provider import ProviderOp, provider_activity
+from models.spec import ClusterSpec, Provider
+from tests.specs import example
+from worker.clients import AwsClients
+from worker.registry import activities_of
+
+
+@pytest.fixture(scope="module")
+def spec() -> ClusterSpec:
+    return example("aws-cluster.yaml")
+
+
+def test_every_provider_operation_is_an_aws_activity() -> None:
+    provider = AwsProvider(AwsClients(session=boto3.Session(region_name="eu-central-1"), endpoint_url=None))
+    names = {activity._Definition.must_from_callable(fn).name for fn in activities_of(provider)}
+    assert names == {provider_activity(Provider.AWS, op) for op in ProviderOp}
+
+
+def test_subnets_are_carved_by_zone_position(spec: ClusterSpec) -> None:
+    assert r.subnet_plan(spec) == [
+        r.ZoneSubnets("eu-central-1a", "10.0.0.0/24", "10.0.128.0/24"),
+        r.ZoneSubnets("eu-central-1b", "10.0.1.0/24", "10.0.129.0/24"),
+        r.ZoneSubnets("eu-central-1c", "10.0.2.0/24", "10.0.130.0/24"),
+    ]
+    aws = r.aws_settings(spec).model_dump()
+    # the smallest VPC the spec allows for three zones still fits, without overlaps
+    small = example("aws-cluster.yaml", aws={**aws, "vpc_cidr": "10.0.0.0/21"})
+    plan = r.subnet_plan(small)
+    blocks = [b for z in plan for b in (z.public, z.private)]
+    assert len(set(blocks)) == 6 and all(b.startswith("10.0.") and b.endswith("/24") for b in blocks)
+    # adding a zone never moves the subnets of the existing ones
+    two = example("aws-cluster.yaml", aws={**aws, "availability_zones": ["eu-central-1a", "eu-central-1b"]})
+    assert r.subnet_plan(two) == r.subnet_plan(spec)[:2]
+
+
+def test_nodes_spread_over_zones(spec: ClusterSpec) -> None:
+    assert [r.node_zone(spec, f"master-{i}") for i in range(3)] == ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+    assert r.node_zone(spec, "worker-4") == "eu-central-1b"
+    with pytest.raises(InvalidInput):
+        r.node_zone(spec, "bastion-0")
+
+
+def test_global_names_fit_aws_limits_and_never_collide() -> None:
+    long_id = "a" * 40
+    assert r.elb_name("acme-prod") == "acme-prod-api"
+    assert len(r.elb_name(long_id)) <= 32 and r.elb_name(long_id) == r.elb_name(long_id)
+    assert r.elb_name(long_id) != r.elb_name(long_id[:-1] + "b")
+    bucket = r.bucket_name(long_id, "123456789012", "eu-central-1")
+    assert len(bucket) <= 63 and bucket.startswith(f"tenantctl-{long_id}-")
+    assert bucket != r.bucket_name(long_id, "123456789012", "eu-west-1")
+    assert bucket != r.bucket_name(long_id, "210987654321", "eu-central-1")
+    assert len(r.iam_name(long_id, "worker")) <= 64
+
+
+def test_tags_say_cluster_role_owner_and_manager(spec: ClusterSpec) -> None:
+    tags = r.node_tags(spec, "worker-2", "v1.32.4")
+    assert (
+        tags.items()
+        >= {
+            CLUSTER_LABEL: spec.id,
+            ROLE_LABEL: "worker",
+            NODE_LABEL: "worker-2",
+            VERSION_LABEL: "1.32.4",
+            "Name": f"{spec.id}-worker-2",
+            r.OWNER_TAG: spec.owner,
+            f"kubernetes.io/cluster/{spec.id}": "owned",
+        }.items()
+    )
+    assert r.missing_tags({**tags, "someone": "else"}, tags) == {}
+    assert r.missing_tags({**tags, ROLE_LABEL: "master"}, tags) == {ROLE_LABEL: "worker"}
+    assert r.foreign({CLUSTER_LABEL: "other"}, spec) == f"tagged {CLUSTER_LABEL}=other"
+    assert r.foreign({}, spec) == f"not tagged {CLUSTER_LABEL}={spec.id}"
+
+
+def test_security_groups_let_in_only_what_kubernetes_needs(spec: ClusterSpec) -> None:
+    lb = r.ingress_rules(spec, r.Part.LB_GROUP)
+    assert [rule.key for rule in lb] == [("tcp", 443, 443, "cidr:0.0.0.0/0")]
+    masters = {rule.key for rule in r.ingress_rules(spec, r.Part.MASTERS_GROUP)}
+    assert ("tcp", 6443, 6443, "group:api-lb-security-group") in masters
+    assert ("tcp", 2379, 2380, "group:masters-security-group") in masters
+    assert not any(key[3].startswith("cidr:0.0.0.0") for key in masters)  # masters never face the internet
+    workers = {rule.key for rule in r.ingress_rules(spec, r.Part.WORKERS_GROUP)}
+    assert ("tcp", 10250, 10250, "group:masters-security-group") in workers
+    assert not any(key[1] <= 2379 <= key[2] for key in workers)
+    ids = {part: f"sg-{part.value}" for part in (r.Part.MASTERS_GROUP, r.Part.WORKERS_GROUP, r.Part.LB_GROUP)}
+    permission = r.ip_permission(r.ingress_rules(spec, r.Part.MASTERS_GROUP)[0], ids)
+    assert permission["UserIdGroupPairs"][0]["GroupId"] == "sg-api-lb-security-group"
+
+
+def policy(spec: ClusterSpec, role: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(r.node_policy(spec, role, "bucket", "aws", "123456789012"))
+    return document
+
+
+def test_workers_read_only_kubelet_key_pairs(spec: ClusterSpec) -> None:
+    prefix = f"arn:aws:secretsmanager:*:123456789012:secret:tenantctl/{spec.id}/"
+    worker = policy(spec, "worker")["Statement"]
+    assert worker[0]["Resource"] == [prefix + "node-worker-*-??????", prefix + "ca-bundle-??????"]
+    assert worker[1]["Resource"] == "arn:aws:s3:::bucket/cloud-config/worker-*"
+    master = policy(spec, "master")["Statement"][0]["Resource"]
+    for name in ("apiserver", "etcd-peer-master-*", "etcd-server-master-*", "service-account", "node-master-*"):
+        assert prefix + name + "-??????" in master
+    assert not any("admin" in resource for resource in master)  # the admin pair is for people only
+
+
+def test_the_cloud_config_is_the_kvm_one_with_secrets_manager_instead_of_mounts(spec: ClusterSpec) -> None:
+    text = r.cloud_config(spec, "master", "1.32.4", "eu-central-1")
+    assert text.startswith("#cloud-config\n")
+    aws, kvm = yaml.safe_load(text), yaml.safe_load(km.cloud_config(spec, "master", "1.32.4"))
+    assert "mounts" in kvm and "mounts" not in aws
+    paths = {f["path"] for f in aws["write_files"]}
+    assert {f["path"] for f in kvm["write_files"]} < paths
+    manifest = yaml.safe_load(next(f for f in aws["write_files"] if f["path"].endswith("certificates.yaml"))["content"])
+    assert manifest["region"] == "eu-central-1"
+    assert {
+        "secret": f"tenantctl/{spec.id}/etcd-peer-${{NODE_NAME}}",
+        "directory": "/etc/kubernetes/ssl/etcd-peer",
+    } in (manifest["certificates"])
+    assert aws["runcmd"][1] == ["systemctl", "enable", "--now", "tenantctl-certificates.service"]
+    worker = yaml.safe_load(
+        next(
+            f
+            for f in yaml.safe_load(r.cloud_config(spec, "worker", "1.32.4", "eu-central-1"))["write_files"]
+            if f["path"].endswith("certificates.yaml")
+        )["content"]
+    )
+    assert [c["directory"] for c in worker["certificates"]] == ["/etc/kubernetes/ssl/node"]
+
+
+def test_launch_template_versions_are_named_by_their_content(spec: ClusterSpec) -> None:
+    def data(image: str) -> dict[str, Any]:
+        return r.launch_template_data(
+            spec, "worker", "1.32.4", image_id=image, root_device="/dev/xvda", profile="p", group_id="sg", bucket="b"
+        )
+
+    assert r.template_description("1.32.4", data("ami-1")) == r.template_description("v1.32.4", data("ami-1"))
+    assert r.template_description("1.32.4", data("ami-1")) != r.template_description("1.32.4", data("ami-2"))
+    launched = data("ami-1")
+    assert launched["InstanceType"] == "m5.xlarge" and launched["MetadataOptions"]["HttpTokens"] == "required"
+    script = base64.b64decode(launched["UserData"]).decode()
+    assert "s3://b/cloud-config/worker-1.32.4.yaml" in script and len(script) < 16 * 1024
+    assert "PRIVATE" not in script
