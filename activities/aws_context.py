@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from botocore.exceptions import ClientError
 from temporalio import activity
-from temporalio.exceptions import CancelledError
 
 from activities import aws_resources as r
 from activities.aws_resources import Kind
 from activities.backend_errors import classify
+from activities.waits import pause
 from models.errors import NotReady
 from models.naming import CLUSTER_LABEL, ROLE_LABEL
 from models.provider import ResourceChange, ResourceOutcome
@@ -242,7 +242,4 @@ class AwsContext:
         self.wait(f"{what} to be deleted", attempt, self.delete_timeout)
 
     def pause(self, what: str) -> None:
-        """Sleep one poll interval; wake at once and stop if the activity is cancelled."""
-        activity.wait_for_cancelled_sync(self.poll_interval)
-        if activity.is_cancelled():
-            raise CancelledError(f"cancelled while {what}")
+        pause(self.poll_interval, what)

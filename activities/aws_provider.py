@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities import aws_access as access
 from activities import aws_endpoint as edge
@@ -55,7 +54,8 @@ from activities.aws_context import (
 )
 from activities.aws_resources import Kind, Part
 from activities.backend_errors import classify
-from models.errors import Conflict, InvalidInput, NodesNotReady, NotReady, PermanentError
+from activities.waits import wait_for_nodes
+from models.errors import Conflict, InvalidInput, NotReady, PermanentError
 from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name
 from models.provider import (
     ClusterRef,
@@ -92,7 +92,6 @@ INSTANCE_WAIT_SECONDS: Final = 480.0
 DELETE_WAIT_SECONDS: Final = 600.0
 """One attempt of a removal waits this long for AWS to let go (NAT gateways, ENIs of a deleted
 load balancer), then fails retryably naming what is left (below the 15-minute start-to-close)."""
-MAX_NODES_IN_MESSAGE: Final = 20
 
 
 def _budget() -> float:
@@ -400,44 +399,19 @@ class AwsProvider:
         The start time travels in the heartbeat details, so an attempt retried after a worker
         loss keeps the original deadline rather than starting the clock again.
         """
-        spec = input.spec
-        c = self._context(spec)
-        started = _resumed_start(activity.info().heartbeat_details) or time.time()
-        deadline = started + input.timeout.total_seconds()
-        while True:
-            try:
-                observed = self._observe(c, input.nodes, input.kubernetes_version)
-            except (ClientError, BotoCoreError) as exc:
-                mapped = classify(exc, "observe the nodes") if isinstance(exc, ClientError) else exc
-                if isinstance(mapped, PermanentError):
-                    raise mapped from exc
-                # A wait outlives short AWS hiccups instead of failing the attempt on one.
-                observed = [
-                    NodeObservation(
-                        name=n,
-                        role=n.rsplit("-", 1)[0],
-                        kubernetes_version="",
-                        ready=False,
-                        detail=f"AWS unavailable: {type(exc).__name__}: {exc}"[:200],
-                    )
-                    for n in input.nodes
-                ]
-            pending = [o for o in observed if not o.ready]
-            if not pending:
-                return NodesResult(nodes=observed)
-            waiting = [f"{o.name}: {o.detail}" for o in pending]
-            activity.heartbeat({"started_at": started, "pending": waiting})
-            if time.time() >= deadline:
-                shown = "; ".join(waiting[:MAX_NODES_IN_MESSAGE])
-                if len(waiting) > MAX_NODES_IN_MESSAGE:
-                    shown += f"; and {len(waiting) - MAX_NODES_IN_MESSAGE} more (see the error details)"
-                raise ApplicationError(
-                    f"{len(pending)} of {len(observed)} nodes of {spec.id} not ready after {input.timeout}: {shown}",
-                    [o.name for o in pending],
-                    type=NodesNotReady.__name__,
-                    non_retryable=True,
-                )
-            c.pause(f"waiting for nodes {', '.join(o.name for o in pending)}")
+        c = self._context(input.spec)
+
+        def unavailable(exc: Exception) -> str:
+            if not isinstance(exc, ClientError | BotoCoreError):
+                raise exc
+            mapped = classify(exc, "observe the nodes") if isinstance(exc, ClientError) else exc
+            if isinstance(mapped, PermanentError):
+                raise mapped from exc
+            return f"AWS unavailable: {type(exc).__name__}: {exc}"[:200]
+
+        return wait_for_nodes(
+            input, lambda: self._observe(c, input.nodes, input.kubernetes_version), unavailable, self.poll_interval
+        )
 
     @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.LIST_NODES))
     def list_nodes(self, input: ClusterRef) -> NodesResult:
@@ -852,12 +826,3 @@ def _readiness(
     return True, "running, status checks ok" + (
         ", healthy behind the API load balancer" if node.startswith("master-") else ""
     )
-
-
-def _resumed_start(details: Sequence[Any]) -> float | None:
-    """The start time an earlier attempt heartbeated, if it is plausible."""
-    for detail in details:
-        started = detail.get("started_at") if isinstance(detail, dict) else None
-        if isinstance(started, int | float) and 0 < started <= time.time():
-            return float(started)
-    return None

@@ -41,11 +41,11 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import kvm_manifests as m
 from activities.backend_errors import translated
-from models.errors import Conflict, InvalidInput, NodesNotReady, NotReady
+from activities.waits import pause, wait_for_nodes
+from models.errors import Conflict, InvalidInput, NotReady
 from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
 from models.naming import kvm_namespace as namespace_of
 from models.provider import (
@@ -71,7 +71,6 @@ NAMESPACE_DELETE_TIMEOUT_SECONDS: Final = 600.0
 """One attempt of ensure_foundation_absent waits this long for the namespace to go, then fails
 (retryably) naming what is left; below the activity's 15-minute start-to-close."""
 CONFLICT_ATTEMPTS: Final = 5
-MAX_NODES_IN_MESSAGE: Final = 20
 """A timeout names at most this many nodes in its message; the error's details list all of them."""
 LIST_PAGE_SIZE: Final = 250
 
@@ -413,7 +412,7 @@ class KvmProvider:
                     f"namespace {name} still terminating after {self.namespace_delete_timeout:g}s: {remaining}; "
                     "deletion continues in the host cluster and is checked again on retry"
                 )
-            self._pause(f"waiting for namespace {name} to be deleted")
+            pause(self.poll_interval, f"waiting for namespace {name} to be deleted")
             live = self._read(self._namespace, "", name)
         activity.logger.info("namespace %s deleted", name)
         return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.DELETED)])
@@ -546,42 +545,18 @@ class KvmProvider:
         The start time travels in the heartbeat details, so an attempt retried after a worker
         loss keeps the original deadline rather than starting the clock again.
         """
-        spec = input.spec
-        started = _resumed_start(activity.info().heartbeat_details) or time.time()
-        deadline = started + input.timeout.total_seconds()
-        while True:
-            try:
-                observed = self._observe(spec, input.nodes, input.kubernetes_version)
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-                if not _is_transient(exc):
-                    raise
-                # A wait outlives short host API hiccups instead of failing the attempt on one.
-                observed = [
-                    NodeObservation(
-                        name=n,
-                        role=n.rsplit("-", 1)[0],
-                        kubernetes_version="",
-                        ready=False,
-                        detail=f"host API unavailable: {_short(exc)}",
-                    )
-                    for n in input.nodes
-                ]
-            pending = [o for o in observed if not o.ready]
-            if not pending:
-                return NodesResult(nodes=observed)
-            waiting = [f"{o.name}: {o.detail}" for o in pending]
-            activity.heartbeat({"started_at": started, "pending": waiting})
-            if time.time() >= deadline:
-                shown = "; ".join(waiting[:MAX_NODES_IN_MESSAGE])
-                if len(waiting) > MAX_NODES_IN_MESSAGE:
-                    shown += f"; and {len(waiting) - MAX_NODES_IN_MESSAGE} more (see the error details)"
-                raise ApplicationError(
-                    f"{len(pending)} of {len(observed)} nodes of {spec.id} not ready after {input.timeout}: {shown}",
-                    [o.name for o in pending],
-                    type=NodesNotReady.__name__,
-                    non_retryable=True,
-                )
-            self._pause(f"waiting for nodes {', '.join(o.name for o in pending)}")
+
+        def unavailable(exc: Exception) -> str:
+            if isinstance(exc, ApiException | urllib3.exceptions.HTTPError | OSError) and _is_transient(exc):
+                return f"host API unavailable: {_short(exc)}"
+            raise exc
+
+        return wait_for_nodes(
+            input,
+            lambda: self._observe(input.spec, input.nodes, input.kubernetes_version),
+            unavailable,
+            self.poll_interval,
+        )
 
     @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_NODES))
     def list_nodes(self, input: ClusterRef) -> NodesResult:
@@ -780,21 +755,6 @@ class KvmProvider:
         return ResourceOutcome(
             kind=kind.name, name=name, change=ResourceChange.DELETED if deleted else ResourceChange.ABSENT
         )
-
-    def _pause(self, what: str) -> None:
-        """Sleep one poll interval; wake at once and stop if the activity is cancelled."""
-        activity.wait_for_cancelled_sync(self.poll_interval)
-        if activity.is_cancelled():
-            raise CancelledError(f"cancelled while {what}")
-
-
-def _resumed_start(details: Sequence[Any]) -> float | None:
-    """The start time an earlier attempt heartbeated, if it is plausible."""
-    for detail in details:
-        started = detail.get("started_at") if isinstance(detail, dict) else None
-        if isinstance(started, int | float) and 0 < started <= time.time():
-            return float(started)
-    return None
 
 
 def _short(exc: BaseException) -> str:

@@ -34,6 +34,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.backend_errors import translated
 from activities.certificate_sinks import CA_CERT, TLS_CERT, TLS_KEY
+from activities.waits import resumed_start
 from models.errors import DrainBlocked, InvalidInput, NodesNotReady
 from models.naming import certificate_secret, kvm_namespace
 from models.provider import EnsureResult, ResourceChange, ResourceOutcome
@@ -101,7 +102,7 @@ class TenantClusters:
         pods and the budgets' own words, so the upgrade pauses with that message instead of hanging.
         """
         spec, node = input.spec, input.node
-        started = _resumed_start(activity.info().heartbeat_details) or time.time()
+        started = resumed_start()
         deadline = started + input.timeout.total_seconds()
         evicted: list[str] = []
         backoff = self.poll_interval
@@ -165,7 +166,7 @@ class TenantClusters:
         """
         spec, node = input.spec, input.node
         want = str(SemVer.parse(input.kubernetes_version))
-        started = _resumed_start(activity.info().heartbeat_details) or time.time()
+        started = resumed_start()
         deadline = started + input.timeout.total_seconds()
         with self.api_client_factory(spec) as api:
             core = CoreV1Api(api)
@@ -445,15 +446,6 @@ def _kubelet_semver(version: str) -> str:
 def _order(node: NodeHealth) -> tuple[int, int, str]:
     role, _, index = node.name.rpartition("-")
     return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, node.name)
-
-
-def _resumed_start(details: Sequence[Any]) -> float | None:
-    """The start time an earlier attempt heartbeated, if it is plausible."""
-    for detail in details:
-        started = detail.get("started_at") if isinstance(detail, dict) else None
-        if isinstance(started, int | float) and 0 < started <= time.time():
-            return float(started)
-    return None
 
 
 def _is_transient(exc: BaseException) -> bool:
