@@ -56,7 +56,7 @@ from activities.aws_resources import Kind, Part
 from activities.backend_errors import classify
 from activities.waits import wait_for_nodes
 from models.errors import Conflict, InvalidInput, NotReady, PermanentError
-from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name
+from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name, node_order
 from models.provider import (
     ClusterRef,
     EnsureResult,
@@ -101,11 +101,6 @@ def _budget() -> float:
         return math.inf
     seconds = timeout.total_seconds()
     return seconds - min(60.0, seconds / 10)
-
-
-def _node_order(name: str) -> tuple[int, int, str]:
-    role, _, index = name.rpartition("-")
-    return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, name)
 
 
 class AwsProvider:
@@ -418,7 +413,7 @@ class AwsProvider:
         c = self._context(input.spec)
         names = sorted(
             {r.tag_dict(i.get("Tags")).get(NODE_LABEL, "") for i in self._instances(c, node=None)} - {""},
-            key=_node_order,
+            key=node_order,
         )
         return NodesResult(nodes=self._observe(c, names, None))
 

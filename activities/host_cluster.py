@@ -18,7 +18,6 @@ they do not know, and a newer host API server may well send some.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,9 +43,10 @@ from temporalio import activity
 
 from activities import kvm_manifests as m
 from activities.backend_errors import translated
+from activities.kube_responses import is_transient, response_json, short_reason
 from activities.waits import pause, wait_for_nodes
 from models.errors import Conflict, InvalidInput, NotReady
-from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
+from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL, node_order
 from models.naming import kvm_namespace as namespace_of
 from models.provider import (
     ClusterRef,
@@ -120,7 +120,6 @@ LISTED_KINDS: Final = (
     "serviceaccount",
 )
 """Every kind a tenant has in the host cluster (Secrets are the PKI activities'), for list_resources."""
-_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 
 # --- pure helpers: comparison and patches ----------------------------------------------------------
@@ -252,27 +251,6 @@ def node_readiness(deployment: Obj | None, node: str, version: str | None = None
             status, reason, message = (condition.get(k, "") for k in ("status", "reason", "message"))
             reasons.append(f"{ctype}={status} {reason}: {message}")
     return False, "; ".join(reasons)
-
-
-def _node_order(name: str) -> tuple[int, int, str]:
-    role, _, index = name.rpartition("-")
-    return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, name)
-
-
-def _body(response: object) -> Obj:
-    """JSON of a response fetched with ``_preload_content=False`` (an urllib3 response)."""
-    raw = cast(Any, response)
-    try:
-        data = raw.data
-    finally:
-        raw.release_conn()
-    return cast(Obj, json.loads(data)) if data else {}
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ApiException):
-        return exc.status in _TRANSIENT_STATUS
-    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
 
 
 @dataclass(frozen=True)
@@ -547,8 +525,8 @@ class KvmProvider:
         """
 
         def unavailable(exc: Exception) -> str:
-            if isinstance(exc, ApiException | urllib3.exceptions.HTTPError | OSError) and _is_transient(exc):
-                return f"host API unavailable: {_short(exc)}"
+            if isinstance(exc, ApiException | urllib3.exceptions.HTTPError | OSError) and is_transient(exc):
+                return f"host API unavailable: {short_reason(exc)}"
             raise exc
 
         return wait_for_nodes(
@@ -574,7 +552,7 @@ class KvmProvider:
                     detail=detail,
                 )
             )
-        return NodesResult(nodes=sorted(nodes, key=lambda n: _node_order(n.name)))
+        return NodesResult(nodes=sorted(nodes, key=lambda n: node_order(n.name)))
 
     @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_RESOURCES))
     def list_resources(self, input: ClusterRef) -> ResourceList:
@@ -693,7 +671,9 @@ class KvmProvider:
         token: str | None = None
         while True:
             with translated(what):
-                page = _body(call(*args, limit=LIST_PAGE_SIZE, _continue=token, _preload_content=False, **kwargs))
+                page = response_json(
+                    call(*args, limit=LIST_PAGE_SIZE, _continue=token, _preload_content=False, **kwargs)
+                )
             items += page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -702,7 +682,7 @@ class KvmProvider:
     def _read(self, kind: _Kind, namespace: str, name: str) -> Obj | None:
         try:
             with translated(f"read {kind.name} {namespace}/{name}"):
-                return _body(kind.read(namespace, name))
+                return response_json(kind.read(namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -713,7 +693,7 @@ class KvmProvider:
         """The created object, or None when one of that name already exists."""
         try:
             with translated(f"create {kind.name} {namespace}/{desired['metadata']['name']}"):
-                return _body(kind.create(namespace, desired))
+                return response_json(kind.create(namespace, desired))
         except ApiException as exc:
             if exc.status == 409:
                 return None
@@ -727,7 +707,7 @@ class KvmProvider:
         guarded = [{"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}, *ops]
         try:
             with translated(f"patch {kind.name} {meta.get('namespace', '')}/{meta['name']}"):
-                return _body(kind.patch(meta.get("namespace", ""), meta["name"], guarded))
+                return response_json(kind.patch(meta.get("namespace", ""), meta["name"], guarded))
         except ApiException as exc:
             if exc.status == 409:
                 return None
@@ -740,7 +720,7 @@ class KvmProvider:
         )
         try:
             with translated(f"delete {kind.name} {namespace}/{name}"):
-                _body(kind.delete(namespace, name, options))
+                response_json(kind.delete(namespace, name, options))
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -755,9 +735,3 @@ class KvmProvider:
         return ResourceOutcome(
             kind=kind.name, name=name, change=ResourceChange.DELETED if deleted else ResourceChange.ABSENT
         )
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"[:200]

@@ -33,7 +33,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.errors import InvalidInput
+from models.errors import InvalidInput, innermost_message
 from models.naming import entity_workflow_id, rotation_schedule_id
 from models.operations import RotateCertificatesRequest, RotateCertificatesResult
 from models.provider import EnsureResult, ResourceChange, ResourceOutcome
@@ -141,7 +141,7 @@ class RotationSchedules:
             except WorkflowUpdateFailedError as exc:
                 # The entity refused or the rotation failed: the next scheduled run tries again.
                 raise ApplicationError(
-                    f"rotation of {input.cluster_id} not done: {_innermost(exc)}",
+                    f"rotation of {input.cluster_id} not done: {innermost_message(exc)}",
                     type=InvalidInput.__name__,
                     non_retryable=True,
                 ) from exc
@@ -191,11 +191,3 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def _innermost(exc: BaseException) -> str:
-    message, cause = str(exc), exc.__cause__ or getattr(exc, "cause", None)
-    while cause is not None:
-        message = str(cause) or message
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    return message

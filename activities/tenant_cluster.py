@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import urllib3
 import urllib3.exceptions
@@ -34,9 +34,10 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.backend_errors import translated
 from activities.certificate_sinks import CA_CERT, TLS_CERT, TLS_KEY
+from activities.kube_responses import is_transient, response_json, short_reason
 from activities.waits import resumed_start
 from models.errors import DrainBlocked, InvalidInput, NodesNotReady
-from models.naming import certificate_secret, kvm_namespace
+from models.naming import certificate_secret, kvm_namespace, node_order
 from models.provider import EnsureResult, ResourceChange, ResourceOutcome
 from models.spec import ClusterSpec
 from models.tenant import (
@@ -62,7 +63,6 @@ MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 MERGE_PATCH: Final = "application/merge-patch+json"
 ADMIN_CERTIFICATE: Final = "admin"
 _KUBELET_VERSION = re.compile(r"^v?(\d+\.\d+\.\d+)")
-_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class TenantClusters:
@@ -174,9 +174,9 @@ class TenantClusters:
                 try:
                     observed = _node_health(core, spec, node)
                 except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-                    if not _is_transient(exc):
+                    if not is_transient(exc):
                         raise
-                    observed = NodeHealth(name=node, ready=False, reason=f"tenant API unavailable: {_short(exc)}")
+                    observed = NodeHealth(name=node, ready=False, reason=f"tenant API unavailable: {short_reason(exc)}")
                 if observed.ready and _kubelet_semver(observed.kubelet_version) == want:
                     return observed
                 reason = observed.reason
@@ -278,19 +278,10 @@ def _load_key_pair(context: ssl.SSLContext, certificate_pem: str, key_pem: str) 
 
 
 # --- tenant API reads and writes --------------------------------------------------------------------
-def _body(response: object) -> Obj:
-    raw = cast(Any, response)
-    try:
-        data = raw.data
-    finally:
-        raw.release_conn()
-    return cast(Obj, json.loads(data)) if data else {}
-
-
 def _read_node(core: CoreV1Api, spec: ClusterSpec, node: str) -> Obj | None:
     try:
         with translated(f"tenant {spec.id}: read node {node}"):
-            return _body(core.read_node(node, _preload_content=False))
+            return response_json(core.read_node(node, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -307,7 +298,7 @@ def _set_unschedulable(core: CoreV1Api, spec: ClusterSpec, node: str, unschedula
     patch = {"spec": {"unschedulable": True if unschedulable else None}}
     try:
         with translated(f"tenant {spec.id}: {'cordon' if unschedulable else 'uncordon'} node {node}"):
-            _body(core.patch_node(node, patch, _content_type=MERGE_PATCH, _preload_content=False))
+            response_json(core.patch_node(node, patch, _content_type=MERGE_PATCH, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:  # removed between the read and the patch
             return ResourceOutcome(kind="node", name=node, change=ResourceChange.ABSENT)
@@ -321,7 +312,7 @@ def _pods_on(core: CoreV1Api, spec: ClusterSpec, node: str) -> list[Obj]:
     token: str | None = None
     while True:
         with translated(f"tenant {spec.id}: list pods on node {node}"):
-            page = _body(
+            page = response_json(
                 core.list_pod_for_all_namespaces(
                     field_selector=f"spec.nodeName={node}", limit=250, _continue=token, _preload_content=False
                 )
@@ -347,7 +338,7 @@ def _evict(core: CoreV1Api, spec: ClusterSpec, pod: Obj) -> str | None:
     eviction = V1Eviction(metadata=V1ObjectMeta(name=name, namespace=namespace))
     try:
         with translated(f"tenant {spec.id}: evict pod {namespace}/{name}"):
-            _body(core.create_namespaced_pod_eviction(name, namespace, eviction, _preload_content=False))
+            response_json(core.create_namespaced_pod_eviction(name, namespace, eviction, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -370,18 +361,20 @@ def _refusal(exc: ApiException) -> str:
 
 def _observe_health(api: ApiClient, expected: Sequence[str]) -> HealthResult:
     try:
-        version = _body(VersionApi(api).get_code(_preload_content=False))
+        version = response_json(VersionApi(api).get_code(_preload_content=False))
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-        return HealthResult(api_reachable=False, api_detail=_short(exc))
+        return HealthResult(api_reachable=False, api_detail=short_reason(exc))
     try:
-        listed = _body(CoreV1Api(api).list_node(_preload_content=False)).get("items") or []
+        listed = response_json(CoreV1Api(api).list_node(_preload_content=False)).get("items") or []
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-        return HealthResult(api_reachable=False, api_detail=f"listing nodes: {_short(exc)}")
+        return HealthResult(api_reachable=False, api_detail=f"listing nodes: {short_reason(exc)}")
     nodes = {n["metadata"]["name"]: _health_of(n) for n in listed}
     for name in expected:
         nodes.setdefault(name, NodeHealth(name=name, ready=False, reason="not registered in the tenant cluster"))
     return HealthResult(
-        api_reachable=True, api_detail=str(version.get("gitVersion", "")), nodes=sorted(nodes.values(), key=_order)
+        api_reachable=True,
+        api_detail=str(version.get("gitVersion", "")),
+        nodes=sorted(nodes.values(), key=lambda n: node_order(n.name)),
     )
 
 
@@ -441,23 +434,6 @@ def _kubelet_semver(version: str) -> str:
     """``v1.33.1`` (or ``v1.33.1+vendor``) -> ``1.33.1``; empty when it is no version."""
     match = _KUBELET_VERSION.match(version.strip())
     return match.group(1) if match else ""
-
-
-def _order(node: NodeHealth) -> tuple[int, int, str]:
-    role, _, index = node.name.rpartition("-")
-    return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, node.name)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ApiException):
-        return exc.status in _TRANSIENT_STATUS
-    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def _human(value: timedelta) -> str:

@@ -59,3 +59,15 @@ PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (
     DrainBlocked,
 )
 NON_RETRYABLE_ERROR_TYPES: list[str] = [PermanentError.__name__] + [cls.__name__ for cls in PERMANENT_ERRORS]
+
+
+def innermost_message(exc: BaseException) -> str:
+    """The innermost non-empty message of a failure chain (activity, child workflow, update):
+    the one that names the object at fault and why."""
+    message = str(exc)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if str(cause):
+            message = str(cause)
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return message

@@ -36,3 +36,9 @@ def certificate_secret(name: str) -> str:
 def aws_secret_name(cluster_id: str, name: str) -> str:
     """Secrets Manager entry holding one certificate's key pair."""
     return f"tenantctl/{cluster_id}/{name}"
+
+
+def node_order(node: str) -> tuple[int, int, str]:
+    """Masters first (they hold etcd quorum and the API), then workers, each by index."""
+    role, _, index = node.rpartition("-")
+    return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, node)

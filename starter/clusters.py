@@ -11,6 +11,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models.cluster import ClusterPhase, ClusterStatus
 from models.durations import format_duration
+from models.errors import innermost_message
 from models.naming import entity_workflow_id
 from models.operations import ClusterInput
 from models.spec import ClusterSpec
@@ -93,7 +94,7 @@ async def update(client: Client, cluster_id: str, method: Any, request: Any) -> 
     try:
         return await entity(client, cluster_id).execute_update(method, request)
     except WorkflowUpdateFailedError as exc:
-        raise RequestRefused(cause_message(exc)) from None
+        raise RequestRefused(innermost_message(exc)) from None
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise ClusterNotFound(cluster_id) from None
@@ -121,14 +122,3 @@ async def list_clusters(client: Client, include_closed: bool = False) -> list[di
             }
         )
     return sorted(rows, key=lambda r: (r["id"], r["started"]))
-
-
-def cause_message(exc: BaseException) -> str:
-    """The innermost message of a failure chain: the one that names the object at fault."""
-    cause: BaseException | None = exc
-    message = str(exc)
-    while cause is not None:
-        if str(cause):
-            message = str(cause)
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    return message

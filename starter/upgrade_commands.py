@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from config.settings import load_settings
 from models.cluster import ClusterStatus, OperationKind, OperationState
 from models.durations import parse_duration
+from models.errors import innermost_message
 from models.naming import entity_workflow_id
 from models.operations import (
     UpgradeAction,
@@ -166,7 +167,7 @@ async def _follow(
     try:
         result: UpgradeResult = await update.result()
     except WorkflowUpdateFailedError as exc:
-        err.print(f"[red]upgrade failed:[/] {clusters.cause_message(exc)}")
+        err.print(f"[red]upgrade failed:[/] {innermost_message(exc)}")
         raise typer.Exit(EXIT_FAILED) from None
     if result.outcome is UpgradeOutcome.ABORTED:
         err.print(f"[yellow]aborted:[/] every node rolled back to Kubernetes {result.kubernetes_version}")
@@ -183,7 +184,7 @@ async def _start_update(client: Client, cluster_id: str, request: UpgradeRequest
             ClusterWorkflow.upgrade, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
         )
     except WorkflowUpdateFailedError as exc:
-        raise clusters.RequestRefused(clusters.cause_message(exc)) from None
+        raise clusters.RequestRefused(innermost_message(exc)) from None
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise clusters.ClusterNotFound(cluster_id) from None
@@ -195,7 +196,7 @@ async def _start_update(client: Client, cluster_id: str, request: UpgradeRequest
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         pass  # still running: accepted (the SDK turns the cancelled poll into its own error)
     except WorkflowUpdateFailedError as exc:
-        raise clusters.RequestRefused(f"{clusters.cause_message(exc)}; nothing was changed") from None
+        raise clusters.RequestRefused(f"{innermost_message(exc)}; nothing was changed") from None
     return update
 
 

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 
 from models.cluster import ClusterPhase, ClusterStatus, OperationState, OperationStatus, StepState
+from models.errors import innermost_message
 from starter import clusters
 from starter.clusters import get_status
 
@@ -134,7 +135,7 @@ async def update_and_watch(client: Client, cluster_id: str, method: Any, request
             method, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
         )
     except WorkflowUpdateFailedError as exc:
-        raise clusters.RequestRefused(clusters.cause_message(exc)) from None
+        raise clusters.RequestRefused(innermost_message(exc)) from None
     outcome = asyncio.ensure_future(handle.result())
     # Operations queued ahead of this one are shown too, so waiting for them is never silent.
     following = asyncio.ensure_future(
@@ -146,7 +147,7 @@ async def update_and_watch(client: Client, cluster_id: str, method: Any, request
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following
-        raise clusters.RequestRefused(clusters.cause_message(outcome.exception()))  # type: ignore[arg-type]
+        raise clusters.RequestRefused(innermost_message(outcome.exception()))  # type: ignore[arg-type]
     status = await following
     try:
         return status, await outcome

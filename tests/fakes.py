@@ -36,6 +36,17 @@ from models.provider import (
 from models.schedules import RotationScheduleInput, RotationScheduleResult, ScheduleRef
 
 
+def typed_activity(name: str, arg_type: type, result_type: type) -> Callable[[Callable[..., Any]], Any]:
+    """Register ``fn`` as activity ``name``, typed before decoration so the converter hands it a
+    model, not a dict."""
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        fn.__annotations__ = {"arg": arg_type, "return": result_type}
+        return activity.defn(name=name)(fn)
+
+    return wrap
+
+
 @dataclass
 class FakeBackends:
     """In-memory stand-ins with the real activity names; ``calls`` lists (name, detail) in order."""
@@ -81,13 +92,7 @@ class FakeBackends:
     def activities(self, provider: str = "kvm") -> list[Callable[..., Any]]:
         backend = self
 
-        def defn(name: str, arg_type: type, result_type: type) -> Callable[[Callable[..., Any]], Any]:
-            def wrap(fn: Callable[..., Any]) -> Any:
-                # typed before decoration, so the converter hands the fake a model, not a dict
-                fn.__annotations__ = {"arg": arg_type, "return": result_type}
-                return activity.defn(name=name)(fn)
-
-            return wrap
+        defn = typed_activity
 
         @defn("pki.ensure_ca", CaInput, CaResult)
         def ensure_ca(arg: CaInput) -> CaResult:

@@ -49,7 +49,7 @@ from models.provider import (
 )
 from models.schedules import RotationScheduleInput, RotationScheduleResult
 from models.spec import ClusterSpec
-from tests.fakes import FakeBackends
+from tests.fakes import FakeBackends, typed_activity
 
 
 def simulated_now() -> datetime:
@@ -118,8 +118,7 @@ class SimulatedPki(FakeBackends):
 
         def defn(name: str, arg_type: type, result_type: type) -> Callable[[Callable[..., Any]], Any]:
             def wrap(fn: Callable[..., Any]) -> Any:
-                fn.__annotations__ = {"arg": arg_type, "return": result_type}
-                replaced[name] = activity.defn(name=name)(fn)
+                replaced[name] = typed_activity(name, arg_type, result_type)(fn)
                 return replaced[name]
 
             return wrap

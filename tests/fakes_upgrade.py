@@ -41,7 +41,7 @@ from models.tenant import (
     TenantNodeInput,
     WaitRegisteredInput,
 )
-from tests.fakes import FakeBackends
+from tests.fakes import FakeBackends, typed_activity
 
 HOLD_TIMEOUT_SECONDS = 60
 
@@ -131,8 +131,7 @@ class FakeFleet(FakeBackends):
 
         def defn(name: str, arg_type: type, result_type: type) -> Callable[[Callable[..., Any]], Any]:
             def wrap(fn: Callable[..., Any]) -> Any:
-                fn.__annotations__ = {"arg": arg_type, "return": result_type}
-                base[name] = activity.defn(name=name)(fn)
+                base[name] = typed_activity(name, arg_type, result_type)(fn)
                 return base[name]
 
             return wrap

@@ -29,7 +29,7 @@ from models.cluster import (
     ProgressReport,
     StepState,
 )
-from models.errors import InvalidInput
+from models.errors import InvalidInput, innermost_message
 from models.naming import operation_workflow_id
 from models.operations import (
     ClusterInput,
@@ -168,7 +168,7 @@ class ClusterWorkflow:
             # The cluster itself is fine; say so loudly instead of failing the entity. The next
             # operation (or 'tenantctl schedule resume') tries again.
             self.status.next_rotation = None
-            self._set_phase(self.status.phase, f"rotation schedule not ensured: {_failure_message(err)}")
+            self._set_phase(self.status.phase, f"rotation schedule not ensured: {innermost_message(err)}")
             return False
         self._show_schedule(schedule)
         return schedule.paused
@@ -397,7 +397,7 @@ class ClusterWorkflow:
                 )
                 result: ResultT = await self._child
             except (ChildWorkflowError, CancelledError, asyncio.CancelledError) as err:
-                message = _failure_message(err)
+                message = innermost_message(err)
                 cancelled = isinstance(getattr(err, "cause", None), CancelledError)
                 self._finish(op, OperationState.CANCELLED if cancelled else OperationState.FAILED, message)
                 self._set_phase(_phase_after_failure(kind, phase_before), f"{kind} failed: {message}")
@@ -513,14 +513,3 @@ def _phase_after_failure(kind: OperationKind, before: ClusterPhase) -> ClusterPh
     if kind in (OperationKind.CREATE, OperationKind.DELETE):
         return ClusterPhase.FAILED
     return before
-
-
-def _failure_message(err: BaseException) -> str:
-    """The innermost message of a failure chain: it names the object that failed."""
-    message = str(err)
-    cause: BaseException | None = err
-    while cause is not None:
-        if str(cause):
-            message = str(cause)
-        cause = cause.__cause__ or getattr(cause, "cause", None)
-    return message

@@ -11,9 +11,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 from models.cluster import OperationKind, OperationState, OperationStatus, Progress, ProgressReport, StepState
+from models.errors import innermost_message
 
 PROGRESS_SIGNAL = "report_progress"
 """Signal of the cluster entity that operation children report to."""
@@ -44,7 +44,7 @@ class OperationJournal:
             yield
         except BaseException as exc:
             step.state, step.finished_at = StepState.FAILED, workflow.now()
-            step.message = _root_message(exc)
+            step.message = innermost_message(exc)
             self._publish_details()
             raise
         step.state, step.finished_at = StepState.DONE, workflow.now()
@@ -105,14 +105,3 @@ def render_operation(op: OperationStatus) -> str:
     for s in op.steps:
         lines.append(f"- {marks[s.state]} {s.name}" + (f" — {s.message}" if s.message else ""))
     return "\n".join(lines)
-
-
-def _root_message(exc: BaseException) -> str:
-    """The innermost message of an activity/child failure chain, which names the failing object."""
-    seen: BaseException | None = exc
-    message = str(exc)
-    while seen is not None:
-        if isinstance(seen, ApplicationError) or str(seen):
-            message = str(seen) or message
-        seen = seen.__cause__
-    return message

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from temporalio.exceptions import ApplicationError
 
 from models.errors import Conflict
+from models.naming import node_order
 from models.provider import ResourceChange
 from models.spec import ClusterSpec
 from workflows import activity_stubs as act
@@ -34,12 +35,6 @@ def restart_token(*parts: Iterable[str]) -> str:
         digest.update("\x1f".join(sorted(part)).encode())
         digest.update(b"\x1e")
     return digest.hexdigest()[:TOKEN_LENGTH]
-
-
-def node_order(node: str) -> tuple[int, int, str]:
-    """Masters first (they hold etcd quorum and the API), then workers, each by index."""
-    role, _, index = node.rpartition("-")
-    return (0 if role == "master" else 1, int(index) if index.isdigit() else 0, node)
 
 
 async def roll_nodes(

@@ -43,7 +43,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from models.cluster import NodeRecord, OperationKind, OperationStatus, StepState
-from models.errors import Conflict
+from models.errors import Conflict, innermost_message
 from models.operations import (
     NodeUpgrade,
     NodeUpgradeState,
@@ -346,7 +346,7 @@ class RollingUpgradeWorkflow:
             except (ActivityError, _GateFailed) as err:
                 if isinstance(err, ActivityError) and isinstance(err.cause, CancelledError):
                     raise  # cancelled from outside (a teardown): stop, do not pause
-                reason = _root_message(err)
+                reason = innermost_message(err)
                 where = "rollback" if rollback else "upgrade"
                 message = f"{where} paused at {phase.subject} ({phase.name}): {reason}; " + self._hints(
                     self.plan.cluster_id, rollback=rollback
@@ -567,14 +567,3 @@ def _normal(version: str) -> str:
         return str(SemVer.parse(version.split("+", 1)[0]))
     except ValueError:
         return version
-
-
-def _root_message(exc: BaseException) -> str:
-    """The innermost message of an activity failure chain: it names the node and the reason."""
-    message = str(exc)
-    seen: BaseException | None = exc
-    while seen is not None:
-        if str(seen):
-            message = str(seen)
-        seen = seen.__cause__ or getattr(seen, "cause", None)
-    return message

@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,8 +35,9 @@ from devstack.aws_seed import seed_amis
 from models.errors import Conflict, Forbidden, InvalidInput, NodesNotReady, NotReady, QuotaExceeded
 from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
 from models.pki import certificate_requests
-from models.provider import ClusterRef, EnsureResult, NodeRef, NodesResult, ResourceChange, WaitNodesInput
+from models.provider import ClusterRef, EnsureResult, NodesResult, ResourceChange
 from models.spec import ClusterSpec
+from tests.activities.provider_helpers import changes, node_ref, run, wait_input
 from tests.aws_inventory import counts, everything, expected_counts, instance_ids, tags_of, without
 from tests.servers import binary, free_port, process, wait_http
 from tests.specs import example, unique_id
@@ -114,26 +115,6 @@ def spec() -> ClusterSpec:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def run(env: ActivityEnvironment, fn: Callable[[Any], T], arg: Any) -> T:
-    return env.run(fn, arg)
-
-
-def changes(result: EnsureResult) -> dict[str, ResourceChange]:
-    return {f"{o.kind}/{o.name}": o.change for o in result.outcomes}
-
-
-def node_ref(spec: ClusterSpec, node: str, version: str | None = None, token: str = "") -> NodeRef:
-    return NodeRef(spec=spec, node=node, kubernetes_version=version or spec.kubernetes_version, restart_token=token)
-
-
-def wait_input(
-    spec: ClusterSpec, nodes: list[str] | None = None, timeout: float = 10, version: str | None = None
-) -> WaitNodesInput:
-    return WaitNodesInput(
-        spec=spec, nodes=nodes or spec.node_names(), timeout=timedelta(seconds=timeout), kubernetes_version=version
-    )
-
-
 def create(env: ActivityEnvironment, provider: AwsProvider, spec: ClusterSpec) -> list[EnsureResult]:
     """The provider's part of the create runbook (workflows/provision.py), in its order."""
     results = [

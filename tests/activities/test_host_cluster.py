@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -27,8 +26,9 @@ from devstack.kube_emulator import NEVER_READY, Emulator
 from models.errors import NON_RETRYABLE_ERROR_TYPES, Conflict, InvalidInput, NodesNotReady, NotReady, PermanentError
 from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, certificate_secret, kvm_namespace
 from models.pki import certificate_requests
-from models.provider import ClusterRef, EnsureResult, NodeRef, NodesResult, ResourceChange, WaitNodesInput
+from models.provider import ClusterRef, NodesResult, ResourceChange
 from models.spec import ClusterSpec
+from tests.activities.provider_helpers import changes, node_ref, run, wait_input
 from tests.specs import example, small_kvm, unique_id
 
 T = TypeVar("T")
@@ -98,26 +98,6 @@ def env(heartbeats: Heartbeats) -> ActivityEnvironment:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def run(env: ActivityEnvironment, fn: Callable[[Any], T], arg: Any) -> T:
-    return env.run(fn, arg)
-
-
-def changes(result: EnsureResult) -> dict[str, ResourceChange]:
-    return {f"{o.kind}/{o.name}": o.change for o in result.outcomes}
-
-
-def node_ref(spec: ClusterSpec, node: str, version: str | None = None, token: str = "") -> NodeRef:
-    return NodeRef(spec=spec, node=node, kubernetes_version=version or spec.kubernetes_version, restart_token=token)
-
-
-def wait_input(
-    spec: ClusterSpec, nodes: list[str] | None = None, timeout: float = 20, version: str | None = None
-) -> WaitNodesInput:
-    return WaitNodesInput(
-        spec=spec, nodes=nodes or spec.node_names(), timeout=timedelta(seconds=timeout), kubernetes_version=version
-    )
-
-
 def write_certificates(core: CoreV1Api, spec: ClusterSpec) -> None:
     """What the PKI activities do between foundation and nodes: one labelled Secret per certificate."""
     namespace = kvm_namespace(spec.id)
