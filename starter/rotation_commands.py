@@ -10,11 +10,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 import os
-from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,19 +34,16 @@ from models.operations import RotateCaRequest, RotateCaResult, RotateCertificate
 from models.pki import DEFAULT_USER_CERTIFICATE_TTL, SignedUserCertificate, SignUserCertificateRequest
 from models.schedules import SyncScheduleRequest, SyncScheduleResult
 from starter import clusters
-from starter.render import OutputFormat, console, dump
+from starter.command import ClusterArg, OutputOption, out, run_command
+from starter.render import OutputFormat, dump
 from starter.watch import watch
 from worker.clients import connect_temporal
 from workflows.cluster import ClusterWorkflow
 
 T = TypeVar("T")
-ClusterArg = Annotated[str, typer.Argument(help="cluster id")]
-OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 RECENT_RUNS_SHOWN = 5
 NEXT_RUNS_SHOWN = 3
 
-out = console()
-err = console(stderr=True)
 
 schedule_app = typer.Typer(
     name="schedule",
@@ -59,31 +53,12 @@ schedule_app = typer.Typer(
 )
 
 
-class ScheduleMissing(LookupError):
+class ScheduleMissing(clusters.UserError, LookupError):
     def __init__(self, cluster_id: str) -> None:
         super().__init__(
             f"cluster {cluster_id} has no rotation schedule ({rotation_schedule_id(cluster_id)}); "
             "it is made once the cluster is Ready, and removed when it is deleted"
         )
-
-
-def _run(coro_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """Run an async command; errors users cause become one line on stderr and exit code 1."""
-
-    @functools.wraps(coro_fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return asyncio.run(coro_fn(*args, **kwargs))
-        except (clusters.ClusterNotFound, clusters.RequestRefused, ScheduleMissing) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from None
-        except RuntimeError as exc:
-            if "connect" in str(exc).lower():
-                err.print(f"[red]error:[/] cannot reach Temporal: {exc}. Is the stack up? ('tenantctl dev up')")
-                raise typer.Exit(3) from None
-            raise
-
-    return wrapper
 
 
 async def _connect() -> tuple[Settings, Client]:
@@ -229,7 +204,7 @@ def schedule_table(view: ScheduleView) -> Table:
 
 
 @schedule_app.command("show")
-@_run
+@run_command
 async def schedule_show(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TABLE) -> None:
     """Interval, pause state, next runs and recent runs of the rotation schedule."""
     _, client = await _connect()
@@ -241,7 +216,7 @@ async def schedule_show(cluster_id: ClusterArg, output: OutputOption = OutputFor
 
 
 @schedule_app.command("pause")
-@_run
+@run_command
 async def schedule_pause(
     cluster_id: ClusterArg,
     reason: Annotated[str, typer.Option("--reason", help="why; kept in the schedule's note")] = "",
@@ -256,7 +231,7 @@ async def schedule_pause(
 
 
 @schedule_app.command("resume")
-@_run
+@run_command
 async def schedule_resume(cluster_id: ClusterArg) -> None:
     """Resume scheduled rotations."""
     _, client = await _connect()
@@ -383,9 +358,9 @@ async def kubeconfig(
 # --- wiring -------------------------------------------------------------------------------------------
 def register(app: typer.Typer) -> None:
     """Add ``rotate``, ``schedule`` and ``kubeconfig`` to the ``tenantctl`` app."""
-    app.command("rotate")(_run(rotate))
+    app.command("rotate")(run_command(rotate))
     app.add_typer(schedule_app, name="schedule")
-    app.command("kubeconfig")(_run(kubeconfig))
+    app.command("kubeconfig")(run_command(kubeconfig))
 
 
 def _b64(data: bytes) -> str:
