@@ -54,6 +54,7 @@ from activities.aws_context import (
 )
 from activities.aws_resources import Kind, Part
 from activities.backend_errors import classify
+from activities.kvm_manifests import node_role, normalize_version
 from activities.waits import wait_for_nodes
 from models.errors import Conflict, InvalidInput, NotReady, PermanentError
 from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name, node_order
@@ -268,7 +269,7 @@ class AwsProvider:
         side by side). A new restart token reboots it instead (see ``restart_node``).
         """
         spec, node = input.spec, input.node
-        role, version = r.node_role(node), r.normalize_version(input.kubernetes_version)
+        role, version = node_role(node), normalize_version(input.kubernetes_version)
         c = self._context(spec)
         image = self._image(c, version)
         network = net.find_network(c)
@@ -334,10 +335,10 @@ class AwsProvider:
         """Deregister and terminate the node's instance and wait until it is gone; then its etcd
         name, and its cloud-config once no other live node of that role and version uses it."""
         spec, node = input.spec, input.node
-        role = r.node_role(node)
+        role = node_role(node)
         c = self._context(spec)
         live = self._instances(c, node, states=(*r.LIVE_INSTANCE_STATES, "shutting-down"))
-        versions = {r.normalize_version(input.kubernetes_version)}
+        versions = {normalize_version(input.kubernetes_version)}
         versions |= {v for i in live if (v := r.tag_dict(i.get("Tags")).get(VERSION_LABEL))}
         outcomes: list[ResourceOutcome] = []
         if live:
@@ -377,9 +378,9 @@ class AwsProvider:
         not at all."""
         if not input.restart_token:
             raise InvalidInput(f"restart of node {input.node}: restart_token is empty, nothing would roll")
-        r.node_role(input.node)
+        node_role(input.node)
         c = self._context(input.spec)
-        keep, _ = self._pick(self._instances(c, input.node), r.normalize_version(input.kubernetes_version))
+        keep, _ = self._pick(self._instances(c, input.node), normalize_version(input.kubernetes_version))
         if keep is None:
             activity.logger.warning("restart of node %s of %s: no such instance", input.node, input.spec.id)
             return EnsureResult(outcomes=[outcome(Kind.INSTANCE, input.node, ResourceChange.ABSENT)])
@@ -582,7 +583,7 @@ class AwsProvider:
         self, c: AwsContext, input: NodeRef, template_id: str, template_version: int, network: net.Network
     ) -> Obj:
         spec, node = input.spec, input.node
-        role = r.node_role(node)
+        role = node_role(node)
         zone = r.node_zone(spec, node)
         node_tags = r.node_tags(spec, node, input.kubernetes_version)
         if input.restart_token:
@@ -728,9 +729,7 @@ class AwsProvider:
             running = r.tag_dict(found.get("Tags")).get(VERSION_LABEL, "") if found else ""
             ready, detail = _readiness(node, found, statuses, health, version)
             observed.append(
-                NodeObservation(
-                    name=node, role=node.rsplit("-", 1)[0], kubernetes_version=running, ready=ready, detail=detail
-                )
+                NodeObservation(name=node, role=node_role(node), kubernetes_version=running, ready=ready, detail=detail)
             )
         return observed
 
@@ -799,8 +798,8 @@ def _readiness(
         return False, f"no instance of node {node}"
     instance_id = str(instance["InstanceId"])
     running = r.tag_dict(instance.get("Tags")).get(VERSION_LABEL, "")
-    if version is not None and running != r.normalize_version(version):
-        return False, f"runs Kubernetes {running or 'unknown'}, not {r.normalize_version(version)}"
+    if version is not None and running != normalize_version(version):
+        return False, f"runs Kubernetes {running or 'unknown'}, not {normalize_version(version)}"
     state = instance["State"]["Name"]
     if state != "running":
         return False, f"instance {instance_id} is {state}"

@@ -31,6 +31,7 @@ from typing import Any, Final
 import yaml
 
 from activities import kvm_manifests as km
+from activities.kvm_manifests import node_role, normalize_version  # one spelling for both providers
 from models.errors import InvalidInput
 from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
 from models.naming import aws_secret_name as secret_name
@@ -117,14 +118,6 @@ def aws_settings(spec: ClusterSpec) -> AwsSettings:
     if spec.provider is not Provider.AWS or spec.aws is None:
         raise InvalidInput(f"cluster {spec.id}: provider is '{spec.provider}', the AWS provider cannot manage it")
     return spec.aws
-
-
-def node_role(node: str) -> str:
-    return km.node_role(node)
-
-
-def normalize_version(version: str) -> str:
-    return km.normalize_version(version)
 
 
 def node_index(node: str) -> int:

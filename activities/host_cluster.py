@@ -46,7 +46,16 @@ from activities.backend_errors import translated
 from activities.kube_responses import is_transient, response_json, short_reason
 from activities.waits import pause, wait_for_nodes
 from models.errors import Conflict, InvalidInput, NotReady
-from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL, node_order
+from models.naming import (
+    CLUSTER_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NODE_LABEL,
+    ROLE_LABEL,
+    VERSION_LABEL,
+    node_order,
+    node_role,
+)
 from models.naming import kvm_namespace as namespace_of
 from models.provider import (
     ClusterRef,
@@ -658,7 +667,7 @@ class KvmProvider:
             observed.append(
                 NodeObservation(
                     name=node,
-                    role=labels.get(ROLE_LABEL, node.rsplit("-", 1)[0]),
+                    role=labels.get(ROLE_LABEL, node_role(node)),
                     kubernetes_version=labels.get(VERSION_LABEL, ""),
                     ready=ready,
                     detail=detail,

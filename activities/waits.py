@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from models.errors import NodesNotReady
+from models.naming import node_role
 from models.provider import NodeObservation, NodesResult, WaitNodesInput
 
 MAX_NODES_IN_MESSAGE = 20
@@ -58,7 +59,7 @@ def wait_for_nodes(
         except Exception as exc:
             reason = unavailable(exc)
             observed = [
-                NodeObservation(name=n, role=n.rsplit("-", 1)[0], kubernetes_version="", ready=False, detail=reason)
+                NodeObservation(name=n, role=node_role(n), kubernetes_version="", ready=False, detail=reason)
                 for n in input.nodes
             ]
         pending = [o for o in observed if not o.ready]

@@ -508,7 +508,7 @@ class LocalStack:
             from workflows.search_attributes import ALL_KEYS
 
             argv = [
-                _binary("temporal"), "server", "start-dev",
+                server_binary("temporal"), "server", "start-dev",
                 "--ip", LOOPBACK,
                 "--port", str(ports.temporal),
                 "--ui-port", str(ports.temporal_ui),
@@ -527,7 +527,7 @@ class LocalStack:
             argv = [_bao_binary(), "server", f"-config={config}", "-log-level=warn"]
             extra = config.read_text()
         elif name == MOTO:
-            argv = [_binary("moto_server"), "-H", LOOPBACK, "-p", str(ports.moto)]
+            argv = [server_binary("moto_server"), "-H", LOOPBACK, "-p", str(ports.moto)]
         elif name == EMULATOR:
             argv = [
                 sys.executable, "-m", "devstack.kube_emulator",
@@ -675,6 +675,8 @@ ui            = false
     def _moto_ready(self, record: ProcessRecord, deadline: float, repair: bool) -> str:
         url = f"http://{LOOPBACK}:{record.ports['moto']}/moto-api/"
         note = self._wait(record, deadline, lambda: MOTO_NOTE if _http_status(url) == 200 else None)
+        if not repair:  # status only looks; 'up' seeds
+            return note
         # moto starts empty: node AMIs (found by name by the AWS provider) are registered again.
         endpoint = f"http://{LOOPBACK}:{record.ports['moto']}"
         ec2 = boto3.client(
@@ -1159,7 +1161,7 @@ def _digest(parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _binary(name: str) -> str:
+def server_binary(name: str) -> str:
     """A server binary from this virtualenv, else from PATH."""
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
@@ -1179,7 +1181,7 @@ def _bao_binary() -> str:
             return str(path)
     except (ImportError, AttributeError):
         pass
-    return _binary("bao")
+    return server_binary("bao")
 
 
 _OURS = {STACK_FILE, STACK_ENV_FILE, KUBECONFIG_FILE, "logs", "temporal", "openbao", "kube-emulator", ".lock"}

@@ -17,6 +17,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from models.naming import node_role
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ class SimulatedKubelets:
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": node, "labels": {"node.tenantctl.io/role": node.rsplit("-", 1)[0]}},
+            "metadata": {"name": node, "labels": {"node.tenantctl.io/role": node_role(node)}},
             "status": {
                 "conditions": [
                     {

@@ -38,6 +38,11 @@ def aws_secret_name(cluster_id: str, name: str) -> str:
     return f"tenantctl/{cluster_id}/{name}"
 
 
+def node_role(node: str) -> str:
+    """``worker-3`` -> ``worker``."""
+    return node.rsplit("-", 1)[0]
+
+
 def node_order(node: str) -> tuple[int, int, str]:
     """Masters first (they hold etcd quorum and the API), then workers, each by index."""
     role, _, index = node.rpartition("-")

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from models.base import FrozenModel
+from models.naming import node_role
 from models.spec import ClusterSpec, Provider
 
 
@@ -57,7 +58,7 @@ class NodeRef(FrozenModel):
 
     @property
     def role(self) -> str:
-        return self.node.rsplit("-", 1)[0]
+        return node_role(self.node)
 
 
 class WaitNodesInput(FrozenModel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,18 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.stack import server_binary
+
 VENV_BIN = Path(sys.executable).parent
 
 
-def binary(name: str) -> str:
-    """A server binary from the virtualenv (or PATH)."""
-    candidate = VENV_BIN / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found: install the project with '.[dev]'")
-    return found
+# The same lookup the local stack uses: the virtualenv's binaries, else PATH.
+binary = server_binary
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from temporalio import workflow
 
 from models.cluster import NodeRecord, OperationKind, OperationStatus
 from models.durations import format_duration
+from models.naming import node_role
 from models.operations import ProvisionInput, ProvisionResult
 from models.pki import certificate_requests
 from workflows import activity_stubs as act
@@ -90,7 +91,5 @@ class ProvisionWorkflow:
             schedule=schedule,
             ca=ca,
             certificates=issued.records,
-            nodes=[
-                NodeRecord(name=n, role=n.rsplit("-", 1)[0], kubernetes_version=spec.kubernetes_version) for n in nodes
-            ],
+            nodes=[NodeRecord(name=n, role=node_role(n), kubernetes_version=spec.kubernetes_version) for n in nodes],
         )

@@ -44,6 +44,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 from models.cluster import NodeRecord, OperationKind, OperationStatus, StepState
 from models.errors import Conflict, innermost_message
+from models.naming import node_role
 from models.operations import (
     NodeUpgrade,
     NodeUpgradeState,
@@ -82,8 +83,7 @@ def plan_upgrade(spec: ClusterSpec, nodes: Sequence[NodeRecord], target_version:
     """
     target = str(SemVer.parse(target_version))
     records = list(nodes) or [
-        NodeRecord(name=n, role=n.rsplit("-", 1)[0], kubernetes_version=spec.kubernetes_version)
-        for n in spec.node_names()
+        NodeRecord(name=n, role=node_role(n), kubernetes_version=spec.kubernetes_version) for n in spec.node_names()
     ]
     masters = sorted((r for r in records if r.role == "master"), key=lambda r: _index(r.name))
     workers = sorted((r for r in records if r.role == "worker"), key=lambda r: _index(r.name))

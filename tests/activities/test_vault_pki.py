@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,7 +62,7 @@ from models.pki import (
     vault_policy_name,
 )
 from models.provider import ClusterRef, EnsureResult, ResourceChange
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
 from tests.servers import OpenBao
 from tests.specs import example, small_kvm, unique_id
 
@@ -71,27 +70,6 @@ BACKDATE = timedelta(seconds=30)  # Vault's default not_before_duration: leaves 
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
-@pytest.fixture
-def vault(openbao: OpenBao) -> hvac.Client:
-    return hvac.Client(url=openbao.addr, token=openbao.token)
-
-
-@pytest.fixture
-def core(kube_emulator: Any) -> Iterator[k8s.CoreV1Api]:
-    with k8s.ApiClient(k8s.Configuration(host=kube_emulator.url)) as api:
-        yield k8s.CoreV1Api(api)
-
-
-@pytest.fixture
-def pki(vault: hvac.Client, core: k8s.CoreV1Api) -> VaultPki:
-    return VaultPki(vault, sinks={Provider.KVM: KubernetesSecretSink(core)})
-
-
-@pytest.fixture
-def spec() -> ClusterSpec:
-    return small_kvm()
-
-
 def provision(pki: VaultPki, spec: ClusterSpec) -> None:
     pki.ensure_ca(CaInput(spec=spec))
     pki.ensure_roles(ClusterRef(spec=spec))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,31 +30,10 @@ from models.pki import (
     pki_mount,
 )
 from models.provider import ClusterRef, ResourceChange
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
 from tests.activities.test_vault_pki import certificates, create_namespace, data, listed, provision, secret_files
 from tests.servers import OpenBao
 from tests.specs import small_kvm
-
-
-@pytest.fixture
-def vault(openbao: OpenBao) -> hvac.Client:
-    return hvac.Client(url=openbao.addr, token=openbao.token)
-
-
-@pytest.fixture
-def core(kube_emulator: Any) -> Iterator[k8s.CoreV1Api]:
-    with k8s.ApiClient(k8s.Configuration(host=kube_emulator.url)) as api:
-        yield k8s.CoreV1Api(api)
-
-
-@pytest.fixture
-def pki(vault: hvac.Client, core: k8s.CoreV1Api) -> VaultPki:
-    return VaultPki(vault, sinks={Provider.KVM: KubernetesSecretSink(core)})
-
-
-@pytest.fixture
-def spec() -> ClusterSpec:
-    return small_kvm()
 
 
 @pytest.fixture

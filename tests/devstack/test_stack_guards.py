@@ -20,9 +20,9 @@ from devstack.stack import (
     ProcessRecord,
     StackError,
     StackPorts,
-    _binary,
     _is_ours,
     _proc_stat,
+    server_binary,
 )
 from starter.dev_commands import dev_app
 from tests.devstack.conftest import stack_processes, wait_until
@@ -116,7 +116,7 @@ def test_search_attributes_missing_from_an_existing_temporal_db_are_registered(t
     db.parent.mkdir(parents=True)
     old = subprocess.Popen(
         [
-            _binary("temporal"),
+            server_binary("temporal"),
             "server",
             "start-dev",
             "--ip",

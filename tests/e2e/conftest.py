@@ -8,6 +8,7 @@ The CLI and the worker find the stack through ``TENANTCTL_STATE_DIR`` and the ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,10 @@ import yaml
 
 from config.settings import Settings
 from devstack.stack import LocalStack, StackPorts
+from models.naming import entity_workflow_id
 from models.spec import ClusterSpec
+from worker.clients import connect_temporal
+from workflows.cluster import ClusterWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -154,6 +158,29 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], what: str, timeout:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def slow_host_api(stack: Stack, latency_ms: int) -> Iterator[None]:
+    """A slow host API widens the window in which a test can kill a worker mid-operation."""
+    set_emulator_faults(stack, {"latency_ms": latency_ms})
+    try:
+        yield
+    finally:
+        set_emulator_faults(stack, None)
+
+
+async def kill_worker_at_step(stack: Stack, worker: WorkerProcess, cluster_id: str, step: str) -> None:
+    """SIGKILL ``worker`` once the cluster's running operation has reached ``step``."""
+    client = await connect_temporal(stack_settings(stack))
+    handle = client.get_workflow_handle(entity_workflow_id(cluster_id))
+
+    async def reached() -> bool:
+        current = (await handle.query(ClusterWorkflow.get_status)).current
+        return current is not None and any(s.name == step and s.state == "running" for s in current.steps)
+
+    await wait_for(reached, f"{cluster_id} to reach step {step}")
+    worker.kill()
 
 
 def set_emulator_faults(stack: Stack, faults: dict[str, object] | None) -> None:

@@ -15,13 +15,12 @@ from config.settings import Settings
 from models.operations import ProvisionInput
 from models.spec import ClusterSpec
 from tests.aws_inventory import counts, everything, expected_counts, instance_ids, tags_of
-from tests.e2e.conftest import Stack, WorkerProcess, set_emulator_faults, stack_settings, wait_for, write_spec
+from tests.e2e.conftest import Stack, WorkerProcess, kill_worker_at_step, slow_host_api, stack_settings, write_spec
 from tests.e2e.test_create_kvm import kube
 from tests.e2e.test_teardown_kvm import leftovers
 from tests.history_checks import assert_no_private_key
 from tests.specs import example, unique_id
 from worker.clients import AwsClients, aws_clients, connect_temporal
-from workflows.cluster import ClusterWorkflow
 from workflows.provision import ProvisionWorkflow
 
 pytestmark = pytest.mark.stack
@@ -105,22 +104,10 @@ async def test_aws_create_survives_a_worker_kill(
 ) -> None:
     aws = stack_aws(local_stack)
     spec = aws_spec()
-    # Slow the tenant API (simulated kubelets) down so the kill lands among the node activities.
-    set_emulator_faults(local_stack, {"latency_ms": 300})
-    local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
-    client = await connect_temporal(stack_settings(local_stack))
-    handle = client.get_workflow_handle(f"cluster/{spec.id}")
-    try:
-
-        async def on_nodes() -> bool:
-            status = await handle.query(ClusterWorkflow.get_status)
-            current = status.current
-            return current is not None and any(s.name == "nodes" and s.state == "running" for s in current.steps)
-
-        await wait_for(on_nodes, "create to reach its node step")
-        worker_process.kill()
-    finally:
-        set_emulator_faults(local_stack, None)
+    # The tenant API (simulated kubelets) is slowed, so the kill lands among the node activities.
+    with slow_host_api(local_stack, 300):
+        local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
+        await kill_worker_at_step(local_stack, worker_process, spec.id, "nodes")
     worker_process.start()
     local_stack.cli("watch", spec.id, timeout=300)
     assert_one_of_each(aws, spec)

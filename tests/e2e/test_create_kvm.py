@@ -25,11 +25,10 @@ from activities.kvm_manifests import cloud_config_name
 from models.naming import CLUSTER_LABEL, kvm_namespace
 from models.pki import Component, certificate_requests
 from models.spec import ClusterSpec
-from tests.e2e.conftest import Stack, WorkerProcess, set_emulator_faults, stack_settings, wait_for, write_spec
+from tests.e2e.conftest import Stack, WorkerProcess, kill_worker_at_step, slow_host_api, stack_settings, write_spec
 from tests.history_checks import assert_no_private_key
 from tests.specs import example, unique_id
 from worker.clients import connect_temporal, vault_client
-from workflows.cluster import ClusterWorkflow
 
 pytestmark = pytest.mark.stack
 
@@ -177,22 +176,9 @@ async def test_worker_killed_mid_provisioning_finishes_without_duplicates(
     local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
 ) -> None:
     spec = example(id=unique_id("kill"))
-    # A slow host API widens the window in which the worker dies with node activities in flight.
-    set_emulator_faults(local_stack, {"latency_ms": 400})
-    local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
-    client = await connect_temporal(stack_settings(local_stack))
-    handle = client.get_workflow_handle(f"cluster/{spec.id}")
-
-    async def provisioning_nodes() -> bool:
-        status = await handle.query(ClusterWorkflow.get_status)
-        current = status.current
-        return current is not None and any(s.name == "nodes" and s.state == "running" for s in current.steps)
-
-    try:
-        await wait_for(provisioning_nodes, "create to reach its node step")
-        worker_process.kill()
-    finally:
-        set_emulator_faults(local_stack, None)
+    with slow_host_api(local_stack, 400):
+        local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
+        await kill_worker_at_step(local_stack, worker_process, spec.id, "nodes")
     worker_process.start()
     local_stack.cli("watch", spec.id, timeout=300)
 

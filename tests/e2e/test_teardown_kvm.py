@@ -19,9 +19,9 @@ from tests.e2e.conftest import (
     TENANTCTL,
     Stack,
     WorkerProcess,
-    set_emulator_faults,
+    kill_worker_at_step,
+    slow_host_api,
     stack_settings,
-    wait_for,
     write_spec,
 )
 from tests.e2e.test_create_kvm import kube
@@ -172,23 +172,11 @@ async def test_teardown_killed_halfway_finishes_clean(
     spec = small()
     local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)), "--watch")
     client = await connect_temporal(stack_settings(local_stack))
-    handle = client.get_workflow_handle(entity_workflow_id(spec.id))
-
-    set_emulator_faults(local_stack, {"latency_ms": 400})
-    deleting = subprocess.Popen(
-        [TENANTCTL, "delete", spec.id], env=local_stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-
-        async def removing_nodes() -> bool:
-            status = await handle.query(ClusterWorkflow.get_status)
-            current = status.current
-            return current is not None and any(s.name == "nodes" and s.state == "running" for s in current.steps)
-
-        await wait_for(removing_nodes, "teardown to reach its node step")
-        worker_process.kill()
-    finally:
-        set_emulator_faults(local_stack, None)
+    with slow_host_api(local_stack, 400):
+        deleting = subprocess.Popen(
+            [TENANTCTL, "delete", spec.id], env=local_stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        await kill_worker_at_step(local_stack, worker_process, spec.id, "nodes")
     worker_process.start()
     output, _ = deleting.communicate(timeout=300)
     assert deleting.returncode == 0, output.decode()
@@ -200,22 +188,10 @@ async def test_delete_cancels_a_create_killed_midway(
 ) -> None:
     """A worker dies mid-create; the operator deletes with --cancel-running: nothing remains."""
     spec = small()
-    set_emulator_faults(local_stack, {"latency_ms": 400})
-    local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
-    client = await connect_temporal(stack_settings(local_stack))
-    handle = client.get_workflow_handle(entity_workflow_id(spec.id))
-    try:
-
-        async def creating_nodes() -> bool:
-            status = await handle.query(ClusterWorkflow.get_status)
-            current = status.current
-            return current is not None and any(s.name == "nodes" and s.state == "running" for s in current.steps)
-
-        await wait_for(creating_nodes, "create to reach its node step")
-        worker_process.kill()
-    finally:
-        set_emulator_faults(local_stack, None)
+    with slow_host_api(local_stack, 400):
+        local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
+        await kill_worker_at_step(local_stack, worker_process, spec.id, "nodes")
     worker_process.start()
     deleted = local_stack.cli("delete", spec.id, "--cancel-running")
     assert "create cancelled" in deleted.stdout or "create succeeded" in deleted.stdout
-    await assert_deleted(local_stack, client, spec.id)
+    await assert_deleted(local_stack, await connect_temporal(stack_settings(local_stack)), spec.id)
