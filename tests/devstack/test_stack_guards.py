@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from devstack.processes import proc_stat
 from devstack.stack import (
     BASE_SERVICES,
     LocalStack,
@@ -20,8 +21,6 @@ from devstack.stack import (
     ProcessRecord,
     StackError,
     StackPorts,
-    _is_ours,
-    _proc_stat,
     server_binary,
 )
 from starter.dev_commands import dev_app
@@ -76,7 +75,7 @@ def test_status_of_a_stack_never_started(tmp_path: Path) -> None:
 
 
 def test_process_identity_needs_pid_start_time_and_cmdline() -> None:
-    me = _proc_stat(os.getpid())
+    me = proc_stat(os.getpid())
     assert me is not None
     cmdline = [part.decode() for part in Path("/proc/self/cmdline").read_bytes().split(b"\0") if part]
     record = ProcessRecord(
@@ -88,10 +87,10 @@ def test_process_identity_needs_pid_start_time_and_cmdline() -> None:
         log="/dev/null",
         started_at=datetime.now(UTC),
     )
-    assert _is_ours(record)
-    assert not _is_ours(record.model_copy(update={"start_ticks": me.start_ticks + 1}))  # a recycled pid
-    assert not _is_ours(record.model_copy(update={"cmdline": ["moto_server"]}))
-    assert not _is_ours(record.model_copy(update={"pid": 2**22 + 1}))
+    assert record.is_ours()
+    assert not record.model_copy(update={"start_ticks": me.start_ticks + 1}).is_ours()  # a recycled pid
+    assert not record.model_copy(update={"cmdline": ["moto_server"]}).is_ours()
+    assert not record.model_copy(update={"pid": 2**22 + 1}).is_ours()
 
 
 def test_purge_refuses_a_folder_with_foreign_files(tmp_path: Path) -> None:
