@@ -58,7 +58,7 @@ def wait_until(predicate: object, timeout: float = 10.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One stack for the module on free ports; purged (and proven gone) at the end."""
     state_dir = tmp_path_factory.mktemp("devstack") / "state"
     local = LocalStack(state_dir, ports=StackPorts.free())
@@ -71,3 +71,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         local.down(purge=True)
         assert not state_dir.exists()
         assert stack_processes(state_dir) == []
+
+
+@pytest.fixture
+def stack(module_stack: LocalStack) -> LocalStack:
+    """The module's stack brought to the state every test starts from, whatever an earlier test
+    left: every base service running and answering, no worker (an ``up`` without one stops it)."""
+    module_stack.up()
+    return module_stack
