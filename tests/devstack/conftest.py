@@ -10,6 +10,18 @@ import pytest
 
 from devstack.stack import MARKER_ENV, LocalStack, StackPorts
 
+# binds and listens on argv[1], says so, holds it for argv[2] seconds, then closes it and exits
+HOLD_PORT = """
+import socket, sys, time
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+print("bound", flush=True)
+time.sleep(float(sys.argv[2]))
+sock.close()
+"""
+
 TIMINGS: dict[str, float] = {}  # wall times of the stack's operations, shown in the terminal summary
 
 

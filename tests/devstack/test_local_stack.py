@@ -43,25 +43,12 @@ from devstack.stack import (
     StackState,
 )
 from starter.dev_commands import dev_app
-from tests.devstack.conftest import TIMINGS, running, stack_processes, wait_until
+from tests.devstack.conftest import HOLD_PORT, TIMINGS, running, stack_processes, wait_until
 from workflows.search_attributes import ALL_KEYS, CLUSTER_ID
 
 pytestmark = pytest.mark.stack
 
 runner = CliRunner()
-
-
-# binds and listens on argv[1], says so, holds it for argv[2] seconds, then closes it and exits
-HOLD_PORT = """
-import socket, sys, time
-sock = socket.socket()
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", int(sys.argv[1])))
-sock.listen()
-print("bound", flush=True)
-time.sleep(float(sys.argv[2]))
-sock.close()
-"""
 
 
 def recorded(stack: LocalStack) -> StackState:

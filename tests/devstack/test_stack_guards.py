@@ -7,15 +7,20 @@ import json
 import os
 import socket
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from devstack.processes import proc_stat
+from devstack.network import await_free_ports, free_port, port_free
+from devstack.processes import MARKER_ENV, proc_stat
 from devstack.stack import (
     BASE_SERVICES,
+    PORT_TITLES,
+    PROJECT_ROOT,
     LocalStack,
     PortInUseError,
     ProcessRecord,
@@ -24,7 +29,7 @@ from devstack.stack import (
     server_binary,
 )
 from starter.dev_commands import dev_app
-from tests.devstack.conftest import stack_processes, wait_until
+from tests.devstack.conftest import HOLD_PORT, stack_processes, wait_until
 from workflows.search_attributes import ALL_KEYS
 
 runner = CliRunner()
@@ -36,6 +41,64 @@ def test_free_ports_are_distinct_and_bindable() -> None:
     assert len(set(values)) == len(values)
     with pytest.raises(ValueError, match="distinct"):
         StackPorts(temporal=5000, moto=5000)
+
+
+def test_free_ports_are_reserved_across_processes() -> None:
+    """A parallel test session cannot pick a port this one chose, even while nothing listens on it."""
+    ports = list(StackPorts.free().model_dump().values())
+    probe = (
+        "import sys; from devstack.network import _RESERVATIONS as r; print(any(r.take(int(p)) for p in sys.argv[1:]))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", probe, *map(str, ports)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert other.stdout.strip() == "False"
+
+
+def hold_port(port: int, seconds: float, marker: str | None) -> subprocess.Popen[bytes]:
+    env = {key: value for key, value in os.environ.items() if key != MARKER_ENV}
+    if marker is not None:
+        env[MARKER_ENV] = marker
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_PORT, str(port), str(seconds)], env=env, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"bound"
+    return holder
+
+
+def test_a_port_held_by_a_live_process_outside_the_stack_is_named_at_once() -> None:
+    port = free_port()
+    holder = hold_port(port, 60, marker=None)
+    try:
+        began = time.monotonic()
+        with pytest.raises(PortInUseError) as info:
+            await_free_ports({"moto": port}, PORT_TITLES, marker="/some/stack", timeout=30)
+        assert time.monotonic() - began < 30  # it did not wait for the release timeout
+        assert info.value.owner is not None and info.value.owner.startswith(f"pid {holder.pid}:")
+        assert f"port {port} (moto (AWS)) is already in use by another process (pid {holder.pid}:" in str(info.value)
+        assert info.value.field == "moto"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_port_still_held_by_a_process_of_the_stack_is_waited_for() -> None:
+    port = free_port()
+    holder = hold_port(port, 1.5, marker="/some/stack")
+    try:
+        await_free_ports({"moto": port}, PORT_TITLES, marker="/some/stack", timeout=30)
+        assert holder.wait(timeout=10) == 0  # it returned because the holder let go
+        assert port_free(port)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
 
 
 @pytest.mark.stack
