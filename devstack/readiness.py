@@ -5,6 +5,7 @@ OpenBao, seeds moto's node AMIs); ``status`` only looks."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import threading
@@ -53,6 +54,9 @@ class Readiness:
 
     def check(self, record: ProcessRecord, timeout: float, repair: bool) -> str:
         """Wait until ``record``'s service answers; return a one-line detail."""
+        # A fresh CLI process imports a client library on first use, which takes seconds on a busy
+        # machine: that is not the service's answer time, so the clock starts after it.
+        _import_client(record.name)
         deadline = time.monotonic() + timeout
         checks: dict[str, Callable[[ProcessRecord, float, bool], str]] = {
             TEMPORAL: self._temporal,
@@ -192,6 +196,14 @@ class Readiness:
             return line.split(": ", 1)[-1].strip()
 
         return self._wait(record, deadline, attempt)
+
+
+def _import_client(service: str) -> None:
+    if service == TEMPORAL:
+        importlib.import_module("temporalio.client")
+        importlib.import_module("workflows.search_attributes")
+    elif service == OPENBAO:
+        importlib.import_module("hvac")
 
 
 async def temporal_check(address: str, repair: bool) -> str | None:

@@ -48,7 +48,7 @@ MOTO_NOTE = "in memory: moto keeps no state across a restart (AWS objects are go
 
 READY_TIMEOUT = {TEMPORAL: 60.0, OPENBAO: 45.0, MOTO: 60.0, EMULATOR: 30.0, WORKER: 45.0}
 KEEP_CHECK_TIMEOUT = 10.0  # a kept service must answer its readiness check within this
-STATUS_TIMEOUT = 3.0
+STATUS_TIMEOUT = 10.0  # a healthy service answers at once; a busy machine may need seconds
 STOP_TIMEOUT = {WORKER: 15.0}
 DEFAULT_STOP_TIMEOUT = 10.0
 

@@ -282,8 +282,11 @@ def test_python_m_devstack_status(stack: LocalStack) -> None:
         check=False,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
-    assert result.returncode == 0, result.stderr
-    assert all(row["healthy"] for row in json.loads(result.stdout))
+    assert result.stdout.strip(), result.stderr
+    rows = json.loads(result.stdout)
+    assert result.returncode == 0 and rows and all(row["healthy"] for row in rows), [
+        (row["name"], row["detail"]) for row in rows if not row["healthy"]
+    ] or result.stderr
 
 
 # --- worker ---------------------------------------------------------------------------------------
