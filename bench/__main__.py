@@ -36,6 +36,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from bench import floor, product
 from bench.processes import ROOT, WorkerProcess, stack_meters, worker_env
 from bench.procstat import ProcessMeter, Window
+from bench.raw import RawBackends
 from bench.report import (
     BenchResult,
     CliResult,
@@ -47,6 +48,7 @@ from bench.report import (
     render,
 )
 from bench.shapes import CREATE, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
+from config.settings import STACK_ENV_FILE, Settings
 from devstack.stack import TEMPORAL, LocalStack, StackPorts
 
 RESULTS = ROOT / "bench" / "results"
@@ -105,6 +107,9 @@ class Run:
             state_dir / "bench-floor-worker.log",
         )
         self.reps: int = args.reps
+        self.raw = RawBackends(
+            Settings(_env_file=state_dir / STACK_ENV_FILE, temporal_task_queue=self.product_queue), client
+        )
         self._serial = 0
 
     def name(self, what: str) -> str:
@@ -131,6 +136,7 @@ class Run:
         for rep in range(self.reps):
             cluster_id = self.name("op")
             broken = False
+            replays: list[tuple[OperationResult, str | None]] = []
             for shape, run_product in steps:
                 result = results[shape.operation]
                 sides = ["floor", "product"] if rep % 2 else ["product", "floor"]  # alternate who goes first
@@ -150,8 +156,22 @@ class Run:
                         result.product_seconds.append(outcome.seconds)
                         if outcome.events is not None:
                             result.product_events.append(outcome.events)
+                        replays.append((result, outcome.workflow_id))
                 log.info("rep %d/%d %s done", rep + 1, self.reps, shape.operation)
+            if not broken:  # the cluster is gone again: the same calls without Temporal, in order
+                await self._raw(cluster_id, replays)
         return list(results.values())
+
+    async def _raw(self, cluster_id: str, replays: list[tuple[OperationResult, str | None]]) -> None:
+        for result, workflow_id in replays:
+            if workflow_id is None:
+                return
+            try:
+                result.raw_seconds.append(await asyncio.wait_for(self.raw.replay(workflow_id), OPERATION_TIMEOUT))
+            except Exception as exc:  # a replay that breaks says so in the report; the run goes on
+                result.failures.append(f"raw {result.operation} of {cluster_id}: {type(exc).__name__}: {exc}")
+                return
+        log.info("raw backend work of %s replayed", cluster_id)
 
     # --- 2. K creates at once -------------------------------------------------------------------------
     async def _load(self, clusters: int, start: Callable[[], Awaitable[object]], worker: ProcessMeter) -> LoadSide:

@@ -47,6 +47,7 @@ def cluster_spec(cluster_id: str) -> ClusterSpec:
 class Outcome:
     seconds: float
     events: int | None  # history events the operation added (entity + its child), None if unknown
+    workflow_id: str | None = None  # the operation's child workflow (its history drives the raw replay)
 
 
 async def history_length(client: Client, workflow_id: str) -> int | None:
@@ -85,13 +86,14 @@ async def wait_created(client: Client, cluster_id: str, timeout: float = 600.0) 
         await asyncio.sleep(SETTLE_POLL)
 
 
-async def _operation_events(client: Client, cluster_id: str, entity_before: int) -> int | None:
+async def _finished(client: Client, cluster_id: str, seconds: float, entity_before: int) -> Outcome:
+    """The outcome of the operation that just ended: its events (entity's added + child's) and child."""
     status = await clusters.get_status(client, cluster_id)
+    child_id = status.recent[0].workflow_id if status.recent else None
     entity_after = await history_length(client, entity_workflow_id(cluster_id))
-    child = await history_length(client, status.recent[0].workflow_id) if status.recent else None
-    if entity_after is None or child is None:
-        return None
-    return entity_after - entity_before + child
+    child = await history_length(client, child_id) if child_id else None
+    events = None if entity_after is None or child is None else entity_after - entity_before + child
+    return Outcome(seconds, events, child_id)
 
 
 async def create(client: Client, cluster_id: str, task_queue: str) -> Outcome:
@@ -101,7 +103,7 @@ async def create(client: Client, cluster_id: str, task_queue: str) -> Outcome:
     seconds = time.monotonic() - began
     if status.phase is not ClusterPhase.READY:
         raise OperationFailed(f"create of {cluster_id} ended {status.phase}: {status.message}")
-    return Outcome(seconds, await _operation_events(client, cluster_id, 0))
+    return await _finished(client, cluster_id, seconds, 0)
 
 
 async def _update(client: Client, cluster_id: str, method: Any, request: Any) -> Outcome:
@@ -112,7 +114,7 @@ async def _update(client: Client, cluster_id: str, method: Any, request: Any) ->
     except clusters.UserError as exc:
         raise OperationFailed(f"{cluster_id}: {exc}") from None
     seconds = time.monotonic() - began
-    return Outcome(seconds, await _operation_events(client, cluster_id, before))
+    return await _finished(client, cluster_id, seconds, before)
 
 
 async def forced_rotation(client: Client, cluster_id: str) -> Outcome:
