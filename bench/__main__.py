@@ -253,12 +253,17 @@ class Run:
                 return_exceptions=True,
             )
             failures = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
-            held += size - len(failures)
+            created = size - len(failures)
+            held += created
+            process = self.product_worker.proc
+            if process is not None and process.poll() is not None:
+                failures.append(f"the product worker exited ({process.returncode}); see {self.product_worker.log}")
             cpu = {}
             for m in meters:
                 now, then = m.cpu_seconds(), cpu_start.get(m.name)
                 cpu[m.name] = None if now is None or then is None else now - then
-            batches.append(FleetBatch(held, time.monotonic() - began, failures, {m.name: m.rss() for m in meters}, cpu))
+            rss = {m.name: m.rss() for m in meters}
+            batches.append(FleetBatch(held, time.monotonic() - began, created, failures, rss, cpu))
             log.info("fleet: %d clusters held (%d failed in this batch)", held, len(failures))
             if failures:
                 break  # what broke first is in the failures; more load would only bury it

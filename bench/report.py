@@ -64,6 +64,7 @@ class PendingResult:
 class FleetBatch:
     clusters_total: int
     batch_seconds: float
+    created: int = 0
     failures: list[str] = field(default_factory=list)
     rss_bytes: dict[str, int | None] = field(default_factory=dict)
     cpu_seconds: dict[str, float | None] = field(default_factory=dict)
@@ -205,8 +206,9 @@ def fleet_table(batches: list[FleetBatch]) -> str:
     for b in batches:
         rss = ", ".join(f"{name} {mebibytes(v)}" for name, v in b.rss_bytes.items())
         cpu = ", ".join(f"{name} {number(v, 1)}" for name, v in b.cpu_seconds.items())
-        rows.append([str(b.clusters_total), seconds(b.batch_seconds), str(len(b.failures)), rss, cpu])
-    return table(["clusters held", "batch time", "failed", "RSS", "CPU-s since start"], rows)
+        rate = number(ratio(float(b.created), b.batch_seconds))
+        rows.append([str(b.clusters_total), seconds(b.batch_seconds), rate, str(len(b.failures)), rss, cpu])
+    return table(["clusters held", "batch time", "clusters/s", "failed", "RSS", "CPU-s since start"], rows)
 
 
 def render(result: BenchResult) -> str:

@@ -1,4 +1,4 @@
-"""The benchmark's own logic (statistics, /proc parsing, floor shapes, the report): pure, no servers.
+"""The benchmark's own logic (statistics, /proc parsing, floor shapes, recorded calls, the report): pure, no servers.
 
 The benchmark itself is not a test (``make bench``); these keep its arithmetic honest.
 """
@@ -6,17 +6,24 @@ The benchmark itself is not a test (``make bench``); these keep its arithmetic h
 from __future__ import annotations
 
 import pytest
+from temporalio.api.common.v1 import ActivityType, Payload, Payloads
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import ActivityTaskScheduledEventAttributes, HistoryEvent
 
 from bench.procstat import cpu_ticks_from_stat, memory_from_status
+from bench.raw import recorded_waves
 from bench.report import (
+    MIB,
     NOT_DERIVED,
     NOT_IMPLEMENTED,
     BenchResult,
     ConcurrencyResult,
+    FleetBatch,
     LoadSide,
     OperationResult,
     PendingResult,
     concurrency_table,
+    fleet_table,
     operations_table,
     render,
     table,
@@ -148,3 +155,26 @@ def test_render_says_not_implemented_instead_of_inventing_numbers() -> None:
     assert f"drift check of an in-sync cluster | {NOT_IMPLEMENTED}" in text
     assert "fleet rollout                     | 2.00 s" in text
     assert text.endswith("bench wall time: 118.00 s")
+
+
+def test_fleet_table_prints_each_batch_rate() -> None:
+    batch = FleetBatch(100, 20.0, 50, rss_bytes={"worker": 300 * MIB}, cpu_seconds={"worker": 12.34})
+    cells = [c.strip() for c in fleet_table([batch]).splitlines()[2].strip("|").split("|")]
+    assert cells == ["100", "20.00 s", "2.50", "0", "worker 300 MiB", "worker 12.3"]
+
+
+def test_recorded_calls_keep_their_inputs_and_waves() -> None:
+    def scheduled(name: str, data: bytes) -> HistoryEvent:
+        return HistoryEvent(
+            event_type=EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+            activity_task_scheduled_event_attributes=ActivityTaskScheduledEventAttributes(
+                activity_type=ActivityType(name=name), input=Payloads(payloads=[Payload(data=data)])
+            ),
+        )
+
+    completed = HistoryEvent(event_type=EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    waves = recorded_waves([completed, scheduled("a", b"1"), completed, scheduled("b", b"2"), scheduled("b", b"3")])
+    assert [[(c.activity, [p.data for p in c.payloads]) for c in w] for w in waves] == [
+        [("a", [b"1"])],
+        [("b", [b"2"]), ("b", [b"3"])],
+    ]
