@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.stats import median, per, percentile, ratio
@@ -85,6 +88,20 @@ class BenchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> BenchResult:
+        """A result written by ``as_dict`` (a JSON file in bench/results), to render or compare again."""
+        data = dict(document)
+        data["operations"] = [OperationResult(**o) for o in data.get("operations", [])]
+        data["concurrency"] = [
+            ConcurrencyResult(c["clusters"], LoadSide(**c["product"]), LoadSide(**c["floor"]))
+            for c in data.get("concurrency", [])
+        ]
+        data["cli"] = [CliResult(**c) for c in data.get("cli", [])]
+        data["pending"] = [PendingResult(**p) for p in data.get("pending", [])]
+        data["fleet"] = [FleetBatch(**b) for b in data.get("fleet", [])]
+        return cls(**data)
 
 
 # --- formatting --------------------------------------------------------------------------------------
@@ -226,6 +243,8 @@ def render(result: BenchResult) -> str:
         parts += ["", "CLI start-up:", cli_table(result.cli)]
     if result.pending:
         parts += ["", "Not measured yet:", pending_table(result.pending)]
+    if result.operations or result.concurrency or result.cli:
+        parts += ["", "Targets:", targets_table(targets(result))]
     if result.fleet:
         parts += ["", "Fleet scale (one worker):", fleet_table(result.fleet)]
     failures = [f for op in result.operations for f in op.failures]
@@ -236,3 +255,82 @@ def render(result: BenchResult) -> str:
     if result.wall_seconds is not None:
         parts += ["", f"bench wall time: {seconds(result.wall_seconds)}"]
     return "\n".join(parts)
+
+
+# --- the issue's targets ------------------------------------------------------------------------------
+@dataclass
+class TargetCheck:
+    target: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def _operation(result: BenchResult, name: str) -> OperationResult | None:
+    return next((r for r in result.operations if r.operation == name), None)
+
+
+def _against(op: OperationResult | None, limit: float, with_raw: bool) -> TargetCheck:
+    name = op.operation if op else "?"
+    what = "(floor + raw)" if with_raw else "floor"
+    target = f"{name} <= {limit:g} x {what}"
+    if op is None:
+        return TargetCheck(target, "n/a", None)
+    product, floor, raw = median(op.product_seconds), median(op.floor_seconds), median(op.raw_seconds)
+    if with_raw and raw is None:
+        return TargetCheck(target, f"raw {NOT_DERIVED.removeprefix('n/a: ')}", None)
+    base = None if floor is None else floor + ((raw or 0.0) if with_raw else 0.0)
+    value = ratio(product, base)
+    return TargetCheck(target, times(value), None if value is None else value <= limit)
+
+
+def targets(result: BenchResult) -> list[TargetCheck]:
+    """Issue 13's targets, each with this run's figure and whether it is met."""
+    checks = [
+        _against(_operation(result, "create"), 1.5, with_raw=True),
+        _against(_operation(result, "forced rotation"), 1.5, with_raw=True),
+        _against(_operation(result, "patch upgrade"), 1.5, with_raw=True),
+        _against(_operation(result, "teardown"), 2.0, with_raw=False),
+    ]
+    largest = max(result.concurrency, key=lambda c: c.clusters, default=None)
+    if largest is not None:
+        k = largest.clusters
+        p, f = _side(largest.product, k), _side(largest.floor, k)
+        all_ready, cpu = ratio(p["all"], f["all"]), ratio(p["worker_cpu"], f["worker_cpu"])
+        rss = largest.product.worker_peak_rss_bytes
+        checks += [
+            TargetCheck(f"{k} creates at once: all Ready <= 1.5 x floor", times(all_ready),
+                        None if all_ready is None else all_ready <= 1.5),
+            TargetCheck(f"{k} creates at once: worker CPU per cluster <= 2 x floor", times(cpu),
+                        None if cpu is None else cpu <= 2.0),
+            TargetCheck(f"{k} creates at once: worker peak RSS <= 300 MB", mebibytes(rss),
+                        None if rss is None else rss <= 300 * 1000 * 1000),
+        ]  # fmt: skip
+    create = _operation(result, "create")
+    if create is not None:
+        events = ratio(_events(create.product_events), _events(create.floor_events))
+        checks.append(TargetCheck("events per create <= 1.3 x floor", times(events),
+                                  None if events is None else events <= 1.3))  # fmt: skip
+    upgrade = _operation(result, "patch upgrade")
+    if upgrade is not None:
+        events = _events(upgrade.product_events)
+        checks.append(TargetCheck("events of a 6-node upgrade < 400", number(events, 0),
+                                  None if events is None else events < 400))  # fmt: skip
+    for cli in result.cli:
+        took = median(cli.seconds)
+        checks.append(TargetCheck(f"{cli.command} < 0.7 s", seconds(took), None if took is None else took < 0.7))
+    return checks
+
+
+def targets_table(checks: list[TargetCheck]) -> str:
+    mark = {True: "yes", False: "no", None: "n/a"}
+    return table(["target (issue 13)", "this run", "met"], [[c.target, c.measured, mark[c.met]] for c in checks])
+
+
+def main(paths: list[str]) -> None:
+    """``python -m bench.report FILE...``: print the tables of saved results again."""
+    for path in paths:
+        print(render(BenchResult.from_dict(json.loads(Path(path).read_text()))))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -5,6 +5,8 @@ The benchmark itself is not a test (``make bench``); these keep its arithmetic h
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from temporalio.api.common.v1 import ActivityType, Payload, Payloads
 from temporalio.api.enums.v1 import EventType
@@ -17,6 +19,7 @@ from bench.report import (
     NOT_DERIVED,
     NOT_IMPLEMENTED,
     BenchResult,
+    CliResult,
     ConcurrencyResult,
     FleetBatch,
     LoadSide,
@@ -27,6 +30,7 @@ from bench.report import (
     operations_table,
     render,
     table,
+    targets,
 )
 from bench.shapes import CREATE, FORCED_ROTATION, NODES, PATCH_UPGRADE, TEARDOWN, waves_from_events
 from bench.stats import median, per, percentile, ratio
@@ -178,3 +182,45 @@ def test_recorded_calls_keep_their_inputs_and_waves() -> None:
         [("a", [b"1"])],
         [("b", [b"2"]), ("b", [b"3"])],
     ]
+
+
+def _lifecycle_result() -> BenchResult:
+    return BenchResult(
+        "2026-12-01T00:00:00+00:00",
+        "quick",
+        operations=[
+            OperationResult("create", [1.2], [0.2], [110], [100], raw_seconds=[0.7]),
+            OperationResult("teardown", [1.0], [0.4], [90], [88], raw_seconds=[5.0]),
+            OperationResult("patch upgrade", [9.0], [2.5], [390], [300]),
+        ],
+        concurrency=[
+            ConcurrencyResult(1, LoadSide([1.0], 1.0), LoadSide([0.5], 0.5)),
+            ConcurrencyResult(
+                100,
+                LoadSide([20.0], 30.0, worker_peak_rss_bytes=400 * 1000 * 1000, worker_cpu_seconds=90.0),
+                LoadSide([15.0], 21.0, worker_cpu_seconds=50.0),
+            ),
+        ],
+        cli=[CliResult("tenantctl --help", [0.5, 0.6, 0.9])],
+    )
+
+
+def test_targets_compare_against_floor_plus_raw_and_say_what_was_not_measured() -> None:
+    checks = {c.target: (c.measured, c.met) for c in targets(_lifecycle_result())}
+    assert checks["create <= 1.5 x (floor + raw)"] == ("1.3x", True)  # 1.2 / (0.2 + 0.7)
+    assert checks["teardown <= 2 x floor"] == ("2.5x", False)  # raw is not part of teardown's target
+    assert checks["patch upgrade <= 1.5 x (floor + raw)"] == ("raw not derived", None)
+    assert checks["? <= 1.5 x (floor + raw)"] == ("n/a", None)  # no rotation in this run
+    assert checks["100 creates at once: all Ready <= 1.5 x floor"] == ("1.4x", True)  # the largest K
+    assert checks["100 creates at once: worker CPU per cluster <= 2 x floor"] == ("1.8x", True)
+    assert checks["100 creates at once: worker peak RSS <= 300 MB"] == ("381 MiB", False)
+    assert checks["events per create <= 1.3 x floor"] == ("1.1x", True)
+    assert checks["events of a 6-node upgrade < 400"] == ("390", True)
+    assert checks["tenantctl --help < 0.7 s"] == ("600 ms", True)
+
+
+def test_a_saved_result_renders_the_same_after_a_json_round_trip() -> None:
+    original = _lifecycle_result()
+    again = BenchResult.from_dict(json.loads(json.dumps(original.as_dict())))
+    assert again == original
+    assert render(again) == render(original)
