@@ -270,11 +270,32 @@ class Run:
         return batches
 
 
-def machine() -> dict[str, object]:
+def load_average() -> str:
     load = os.getloadavg()
+    return f"{load[0]:.1f}/{load[1]:.1f}"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def commit() -> str:
+    """The code measured: the checkout's commit, '+' when it has uncommitted changes."""
+    head = _git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return "unknown"
+    return head + ("+" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> dict[str, object]:
     return {
+        "commit": commit(),
         "cpus": os.cpu_count(),
-        "load (1/5 min)": f"{load[0]:.1f}/{load[1]:.1f}",
+        "load at start (1/5 min)": load_average(),
         "python": platform.python_version(),
     }
 
@@ -326,6 +347,7 @@ async def bench(args: argparse.Namespace) -> BenchResult:
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
     result.wall_seconds = time.monotonic() - began
+    result.machine["load at end (1/5 min)"] = load_average()
     return result
 
 
