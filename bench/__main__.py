@@ -49,7 +49,7 @@ from bench.report import (
 )
 from bench.shapes import CREATE, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
 from config.settings import STACK_ENV_FILE, Settings
-from devstack.stack import TEMPORAL, LocalStack, StackPorts
+from devstack.stack import TEMPORAL, LocalStack, StackError, StackPorts
 
 RESULTS = ROOT / "bench" / "results"
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -111,6 +111,7 @@ class Run:
             Settings(_env_file=state_dir / STACK_ENV_FILE, temporal_task_queue=self.product_queue), client
         )
         self._serial = 0
+        self.live_cluster: str | None = None
 
     def name(self, what: str) -> str:
         self._serial += 1
@@ -205,7 +206,10 @@ class Run:
             tag = f"k{k}"
 
             async def one_product(tag: str = tag) -> object:
-                return await product.create(self.client, self.name(tag), self.product_queue)
+                cluster_id = self.name(tag)
+                outcome = await product.create(self.client, cluster_id, self.product_queue)
+                self.live_cluster = cluster_id  # held afterwards: what `tenantctl status ID` looks at
+                return outcome
 
             async def one_floor() -> object:
                 return await self.floor_op(CREATE)
@@ -309,6 +313,7 @@ async def bench(args: argparse.Namespace) -> BenchResult:
     stack = LocalStack(state_dir, ports=StackPorts.free())
     log.info("starting a local stack in %s", state_dir)
     run: Run | None = None
+    finished = False
     try:
         endpoints = await asyncio.to_thread(stack.up)
         env = {**os.environ, **endpoints.as_env(), "TENANTCTL_STATE_DIR": str(state_dir)}
@@ -331,18 +336,20 @@ async def bench(args: argparse.Namespace) -> BenchResult:
         else:
             result.operations = await run.operations()
             result.concurrency = await run.concurrency(args.k)
-            live = run.name("cli")
-            await product.create(client, live, run.product_queue)
-            result.cli = await asyncio.to_thread(run.cli, live)
+            if run.live_cluster is None:  # no concurrency step made one
+                run.live_cluster = run.name("cli")
+                await product.create(client, run.live_cluster, run.product_queue)
+            result.cli = await asyncio.to_thread(run.cli, run.live_cluster)
             for name, hook in PENDING.items():
                 measured = await hook(run)
                 result.pending.append(PendingResult(name) if measured is None else PendingResult(name, "", measured))
+        finished = True
     finally:
         if run is not None:
             for worker in (run.product_worker, run.floor_worker):
                 await asyncio.to_thread(worker.stop)
         await asyncio.to_thread(stack.down)
-        if args.keep_state:
+        if args.keep_state or not finished:  # a run that broke keeps its logs for a look
             log.info("state (logs) kept in %s", state_dir)
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
@@ -363,7 +370,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-state", action="store_true", help="keep the stack's folder (logs) afterwards")
     args = parser.parse_args(argv)
     args.reps = args.reps or (QUICK_REPS if args.quick else FULL_REPS)
-    args.k = [int(k) for k in args.k.split(",")] if args.k else list(QUICK_K if args.quick else FULL_K)
+    try:
+        args.k = [int(k) for k in args.k.split(",")] if args.k else list(QUICK_K if args.quick else FULL_K)
+    except ValueError:
+        parser.error(f"--k takes comma-separated whole numbers such as 1,10,50, not {args.k!r}")
     args.cli_reps = CLI_REPS_QUICK if args.quick else CLI_REPS_FULL
     if args.reps < 1 or any(k < 1 for k in args.k) or args.fleet < 0 or args.fleet_batch < 1:
         parser.error("--reps, --k and --fleet-batch must be positive, --fleet not negative")
@@ -375,7 +385,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", stream=sys.stderr)
     for noisy in ("tenantctl.devstack", "temporalio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = asyncio.run(bench(args))
+    try:
+        result = asyncio.run(bench(args))
+    except (StackError, RuntimeError, product.OperationFailed) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(1) from None
     out = args.out or RESULTS / f"{result.started_at.replace(':', '')}-{result.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result.as_dict(), indent=1) + "\n")
