@@ -5,14 +5,17 @@ The benchmark itself is not a test (``make bench``); these keep its arithmetic h
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
 
 import pytest
 from temporalio.api.common.v1 import ActivityType, Payload, Payloads
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import ActivityTaskScheduledEventAttributes, HistoryEvent
 
-from bench.procstat import cpu_ticks_from_stat, memory_from_status
+from bench.procstat import ProcessMeter, Window, cpu_ticks_from_stat, memory_from_status
 from bench.raw import recorded_waves
 from bench.report import (
     MIB,
@@ -224,3 +227,17 @@ def test_a_saved_result_renders_the_same_after_a_json_round_trip() -> None:
     again = BenchResult.from_dict(json.loads(json.dumps(original.as_dict())))
     assert again == original
     assert render(again) == render(original)
+
+
+async def test_a_window_measures_this_process_cpu_and_rss_from_proc() -> None:
+    meter = ProcessMeter(os.getpid(), "me")
+    window = Window([meter, ProcessMeter(2**22 + 1, "gone")], interval=0.01)  # above pid_max: no such process
+    window.start()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn some CPU inside the window
+        pass
+    await asyncio.sleep(0.03)
+    await window.stop()
+    assert (window.cpu["me"] or 0.0) >= 0.03
+    assert (window.peak_rss["me"] or 0) > 1024 * 1024
+    assert window.cpu["gone"] is None and window.peak_rss["gone"] is None
