@@ -56,6 +56,7 @@ TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
 FULL_REPS, QUICK_REPS = 5, 1
 FULL_K, QUICK_K = (1, 10, 50, 100), (1, 10)
 CLI_REPS_FULL, CLI_REPS_QUICK = 5, 3
+PARTS = ("operations", "concurrency", "cli")
 OPERATION_TIMEOUT = 900.0
 
 log = logging.getLogger("tenantctl.bench")
@@ -334,12 +335,15 @@ async def bench(args: argparse.Namespace) -> BenchResult:
         if args.fleet:
             result.fleet = await run.fleet(args.fleet, args.fleet_batch)
         else:
-            result.operations = await run.operations()
-            result.concurrency = await run.concurrency(args.k)
-            if run.live_cluster is None:  # no concurrency step made one
-                run.live_cluster = run.name("cli")
-                await product.create(client, run.live_cluster, run.product_queue)
-            result.cli = await asyncio.to_thread(run.cli, run.live_cluster)
+            if "operations" in args.parts:
+                result.operations = await run.operations()
+            if "concurrency" in args.parts:
+                result.concurrency = await run.concurrency(args.k)
+            if "cli" in args.parts:
+                if run.live_cluster is None:  # no concurrency step made one
+                    run.live_cluster = run.name("cli")
+                    await product.create(client, run.live_cluster, run.product_queue)
+                result.cli = await asyncio.to_thread(run.cli, run.live_cluster)
             for name, hook in PENDING.items():
                 measured = await hook(run)
                 result.pending.append(PendingResult(name) if measured is None else PendingResult(name, "", measured))
@@ -363,6 +367,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"K in {QUICK_K}, {QUICK_REPS} repetitions (~2 min)")
     parser.add_argument("--reps", type=int, help=f"repetitions per operation (default {FULL_REPS}, quick {QUICK_REPS})")
     parser.add_argument("--k", help=f"comma-separated concurrent creates (default {FULL_K}, quick {QUICK_K})")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated: {','.join(PARTS)}")
     parser.add_argument("--fleet", type=int, default=0, metavar="N", help="fleet-scale run: create and hold N clusters")
     parser.add_argument("--fleet-batch", type=int, default=50, metavar="B", help="fleet creates started at once")
     parser.add_argument("--out", type=Path, help="JSON result file (default bench/results/<time>.json)")
@@ -375,6 +380,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--k takes comma-separated whole numbers such as 1,10,50, not {args.k!r}")
     args.cli_reps = CLI_REPS_QUICK if args.quick else CLI_REPS_FULL
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown or not args.parts:
+        parser.error(f"--parts takes some of {','.join(PARTS)}, not {','.join(unknown) or 'nothing'}")
     if args.reps < 1 or any(k < 1 for k in args.k) or args.fleet < 0 or args.fleet_batch < 1:
         parser.error("--reps, --k and --fleet-batch must be positive, --fleet not negative")
     return args

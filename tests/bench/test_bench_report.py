@@ -150,6 +150,11 @@ def test_a_failed_side_shows_no_throughput_and_counts_its_failures() -> None:
     assert cells[8] == "n/a / 0.100 (n/a)"
 
 
+def test_targets_of_a_run_without_operations_leave_them_out() -> None:
+    result = BenchResult("2026-12-01T00:00:00+00:00", "quick", cli=[CliResult("tenantctl --help", [1.0])])
+    assert [c.target for c in targets(result)] == ["tenantctl --help < 0.7 s"]
+
+
 def test_render_says_not_implemented_instead_of_inventing_numbers() -> None:
     result = BenchResult(
         "2026-12-01T00:00:00+00:00",
@@ -213,7 +218,7 @@ def test_targets_compare_against_floor_plus_raw_and_say_what_was_not_measured() 
     assert checks["create <= 1.5 x (floor + raw)"] == ("1.3x", True)  # 1.2 / (0.2 + 0.7)
     assert checks["teardown <= 2 x floor"] == ("2.5x", False)  # raw is not part of teardown's target
     assert checks["patch upgrade <= 1.5 x (floor + raw)"] == ("raw not derived", None)
-    assert checks["? <= 1.5 x (floor + raw)"] == ("n/a", None)  # no rotation in this run
+    assert checks["forced rotation <= 1.5 x (floor + raw)"] == ("n/a", None)  # no rotation in this run
     assert checks["100 creates at once: all Ready <= 1.5 x floor"] == ("1.4x", True)  # the largest K
     assert checks["100 creates at once: worker CPU per cluster <= 2 x floor"] == ("1.8x", True)
     assert checks["100 creates at once: worker peak RSS <= 300 MB"] == ("381 MiB", False)
