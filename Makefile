@@ -47,3 +47,13 @@ down:
 
 clean: down
 	rm -rf $(VENV) .tenantctl .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (issue 13): not part of `make test`. A fresh local stack on free ports, the product and its
+# Temporal floor side by side; tables on stdout, JSON in bench/results/. `make bench ARGS=--quick` ~2 min.
+.PHONY: bench-fleet
+FLEET ?= 1000
+bench: setup
+	$(BIN)/python -m bench $(ARGS)
+
+bench-fleet: setup
+	$(BIN)/python -m bench --fleet $(FLEET) $(ARGS)

@@ -1,0 +1,410 @@
+"""``python -m bench [--quick] [--fleet N]`` (``make bench``, ``make bench-fleet``): see README, "Benchmarks".
+
+One run starts a fresh local stack on free ports in a temporary state folder (``LocalStack``, as
+``tenantctl dev up`` does), the product's worker and the floor's worker (each its own process, so
+their CPU and memory are read from ``/proc``), then measures, product and floor alternated:
+
+1. each operation of a 3 + 3 KVM cluster (create, forced rotation, patch upgrade, teardown);
+2. K creates at once, for each K;
+3. the CLI's start-up (``tenantctl --help``, ``tenantctl status ID``);
+
+and prints the tables, writing everything to ``bench/results/<time>.json``. ``--fleet N`` instead
+creates N clusters in batches and holds them with one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from bench import floor, product
+from bench.processes import ROOT, WorkerProcess, stack_meters, worker_env
+from bench.procstat import ProcessMeter, Window
+from bench.raw import RawBackends
+from bench.report import (
+    BenchResult,
+    CliResult,
+    ConcurrencyResult,
+    FleetBatch,
+    LoadSide,
+    OperationResult,
+    PendingResult,
+    render,
+)
+from bench.shapes import CREATE, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
+from config.settings import STACK_ENV_FILE, Settings
+from devstack.stack import TEMPORAL, LocalStack, StackError, StackPorts
+
+RESULTS = ROOT / "bench" / "results"
+TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
+FULL_REPS, QUICK_REPS = 5, 1
+FULL_K, QUICK_K = (1, 10, 50, 100), (1, 10)
+CLI_REPS_FULL, CLI_REPS_QUICK = 5, 3
+PARTS = ("operations", "concurrency", "cli")
+OPERATION_TIMEOUT = 900.0
+
+log = logging.getLogger("tenantctl.bench")
+
+
+# --- hooks for costs whose features do not exist yet --------------------------------------------------
+async def drift_check_of_in_sync_cluster(run: Run) -> list[float] | None:
+    """Seconds per drift check of a cluster that is in sync (issue: the desired-state operation).
+
+    Hook: once the entity has a drift check (an update or a scheduled run), create one cluster with
+    ``product.create``, run the check ``run.reps`` times through ``starter.clusters.update``, and
+    return the durations (and add its floor: one observe activity per backend). None: not implemented.
+    """
+    return None
+
+
+async def fleet_rollout(run: Run) -> list[float] | None:
+    """Seconds for a fleet rollout (a workflow asking each entity for an operation), once it exists.
+
+    Hook: start the fleet workflow over the clusters the concurrency step left Ready and time it to
+    its result. None: not implemented.
+    """
+    return None
+
+
+PENDING: dict[str, Callable[[Run], Awaitable[list[float] | None]]] = {
+    "drift check of an in-sync cluster": drift_check_of_in_sync_cluster,
+    "fleet rollout": fleet_rollout,
+}
+
+
+# --- the run ------------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, args: argparse.Namespace, state_dir: Path, client: Client, env: dict[str, str]) -> None:
+        self.args = args
+        self.state_dir = state_dir
+        self.client = client
+        self.env = env
+        self.tag = uuid.uuid4().hex[:6]
+        self.product_queue = f"bench-product-{self.tag}"
+        self.floor_queue = f"bench-floor-{self.tag}"
+        self.product_worker = WorkerProcess(
+            "product worker", "worker", worker_env(env, self.product_queue), state_dir / "bench-product-worker.log"
+        )
+        self.floor_worker = WorkerProcess(
+            "floor worker",
+            "bench.floor_worker",
+            worker_env(env, self.floor_queue),
+            state_dir / "bench-floor-worker.log",
+        )
+        self.reps: int = args.reps
+        self.raw = RawBackends(
+            Settings(_env_file=state_dir / STACK_ENV_FILE, temporal_task_queue=self.product_queue), client
+        )
+        self._serial = 0
+        self.live_cluster: str | None = None
+
+    def name(self, what: str) -> str:
+        self._serial += 1
+        return f"b{self.tag}-{what}-{self._serial}"
+
+    @property
+    def temporal(self) -> ProcessMeter:
+        return stack_meters(self.state_dir)[TEMPORAL]
+
+    async def floor_op(self, shape: Shape) -> product.Outcome:
+        return await floor.run(self.client, shape, f"floor/{self.name(shape.operation.replace(' ', '-'))}",
+                               self.floor_queue)  # fmt: skip
+
+    # --- 1. operations, side by side ------------------------------------------------------------------
+    async def operations(self) -> list[OperationResult]:
+        results = {shape.operation: OperationResult(shape.operation) for shape in SHAPES.values()}
+        steps: list[tuple[Shape, Callable[[str], Awaitable[product.Outcome]]]] = [
+            (CREATE, lambda cid: product.create(self.client, cid, self.product_queue)),
+            (FORCED_ROTATION, lambda cid: product.forced_rotation(self.client, cid)),
+            (PATCH_UPGRADE, lambda cid: product.patch_upgrade(self.client, cid)),
+            (TEARDOWN, lambda cid: product.teardown(self.client, cid)),
+        ]
+        for rep in range(self.reps):
+            cluster_id = self.name("op")
+            broken = False
+            replays: list[tuple[OperationResult, str | None]] = []
+            for shape, run_product in steps:
+                result = results[shape.operation]
+                sides = ["floor", "product"] if rep % 2 else ["product", "floor"]  # alternate who goes first
+                for side in sides:
+                    if side == "floor":
+                        outcome = await self.floor_op(shape)
+                        result.floor_seconds.append(outcome.seconds)
+                        if outcome.events is not None:
+                            result.floor_events.append(outcome.events)
+                    elif not broken:
+                        try:
+                            outcome = await asyncio.wait_for(run_product(cluster_id), OPERATION_TIMEOUT)
+                        except (product.OperationFailed, TimeoutError) as exc:
+                            result.failures.append(f"{shape.operation} of {cluster_id}: {exc or 'timed out'}")
+                            broken = True  # the rest of this cluster's lifecycle cannot run
+                            continue
+                        result.product_seconds.append(outcome.seconds)
+                        if outcome.events is not None:
+                            result.product_events.append(outcome.events)
+                        replays.append((result, outcome.workflow_id))
+                log.info("rep %d/%d %s done", rep + 1, self.reps, shape.operation)
+            if not broken:  # the cluster is gone again: the same calls without Temporal, in order
+                await self._raw(cluster_id, replays)
+        return list(results.values())
+
+    async def _raw(self, cluster_id: str, replays: list[tuple[OperationResult, str | None]]) -> None:
+        for result, workflow_id in replays:
+            if workflow_id is None:
+                return
+            try:
+                result.raw_seconds.append(await asyncio.wait_for(self.raw.replay(workflow_id), OPERATION_TIMEOUT))
+            except Exception as exc:  # a replay that breaks says so in the report; the run goes on
+                result.failures.append(f"raw {result.operation} of {cluster_id}: {type(exc).__name__}: {exc}")
+                return
+        log.info("raw backend work of %s replayed", cluster_id)
+
+    # --- 2. K creates at once -------------------------------------------------------------------------
+    async def _load(self, clusters: int, start: Callable[[], Awaitable[object]], worker: ProcessMeter) -> LoadSide:
+        """Start ``clusters`` operations at once; each one's time counts from the common start."""
+        side = LoadSide()
+        window = Window([worker, self.temporal])
+        window.start()
+        began = time.monotonic()
+
+        async def timed() -> float:
+            await start()
+            return time.monotonic() - began
+
+        outcomes = await asyncio.gather(*(timed() for _ in range(clusters)), return_exceptions=True)
+        side.all_ready_seconds = time.monotonic() - began
+        await window.stop()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                side.failures.append(f"{type(outcome).__name__}: {outcome}")
+            else:
+                side.per_cluster_seconds.append(outcome)
+        side.worker_peak_rss_bytes = window.peak_rss.get(worker.name)
+        side.worker_cpu_seconds = window.cpu.get(worker.name)
+        side.temporal_cpu_seconds = window.cpu.get(TEMPORAL)
+        return side
+
+    async def concurrency(self, ks: list[int]) -> list[ConcurrencyResult]:
+        results: list[ConcurrencyResult] = []
+        for k in ks:
+            result = ConcurrencyResult(k)
+            tag = f"k{k}"
+
+            async def one_product(tag: str = tag) -> object:
+                cluster_id = self.name(tag)
+                outcome = await product.create(self.client, cluster_id, self.product_queue)
+                self.live_cluster = cluster_id  # held afterwards: what `tenantctl status ID` looks at
+                return outcome
+
+            async def one_floor() -> object:
+                return await self.floor_op(CREATE)
+
+            for side in ("product", "floor") if len(results) % 2 == 0 else ("floor", "product"):
+                if side == "product":
+                    result.product = await self._load(k, one_product, self.product_worker.meter)
+                else:
+                    result.floor = await self._load(k, one_floor, self.floor_worker.meter)
+            log.info("K=%d done: product %.2fs, floor %.2fs", k, result.product.all_ready_seconds or 0,
+                     result.floor.all_ready_seconds or 0)  # fmt: skip
+            results.append(result)
+        return results
+
+    # --- 3. the CLI ---------------------------------------------------------------------------------
+    def cli(self, cluster_id: str | None) -> list[CliResult]:
+        env = {**os.environ, "TENANTCTL_STATE_DIR": str(self.state_dir), "NO_COLOR": "1"}
+        commands = [["--help"]] + ([["status", cluster_id]] if cluster_id else [])
+        results = []
+        for command in commands:
+            shown = " ".join(["tenantctl", *command[:1], *(["ID"] if len(command) > 1 else [])])
+            result = CliResult(shown)
+            for _ in range(self.args.cli_reps):
+                began = time.monotonic()
+                done = subprocess.run([TENANTCTL, *command], env=env, capture_output=True, text=True, check=False)
+                took = time.monotonic() - began
+                if done.returncode == 0:
+                    result.seconds.append(took)
+                else:
+                    result.failures.append(f"{shown} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+            results.append(result)
+        return results
+
+    # --- fleet scale ----------------------------------------------------------------------------------
+    async def fleet(self, total: int, batch: int) -> list[FleetBatch]:
+        meters = [self.product_worker.meter, *stack_meters(self.state_dir).values()]
+        cpu_start = {m.name: m.cpu_seconds() for m in meters}
+        batches: list[FleetBatch] = []
+        held = 0
+        while held < total:
+            size = min(batch, total - held)
+            began = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(product.create(self.client, self.name("fleet"), self.product_queue) for _ in range(size)),
+                return_exceptions=True,
+            )
+            failures = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
+            created = size - len(failures)
+            held += created
+            process = self.product_worker.proc
+            if process is not None and process.poll() is not None:
+                failures.append(f"the product worker exited ({process.returncode}); see {self.product_worker.log}")
+            cpu = {}
+            for m in meters:
+                now, then = m.cpu_seconds(), cpu_start.get(m.name)
+                cpu[m.name] = None if now is None or then is None else now - then
+            rss = {m.name: m.rss() for m in meters}
+            batches.append(FleetBatch(held, time.monotonic() - began, created, failures, rss, cpu))
+            log.info("fleet: %d clusters held (%d failed in this batch)", held, len(failures))
+            if failures:
+                break  # what broke first is in the failures; more load would only bury it
+        return batches
+
+
+def load_average() -> str:
+    load = os.getloadavg()
+    return f"{load[0]:.1f}/{load[1]:.1f}"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def commit() -> str:
+    """The code measured: the checkout's commit, '+' when it has uncommitted changes."""
+    head = _git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return "unknown"
+    return head + ("+" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> dict[str, object]:
+    return {
+        "commit": commit(),
+        "cpus": os.cpu_count(),
+        "load at start (1/5 min)": load_average(),
+        "python": platform.python_version(),
+    }
+
+
+async def bench(args: argparse.Namespace) -> BenchResult:
+    began = time.monotonic()
+    mode = "fleet" if args.fleet else ("quick" if args.quick else "full")
+    result = BenchResult(datetime.now(UTC).isoformat(timespec="seconds"), mode, machine(),
+                         [s.as_dict() for s in SHAPES.values()])  # fmt: skip
+    state_dir = Path(tempfile.mkdtemp(prefix="tenantctl-bench-", dir=args.state_parent))
+    stack = LocalStack(state_dir, ports=StackPorts.free())
+    log.info("starting a local stack in %s", state_dir)
+    run: Run | None = None
+    finished = False
+    try:
+        endpoints = await asyncio.to_thread(stack.up)
+        env = {**os.environ, **endpoints.as_env(), "TENANTCTL_STATE_DIR": str(state_dir)}
+        client = await Client.connect(
+            endpoints.temporal_address, namespace=endpoints.temporal_namespace, data_converter=pydantic_data_converter
+        )
+        run = Run(args, state_dir, client, env)
+        for worker in (run.product_worker, run.floor_worker):
+            worker.start()
+        for worker in (run.product_worker, run.floor_worker):
+            await asyncio.to_thread(worker.wait_ready)
+        log.info("warming up (not counted): one create and teardown, and their floors")
+        warm = run.name("warm")
+        await product.create(client, warm, run.product_queue)
+        await product.teardown(client, warm)
+        for shape in (CREATE, TEARDOWN):
+            await run.floor_op(shape)
+        if args.fleet:
+            result.fleet = await run.fleet(args.fleet, args.fleet_batch)
+        else:
+            if "operations" in args.parts:
+                result.operations = await run.operations()
+            if "concurrency" in args.parts:
+                result.concurrency = await run.concurrency(args.k)
+            if "cli" in args.parts:
+                if run.live_cluster is None:  # no concurrency step made one
+                    run.live_cluster = run.name("cli")
+                    await product.create(client, run.live_cluster, run.product_queue)
+                result.cli = await asyncio.to_thread(run.cli, run.live_cluster)
+            for name, hook in PENDING.items():
+                measured = await hook(run)
+                result.pending.append(PendingResult(name) if measured is None else PendingResult(name, "", measured))
+        finished = True
+    finally:
+        if run is not None:
+            for worker in (run.product_worker, run.floor_worker):
+                await asyncio.to_thread(worker.stop)
+        await asyncio.to_thread(stack.down)
+        if args.keep_state or not finished:  # a run that broke keeps its logs for a look
+            log.info("state (logs) kept in %s", state_dir)
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    result.wall_seconds = time.monotonic() - began
+    result.machine["load at end (1/5 min)"] = load_average()
+    return result
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"K in {QUICK_K}, {QUICK_REPS} repetitions (~2 min)")
+    parser.add_argument("--reps", type=int, help=f"repetitions per operation (default {FULL_REPS}, quick {QUICK_REPS})")
+    parser.add_argument("--k", help=f"comma-separated concurrent creates (default {FULL_K}, quick {QUICK_K})")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated: {','.join(PARTS)}")
+    parser.add_argument("--fleet", type=int, default=0, metavar="N", help="fleet-scale run: create and hold N clusters")
+    parser.add_argument("--fleet-batch", type=int, default=50, metavar="B", help="fleet creates started at once")
+    parser.add_argument("--out", type=Path, help="JSON result file (default bench/results/<time>.json)")
+    parser.add_argument("--state-parent", help="where the temporary stack folder goes (default: the system's tmp)")
+    parser.add_argument("--keep-state", action="store_true", help="keep the stack's folder (logs) afterwards")
+    args = parser.parse_args(argv)
+    args.reps = args.reps or (QUICK_REPS if args.quick else FULL_REPS)
+    try:
+        args.k = [int(k) for k in args.k.split(",")] if args.k else list(QUICK_K if args.quick else FULL_K)
+    except ValueError:
+        parser.error(f"--k takes comma-separated whole numbers such as 1,10,50, not {args.k!r}")
+    args.cli_reps = CLI_REPS_QUICK if args.quick else CLI_REPS_FULL
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown or not args.parts:
+        parser.error(f"--parts takes some of {','.join(PARTS)}, not {','.join(unknown) or 'nothing'}")
+    if args.reps < 1 or any(k < 1 for k in args.k) or args.fleet < 0 or args.fleet_batch < 1:
+        parser.error("--reps, --k and --fleet-batch must be positive, --fleet not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench: %(message)s", stream=sys.stderr)
+    for noisy in ("tenantctl.devstack", "temporalio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result = asyncio.run(bench(args))
+    except (StackError, RuntimeError, product.OperationFailed) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(1) from None
+    out = args.out or RESULTS / f"{result.started_at.replace(':', '')}-{result.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    print(render(result))  # noqa: T201
+    print(f"results: {out}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

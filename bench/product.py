@@ -1,0 +1,131 @@
+"""The product, driven through its own client paths: ``starter.clusters`` as ``tenantctl`` uses them.
+
+Each function returns when the operation is over, as the CLI's ``--watch`` sees it, but without the
+CLI's 0.5 s poll: a create waits on its child workflow's result (a long poll), then looks at the
+entity's status every ``SETTLE_POLL`` seconds; updates (rotate, upgrade, delete) return with the
+update's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.cluster import ClusterPhase, ClusterStatus, OperationKind
+from models.naming import entity_workflow_id, operation_workflow_id
+from models.operations import DeleteRequest, RotateCertificatesRequest, UpgradeRequest
+from models.spec import ClusterSpec, parse_spec
+from starter import clusters
+from workflows.cluster import ClusterWorkflow
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kvm-cluster.yaml"
+VERSION, PATCH_VERSION = "1.32.4", "1.32.5"
+SETTLE_POLL = 0.02
+REQUESTED_BY = "bench"
+SETTLED = (ClusterPhase.READY, ClusterPhase.FAILED)
+
+
+class OperationFailed(RuntimeError):
+    """The product did not finish an operation; the message says which and why."""
+
+
+def cluster_spec(cluster_id: str) -> ClusterSpec:
+    """The shipped KVM example (3 masters + 3 workers) under another id."""
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    data.update(id=cluster_id, kubernetes_version=VERSION)
+    return parse_spec(data, str(EXAMPLE))
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    events: int | None  # history events the operation added (entity + its child), None if unknown
+    workflow_id: str | None = None  # the operation's child workflow (its history drives the raw replay)
+
+
+async def history_length(client: Client, workflow_id: str) -> int | None:
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return None
+    return int(description.raw_description.workflow_execution_info.history_length)
+
+
+async def _child_done(client: Client, workflow_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    child = client.get_workflow_handle(workflow_id)
+    while True:
+        try:
+            await child.result()
+            return
+        except WorkflowFailureError:
+            return  # the status says how it ended
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(SETTLE_POLL)  # the entity has not started it yet
+
+
+async def wait_created(client: Client, cluster_id: str, timeout: float = 600.0) -> ClusterStatus:
+    """Wait until the entity says the create is over (Ready, or Failed)."""
+    deadline = time.monotonic() + timeout
+    await _child_done(client, operation_workflow_id(cluster_id, OperationKind.CREATE, 1), timeout)
+    while True:
+        status = await clusters.get_status(client, cluster_id)
+        if status.current is None and status.phase in SETTLED:
+            return status
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"create of {cluster_id} not settled after {timeout:.0f}s: {status.phase}")
+        await asyncio.sleep(SETTLE_POLL)
+
+
+async def _finished(client: Client, cluster_id: str, seconds: float, entity_before: int) -> Outcome:
+    """The outcome of the operation that just ended: its events (entity's added + child's) and child."""
+    status = await clusters.get_status(client, cluster_id)
+    child_id = status.recent[0].workflow_id if status.recent else None
+    entity_after = await history_length(client, entity_workflow_id(cluster_id))
+    child = await history_length(client, child_id) if child_id else None
+    events = None if entity_after is None or child is None else entity_after - entity_before + child
+    return Outcome(seconds, events, child_id)
+
+
+async def create(client: Client, cluster_id: str, task_queue: str) -> Outcome:
+    began = time.monotonic()
+    await clusters.start_cluster(client, cluster_spec(cluster_id), task_queue)
+    status = await wait_created(client, cluster_id)
+    seconds = time.monotonic() - began
+    if status.phase is not ClusterPhase.READY:
+        raise OperationFailed(f"create of {cluster_id} ended {status.phase}: {status.message}")
+    return await _finished(client, cluster_id, seconds, 0)
+
+
+async def _update(client: Client, cluster_id: str, method: Any, request: Any) -> Outcome:
+    before = await history_length(client, entity_workflow_id(cluster_id)) or 0
+    began = time.monotonic()
+    try:
+        await clusters.update(client, cluster_id, method, request)
+    except clusters.UserError as exc:
+        raise OperationFailed(f"{cluster_id}: {exc}") from None
+    seconds = time.monotonic() - began
+    return await _finished(client, cluster_id, seconds, before)
+
+
+async def forced_rotation(client: Client, cluster_id: str) -> Outcome:
+    request = RotateCertificatesRequest(force=True, requested_by=REQUESTED_BY)
+    return await _update(client, cluster_id, ClusterWorkflow.rotate_certificates, request)
+
+
+async def patch_upgrade(client: Client, cluster_id: str) -> Outcome:
+    request = UpgradeRequest(version=PATCH_VERSION, requested_by=REQUESTED_BY)
+    return await _update(client, cluster_id, ClusterWorkflow.upgrade, request)
+
+
+async def teardown(client: Client, cluster_id: str) -> Outcome:
+    return await _update(client, cluster_id, ClusterWorkflow.delete, DeleteRequest(requested_by=REQUESTED_BY))

@@ -1,0 +1,337 @@
+"""What a bench run found, as data (written as JSON) and as tables (printed): pure, no I/O."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stats import median, per, percentile, ratio
+
+NOT_IMPLEMENTED = "n/a: not implemented"
+NOT_DERIVED = "n/a: not derived"
+MIB = 1024 * 1024
+
+
+@dataclass
+class OperationResult:
+    """One operation of a 3 + 3 cluster, each repetition's figures (product and floor alternated)."""
+
+    operation: str
+    product_seconds: list[float] = field(default_factory=list)
+    floor_seconds: list[float] = field(default_factory=list)
+    product_events: list[int] = field(default_factory=list)
+    floor_events: list[int] = field(default_factory=list)
+    raw_seconds: list[float] = field(default_factory=list)  # empty: not derived
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadSide:
+    """K creates started at once on one side (product or floor)."""
+
+    per_cluster_seconds: list[float] = field(default_factory=list)
+    all_ready_seconds: float | None = None
+    failures: list[str] = field(default_factory=list)
+    worker_peak_rss_bytes: int | None = None
+    worker_cpu_seconds: float | None = None
+    temporal_cpu_seconds: float | None = None
+
+
+@dataclass
+class ConcurrencyResult:
+    clusters: int
+    product: LoadSide = field(default_factory=LoadSide)
+    floor: LoadSide = field(default_factory=LoadSide)
+
+
+@dataclass
+class CliResult:
+    command: str
+    seconds: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PendingResult:
+    """A cost the issue asks for whose feature does not exist yet: reported, never invented."""
+
+    name: str
+    note: str = NOT_IMPLEMENTED
+    seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FleetBatch:
+    clusters_total: int
+    batch_seconds: float
+    created: int = 0
+    failures: list[str] = field(default_factory=list)
+    rss_bytes: dict[str, int | None] = field(default_factory=dict)
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    started_at: str
+    mode: str
+    machine: dict[str, Any] = field(default_factory=dict)
+    shapes: list[dict[str, Any]] = field(default_factory=list)
+    operations: list[OperationResult] = field(default_factory=list)
+    concurrency: list[ConcurrencyResult] = field(default_factory=list)
+    cli: list[CliResult] = field(default_factory=list)
+    pending: list[PendingResult] = field(default_factory=list)
+    fleet: list[FleetBatch] = field(default_factory=list)
+    wall_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> BenchResult:
+        """A result written by ``as_dict`` (a JSON file in bench/results), to render or compare again."""
+        data = dict(document)
+        data["operations"] = [OperationResult(**o) for o in data.get("operations", [])]
+        data["concurrency"] = [
+            ConcurrencyResult(c["clusters"], LoadSide(**c["product"]), LoadSide(**c["floor"]))
+            for c in data.get("concurrency", [])
+        ]
+        data["cli"] = [CliResult(**c) for c in data.get("cli", [])]
+        data["pending"] = [PendingResult(**p) for p in data.get("pending", [])]
+        data["fleet"] = [FleetBatch(**b) for b in data.get("fleet", [])]
+        return cls(**data)
+
+
+# --- formatting --------------------------------------------------------------------------------------
+def seconds(value: float | None, missing: str = "n/a") -> str:
+    if value is None:
+        return missing
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}x"
+
+
+def mebibytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / MIB:.0f} MiB"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, columns padded so it also reads as plain text."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join([line(headers), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)])
+
+
+def _events(values: list[int]) -> float | None:
+    return median([float(v) for v in values])
+
+
+def operations_table(results: list[OperationResult]) -> str:
+    rows = []
+    for r in results:
+        product, floor = median(r.product_seconds), median(r.floor_seconds)
+        product_events, floor_events = _events(r.product_events), _events(r.floor_events)
+        rows.append(
+            [
+                r.operation,
+                seconds(product),
+                seconds(floor),
+                times(ratio(product, floor)),
+                seconds(median(r.raw_seconds), NOT_DERIVED),
+                number(product_events, 0),
+                number(floor_events, 0),
+                times(ratio(product_events, floor_events)),
+                f"{len(r.product_seconds)}" + (f" ({len(r.failures)} failed)" if r.failures else ""),
+            ]
+        )
+    headers = ["operation", "tenantctl", "bare floor", "ratio", "raw backend work", "events", "floor events",
+               "events ratio", "runs"]  # fmt: skip
+    return table(headers, rows)
+
+
+def _side(side: LoadSide, clusters: int) -> dict[str, float | None]:
+    return {
+        "all": side.all_ready_seconds,
+        "p50": percentile(side.per_cluster_seconds, 0.50),
+        "p95": percentile(side.per_cluster_seconds, 0.95),
+        "rate": ratio(float(clusters), side.all_ready_seconds) if not side.failures else None,
+        "worker_cpu": per(side.worker_cpu_seconds, clusters),
+        "temporal_cpu": per(side.temporal_cpu_seconds, clusters),
+    }
+
+
+def concurrency_table(results: list[ConcurrencyResult]) -> str:
+    rows = []
+    for r in results:
+        p, f = _side(r.product, r.clusters), _side(r.floor, r.clusters)
+        failed = f" ({len(r.product.failures)} failed)" if r.product.failures else ""
+        rows.append(
+            [
+                f"{r.clusters}{failed}",
+                seconds(p["all"]),
+                seconds(f["all"]),
+                times(ratio(p["all"], f["all"])),
+                f"{seconds(p['p50'])} / {seconds(p['p95'])}",
+                f"{seconds(f['p50'])} / {seconds(f['p95'])}",
+                f"{number(p['rate'])} / {number(f['rate'])}",
+                f"{mebibytes(r.product.worker_peak_rss_bytes)} / {mebibytes(r.floor.worker_peak_rss_bytes)}",
+                f"{number(p['worker_cpu'], 3)} / {number(f['worker_cpu'], 3)}"
+                f" ({times(ratio(p['worker_cpu'], f['worker_cpu']))})",
+                f"{number(p['temporal_cpu'], 3)} / {number(f['temporal_cpu'], 3)}",
+            ]
+        )
+    headers = ["K creates", "all Ready", "floor all Ready", "ratio", "p50 / p95", "floor p50 / p95",
+               "clusters/s (product / floor)", "worker peak RSS (product / floor)",
+               "worker CPU-s per cluster (product / floor)",
+               "Temporal CPU-s per cluster (product / floor)"]  # fmt: skip
+    return table(headers, rows)
+
+
+def cli_table(results: list[CliResult]) -> str:
+    rows = [
+        [
+            f"`{r.command}`",
+            seconds(median(r.seconds)),
+            seconds(min(r.seconds) if r.seconds else None),
+            seconds(max(r.seconds) if r.seconds else None),
+            str(len(r.seconds)) + (f" ({len(r.failures)} failed)" if r.failures else ""),
+        ]
+        for r in results
+    ]
+    return table(["command", "median", "min", "max", "runs"], rows)
+
+
+def pending_table(results: list[PendingResult]) -> str:
+    return table(
+        ["cost", "result"], [[r.name, r.note if not r.seconds else seconds(median(r.seconds))] for r in results]
+    )
+
+
+def fleet_table(batches: list[FleetBatch]) -> str:
+    rows = []
+    for b in batches:
+        rss = ", ".join(f"{name} {mebibytes(v)}" for name, v in b.rss_bytes.items())
+        cpu = ", ".join(f"{name} {number(v, 1)}" for name, v in b.cpu_seconds.items())
+        rate = number(ratio(float(b.created), b.batch_seconds))
+        rows.append([str(b.clusters_total), seconds(b.batch_seconds), rate, str(len(b.failures)), rss, cpu])
+    return table(["clusters held", "batch time", "clusters/s", "failed", "RSS", "CPU-s since start"], rows)
+
+
+def render(result: BenchResult) -> str:
+    """Every table of a run, with the machine and the run's wall time."""
+    parts = [
+        f"tenantctl bench ({result.mode}), {result.started_at}; machine: "
+        + ", ".join(f"{k} {v}" for k, v in result.machine.items()),
+    ]
+    if result.operations:
+        parts += ["", "Operations on a 3 + 3 KVM cluster (medians; product and floor alternated):",
+                  operations_table(result.operations)]  # fmt: skip
+    if result.concurrency:
+        parts += ["", "Concurrent creates (3 + 3 each):", concurrency_table(result.concurrency)]
+    if result.cli:
+        parts += ["", "CLI start-up:", cli_table(result.cli)]
+    if result.pending:
+        parts += ["", "Not measured yet:", pending_table(result.pending)]
+    if result.operations or result.concurrency or result.cli:
+        parts += ["", "Targets:", targets_table(targets(result))]
+    if result.fleet:
+        parts += ["", "Fleet scale (one worker):", fleet_table(result.fleet)]
+    failures = [f for op in result.operations for f in op.failures]
+    failures += [f for c in result.concurrency for f in (*c.product.failures, *c.floor.failures)]
+    failures += [f for c in result.cli for f in c.failures] + [f for b in result.fleet for f in b.failures]
+    if failures:
+        parts += ["", f"Failures ({len(failures)}):", *(f"- {f}" for f in failures[:20])]
+    if result.wall_seconds is not None:
+        parts += ["", f"bench wall time: {seconds(result.wall_seconds)}"]
+    return "\n".join(parts)
+
+
+# --- the issue's targets ------------------------------------------------------------------------------
+@dataclass
+class TargetCheck:
+    target: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def _operation(result: BenchResult, name: str) -> OperationResult | None:
+    return next((r for r in result.operations if r.operation == name), None)
+
+
+def _against(result: BenchResult, name: str, limit: float, with_raw: bool) -> TargetCheck:
+    target = f"{name} <= {limit:g} x {'(floor + raw)' if with_raw else 'floor'}"
+    op = _operation(result, name)
+    if op is None:
+        return TargetCheck(target, "n/a", None)
+    product, floor, raw = median(op.product_seconds), median(op.floor_seconds), median(op.raw_seconds)
+    if with_raw and raw is None:
+        return TargetCheck(target, f"raw {NOT_DERIVED.removeprefix('n/a: ')}", None)
+    base = None if floor is None else floor + ((raw or 0.0) if with_raw else 0.0)
+    value = ratio(product, base)
+    return TargetCheck(target, times(value), None if value is None else value <= limit)
+
+
+def targets(result: BenchResult) -> list[TargetCheck]:
+    """Issue 13's targets, each with this run's figure and whether it is met."""
+    checks = []
+    if result.operations:
+        checks += [
+            _against(result, "create", 1.5, with_raw=True),
+            _against(result, "forced rotation", 1.5, with_raw=True),
+            _against(result, "patch upgrade", 1.5, with_raw=True),
+            _against(result, "teardown", 2.0, with_raw=False),
+        ]
+    largest = max(result.concurrency, key=lambda c: c.clusters, default=None)
+    if largest is not None:
+        k = largest.clusters
+        p, f = _side(largest.product, k), _side(largest.floor, k)
+        all_ready, cpu = ratio(p["all"], f["all"]), ratio(p["worker_cpu"], f["worker_cpu"])
+        rss = largest.product.worker_peak_rss_bytes
+        checks += [
+            TargetCheck(f"{k} creates at once: all Ready <= 1.5 x floor", times(all_ready),
+                        None if all_ready is None else all_ready <= 1.5),
+            TargetCheck(f"{k} creates at once: worker CPU per cluster <= 2 x floor", times(cpu),
+                        None if cpu is None else cpu <= 2.0),
+            TargetCheck(f"{k} creates at once: worker peak RSS <= 300 MB", mebibytes(rss),
+                        None if rss is None else rss <= 300 * 1000 * 1000),
+        ]  # fmt: skip
+    create = _operation(result, "create")
+    if create is not None:
+        events = ratio(_events(create.product_events), _events(create.floor_events))
+        checks.append(TargetCheck("events per create <= 1.3 x floor", times(events),
+                                  None if events is None else events <= 1.3))  # fmt: skip
+    upgrade = _operation(result, "patch upgrade")
+    if upgrade is not None:
+        events = _events(upgrade.product_events)
+        checks.append(TargetCheck("events of a 6-node upgrade < 400", number(events, 0),
+                                  None if events is None else events < 400))  # fmt: skip
+    for cli in result.cli:
+        took = median(cli.seconds)
+        checks.append(TargetCheck(f"{cli.command} < 0.7 s", seconds(took), None if took is None else took < 0.7))
+    return checks
+
+
+def targets_table(checks: list[TargetCheck]) -> str:
+    mark = {True: "yes", False: "no", None: "n/a"}
+    return table(["target (issue 13)", "this run", "met"], [[c.target, c.measured, mark[c.met]] for c in checks])
+
+
+def main(paths: list[str]) -> None:
+    """``python -m bench.report FILE...``: print the tables of saved results again."""
+    for path in paths:
+        print(render(BenchResult.from_dict(json.loads(Path(path).read_text()))))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

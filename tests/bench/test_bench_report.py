@@ -1,0 +1,248 @@
+"""The benchmark's own logic (statistics, /proc parsing, floor shapes, recorded calls, the report): pure, no servers.
+
+The benchmark itself is not a test (``make bench``); these keep its arithmetic honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+from temporalio.api.common.v1 import ActivityType, Payload, Payloads
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import ActivityTaskScheduledEventAttributes, HistoryEvent
+
+from bench.procstat import ProcessMeter, Window, cpu_ticks_from_stat, memory_from_status
+from bench.raw import recorded_waves
+from bench.report import (
+    MIB,
+    NOT_DERIVED,
+    NOT_IMPLEMENTED,
+    BenchResult,
+    CliResult,
+    ConcurrencyResult,
+    FleetBatch,
+    LoadSide,
+    OperationResult,
+    PendingResult,
+    concurrency_table,
+    fleet_table,
+    operations_table,
+    render,
+    table,
+    targets,
+)
+from bench.shapes import CREATE, FORCED_ROTATION, NODES, PATCH_UPGRADE, TEARDOWN, waves_from_events
+from bench.stats import median, per, percentile, ratio
+
+
+# --- statistics -----------------------------------------------------------------------------------------
+def test_median_of_odd_and_even_counts_and_of_nothing() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert median([]) is None
+
+
+def test_percentiles_interpolate_between_closest_ranks() -> None:
+    hundred = [float(v) for v in range(1, 101)]
+    assert percentile(hundred, 0.95) == pytest.approx(95.05)
+    assert percentile(hundred, 0.5) == pytest.approx(50.5)
+    assert percentile([7.0], 0.95) == 7.0
+    assert percentile([2.0, 1.0], 0.0) == 1.0
+    assert percentile([2.0, 1.0], 1.0) == 2.0
+    assert percentile([], 0.5) is None
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        percentile([1.0], 95)
+
+
+def test_ratio_and_per_cluster_refuse_what_cannot_be_divided() -> None:
+    assert ratio(3.43, 0.23) == pytest.approx(14.913, rel=1e-3)
+    assert ratio(None, 1.0) is None
+    assert ratio(1.0, None) is None
+    assert ratio(1.0, 0.0) is None
+    assert per(10.0, 4) == 2.5
+    assert per(10.0, 0) is None
+    assert per(None, 3) is None
+
+
+# --- /proc ------------------------------------------------------------------------------------------
+def test_cpu_ticks_are_utime_plus_stime_even_with_parentheses_in_the_name() -> None:
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+    line = "4242 (python (worker) x) S 1 4242 4242 0 -1 4194560 2117 0 0 0 150 37 0 0 20 0 9 0 1234 0 0"
+    assert cpu_ticks_from_stat(line) == 187
+
+
+def test_memory_from_status_reads_kilobytes_as_bytes() -> None:
+    text = "Name:\tpython\nVmPeak:\t  300000 kB\nVmHWM:\t  200000 kB\nVmRSS:\t  150000 kB\nThreads:\t9\n"
+    memory = memory_from_status(text)
+    assert memory == {"VmPeak": 300000 * 1024, "VmHWM": 200000 * 1024, "VmRSS": 150000 * 1024}
+
+
+# --- floor shapes -----------------------------------------------------------------------------------
+def _event(kind: str, activity: str | None = None) -> dict[str, object]:
+    event: dict[str, object] = {"eventType": f"EVENT_TYPE_{kind}"}
+    if activity is not None:
+        event["activityTaskScheduledEventAttributes"] = {"activityType": {"name": activity}}
+    return event
+
+
+def test_waves_are_the_activities_each_workflow_task_schedules() -> None:
+    events = [
+        _event("WORKFLOW_EXECUTION_STARTED"),
+        _event("WORKFLOW_TASK_COMPLETED"),
+        _event("SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"),  # a task with no activity makes no wave
+        _event("WORKFLOW_TASK_COMPLETED"),
+        _event("ACTIVITY_TASK_SCHEDULED", "pki.ensure_ca"),
+        _event("ACTIVITY_TASK_COMPLETED"),
+        _event("WORKFLOW_TASK_COMPLETED"),
+        _event("ACTIVITY_TASK_SCHEDULED", "kvm.ensure_node"),
+        _event("ACTIVITY_TASK_SCHEDULED", "kvm.ensure_node"),
+        _event("WORKFLOW_TASK_COMPLETED"),
+        _event("ACTIVITY_TASK_SCHEDULED", "kvm.wait_nodes_ready"),
+    ]
+    assert waves_from_events(events) == [
+        ["pki.ensure_ca"],
+        ["kvm.ensure_node", "kvm.ensure_node"],
+        ["kvm.wait_nodes_ready"],
+    ]
+    assert waves_from_events([]) == []
+
+
+def test_floor_shapes_for_three_masters_and_three_workers() -> None:
+    assert CREATE.waves == (1, 1, 1, 1, 1, 1, 5, 1, 1, 1) and CREATE.activities == 14  # the issue's definition
+    assert TEARDOWN.activities == 8 + NODES and max(TEARDOWN.waves) == NODES  # every node removed at once
+    assert FORCED_ROTATION.activities == 1 + 2 * NODES and set(FORCED_ROTATION.waves) == {1}  # node by node
+    assert PATCH_UPGRADE.activities == 2 + 7 * 3 + 8 * 3 + 2 and set(PATCH_UPGRADE.waves) == {1}
+
+
+# --- the report -----------------------------------------------------------------------------------
+def test_table_pads_columns_to_the_widest_cell() -> None:
+    assert table(["a", "bb"], [["ccc", "d"]]).splitlines() == ["| a   | bb |", "| --- | -- |", "| ccc | d  |"]
+
+
+def test_operations_table_prints_medians_their_ratio_and_events() -> None:
+    result = OperationResult(
+        "create",
+        product_seconds=[3.0, 4.0, 3.5],
+        floor_seconds=[0.2, 0.25, 0.3],
+        product_events=[200, 204],
+        floor_events=[90, 92],
+    )
+    row = operations_table([result]).splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["create", "3.50 s", "250 ms", "14.0x", NOT_DERIVED, "202", "91", "2.2x", "3"]
+
+
+def test_a_failed_side_shows_no_throughput_and_counts_its_failures() -> None:
+    result = ConcurrencyResult(
+        10,
+        product=LoadSide(per_cluster_seconds=[1.0] * 9, all_ready_seconds=5.0, failures=["boom"]),
+        floor=LoadSide(per_cluster_seconds=[0.5] * 10, all_ready_seconds=2.0, worker_cpu_seconds=1.0),
+    )
+    row = concurrency_table([result]).splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "10 (1 failed)"
+    assert cells[3] == "2.5x"
+    assert cells[6] == "n/a / 5.00"  # clusters/s: none claimed for the side that failed
+    assert cells[8] == "n/a / 0.100 (n/a)"
+
+
+def test_targets_of_a_run_without_operations_leave_them_out() -> None:
+    result = BenchResult("2026-12-01T00:00:00+00:00", "quick", cli=[CliResult("tenantctl --help", [1.0])])
+    assert [c.target for c in targets(result)] == ["tenantctl --help < 0.7 s"]
+
+
+def test_render_says_not_implemented_instead_of_inventing_numbers() -> None:
+    result = BenchResult(
+        "2026-12-01T00:00:00+00:00",
+        "quick",
+        {"cpus": 2},
+        pending=[PendingResult("drift check of an in-sync cluster"), PendingResult("fleet rollout", "", [1.0, 3.0])],
+        wall_seconds=118.0,
+    )
+    text = render(result)
+    assert f"drift check of an in-sync cluster | {NOT_IMPLEMENTED}" in text
+    assert "fleet rollout                     | 2.00 s" in text
+    assert text.endswith("bench wall time: 118.00 s")
+
+
+def test_fleet_table_prints_each_batch_rate() -> None:
+    batch = FleetBatch(100, 20.0, 50, rss_bytes={"worker": 300 * MIB}, cpu_seconds={"worker": 12.34})
+    cells = [c.strip() for c in fleet_table([batch]).splitlines()[2].strip("|").split("|")]
+    assert cells == ["100", "20.00 s", "2.50", "0", "worker 300 MiB", "worker 12.3"]
+
+
+def test_recorded_calls_keep_their_inputs_and_waves() -> None:
+    def scheduled(name: str, data: bytes) -> HistoryEvent:
+        return HistoryEvent(
+            event_type=EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+            activity_task_scheduled_event_attributes=ActivityTaskScheduledEventAttributes(
+                activity_type=ActivityType(name=name), input=Payloads(payloads=[Payload(data=data)])
+            ),
+        )
+
+    completed = HistoryEvent(event_type=EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    waves = recorded_waves([completed, scheduled("a", b"1"), completed, scheduled("b", b"2"), scheduled("b", b"3")])
+    assert [[(c.activity, [p.data for p in c.payloads]) for c in w] for w in waves] == [
+        [("a", [b"1"])],
+        [("b", [b"2"]), ("b", [b"3"])],
+    ]
+
+
+def _lifecycle_result() -> BenchResult:
+    return BenchResult(
+        "2026-12-01T00:00:00+00:00",
+        "quick",
+        operations=[
+            OperationResult("create", [1.2], [0.2], [110], [100], raw_seconds=[0.7]),
+            OperationResult("teardown", [1.0], [0.4], [90], [88], raw_seconds=[5.0]),
+            OperationResult("patch upgrade", [9.0], [2.5], [390], [300]),
+        ],
+        concurrency=[
+            ConcurrencyResult(1, LoadSide([1.0], 1.0), LoadSide([0.5], 0.5)),
+            ConcurrencyResult(
+                100,
+                LoadSide([20.0], 30.0, worker_peak_rss_bytes=400 * 1000 * 1000, worker_cpu_seconds=90.0),
+                LoadSide([15.0], 21.0, worker_cpu_seconds=50.0),
+            ),
+        ],
+        cli=[CliResult("tenantctl --help", [0.5, 0.6, 0.9])],
+    )
+
+
+def test_targets_compare_against_floor_plus_raw_and_say_what_was_not_measured() -> None:
+    checks = {c.target: (c.measured, c.met) for c in targets(_lifecycle_result())}
+    assert checks["create <= 1.5 x (floor + raw)"] == ("1.3x", True)  # 1.2 / (0.2 + 0.7)
+    assert checks["teardown <= 2 x floor"] == ("2.5x", False)  # raw is not part of teardown's target
+    assert checks["patch upgrade <= 1.5 x (floor + raw)"] == ("raw not derived", None)
+    assert checks["forced rotation <= 1.5 x (floor + raw)"] == ("n/a", None)  # no rotation in this run
+    assert checks["100 creates at once: all Ready <= 1.5 x floor"] == ("1.4x", True)  # the largest K
+    assert checks["100 creates at once: worker CPU per cluster <= 2 x floor"] == ("1.8x", True)
+    assert checks["100 creates at once: worker peak RSS <= 300 MB"] == ("381 MiB", False)
+    assert checks["events per create <= 1.3 x floor"] == ("1.1x", True)
+    assert checks["events of a 6-node upgrade < 400"] == ("390", True)
+    assert checks["tenantctl --help < 0.7 s"] == ("600 ms", True)
+
+
+def test_a_saved_result_renders_the_same_after_a_json_round_trip() -> None:
+    original = _lifecycle_result()
+    again = BenchResult.from_dict(json.loads(json.dumps(original.as_dict())))
+    assert again == original
+    assert render(again) == render(original)
+
+
+async def test_a_window_measures_this_process_cpu_and_rss_from_proc() -> None:
+    meter = ProcessMeter(os.getpid(), "me")
+    window = Window([meter, ProcessMeter(2**22 + 1, "gone")], interval=0.01)  # above pid_max: no such process
+    window.start()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn some CPU inside the window
+        pass
+    await asyncio.sleep(0.03)
+    await window.stop()
+    assert (window.cpu["me"] or 0.0) >= 0.03
+    assert (window.peak_rss["me"] or 0) > 1024 * 1024
+    assert window.cpu["gone"] is None and window.peak_rss["gone"] is None
