@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 
 from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationKind, OperationState, StepState
@@ -36,6 +36,7 @@ from models.operations import (
     UpgradeResult,
 )
 from models.spec import ClusterSpec
+from starter.clusters import live_operation
 from tests.fakes_upgrade import FakeFleet
 from tests.specs import small_kvm
 from tests.workflows.helpers import start_entity, wait_settled
@@ -85,11 +86,18 @@ async def start_upgrade(handle: WorkflowHandle[Any, Any], version: str, **reques
 
 
 async def status_when(
-    handle: WorkflowHandle[Any, Any], predicate: Callable[[ClusterStatus], bool], what: str
+    handle: WorkflowHandle[Any, Any],
+    predicate: Callable[[ClusterStatus], bool],
+    what: str,
+    live_from: Client | None = None,
 ) -> ClusterStatus:
+    """The entity's status once ``predicate`` holds; with ``live_from``, the running operation as
+    ``tenantctl status`` shows it (its own progress), else as the entity has it (pauses, outcome)."""
     status: ClusterStatus | None = None
     for _ in range(600):
         status = await handle.query(ClusterWorkflow.get_status)
+        if live_from is not None and status.current is not None:
+            status.current = await live_operation(live_from, status.current)
         if predicate(status):
             return status
         await asyncio.sleep(0.05)
@@ -111,8 +119,25 @@ async def plan_of(env: WorkflowEnvironment, status: ClusterStatus) -> UpgradePla
     return plan
 
 
+SIDE_BY_SIDE = {"kvm.wait_nodes_ready", "tenant.wait_node_registered"}
+"""A node's two waits (provider and tenant view) run together: either may start first."""
+
+
 def per_node(fleet: FakeFleet, since: int) -> list[tuple[str, str]]:
-    return [(n, d) for n, d in fleet.calls[since:] if n in NODE_CALLS]
+    """The node calls in start order, with calls that run side by side in a canonical order."""
+    calls = [(n, d) for n, d in fleet.calls[since:] if n in NODE_CALLS]
+    if {n for n, _ in calls[:2]} == {"kvm.list_nodes", "tenant.check_health"}:
+        calls[:2] = sorted(calls[:2])  # plan and preflight read side by side
+    ordered: list[tuple[str, str]] = []
+    run: list[tuple[str, str]] = []
+    for call in [*calls, ("", "")]:
+        if call[0] in SIDE_BY_SIDE:
+            run.append(call)
+            continue
+        ordered += sorted(run)
+        run = []
+        ordered.append(call)
+    return ordered[:-1]
 
 
 def master_procedure(node: str, version: str) -> list[tuple[str, str]]:
@@ -384,7 +409,12 @@ async def test_pause_stops_after_the_current_node(time_skipping_env: WorkflowEnv
         release = fleet.hold("tenant.drain_node:master-0")
         update = await start_upgrade(handle, PATCH)
         await asyncio.to_thread(fleet.reached["tenant.drain_node:master-0"].wait, 10)
-        await status_when(handle, lambda s: s.current is not None and s.current.progress.phase == "drain", "drain")
+        await status_when(
+            handle,
+            lambda s: s.current is not None and s.current.progress.phase == "drain",
+            "drain",
+            live_from=time_skipping_env.client,
+        )
         await control(handle, UpgradeAction.PAUSE)
         release.set()
         status = await status_when(handle, paused, "the upgrade to pause")
