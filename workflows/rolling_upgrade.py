@@ -254,8 +254,7 @@ class RollingUpgradeWorkflow:
     def _master_phases(self, spec: ClusterSpec, entry: NodeUpgrade, target: str) -> list[Phase]:
         node = entry.node
         return [
-            Phase("cordon", node, lambda: act.cordon_node(spec, node)),
-            Phase("drain", node, lambda: act.drain_node(spec, node, self.drain_timeout), interruptible=True),
+            *self._drain_phases(spec, node),
             Phase("roll", node, lambda: act.ensure_node(spec, node, target)),
             *self._ready_phases(spec, [node], target, node),
             Phase("uncordon", node, lambda: act.uncordon_node(spec, node)),
@@ -282,10 +281,17 @@ class RollingUpgradeWorkflow:
 
     def _removal_phases(self, spec: ClusterSpec, node: str, version: str) -> list[Phase]:
         return [
-            Phase("cordon", node, lambda: act.cordon_node(spec, node)),
-            Phase("drain", node, lambda: act.drain_node(spec, node, self.drain_timeout), interruptible=True),
+            *self._drain_phases(spec, node),
             Phase("remove", node, lambda: act.ensure_node_absent(spec, node, version)),
         ]
+
+    def _drain_phases(self, spec: ClusterSpec, node: str, *, interruptible: bool = True) -> list[Phase]:
+        drain = Phase(
+            "drain", node, lambda: act.drain_node(spec, node, self.drain_timeout), interruptible=interruptible
+        )
+        if not self.journal.legacy:
+            return [drain]  # the drain cordons the node before it evicts anything
+        return [Phase("cordon", node, lambda: act.cordon_node(spec, node)), drain]
 
     def _ready_phases(self, spec: ClusterSpec, nodes: list[str], version: str, subject: str) -> list[Phase]:
         if not self.journal.legacy:
@@ -500,8 +506,7 @@ class RollingUpgradeWorkflow:
         node, version = entry.node, entry.from_version
         if entry.replacement == node:  # in place: the same procedure, to the previous version
             return [
-                Phase("cordon", node, lambda: act.cordon_node(spec, node)),
-                Phase("drain", node, lambda: act.drain_node(spec, node, self.drain_timeout)),
+                *self._drain_phases(spec, node, interruptible=False),
                 Phase("roll", node, lambda: act.ensure_node(spec, node, version)),
                 *self._ready_phases(spec, [node], version, node),
                 Phase("uncordon", node, lambda: act.uncordon_node(spec, node)),

@@ -142,8 +142,7 @@ def per_node(fleet: FakeFleet, since: int) -> list[tuple[str, str]]:
 
 def master_procedure(node: str, version: str) -> list[tuple[str, str]]:
     return [
-        ("tenant.cordon_node", node),
-        ("tenant.drain_node", node),
+        ("tenant.drain_node", node),  # cordons, then evicts
         ("kvm.ensure_node", f"{node}@{version}"),
         ("kvm.wait_nodes_ready", node),
         ("tenant.wait_node_registered", f"{node}@{version}"),
@@ -152,7 +151,7 @@ def master_procedure(node: str, version: str) -> list[tuple[str, str]]:
 
 
 def removal(node: str) -> list[tuple[str, str]]:
-    return [("tenant.cordon_node", node), ("tenant.drain_node", node), ("kvm.ensure_node_absent", node)]
+    return [("tenant.drain_node", node), ("kvm.ensure_node_absent", node)]
 
 
 def without_health(calls: list[tuple[str, str]]) -> list[tuple[str, str]]:
