@@ -31,6 +31,7 @@ from workflows import activity_stubs as act
 from workflows import policies
 from workflows.journal import OperationJournal
 from workflows.names import PROGRESS_QUERY, PROVISION_WORKFLOW
+from workflows.side_by_side import together
 
 STEPS = ["pki", "foundation", "certificates", "endpoint", "nodes", "ready", "schedule"]
 SCHEDULE_STEP_PATCH = "provision-makes-rotation-schedule"
@@ -69,8 +70,8 @@ class ProvisionWorkflow:
                     await act.ensure_roles(spec)
                     return ca
 
-                ca, _ = await asyncio.gather(mount_and_roles(), act.ensure_policy(spec))
-                return ca
+                ca, _ = await together(mount_and_roles(), act.ensure_policy(spec))
+                return ca  # type: ignore[no-any-return]
 
         async def foundation() -> None:
             async with step("foundation"):
@@ -84,15 +85,13 @@ class ProvisionWorkflow:
         async def certificates(
             ready_pki: asyncio.Future[CaResult], ready_foundation: asyncio.Future[None]
         ) -> CertificatesResult:
-            await asyncio.gather(ready_pki, ready_foundation)
+            await together(ready_pki, ready_foundation)
             async with step("certificates"):
                 return await act.ensure_certificates(spec, certificate_requests(spec, nodes))
 
         pki_done = asyncio.ensure_future(pki())
         foundation_done = asyncio.ensure_future(foundation())
-        ca, issued, _ = await asyncio.gather(
-            pki_done, certificates(pki_done, foundation_done), endpoint(foundation_done)
-        )
+        ca, issued, _ = await together(pki_done, certificates(pki_done, foundation_done), endpoint(foundation_done))
 
         async with step("nodes", f"{len(nodes)} nodes at {spec.kubernetes_version}"):
             await self._ensure_nodes(spec, nodes, MAX_PARALLEL_NODES)
@@ -116,7 +115,10 @@ class ProvisionWorkflow:
             done += 1
             await self.journal.progress(done, len(nodes), node)
 
-        await asyncio.gather(*(one(n) for n in nodes))
+        if self.journal.legacy:  # as recorded: the first failure ends the runbook at once
+            await asyncio.gather(*(one(n) for n in nodes))
+        else:
+            await together(*(one(n) for n in nodes))
 
     def _result(
         self, spec: ClusterSpec, ca: CaResult, issued: CertificatesResult, schedule: RotationScheduleResult | None

@@ -62,6 +62,7 @@ from workflows import activity_stubs as act
 from workflows import policies
 from workflows.journal import OperationJournal
 from workflows.names import PROGRESS_QUERY, UPGRADE_CONTROL_SIGNAL, UPGRADE_WORKFLOW
+from workflows.side_by_side import together
 
 STEPS = ["plan", "masters", "workers", "verify"]
 ROLLBACK_STEP = "rollback"
@@ -208,7 +209,7 @@ class RollingUpgradeWorkflow:
                     await self._note_drift(spec)
                     await preflight
                 else:  # reading the provider's nodes and the tenant's health need not wait for each other
-                    await asyncio.gather(self._note_drift(spec), preflight)
+                    await together(self._note_drift(spec), preflight)
             async with step("masters", f"{len(masters)} masters, one at a time, in place"):
                 for entry in masters:
                     await self._upgrade(spec, [entry], self._master_phases(spec, entry, target))
@@ -301,7 +302,7 @@ class RollingUpgradeWorkflow:
                 Phase(
                     "wait-ready",
                     subject,
-                    lambda: _together(
+                    lambda: together(
                         act.wait_nodes_ready(spec, nodes, self.ready_timeout, version),
                         self._wait_registered(spec, nodes, version),
                     ),
@@ -443,14 +444,14 @@ class RollingUpgradeWorkflow:
             for node in nodes:
                 await act.ensure_node(spec, node, version)
         else:
-            await _together(*(act.ensure_node(spec, node, version) for node in nodes))
+            await together(*(act.ensure_node(spec, node, version) for node in nodes))
 
     async def _wait_registered(self, spec: ClusterSpec, nodes: list[str], version: str) -> None:
         if self.journal.legacy:
             for node in nodes:
                 await act.wait_node_registered(spec, node, version, self.ready_timeout)
         else:
-            await _together(*(act.wait_node_registered(spec, n, version, self.ready_timeout) for n in nodes))
+            await together(*(act.wait_node_registered(spec, n, version, self.ready_timeout) for n in nodes))
 
     async def _health_gate(self, spec: ClusterSpec, subject: str | None) -> None:
         expected = [live_name(e) for e in self.plan.nodes]
@@ -568,20 +569,6 @@ class RollingUpgradeWorkflow:
             else:
                 parts.append(f"{entry.label} ({entry.state}, at {entry.phase or 'start'})")
         return ", ".join(parts)
-
-
-async def _together(*calls: Awaitable[Any]) -> list[Any]:
-    """Run side by side until every one has ended, then raise the first failure, if any.
-
-    Nothing is cancelled on a failure, so a phase that pauses leaves nothing running (siblings are
-    waits with the same deadline, or short calls); and cancelling an activity that ended in the
-    same workflow task is refused by the server.
-    """
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
 
 
 def _drift(plan: UpgradePlan, observed: list[str]) -> str:

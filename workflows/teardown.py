@@ -25,6 +25,7 @@ from models.provider import EnsureResult, ResourceChange
 from workflows import activity_stubs as act
 from workflows.journal import OperationJournal
 from workflows.names import PROGRESS_QUERY, TEARDOWN_WORKFLOW
+from workflows.side_by_side import together
 
 STEPS = ["schedule", "nodes", "endpoint", "certificates", "foundation", "pki", "verify"]
 MAX_PARALLEL_NODES = 16
@@ -67,7 +68,10 @@ class TeardownWorkflow:
                 done += 1
                 await self.journal.progress(done, len(nodes), node)
 
-            await asyncio.gather(*(remove(n) for n in nodes))
+            if self.journal.legacy:  # as recorded: the first failure ends the runbook at once
+                await asyncio.gather(*(remove(n) for n in nodes))
+            else:
+                await together(*(remove(n) for n in nodes))
 
         async def endpoint() -> None:
             async with step("endpoint", spec.api_domain):
@@ -81,7 +85,7 @@ class TeardownWorkflow:
             await endpoint()
             await certificates()
         else:  # neither needs the other gone
-            await asyncio.gather(endpoint(), certificates())
+            await together(endpoint(), certificates())
 
         async with step("foundation"):
             self._note(await act.ensure_foundation_absent(spec))
