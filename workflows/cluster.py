@@ -513,6 +513,9 @@ def render_status(status: ClusterStatus) -> str:
         lines.append(f"next scheduled rotation: {_iso(status.next_rotation)}")
     if status.current:
         lines += ["", render_operation(status.current)]
+        if not status.current.state.finished:
+            # The operation keeps its steps to itself (no signal per step): point at where they are.
+            lines.append(f"steps and progress: workflow `{status.current.workflow_id}`")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ with activities replaced by name, on the time-skipping test server."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -16,8 +17,11 @@ from models.cluster import ClusterPhase, ClusterStatus, OperationKind, Operation
 from models.errors import Forbidden
 from models.naming import entity_workflow_id
 from models.operations import ClusterInput
+from starter.clusters import get_status
 from tests.fakes import FakeBackends
+from tests.fakes_upgrade import FakeFleet
 from tests.specs import small_kvm
+from tests.workflows.helpers import start_entity
 from worker.registry import build_worker
 from workflows.cluster import ClusterWorkflow
 
@@ -137,3 +141,37 @@ async def test_duplicate_id_is_refused(time_skipping_env: WorkflowEnvironment) -
             await start(time_skipping_env, backends, spec, queue)
         assert len(backends.calls) == calls
     _ = WorkflowFailureError
+
+
+async def test_status_shows_every_step_while_the_entity_is_told_nothing(time_skipping_env: WorkflowEnvironment) -> None:
+    """Recording a step sends nothing: the entity's own record stays as it began, and what
+    ``tenantctl status`` shows (the operation's own query) has every step as it stands."""
+    fleet, spec, queue = FakeFleet(), small_kvm(), f"q-{uuid.uuid4()}"
+    client = time_skipping_env.client
+    release = fleet.hold("kvm.ensure_node:worker-1")
+    async with build_worker(client, queue, fleet.activities()):
+        handle = await start_entity(client, spec, queue)
+        assert await asyncio.to_thread(fleet.reached["kvm.ensure_node:worker-1"].wait, 30)
+        shown = await get_status(client, spec.id)
+        for _ in range(200):  # the two other nodes finish side by side with the held one
+            if shown.current is not None and shown.current.progress.done == 2:
+                break
+            await asyncio.sleep(0.05)
+            shown = await get_status(client, spec.id)
+        recorded = await handle.query(ClusterWorkflow.get_status)
+        release.set()
+        settled = await wait_settled(handle)
+
+    assert recorded.current is not None and recorded.current.steps == []
+    op = shown.current
+    assert op is not None and op.workflow_id == f"cluster/{spec.id}/create/1"
+    assert [s.name for s in op.steps if s.state is StepState.DONE] == ["pki", "foundation", "certificates", "endpoint"]
+    assert op.step("nodes").state is StepState.RUNNING and op.step("ready").state is StepState.PENDING
+    assert (op.progress.done, op.progress.total) == (2, 3)
+    assert settled.phase is ClusterPhase.READY
+    assert all(s.state is StepState.DONE for s in settled.recent[0].steps)
+    # not one signal reached the entity during the create
+    signalled = [
+        e async for e in handle.fetch_history_events() if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signalled == []
