@@ -1,7 +1,9 @@
 """The state of a tenant cluster as its entity workflow holds it, and the operations on it.
 
 ``ClusterStatus`` is answered by the entity's ``status`` query, carried across continue-as-new,
-and rendered by ``tenantctl status``. Child operations report their steps into it by signal.
+and rendered by ``tenantctl status``. Each child operation keeps its own ``OperationStatus``
+(its ``progress`` query) and hands the entity the whole of it when the entity must know: a pause,
+a resume, a failure, and in its result at the end.
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ class OperationStatus(Model):
         self.steps.append(added)
         return added
 
+    def refreshed(self, live: OperationStatus) -> OperationStatus:
+        """This operation as its own workflow reports it now (the entity's record lags behind:
+        children do not tell it every step); who asked for it is only known to the entity."""
+        if live.workflow_id != self.workflow_id:
+            return self
+        return live.model_copy(update={"requested_by": live.requested_by or self.requested_by})
+
 
 class NodeRecord(FrozenModel):
     name: str
@@ -140,7 +149,8 @@ class ClusterStatus(Model):
 
 
 class ProgressReport(FrozenModel):
-    """A child operation's report to its cluster entity (sent by signal)."""
+    """A step delta sent by signal to the cluster entity by operations started before children
+    reported whole ``OperationStatus`` snapshots; still decoded for those."""
 
     workflow_id: str
     step: str | None = None

@@ -56,6 +56,9 @@ class ProvisionResult(FrozenModel):
     schedule: RotationScheduleResult | None = Field(
         default=None, description="the rotation schedule, when the runbook made it (None: older runbooks)"
     )
+    operation: OperationStatus | None = Field(
+        default=None, description="the operation's final status, steps and all (None: older runbooks)"
+    )
 
 
 # --- certificate rotation -----------------------------------------------------------------------
@@ -74,6 +77,9 @@ class RotateCertificatesResult(FrozenModel):
     certificates: list[CertificateRecord] = Field(default_factory=list)
     reissued: list[str] = Field(default_factory=list)
     restarted_nodes: list[str] = Field(default_factory=list)
+    operation: OperationStatus | None = Field(
+        default=None, description="the operation's final status, steps and all (None: older runbooks)"
+    )
 
 
 class RotateCaRequest(FrozenModel):
@@ -90,6 +96,9 @@ class RotateCaResult(FrozenModel):
     ca_issuer_id: str
     certificates: list[CertificateRecord] = Field(default_factory=list)
     restarted_nodes: list[str] = Field(default_factory=list)
+    operation: OperationStatus | None = Field(
+        default=None, description="the operation's final status, steps and all (None: older runbooks)"
+    )
 
 
 # --- rolling upgrade ---------------------------------------------------------------------------
@@ -127,6 +136,9 @@ class UpgradeResult(FrozenModel):
     kubernetes_version: str = Field(description="the version every node runs now")
     nodes: list[NodeRecord] = Field(default_factory=list)
     certificates: list[CertificateRecord] = Field(default_factory=list)
+    operation: OperationStatus | None = Field(
+        default=None, description="the operation's final status, steps and all (None: older runbooks)"
+    )
 
 
 class UpgradeAction(StrEnum):
@@ -207,6 +219,9 @@ class TeardownResult(FrozenModel):
     started_at: datetime
     finished_at: datetime
     duration_seconds: float
+    operation: OperationStatus | None = Field(
+        default=None, description="the operation's final status, steps and all (None: older runbooks)"
+    )
 
 
 # --- configuration changes ---------------------------------------------------------------------

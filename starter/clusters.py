@@ -5,11 +5,17 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.cluster import ClusterPhase, ClusterStatus
+from models.cluster import ClusterPhase, ClusterStatus, OperationStatus
 from models.durations import format_duration
 from models.errors import innermost_message
 from models.naming import entity_workflow_id
@@ -17,6 +23,7 @@ from models.operations import ClusterInput
 from models.spec import ClusterSpec
 from workflows import search_attributes as sa
 from workflows.cluster import ClusterWorkflow
+from workflows.names import PROGRESS_QUERY
 
 
 class UserError(Exception):
@@ -82,11 +89,25 @@ async def get_status(client: Client, cluster_id: str) -> ClusterStatus:
     handle = entity(client, cluster_id)
     try:
         status: ClusterStatus = await handle.query(ClusterWorkflow.get_status)
-        return status
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise ClusterNotFound(cluster_id) from None
         raise
+    if status.current is not None:
+        status.current = await live_operation(client, status.current)
+    return status
+
+
+async def live_operation(client: Client, recorded: OperationStatus) -> OperationStatus:
+    """The running operation as its own workflow reports it (every step and the progress): the
+    entity is told only of pauses, resumes and the outcome, so its record lags behind."""
+    try:
+        live: OperationStatus = await client.get_workflow_handle(recorded.workflow_id).query(
+            PROGRESS_QUERY, result_type=OperationStatus
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        return recorded  # not started yet, or just finished: the entity's record is the news
+    return recorded.refreshed(live)
 
 
 async def update(client: Client, cluster_id: str, method: Any, request: Any) -> Any:

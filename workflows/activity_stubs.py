@@ -7,7 +7,6 @@ and a test checks that the worker registers each of them.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -64,9 +63,9 @@ async def call(
     result_type: type[ResultT],
     summary: str,
     *,
-    start_to_close: timedelta = policies.BACKEND_CALL_TIMEOUT,
-    deadline: timedelta = policies.BACKEND_CALL_DEADLINE,
-    heartbeat: timedelta | None = None,
+    start_to_close: policies.Timeout = policies.BACKEND_CALL_TIMEOUT,
+    deadline: policies.Timeout = policies.BACKEND_CALL_DEADLINE,
+    heartbeat: policies.Timeout | None = None,
     retry: RetryPolicy = policies.BACKEND_RETRY,
 ) -> ResultT:
     result: ResultT = await workflow.execute_activity(
@@ -123,7 +122,7 @@ async def ensure_certificates(
         CertificatesResult,
         f"issue {'all' if force else 'due'} of {count} certificates and store their key pairs"
         + (f" ({why})" if why else ""),
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         deadline=policies.PKI_CALL_DEADLINE,
     )
@@ -144,7 +143,7 @@ async def revoke_certificates(spec: ClusterSpec) -> RevokeResult:
         ClusterRef(spec=spec),
         RevokeResult,
         f"revoke every unexpired leaf issued by {pki_mount(spec.id)}",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
     )
 
 
@@ -207,7 +206,7 @@ async def ensure_node_absent(spec: ClusterSpec, node: str, version: str) -> Ensu
 
 
 async def wait_nodes_ready(
-    spec: ClusterSpec, nodes: list[str], timeout: timedelta, version: str | None = None
+    spec: ClusterSpec, nodes: list[str], timeout: policies.Timeout, version: str | None = None
 ) -> NodesResult:
     shown = ", ".join(nodes) if len(nodes) <= 4 else f"{len(nodes)} nodes"
     return await call(
@@ -215,8 +214,8 @@ async def wait_nodes_ready(
         WaitNodesInput(spec=spec, nodes=nodes, timeout=timeout, kubernetes_version=version),
         NodesResult,
         f"wait until {shown} ready" + (f" at {version}" if version else ""),
-        start_to_close=timeout + timedelta(minutes=1),
-        deadline=timeout + timedelta(minutes=30),
+        start_to_close=policies.wait_attempt_timeout(timeout),
+        deadline=policies.wait_deadline(timeout),
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         retry=policies.WAIT_RETRY,
     )
@@ -263,7 +262,7 @@ async def ensure_foundation_absent(spec: ClusterSpec) -> EnsureResult:
         ClusterRef(spec=spec),
         EnsureResult,
         f"remove the {spec.provider} foundation of {spec.id}",
-        start_to_close=timedelta(minutes=15),
+        start_to_close=policies.FOUNDATION_REMOVAL_TIMEOUT,
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
     )
 
@@ -327,20 +326,20 @@ async def publish_trust_bundle(spec: ClusterSpec, issuer_ids: list[str]) -> Trus
         TrustBundleInput(spec=spec, issuer_ids=issuer_ids),
         TrustBundleResult,
         f"publish the trust bundle [{', '.join(issuer_ids)}] to every consumer of {spec.id}",
-        start_to_close=timedelta(minutes=10),
+        start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         deadline=policies.PKI_CALL_DEADLINE,
     )
 
 
-async def sign_user_csr(spec: ClusterSpec, csr_pem: str, ttl: timedelta) -> SignedUserCertificate:
+async def sign_user_csr(spec: ClusterSpec, csr_pem: str, ttl: policies.Timeout) -> SignedUserCertificate:
     # A person waits for this one: a short deadline, so a Vault outage is an error, not a hang.
     return await call(
         "pki.sign_user_csr",
         SignUserCsrInput(spec=spec, csr_pem=csr_pem, ttl=ttl),
         SignedUserCertificate,
         f"sign a user's CSR with the CA of {spec.id}",
-        start_to_close=timedelta(seconds=30),
+        start_to_close=policies.USER_REQUEST_CALL_TIMEOUT,
         deadline=policies.USER_REQUEST_DEADLINE,
     )
 
@@ -366,40 +365,42 @@ async def uncordon_node(spec: ClusterSpec, node: str) -> EnsureResult:
     )
 
 
-async def drain_node(spec: ClusterSpec, node: str, timeout: timedelta) -> DrainResult:
+async def drain_node(spec: ClusterSpec, node: str, timeout: policies.Timeout) -> DrainResult:
     return await call(
         "tenant.drain_node",
         DrainInput(spec=spec, node=node, timeout=timeout),
         DrainResult,
         f"drain node {node} of {spec.id} (evictions honour PodDisruptionBudgets; gives up after {timeout})",
-        start_to_close=timeout + timedelta(minutes=1),
-        deadline=timeout + timedelta(minutes=30),
+        start_to_close=policies.wait_attempt_timeout(timeout),
+        deadline=policies.wait_deadline(timeout),
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         retry=policies.WAIT_RETRY,
     )
 
 
-async def check_health(spec: ClusterSpec, expected_nodes: list[str], wait: timedelta = timedelta(0)) -> HealthResult:
+async def check_health(
+    spec: ClusterSpec, expected_nodes: list[str], wait: policies.Timeout = policies.NO_WAIT
+) -> HealthResult:
     return await call(
         "tenant.check_health",
         HealthInput(spec=spec, expected_nodes=expected_nodes, wait=wait),
         HealthResult,
         f"check that every node of {spec.id} is Ready and its API answers",
-        start_to_close=wait + timedelta(minutes=1),
-        deadline=wait + timedelta(minutes=30),
+        start_to_close=policies.wait_attempt_timeout(wait),
+        deadline=policies.wait_deadline(wait),
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         retry=policies.WAIT_RETRY,
     )
 
 
-async def wait_node_registered(spec: ClusterSpec, node: str, version: str, timeout: timedelta) -> NodeHealth:
+async def wait_node_registered(spec: ClusterSpec, node: str, version: str, timeout: policies.Timeout) -> NodeHealth:
     return await call(
         "tenant.wait_node_registered",
         WaitRegisteredInput(spec=spec, node=node, kubernetes_version=version, timeout=timeout),
         NodeHealth,
         f"wait until node {node} is Ready at v{version} in the tenant cluster {spec.id}",
-        start_to_close=timeout + timedelta(minutes=1),
-        deadline=timeout + timedelta(minutes=30),
+        start_to_close=policies.wait_attempt_timeout(timeout),
+        deadline=policies.wait_deadline(timeout),
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         retry=policies.WAIT_RETRY,
     )

@@ -62,21 +62,22 @@ from models.spec import ClusterSpec, describe_validation_error
 from models.versions import upgrade_refusal
 from workflows import activity_stubs as act
 from workflows import search_attributes as sa
-from workflows.journal import PROGRESS_SIGNAL, render_operation
+from workflows.journal import render_operation
+from workflows.names import (
+    CLUSTER_WORKFLOW,
+    LEGACY_PROGRESS_SIGNAL,
+    OPERATION_SIGNAL,
+    PROVISION_WORKFLOW,
+    ROTATE_CA_WORKFLOW,
+    ROTATE_CERTIFICATES_WORKFLOW,
+    TEARDOWN_WORKFLOW,
+    UPGRADE_CONTROL_SIGNAL,
+    UPGRADE_WORKFLOW,
+)
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 RECENT_OPERATIONS_KEPT = 10
-UPGRADE_CONTROL_SIGNAL = "control"
-"""Signal of the upgrade workflow that pause/resume/abort are forwarded to."""
-
-# Child workflow type names: the entity starts them by name so this module does not import them
-# (and their runbooks can change without touching the entity).
-PROVISION_WORKFLOW = "ProvisionCluster"
-ROTATE_CERTIFICATES_WORKFLOW = "RotateCertificates"
-ROTATE_CA_WORKFLOW = "RotateCa"
-UPGRADE_WORKFLOW = "RollingUpgrade"
-TEARDOWN_WORKFLOW = "TeardownCluster"
 
 
 class Refused(ApplicationError):
@@ -86,7 +87,7 @@ class Refused(ApplicationError):
         super().__init__(message, type=InvalidInput.__name__, non_retryable=True)
 
 
-@workflow.defn(name="Cluster")
+@workflow.defn(name=CLUSTER_WORKFLOW)
 class ClusterWorkflow:
     @workflow.init
     def __init__(self, input: ClusterInput) -> None:
@@ -178,20 +179,26 @@ class ClusterWorkflow:
     def get_status(self) -> ClusterStatus:
         return self.status
 
-    @workflow.signal(name=PROGRESS_SIGNAL)
+    @workflow.signal(name=OPERATION_SIGNAL)
+    def report_operation(self, snapshot: OperationStatus) -> None:
+        """A child's whole status (on a pause, a resume or a failure): taken as it is."""
+        op = self.status.current
+        if op is None or op.workflow_id != snapshot.workflow_id:
+            return  # a late report of an operation already finished
+        self.status.current = op.refreshed(snapshot)
+        self._publish()
+
+    @workflow.signal(name=LEGACY_PROGRESS_SIGNAL)
     def report_progress(self, report: ProgressReport) -> None:
+        """A step delta from an operation started before snapshots (see ``workflows.journal``)."""
         op = self.status.current
         if op is None or op.workflow_id != report.workflow_id:
-            return  # a late report of an operation already finished
+            return
         if report.step is not None:
             step = op.step(report.step)
             if report.step_state is not None:
                 step.state = report.step_state
             step.message = report.message or step.message
-            # Steps run in order: reaching one means the ones before it are done.
-            for earlier in op.steps[: op.steps.index(step)]:
-                if earlier.state in (StepState.PENDING, StepState.RUNNING):
-                    earlier.state = StepState.DONE
         if report.progress is not None:
             op.progress = report.progress
         if report.paused is not None:
@@ -266,11 +273,6 @@ class ClusterWorkflow:
         self.status.kubernetes_version = result.kubernetes_version
         if result.outcome is UpgradeOutcome.COMPLETED:
             self.status.spec = self.status.spec.model_copy(update={"kubernetes_version": result.to_version})
-        elif self.status.recent:
-            # The child returned normally after rolling back: record the operation as what it was.
-            aborted = self.status.recent[0]
-            aborted.state = OperationState.CANCELLED
-            aborted.message = f"aborted: every node rolled back to Kubernetes {result.kubernetes_version}"
         self._publish()
         return result
 
@@ -399,6 +401,7 @@ class ClusterWorkflow:
             except (ChildWorkflowError, CancelledError, asyncio.CancelledError) as err:
                 message = innermost_message(err)
                 cancelled = isinstance(getattr(err, "cause", None), CancelledError)
+                op = self.status.current or op  # as the child last reported it
                 self._finish(op, OperationState.CANCELLED if cancelled else OperationState.FAILED, message)
                 self._set_phase(_phase_after_failure(kind, phase_before), f"{kind} failed: {message}")
                 raise ApplicationError(
@@ -408,7 +411,14 @@ class ClusterWorkflow:
                 ) from err
             finally:
                 self._child = None
-            self._finish(op, OperationState.SUCCEEDED, "")
+            op = self.status.current or op
+            final = getattr(result, "operation", None)
+            if isinstance(final, OperationStatus) and final.workflow_id == op.workflow_id:
+                # The child's own record: every step, and how it ended (an aborted upgrade returns
+                # normally, as cancelled).
+                op = op.refreshed(final)
+            state = op.state if op.state.finished else OperationState.SUCCEEDED
+            self._finish(op, state, op.message if op.state.finished else "")
             self._set_phase(ClusterPhase.DELETED if kind is OperationKind.DELETE else ClusterPhase.READY, "")
             return result
 
@@ -426,7 +436,8 @@ class ClusterWorkflow:
 
     def _finish(self, op: OperationStatus, state: OperationState, message: str) -> None:
         op.state, op.message, op.finished_at = state, message, workflow.now()
-        # Children report a step when it starts; how the last one ended is the operation's outcome.
+        # A step still running in the record (a child that failed before it could report, or one
+        # from before snapshots) ended the way the operation did.
         for step in op.steps:
             if step.state is StepState.RUNNING:
                 step.state = StepState.DONE if state is OperationState.SUCCEEDED else StepState.FAILED
@@ -502,6 +513,9 @@ def render_status(status: ClusterStatus) -> str:
         lines.append(f"next scheduled rotation: {_iso(status.next_rotation)}")
     if status.current:
         lines += ["", render_operation(status.current)]
+        if not status.current.state.finished:
+            # The operation keeps its steps to itself (no signal per step): point at where they are.
+            lines.append(f"steps and progress: workflow `{status.current.workflow_id}`")
     return "\n".join(lines)
 
 

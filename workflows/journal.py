@@ -1,22 +1,32 @@
-"""How an operation workflow records its steps: for its own ``progress`` query, for the Temporal
-UI's current details, and for its cluster entity (a signal to the parent).
+"""How an operation workflow records its steps: its whole status (``OperationStatus``) kept in the
+workflow, answered by its ``progress`` query and shown in the Temporal UI's current details.
 
-Reports go to the parent only when a step starts or progress moves, so a create adds a dozen
-signals, not one per activity.
+Recording a step costs the runbook nothing: no signal, no event, no round trip. The cluster entity
+gets the whole snapshot only when it must know it: a pause and a resume (it decides whether an
+operator may resume), a failure (sent before the failure, so the entity records which step failed),
+and the finished status, which travels back in the operation's result. ``tenantctl status`` and
+``watch`` read the running operation's own ``progress`` query, so every step still shows.
+
+Operations started before snapshots (no ``OPERATION_SNAPSHOTS_PATCH`` marker in their history)
+keep reporting each step to the entity as a delta, exactly as they did, so they replay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from temporalio import workflow
+from temporalio.exceptions import CancelledError, FailureError
 
 from models.cluster import OperationKind, OperationState, OperationStatus, Progress, ProgressReport, StepState
 from models.errors import innermost_message
+from workflows.names import LEGACY_PROGRESS_SIGNAL, OPERATION_SIGNAL
 
-PROGRESS_SIGNAL = "report_progress"
-"""Signal of the cluster entity that operation children report to."""
+OPERATION_SNAPSHOTS_PATCH = "operation-snapshots"
+"""Runbooks that keep their status to themselves (and run independent steps side by side); absent
+from histories of operations that signalled the entity at every step."""
 
 
 class OperationJournal:
@@ -32,6 +42,9 @@ class OperationJournal:
         for name in steps:
             self.status.step(name)
         self._parent_id = info.parent.workflow_id if info.parent else None
+        self.legacy = not workflow.patched(OPERATION_SNAPSHOTS_PATCH)
+        """True when replaying (or resuming) an operation that reported every step to the entity."""
+        self._sends: set[asyncio.Task[None]] = set()
         self._publish_details()
 
     @contextlib.asynccontextmanager
@@ -39,31 +52,84 @@ class OperationJournal:
         """Run a step: running while inside, done on exit, failed (with the error) on an exception."""
         step = self.status.step(name)
         step.state, step.started_at, step.message = StepState.RUNNING, workflow.now(), message
-        await self.report(step=name, step_state=StepState.RUNNING, message=message)
+        if self.legacy:
+            await self._report(step=name, step_state=StepState.RUNNING, message=message)
+        self._publish_details()
         try:
             yield
         except BaseException as exc:
             step.state, step.finished_at = StepState.FAILED, workflow.now()
             step.message = innermost_message(exc)
             self._publish_details()
+            if _ends_operation(exc) and not self.legacy:
+                self.status.state, self.status.message = OperationState.FAILED, step.message
+                self.status.finished_at = workflow.now()
+                await self._send_snapshot()  # awaited: the entity has it before it sees the failure
             raise
         step.state, step.finished_at = StepState.DONE, workflow.now()
         self._publish_details()
 
-    def skip(self, name: str, message: str) -> None:
+    async def set_step(self, name: str, state: StepState | None = None, message: str | None = None) -> None:
+        """Change a step outside its ``step`` block (skipped, annotated, closed after an abort)."""
+        step = self.status.step(name)
+        if state is not None:
+            step.state = state
+        if message is not None:
+            step.message = message
+        self._publish_details()
+        if self.legacy:
+            await self._report(step=name, step_state=state, message=message or "")
+
+    def mark_skipped(self, name: str, message: str) -> None:
+        """Skip a step without telling anyone (runbooks from before the entity heard of skips)."""
         step = self.status.step(name)
         step.state, step.message = StepState.SKIPPED, message
+        self._publish_details()
 
     async def progress(self, done: int, total: int, current: str = "", unit: str = "nodes", phase: str = "") -> None:
         self.status.progress = Progress(done=done, total=total, current=current, unit=unit, phase=phase)
-        await self.report(progress=self.status.progress)
+        self._publish_details()
+        if self.legacy:
+            await self._report(progress=self.status.progress)
 
     async def set_paused(self, paused: bool, message: str) -> None:
         self.status.state = OperationState.PAUSED if paused else OperationState.RUNNING
         self.status.message = message
-        await self.report(paused=paused, message=message)
+        self._publish_details()
+        if self.legacy:
+            await self._report(paused=paused, message=message)
+        else:
+            self._send_snapshot_later()  # the runbook waits (or goes on) at once; the entity follows
 
-    async def report(
+    def finish(self, state: OperationState = OperationState.SUCCEEDED, message: str = "") -> OperationStatus:
+        """The operation's final status, returned in its result: the entity records it as it is."""
+        self.status.state, self.status.message, self.status.finished_at = state, message, workflow.now()
+        self._publish_details()
+        return self.status
+
+    # --- to the entity ------------------------------------------------------------------------------
+    async def _send_snapshot(self) -> None:
+        if self._parent_id is not None:
+            await workflow.get_external_workflow_handle(self._parent_id).signal(OPERATION_SIGNAL, self.status)
+
+    def _send_snapshot_later(self) -> None:
+        if self._parent_id is None:
+            return
+        # A copy: the snapshot is serialised when the command is sent, and the status moves on.
+        snapshot = self.status.model_copy(deep=True)
+        send = asyncio.ensure_future(
+            workflow.get_external_workflow_handle(self._parent_id).signal(OPERATION_SIGNAL, snapshot)
+        )
+        self._sends.add(send)
+        send.add_done_callback(self._sent)
+
+    def _sent(self, send: asyncio.Task[None]) -> None:
+        self._sends.discard(send)
+        if not send.cancelled() and send.exception() is not None:
+            # The entity is gone (a teardown ended it): nobody to tell, and the runbook goes on.
+            workflow.logger.info("status not delivered to %s: %s", self._parent_id, send.exception())
+
+    async def _report(
         self,
         step: str | None = None,
         step_state: StepState | None = None,
@@ -71,7 +137,7 @@ class OperationJournal:
         progress: Progress | None = None,
         paused: bool | None = None,
     ) -> None:
-        self._publish_details()
+        """A legacy run's delta to the entity, awaited, as such runs recorded it."""
         if self._parent_id is None:
             return
         report = ProgressReport(
@@ -82,10 +148,17 @@ class OperationJournal:
             progress=progress,
             paused=paused,
         )
-        await workflow.get_external_workflow_handle(self._parent_id).signal(PROGRESS_SIGNAL, report)
+        await workflow.get_external_workflow_handle(self._parent_id).signal(LEGACY_PROGRESS_SIGNAL, report)
 
     def _publish_details(self) -> None:
         workflow.set_current_details(render_operation(self.status))
+
+
+def _ends_operation(exc: BaseException) -> bool:
+    """An error that fails the operation (not a cancellation, not a runbook's own control flow)."""
+    if isinstance(exc, CancelledError | asyncio.CancelledError):
+        return False
+    return isinstance(exc, FailureError) and not isinstance(getattr(exc, "cause", None), CancelledError)
 
 
 def render_operation(op: OperationStatus) -> str:

@@ -7,6 +7,7 @@ errors, worker restarts); permanent errors (``models.errors``) are never retried
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypeAlias
 
 from temporalio.common import RetryPolicy
 
@@ -39,6 +40,12 @@ ENTITY_REQUEST_RETRY = RetryPolicy(
 )
 
 # --- timeouts ------------------------------------------------------------------------------------
+Timeout: TypeAlias = timedelta
+"""What every timeout below is (callers name it without importing datetime)."""
+
+NO_WAIT = timedelta(0)
+"""A check that looks once instead of waiting for a condition."""
+
 BACKEND_CALL_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one backend activity attempt (a few API calls). Also how long a call lost
 with a crashed worker waits before it is retried, so it is kept short."""
@@ -80,6 +87,34 @@ names the node and the pods that would not leave."""
 HEALTH_GATE_WAIT = timedelta(minutes=2)
 """After each upgraded node, how long the tenant cluster may take to look healthy again (every node
 Ready, API answering) before the upgrade pauses and says what is wrong."""
+
+PKI_BATCH_CALL_TIMEOUT = timedelta(minutes=10)
+"""Start-to-close of a PKI call over every certificate of a cluster (issue, revoke, publish the
+trust bundle to every Secret): many Vault and host API calls in one attempt, heartbeating."""
+
+FOUNDATION_REMOVAL_TIMEOUT = timedelta(minutes=15)
+"""Start-to-close of removing a cluster's foundation: a namespace (or VPC) is waited out until gone."""
+
+USER_REQUEST_CALL_TIMEOUT = timedelta(seconds=30)
+"""Start-to-close of one attempt at a request someone waits for at a terminal."""
+
+WAIT_ATTEMPT_SLACK = timedelta(minutes=1)
+"""A wait's attempt may run this much longer than the wait's own timeout (it reports the timeout
+itself, naming what it waited for, rather than being cut off by Temporal)."""
+
+WAIT_RETRY_SLACK = timedelta(minutes=30)
+"""A wait lost with a worker is retried for this long beyond its own timeout."""
+
+
+def wait_attempt_timeout(wait: timedelta) -> timedelta:
+    """Start-to-close of an activity that waits up to ``wait`` for a condition."""
+    return wait + WAIT_ATTEMPT_SLACK
+
+
+def wait_deadline(wait: timedelta) -> timedelta:
+    """Schedule-to-close of an activity that waits up to ``wait`` for a condition."""
+    return wait + WAIT_RETRY_SLACK
+
 
 TENANT_CALL_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one short tenant API activity (cordon: a read and a patch): a hung connection or

@@ -42,7 +42,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
-from models.cluster import NodeRecord, OperationKind, OperationStatus, StepState
+from models.cluster import NodeRecord, OperationKind, OperationState, OperationStatus, StepState
 from models.errors import Conflict, innermost_message
 from models.naming import node_role
 from models.operations import (
@@ -60,8 +60,9 @@ from models.spec import ClusterSpec
 from models.versions import SemVer
 from workflows import activity_stubs as act
 from workflows import policies
-from workflows.cluster import UPGRADE_CONTROL_SIGNAL
 from workflows.journal import OperationJournal
+from workflows.names import PROGRESS_QUERY, UPGRADE_CONTROL_SIGNAL, UPGRADE_WORKFLOW
+from workflows.side_by_side import together
 
 STEPS = ["plan", "masters", "workers", "verify"]
 ROLLBACK_STEP = "rollback"
@@ -158,7 +159,7 @@ class _Controls:
     log: list[str] = field(default_factory=list)
 
 
-@workflow.defn(name="RollingUpgrade")
+@workflow.defn(name=UPGRADE_WORKFLOW)
 class RollingUpgradeWorkflow:
     @workflow.init
     def __init__(self, input: UpgradeInput) -> None:
@@ -171,7 +172,7 @@ class RollingUpgradeWorkflow:
         self.health_wait = min(self.ready_timeout, policies.HEALTH_GATE_WAIT)
 
     # --- queries and signals --------------------------------------------------------------------
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> OperationStatus:
         return self.journal.status
 
@@ -201,15 +202,14 @@ class RollingUpgradeWorkflow:
 
         try:
             async with step("plan", self._plan_summary(masters, workers)):
-                observed = await act.list_nodes(spec)
-                note = _drift(plan, [n.name for n in observed.nodes])
-                if note:
-                    message = f"{self.journal.status.step('plan').message}; {note}"
-                    self.journal.status.step("plan").message = message
-                    await self.journal.report(step="plan", message=message)
                 # Preflight: an upgrade starts only on a healthy cluster (a broken node is not made
                 # worse by being drained and rolled, and the gates after each node stay meaningful).
-                await self._run([self._health_phase(spec, None)], [])
+                preflight = self._run([self._health_phase(spec, None)], [])
+                if self.journal.legacy:
+                    await self._note_drift(spec)
+                    await preflight
+                else:  # reading the provider's nodes and the tenant's health need not wait for each other
+                    await together(self._note_drift(spec), preflight)
             async with step("masters", f"{len(masters)} masters, one at a time, in place"):
                 for entry in masters:
                     await self._upgrade(spec, [entry], self._master_phases(spec, entry, target))
@@ -231,6 +231,9 @@ class RollingUpgradeWorkflow:
                 to_version=target,
                 kubernetes_version=plan.from_version,
                 nodes=[NodeRecord(name=e.node, role=e.role, kubernetes_version=e.from_version) for e in plan.nodes],
+                operation=self.journal.finish(
+                    OperationState.CANCELLED, f"aborted: every node rolled back to Kubernetes {plan.from_version}"
+                ),
             )
         return UpgradeResult(
             outcome=UpgradeOutcome.COMPLETED,
@@ -239,27 +242,22 @@ class RollingUpgradeWorkflow:
             kubernetes_version=target,
             nodes=[NodeRecord(name=e.replacement, role=e.role, kubernetes_version=target) for e in plan.nodes],
             certificates=list(self.certificates.values()),
+            operation=self.journal.finish(),
         )
+
+    async def _note_drift(self, spec: ClusterSpec) -> None:
+        observed = await act.list_nodes(spec)
+        note = _drift(self.plan, [n.name for n in observed.nodes])
+        if note:
+            await self.journal.set_step("plan", message=f"{self.journal.status.step('plan').message}; {note}")
 
     # --- forward: one node (or batch) ---------------------------------------------------------------
     def _master_phases(self, spec: ClusterSpec, entry: NodeUpgrade, target: str) -> list[Phase]:
         node = entry.node
         return [
-            Phase("cordon", node, lambda: act.cordon_node(spec, node)),
-            Phase("drain", node, lambda: act.drain_node(spec, node, self.drain_timeout), interruptible=True),
+            *self._drain_phases(spec, node),
             Phase("roll", node, lambda: act.ensure_node(spec, node, target)),
-            Phase(
-                "wait-ready",
-                node,
-                lambda: act.wait_nodes_ready(spec, [node], self.ready_timeout, target),
-                interruptible=True,
-            ),
-            Phase(
-                "wait-registered",
-                node,
-                lambda: act.wait_node_registered(spec, node, target, self.ready_timeout),
-                interruptible=True,
-            ),
+            *self._ready_phases(spec, [node], target, node),
             Phase("uncordon", node, lambda: act.uncordon_node(spec, node)),
             self._health_phase(spec, node),
         ]
@@ -284,12 +282,33 @@ class RollingUpgradeWorkflow:
 
     def _removal_phases(self, spec: ClusterSpec, node: str, version: str) -> list[Phase]:
         return [
-            Phase("cordon", node, lambda: act.cordon_node(spec, node)),
-            Phase("drain", node, lambda: act.drain_node(spec, node, self.drain_timeout), interruptible=True),
+            *self._drain_phases(spec, node),
             Phase("remove", node, lambda: act.ensure_node_absent(spec, node, version)),
         ]
 
+    def _drain_phases(self, spec: ClusterSpec, node: str, *, interruptible: bool = True) -> list[Phase]:
+        drain = Phase(
+            "drain", node, lambda: act.drain_node(spec, node, self.drain_timeout), interruptible=interruptible
+        )
+        if not self.journal.legacy:
+            return [drain]  # the drain cordons the node before it evicts anything
+        return [Phase("cordon", node, lambda: act.cordon_node(spec, node)), drain]
+
     def _ready_phases(self, spec: ClusterSpec, nodes: list[str], version: str, subject: str) -> list[Phase]:
+        if not self.journal.legacy:
+            # One wait for both views: the provider's (VM available at the version) and the
+            # tenant's (kubelet registered at it) are watched side by side.
+            return [
+                Phase(
+                    "wait-ready",
+                    subject,
+                    lambda: together(
+                        act.wait_nodes_ready(spec, nodes, self.ready_timeout, version),
+                        self._wait_registered(spec, nodes, version),
+                    ),
+                    interruptible=True,
+                )
+            ]
         return [
             Phase(
                 "wait-ready",
@@ -421,12 +440,18 @@ class RollingUpgradeWorkflow:
             self.certificates[record.name] = record
 
     async def _ensure_nodes(self, spec: ClusterSpec, nodes: list[str], version: str) -> None:
-        for node in nodes:
-            await act.ensure_node(spec, node, version)
+        if self.journal.legacy:
+            for node in nodes:
+                await act.ensure_node(spec, node, version)
+        else:
+            await together(*(act.ensure_node(spec, node, version) for node in nodes))
 
     async def _wait_registered(self, spec: ClusterSpec, nodes: list[str], version: str) -> None:
-        for node in nodes:
-            await act.wait_node_registered(spec, node, version, self.ready_timeout)
+        if self.journal.legacy:
+            for node in nodes:
+                await act.wait_node_registered(spec, node, version, self.ready_timeout)
+        else:
+            await together(*(act.wait_node_registered(spec, n, version, self.ready_timeout) for n in nodes))
 
     async def _health_gate(self, spec: ClusterSpec, subject: str | None) -> None:
         expected = [live_name(e) for e in self.plan.nodes]
@@ -482,8 +507,7 @@ class RollingUpgradeWorkflow:
         node, version = entry.node, entry.from_version
         if entry.replacement == node:  # in place: the same procedure, to the previous version
             return [
-                Phase("cordon", node, lambda: act.cordon_node(spec, node)),
-                Phase("drain", node, lambda: act.drain_node(spec, node, self.drain_timeout)),
+                *self._drain_phases(spec, node, interruptible=False),
                 Phase("roll", node, lambda: act.ensure_node(spec, node, version)),
                 *self._ready_phases(spec, [node], version, node),
                 Phase("uncordon", node, lambda: act.uncordon_node(spec, node)),
@@ -520,16 +544,14 @@ class RollingUpgradeWorkflow:
         )
 
     async def _close_forward_steps(self) -> None:
-        """Tell the entity how the forward steps ended before the rollback step starts (it would
-        otherwise take the steps before a running one as done)."""
+        """Record how the forward steps ended before the rollback step starts."""
         for name in FORWARD_STEPS:
             current = self.journal.status.step(name)
             if current.state is StepState.FAILED:
-                current.message = f"aborted by the operator: {current.message}".rstrip(": ")
-                await self.journal.report(step=name, step_state=StepState.FAILED, message=current.message)
+                message = f"aborted by the operator: {current.message}".rstrip(": ")
+                await self.journal.set_step(name, StepState.FAILED, message)
             elif current.state in (StepState.PENDING, StepState.RUNNING):
-                self.journal.skip(name, "not run: the upgrade was aborted")
-                await self.journal.report(step=name, step_state=StepState.SKIPPED, message=current.message)
+                await self.journal.set_step(name, StepState.SKIPPED, "not run: the upgrade was aborted")
 
     def _plan_summary(self, masters: list[NodeUpgrade], workers: list[NodeUpgrade]) -> str:
         plan = self.plan

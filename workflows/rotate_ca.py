@@ -36,19 +36,20 @@ from models.operations import RotateCaInput, RotateCaResult
 from models.pki import certificate_requests
 from workflows import activity_stubs as act
 from workflows.journal import OperationJournal
+from workflows.names import PROGRESS_QUERY, ROTATE_CA_WORKFLOW
 from workflows.node_rolls import restart_token, roll_nodes
 from workflows.rotate_certificates import node_serials
 
 STEPS = ["new-ca", "publish-bundle", "roll-trust", "reissue", "roll-leaves", "drop-old-ca", "roll-final"]
 
 
-@workflow.defn(name="RotateCa")
+@workflow.defn(name=ROTATE_CA_WORKFLOW)
 class RotateCaWorkflow:
     @workflow.init
     def __init__(self, input: RotateCaInput) -> None:
         self.journal = OperationJournal(OperationKind.ROTATE_CA, STEPS)
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> OperationStatus:
         return self.journal.status
 
@@ -98,8 +99,12 @@ class RotateCaWorkflow:
         async with step("roll-final", "every node forgets the old CA"):
             restarted = await roll_nodes(spec, self.journal, nodes, lambda _: restart_token(["final"], [new_id]))
 
-        return RotateCaResult(ca_issuer_id=new_id, certificates=issued.records, restarted_nodes=restarted)
+        return RotateCaResult(
+            ca_issuer_id=new_id,
+            certificates=issued.records,
+            restarted_nodes=restarted,
+            operation=self.journal.finish(),
+        )
 
     async def _skip(self, name: str, message: str) -> None:
-        self.journal.skip(name, message)
-        await self.journal.report(step=name, step_state=StepState.SKIPPED, message=message)
+        await self.journal.set_step(name, StepState.SKIPPED, message)

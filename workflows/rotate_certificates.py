@@ -21,6 +21,7 @@ from models.operations import RotateCertificatesInput, RotateCertificatesResult
 from models.pki import CertificateRequest, certificate_requests
 from workflows import activity_stubs as act
 from workflows.journal import OperationJournal
+from workflows.names import PROGRESS_QUERY, ROTATE_CERTIFICATES_WORKFLOW
 from workflows.node_rolls import restart_token, roll_nodes
 
 STEPS = ["reissue", "restart"]
@@ -37,13 +38,13 @@ def node_serials(requests: list[CertificateRequest], serials: dict[str, str], no
     return [serials[r.name] for r in requests if node in r.consumers and r.name in serials]
 
 
-@workflow.defn(name="RotateCertificates")
+@workflow.defn(name=ROTATE_CERTIFICATES_WORKFLOW)
 class RotateCertificatesWorkflow:
     @workflow.init
     def __init__(self, input: RotateCertificatesInput) -> None:
         self.journal = OperationJournal(OperationKind.ROTATE_CERTIFICATES, STEPS)
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> OperationStatus:
         return self.journal.status
 
@@ -66,8 +67,7 @@ class RotateCertificatesWorkflow:
                 if issued.issued
                 else f"nothing re-issued ({len(issued.kept)} kept): no node restarts"
             )
-            self.journal.skip("restart", message)
-            await self.journal.report(step="restart", step_state=StepState.SKIPPED, message=message)
+            await self.journal.set_step("restart", StepState.SKIPPED, message)
         else:
             async with self.journal.step(
                 "restart", f"{len(issued.issued)} re-issued; {len(affected)} nodes, one at a time"
@@ -75,4 +75,9 @@ class RotateCertificatesWorkflow:
                 restarted = await roll_nodes(
                     spec, self.journal, affected, lambda node: restart_token(node_serials(requests, serials, node))
                 )
-        return RotateCertificatesResult(certificates=issued.records, reissued=issued.issued, restarted_nodes=restarted)
+        return RotateCertificatesResult(
+            certificates=issued.records,
+            reissued=issued.issued,
+            restarted_nodes=restarted,
+            operation=self.journal.finish(),
+        )

@@ -12,9 +12,10 @@ from temporalio import workflow
 from models.operations import RotateCertificatesResult
 from models.schedules import ScheduledRotationInput
 from workflows import activity_stubs as act
+from workflows.names import SCHEDULED_ROTATION_WORKFLOW
 
 
-@workflow.defn(name="ScheduledRotation")
+@workflow.defn(name=SCHEDULED_ROTATION_WORKFLOW)
 class ScheduledRotationWorkflow:
     @workflow.run
     async def run(self, input: ScheduledRotationInput) -> RotateCertificatesResult:

@@ -24,19 +24,23 @@ from models.operations import TeardownInput, TeardownResult
 from models.provider import EnsureResult, ResourceChange
 from workflows import activity_stubs as act
 from workflows.journal import OperationJournal
+from workflows.names import PROGRESS_QUERY, TEARDOWN_WORKFLOW
+from workflows.side_by_side import together
 
 STEPS = ["schedule", "nodes", "endpoint", "certificates", "foundation", "pki", "verify"]
-MAX_PARALLEL_NODES = 5
+MAX_PARALLEL_NODES = 16
+LEGACY_MAX_PARALLEL_NODES = 5
+"""How many nodes runs recorded before parallel steps (``OPERATION_SNAPSHOTS_PATCH``) removed at once."""
 
 
-@workflow.defn(name="TeardownCluster")
+@workflow.defn(name=TEARDOWN_WORKFLOW)
 class TeardownWorkflow:
     @workflow.init
     def __init__(self, input: TeardownInput) -> None:
         self.journal = OperationJournal(OperationKind.DELETE, STEPS)
         self.removed: list[str] = []
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> OperationStatus:
         return self.journal.status
 
@@ -53,7 +57,7 @@ class TeardownWorkflow:
             observed = await act.list_nodes(spec)
             versions = {n.name: n.kubernetes_version for n in observed.nodes}
             nodes = sorted(set(input.nodes) | set(versions))
-            limit = asyncio.Semaphore(MAX_PARALLEL_NODES)
+            limit = asyncio.Semaphore(LEGACY_MAX_PARALLEL_NODES if self.journal.legacy else MAX_PARALLEL_NODES)
             done = 0
 
             async def remove(node: str) -> None:
@@ -64,13 +68,24 @@ class TeardownWorkflow:
                 done += 1
                 await self.journal.progress(done, len(nodes), node)
 
-            await asyncio.gather(*(remove(n) for n in nodes))
+            if self.journal.legacy:  # as recorded: the first failure ends the runbook at once
+                await asyncio.gather(*(remove(n) for n in nodes))
+            else:
+                await together(*(remove(n) for n in nodes))
 
-        async with step("endpoint", spec.api_domain):
-            self._note(await act.ensure_endpoint_absent(spec))
+        async def endpoint() -> None:
+            async with step("endpoint", spec.api_domain):
+                self._note(await act.ensure_endpoint_absent(spec))
 
-        async with step("certificates"):
-            self._note(await act.ensure_certificates_absent(spec))
+        async def certificates() -> None:
+            async with step("certificates"):
+                self._note(await act.ensure_certificates_absent(spec))
+
+        if self.journal.legacy:
+            await endpoint()
+            await certificates()
+        else:  # neither needs the other gone
+            await together(endpoint(), certificates())
 
         async with step("foundation"):
             self._note(await act.ensure_foundation_absent(spec))
@@ -96,6 +111,7 @@ class TeardownWorkflow:
             started_at=started,
             finished_at=finished,
             duration_seconds=(finished - started).total_seconds(),
+            operation=self.journal.finish(),
         )
 
     def _note(self, result: EnsureResult) -> None:

@@ -26,10 +26,9 @@ import yaml
 
 from config.settings import Settings
 from devstack.stack import LocalStack, StackPorts
-from models.naming import entity_workflow_id
 from models.spec import ClusterSpec
+from starter.clusters import get_status
 from worker.clients import connect_temporal
-from workflows.cluster import ClusterWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -173,10 +172,9 @@ def slow_host_api(stack: Stack, latency_ms: int) -> Iterator[None]:
 async def kill_worker_at_step(stack: Stack, worker: WorkerProcess, cluster_id: str, step: str) -> None:
     """SIGKILL ``worker`` once the cluster's running operation has reached ``step``."""
     client = await connect_temporal(stack_settings(stack))
-    handle = client.get_workflow_handle(entity_workflow_id(cluster_id))
 
     async def reached() -> bool:
-        current = (await handle.query(ClusterWorkflow.get_status)).current
+        current = (await get_status(client, cluster_id)).current  # the running operation's own steps
         return current is not None and any(s.name == step and s.state == "running" for s in current.steps)
 
     await wait_for(reached, f"{cluster_id} to reach step {step}")

@@ -28,13 +28,13 @@ from devstack.kube_emulator import NEVER_READY, READY_DELAY
 from models.cluster import ClusterStatus, OperationKind, OperationState
 from models.naming import VERSION_LABEL, kvm_namespace
 from models.spec import ClusterSpec
+from starter.clusters import get_status
 from starter.upgrade_commands import EXIT_PAUSED
 from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, wait_for, write_spec
 from tests.history_checks import assert_no_private_key
 from tests.specs import example, unique_id
 from worker.clients import connect_temporal
 from workflows import search_attributes as sa
-from workflows.cluster import ClusterWorkflow
 
 pytestmark = pytest.mark.stack
 
@@ -111,8 +111,8 @@ def status_of(stack: Stack, cluster_id: str) -> ClusterStatus:
 
 
 async def entity_status(client: Client, cluster_id: str) -> ClusterStatus:
-    status: ClusterStatus = await client.get_workflow_handle(f"cluster/{cluster_id}").query(ClusterWorkflow.get_status)
-    return status
+    """What ``tenantctl status`` shows: the entity's status, the running operation as it reports itself."""
+    return await get_status(client, cluster_id)
 
 
 async def searched_version(client: Client, cluster_id: str) -> str | None:

@@ -4,7 +4,9 @@ Each scenario runs real workflow code on the time-skipping test server (activiti
 name, as in tests/workflows) and writes the history of every workflow it touched to
 ``tests/histories/<scenario>--<workflow type>.json``. Record again only when a change is meant to
 be incompatible *and* no workflow of the old shape can still be running; otherwise keep the old
-histories and guard the change with ``workflow.patched``.
+histories and guard the change with ``workflow.patched``. After such a guarded change, keep the old
+files under a name that says what they precede (``upgrade-before-snapshots--RollingUpgrade.json``)
+and record the scenarios again, so both the old and the new path replay.
 """
 
 from __future__ import annotations
