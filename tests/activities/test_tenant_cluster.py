@@ -28,18 +28,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api, PolicyV1Api
+from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.certificate_sinks import KeyPair
 from activities.host_cluster import KvmProvider
+from activities.secrets_manager_sink import SecretsManagerSink
 from activities.tenant_cluster import TenantClusters, plain_http_factory, tenant_api_factory
+from config.settings import Settings
 from devstack.kube_emulator import NEVER_READY, Emulator
 from models.errors import NON_RETRYABLE_ERROR_TYPES, DrainBlocked, InvalidInput, NodesNotReady
 from models.naming import kvm_namespace
+from models.pki import certificate_requests
 from models.provider import ClusterRef, NodeRef, ResourceChange
 from models.spec import ClusterSpec
 from models.tenant import DrainInput, HealthInput, TenantNodeInput, WaitRegisteredInput
-from tests.specs import small_kvm, unique_id
+from tests.specs import example, small_kvm, unique_id
+from worker.clients import AwsClients, aws_clients
 from worker.registry import activities_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -489,6 +495,59 @@ def test_admin_key_pair_factory_reaches_a_tls_tenant_api(
     # http:// URLs (the local stack) get a plain client, no Secret read
     plain = tenant_api_factory(core, lambda s: "http://127.0.0.1:1/tenants/x")(small_kvm(id="no-such"))
     assert plain.configuration.host == "http://127.0.0.1:1/tenants/x"
+
+
+def _admin_pair(ca: str, certificate: str, key: str) -> KeyPair:
+    return KeyPair(
+        certificate=certificate,
+        private_key=key,
+        ca_chain=ca,
+        serial="01",
+        not_after=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+        issuer_id="issuer",
+    )
+
+
+def _aws_spec() -> ClusterSpec:
+    return example(
+        "aws-cluster.yaml",
+        id=unique_id("tls"),
+        masters={"count": 1},
+        workers={"count": 1, "instance_type": "m5.large"},
+    )
+
+
+def _aws_clients(moto_url: str) -> AwsClients:
+    return aws_clients(
+        Settings(
+            _env_file=None,
+            vault_token="unused",
+            aws_endpoint_url=moto_url,
+            aws_region="eu-central-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key=SecretStr("testing"),
+        )
+    )
+
+
+def test_an_aws_cluster_with_a_tls_tenant_api_is_looked_up_in_the_kvm_layout(
+    env: ActivityEnvironment,
+    host: ApiClient,
+    moto_url: str,
+    tls_tenant_api: tuple[str, str, str, str, list[str]],
+) -> None:
+    """Issue 11's probable bug, proven: the PKI activities store an AWS cluster's admin key pair in
+    Secrets Manager, but the tenant API client looks for it in the host Secret tenant-<id>/cert-admin
+    (the KVM layout), so every tenant.* activity of an AWS cluster with a TLS API fails."""
+    url, ca, certificate, key, seen = tls_tenant_api
+    spec = _aws_spec()
+    sink = SecretsManagerSink(_aws_clients(moto_url).client("secretsmanager"))
+    admin = next(r for r in certificate_requests(spec) if r.name == "admin")
+    sink.write(spec.id, admin, _admin_pair(ca, certificate, key))  # where pki.ensure_certificates puts it
+    factory = tenant_api_factory(CoreV1Api(host), lambda s: url)  # as worker/backends.py wires it
+    with pytest.raises(InvalidInput, match=f"secret {kvm_namespace(spec.id)}/cert-admin does not exist"):
+        env.run(TenantClusters(factory).check_health, HealthInput(spec=spec))
+    assert not seen  # the tenant API was never even reached
 
 
 # --- wiring ------------------------------------------------------------------------------------------
