@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -55,6 +55,8 @@ from activities.aws_context import (
 from activities.aws_resources import Kind, Part
 from activities.backend_errors import classify
 from activities.kvm_manifests import node_role, normalize_version
+from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
+from activities.secrets_manager_sink import SecretsManagerSink
 from activities.waits import wait_for_nodes
 from models.errors import Conflict, InvalidInput, NotReady, PermanentError
 from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name, node_order
@@ -64,12 +66,10 @@ from models.provider import (
     NodeObservation,
     NodeRef,
     NodesResult,
-    ProviderOp,
     ResourceChange,
     ResourceList,
     ResourceOutcome,
     WaitNodesInput,
-    provider_activity,
 )
 from models.spec import ClusterSpec, Provider
 
@@ -82,10 +82,6 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
     from worker.clients import AwsClients
-
-TenantNodes = Callable[[str, str, "str | None"], None]
-"""Hook ``(cluster id, node, kubelet version or None once the node is gone)``: the local stack
-registers a simulated tenant Node for each running instance (moto runs no kubelet)."""
 
 POLL_INTERVAL_SECONDS: Final = 2.0
 INSTANCE_WAIT_SECONDS: Final = 480.0
@@ -105,24 +101,37 @@ def _budget() -> float:
 
 
 class AwsProvider:
-    """Activities ``aws.*``: one tenant cluster's VPC, endpoint and node instances in AWS."""
+    """Activities ``aws.*``: one tenant cluster's VPC, endpoint and node instances in AWS.
+
+    Its operations are the provider contract's (``activities.providers.contract``), registered
+    under ``aws.<operation>``; its key pairs live in Secrets Manager (``SecretsManagerSink``, in the
+    worker's region), where the tenant API's admin key pair is read from too. ``simulated_nodes``
+    (local stack only: moto runs no kubelet) hears of every node ensured or removed.
+    """
+
+    provider: Final = Provider.AWS
 
     def __init__(
         self,
         clients: AwsClients,
         *,
         poll_interval: float = POLL_INTERVAL_SECONDS,
-        tenant_nodes: TenantNodes | None = None,
+        simulated_nodes: SimulatedNodes | None = None,
         instance_timeout: float = INSTANCE_WAIT_SECONDS,
         delete_timeout: float = DELETE_WAIT_SECONDS,
     ) -> None:
         self.clients = clients
         self.poll_interval = poll_interval
-        self.tenant_nodes = tenant_nodes
+        self.simulated_nodes = simulated_nodes
         self.instance_timeout = instance_timeout
         self.delete_timeout = delete_timeout
         self._lock = threading.Lock()
         self._accounts: dict[str, str] = {}
+        self.key_pairs = SecretsManagerSink(self._secrets_client())
+
+    def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
+        """The admin key pair from its Secrets Manager entry ``tenantctl/<id>/admin``."""
+        return admin_credentials_from(self.key_pairs, spec)
 
     # --- clients ---------------------------------------------------------------------------------
     def _client(self, service: str, region: str) -> Any:
@@ -164,7 +173,6 @@ class AwsProvider:
         return cast("SecretsManagerClient", self._client("secretsmanager", self._secrets_region))
 
     # --- activities: foundation ------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_FOUNDATION))
     def ensure_foundation(self, input: ClusterRef) -> EnsureResult:
         """VPC, subnets, internet and NAT gateways, routes, security groups, IAM and the bucket."""
         c = self._context(input.spec)
@@ -184,7 +192,6 @@ class AwsProvider:
             access.ensure_node_identity(c, role, bucket, outcomes)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_FOUNDATION_ABSENT))
     def ensure_foundation_absent(self, input: ClusterRef) -> EnsureResult:
         """Everything ``ensure_foundation`` made, in reverse dependency order, waiting where AWS
         must let go first: instances before their groups, NAT gateways before their addresses and
@@ -211,7 +218,6 @@ class AwsProvider:
         return EnsureResult(outcomes=outcomes)
 
     # --- activities: endpoint --------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_ENDPOINT))
     def ensure_endpoint(self, input: ClusterRef) -> EnsureResult:
         """Network load balancer (443 -> masters:6443) and the DNS names of the API and ingress."""
         c = self._context(input.spec)
@@ -229,7 +235,6 @@ class AwsProvider:
         outcomes += edge.upsert_records(c, zone_id, desired)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_ENDPOINT_ABSENT))
     def ensure_endpoint_absent(self, input: ClusterRef) -> EnsureResult:
         """Every DNS record of the cluster's domain, the load balancer (its listener goes with it),
         then the target group once the load balancer no longer uses it."""
@@ -260,7 +265,6 @@ class AwsProvider:
         return EnsureResult(outcomes=outcomes)
 
     # --- activities: nodes -----------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_NODE))
     def ensure_node(self, input: NodeRef) -> EnsureResult:
         """The role's cloud-config and launch template version, then the node's instance.
 
@@ -326,11 +330,10 @@ class AwsProvider:
                     }
                 ],
             )
-        if self.tenant_nodes is not None:
-            self.tenant_nodes(spec.id, node, version)
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_ensured(spec, node, version)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_NODE_ABSENT))
     def ensure_node_absent(self, input: NodeRef) -> EnsureResult:
         """Deregister and terminate the node's instance and wait until it is gone; then its etcd
         name, and its cloud-config once no other live node of that role and version uses it."""
@@ -367,11 +370,10 @@ class AwsProvider:
                 outcomes.append(outcome(Kind.OBJECT, key, ResourceChange.UNCHANGED))
             else:
                 outcomes.append(access.delete_object(c, bucket, key))
-        if self.tenant_nodes is not None:
-            self.tenant_nodes(spec.id, node, None)
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_removed(spec, node)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.RESTART_NODE))
     def restart_node(self, input: NodeRef) -> EnsureResult:
         """Reboot the node once per restart token; the token is kept in a tag, so the same token
         again is a no-op. Reboot first, tag second: a crash in between reboots once more, never
@@ -387,7 +389,6 @@ class AwsProvider:
         change = self._apply_restart_token(c, keep, input.node, input.restart_token)
         return EnsureResult(outcomes=[outcome(Kind.INSTANCE, input.node, change)])
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.WAIT_NODES_READY))
     def wait_nodes_ready(self, input: WaitNodesInput) -> NodesResult:
         """Poll until every node's instance runs with status checks ok (and masters are healthy
         behind the load balancer), heartbeating the nodes still pending.
@@ -409,7 +410,6 @@ class AwsProvider:
             input, lambda: self._observe(c, input.nodes, input.kubernetes_version), unavailable, self.poll_interval
         )
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.LIST_NODES))
     def list_nodes(self, input: ClusterRef) -> NodesResult:
         c = self._context(input.spec)
         names = sorted(
@@ -418,7 +418,6 @@ class AwsProvider:
         )
         return NodesResult(nodes=self._observe(c, names, None))
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.LIST_RESOURCES))
     def list_resources(self, input: ClusterRef) -> ResourceList:
         """Everything tagged or named for the cluster in EC2, ELBv2, Route53, IAM, S3 and Secrets
         Manager, as ``service:kind/name`` (plus the AWS id where the name is a tag)."""

@@ -73,6 +73,16 @@ class StoredCertificate:
     destination: str
 
 
+@dataclass(frozen=True)
+class StoredKeyPair:
+    """A stored key pair with its private key, read for the one call that presents it (the tenant
+    API client); never returned from an activity."""
+
+    certificate: str
+    private_key: str = field(repr=False)
+    ca_chain: str
+
+
 class CertificateSink(Protocol):
     """Storage of a cluster's key pairs, addressed by (cluster id, certificate name)."""
 
@@ -85,6 +95,10 @@ class CertificateSink(Protocol):
 
     def read(self, cluster_id: str, name: str) -> StoredCertificate | None:
         """The stored pair's public half, or None when nothing is stored."""
+        ...
+
+    def read_key_pair(self, cluster_id: str, name: str) -> StoredKeyPair | None:
+        """The stored pair with its private key (for presenting it), or None when nothing is stored."""
         ...
 
     def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
@@ -175,6 +189,15 @@ class KubernetesSecretSink:
             ca_chain=_unb64(data, CA_CERT),
             key_matches=key_matches_certificate(certificate, _unb64(data, TLS_KEY)),
             destination=self.destination(cluster_id, name),
+        )
+
+    def read_key_pair(self, cluster_id: str, name: str) -> StoredKeyPair | None:
+        secret = self._get(kvm_namespace(cluster_id), certificate_secret(name))
+        if secret is None:
+            return None
+        data = secret.data or {}
+        return StoredKeyPair(
+            certificate=_unb64(data, TLS_CERT), private_key=_unb64(data, TLS_KEY), ca_chain=_unb64(data, CA_CERT)
         )
 
     def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:

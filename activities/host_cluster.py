@@ -43,7 +43,9 @@ from temporalio import activity
 
 from activities import kvm_manifests as m
 from activities.backend_errors import translated
+from activities.certificate_sinks import KubernetesSecretSink
 from activities.kube_responses import is_transient, response_json, short_reason
+from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
 from activities.waits import pause, wait_for_nodes
 from models.errors import Conflict, InvalidInput, NotReady
 from models.naming import (
@@ -63,12 +65,10 @@ from models.provider import (
     NodeObservation,
     NodeRef,
     NodesResult,
-    ProviderOp,
     ResourceChange,
     ResourceList,
     ResourceOutcome,
     WaitNodesInput,
-    provider_activity,
 )
 from models.spec import ClusterSpec, Provider
 
@@ -276,10 +276,13 @@ class _Kind:
 class KvmProvider:
     """Activities ``kvm.*``: one tenant cluster's namespace, endpoint and node VMs in the host cluster.
 
-    ``simulate_node_registration`` (local stack only) adds the host API emulator's annotations, so
-    a node Deployment that becomes available registers as a Ready Node in the emulated tenant
-    cluster; ``simulated_workload_pods`` gives each such worker that many pods to drain.
+    Its operations are the provider contract's (``activities.providers.contract``), registered
+    under ``kvm.<operation>``; its key pairs live in host Secrets (``KubernetesSecretSink``), where
+    the tenant API's admin key pair is read from too. ``simulated_nodes`` (local stack only) hears
+    of every node ensured or removed.
     """
+
+    provider: Final = Provider.KVM
 
     def __init__(
         self,
@@ -287,14 +290,13 @@ class KvmProvider:
         apps: AppsV1Api,
         networking: NetworkingV1Api,
         *,
-        simulate_node_registration: bool = False,
-        simulated_workload_pods: int = 0,
+        simulated_nodes: SimulatedNodes | None = None,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         namespace_delete_timeout: float = NAMESPACE_DELETE_TIMEOUT_SECONDS,
     ) -> None:
         self.core, self.apps, self.networking = core, apps, networking
-        self.simulate_node_registration = simulate_node_registration
-        self.simulated_workload_pods = simulated_workload_pods
+        self.key_pairs = KubernetesSecretSink(core)
+        self.simulated_nodes = simulated_nodes
         self.poll_interval = poll_interval
         self.namespace_delete_timeout = namespace_delete_timeout
         raw: dict[str, Any] = {"_preload_content": False}
@@ -362,8 +364,11 @@ class KvmProvider:
             "serviceaccount": core.list_service_account_for_all_namespaces,
         }
 
+    def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
+        """The admin key pair from its host Secret ``tenant-<id>/cert-admin``."""
+        return admin_credentials_from(self.key_pairs, spec)
+
     # --- activities: foundation ----------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_FOUNDATION))
     def ensure_foundation(self, input: ClusterRef) -> EnsureResult:
         """Namespace, then its isolation (before anything runs in it), identity and cluster facts."""
         spec = input.spec
@@ -379,7 +384,6 @@ class KvmProvider:
             outcomes.append(self._ensure(kind, m.with_owner(manifest, uid), spec)[0])
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_FOUNDATION_ABSENT))
     def ensure_foundation_absent(self, input: ClusterRef) -> EnsureResult:
         """Delete the namespace (and with it everything in it) and wait until it is gone."""
         spec = input.spec
@@ -405,7 +409,6 @@ class KvmProvider:
         return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.DELETED)])
 
     # --- activities: endpoint ------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_ENDPOINT))
     def ensure_endpoint(self, input: ClusterRef) -> EnsureResult:
         spec = input.spec
         uid = self._namespace_uid(spec)
@@ -419,7 +422,6 @@ class KvmProvider:
         ]
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_ENDPOINT_ABSENT))
     def ensure_endpoint_absent(self, input: ClusterRef) -> EnsureResult:
         namespace = namespace_of(input.spec.id)
         outcomes = [
@@ -433,32 +435,21 @@ class KvmProvider:
         return EnsureResult(outcomes=outcomes)
 
     # --- activities: nodes ---------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_NODE))
     def ensure_node(self, input: NodeRef) -> EnsureResult:
         """The role's cloud-config for the version first (the VM reads it at boot), then the VM."""
         spec, role = input.spec, m.node_role(input.node)
         version = m.normalize_version(input.kubernetes_version)
         uid = self._namespace_uid(spec)
         config = m.with_owner(m.cloud_config_manifest(spec, role, version), uid)
-        deployment = m.with_owner(
-            m.node_deployment_manifest(
-                spec,
-                input.node,
-                version,
-                input.restart_token,
-                simulate_node_registration=self.simulate_node_registration,
-                simulated_workload_pods=self.simulated_workload_pods,
-            ),
-            uid,
-        )
-        return EnsureResult(
-            outcomes=[
-                self._ensure(self._config_map, config, spec)[0],
-                self._ensure(self._deployment, deployment, spec)[0],
-            ]
-        )
+        deployment = m.with_owner(m.node_deployment_manifest(spec, input.node, version, input.restart_token), uid)
+        outcomes = [
+            self._ensure(self._config_map, config, spec)[0],
+            self._ensure(self._deployment, deployment, spec)[0],
+        ]
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_ensured(spec, input.node, version)
+        return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_NODE_ABSENT))
     def ensure_node_absent(self, input: NodeRef) -> EnsureResult:
         """Delete the VM; then its cloud-config, once no other node of that role and version uses it.
 
@@ -491,9 +482,10 @@ class KvmProvider:
                 outcomes.append(ResourceOutcome(kind="configmap", name=config, change=ResourceChange.UNCHANGED))
             else:
                 outcomes.append(self._delete_outcome(self._config_map, namespace, config))
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_removed(spec, node)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.RESTART_NODE))
     def restart_node(self, input: NodeRef) -> EnsureResult:
         """Roll the VM by setting the restart token on its pod template; the same token twice rolls once."""
         if not input.restart_token:
@@ -525,7 +517,6 @@ class KvmProvider:
                 )
         raise NotReady(f"deployment {namespace}/{node} kept changing while it was being restarted")
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.WAIT_NODES_READY))
     def wait_nodes_ready(self, input: WaitNodesInput) -> NodesResult:
         """Poll until every node's Deployment is available, heartbeating the nodes still pending.
 
@@ -545,7 +536,6 @@ class KvmProvider:
             self.poll_interval,
         )
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_NODES))
     def list_nodes(self, input: ClusterRef) -> NodesResult:
         nodes = []
         for deployment in self._node_deployments(input.spec):
@@ -563,7 +553,6 @@ class KvmProvider:
             )
         return NodesResult(nodes=sorted(nodes, key=lambda n: node_order(n.name)))
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_RESOURCES))
     def list_resources(self, input: ClusterRef) -> ResourceList:
         """Everything in any namespace labelled with the cluster, as ``kind/name`` or ``kind/namespace/name``."""
         selector = f"{CLUSTER_LABEL}={input.spec.id}"

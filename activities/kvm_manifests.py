@@ -72,12 +72,6 @@ VM_SHUTDOWN_GRACE_SECONDS = 120
 
 ETCD_IMAGE = "registry.k8s.io/etcd:3.5.21-0"
 
-# Understood by the local stack's host API emulator (devstack/kube_emulator): a host Deployment so
-# annotated is a VM whose kubelet joins the tenant cluster. Only set when the provider is told to
-# simulate node registration; production objects never carry them.
-EMULATOR_TENANT_NODE = "emulator.tenantctl.io/tenant-node"
-EMULATOR_KUBELET_VERSION = "emulator.tenantctl.io/kubelet-version"
-EMULATOR_TENANT_PODS = "emulator.tenantctl.io/tenant-pods"
 NODE_ROLE_LABEL = "node.tenantctl.io/role"
 """Label the kubelet registers its Node with (``--node-labels``); the emulator copies it from the Deployment."""
 
@@ -371,9 +365,6 @@ def node_deployment_manifest(
     node: str,
     version: str,
     restart_token: str = "",
-    *,
-    simulate_node_registration: bool = False,
-    simulated_workload_pods: int = 0,
 ) -> Manifest:
     """One VM: a Deployment of one pod running the ``k8s-kvm`` image at the node's version.
 
@@ -456,22 +447,10 @@ def node_deployment_manifest(
     template_meta: dict[str, Any] = {"labels": dict(labels)}
     if restart_token:
         template_meta["annotations"] = {RESTART_TOKEN_ANNOTATION: restart_token}
-
-    deployment_labels = dict(labels)
-    annotations: dict[str, str] = {}
-    if simulate_node_registration:
-        annotations[EMULATOR_TENANT_NODE] = f"{spec.id}/{node}"
-        annotations[EMULATOR_KUBELET_VERSION] = f"v{version}"
-        deployment_labels[NODE_ROLE_LABEL] = role
-        if role == "worker" and simulated_workload_pods > 0:
-            annotations[EMULATOR_TENANT_PODS] = str(simulated_workload_pods)
-    metadata: dict[str, Any] = {**_meta(spec, node, deployment_labels)}
-    if annotations:
-        metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata,
+        "metadata": _meta(spec, node, dict(labels)),
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": node_selector(spec, node)},

@@ -42,6 +42,7 @@ from activities.certificate_sinks import (
     TRUST_BUNDLE_LABEL,
     KeyPair,
     StoredCertificate,
+    StoredKeyPair,
     key_matches_certificate,
 )
 from models.errors import Conflict, NotReady
@@ -84,6 +85,14 @@ class SecretsManagerSink:
             ca_chain=value.get(CA_CERT, ""),
             key_matches=key_matches_certificate(certificate, value.get(TLS_KEY, "")),
             destination=self.destination(cluster_id, name),
+        )
+
+    def read_key_pair(self, cluster_id: str, name: str) -> StoredKeyPair | None:
+        value = self._value(aws_secret_name(cluster_id, name))
+        if value is None:
+            return None
+        return StoredKeyPair(
+            certificate=value.get(TLS_CERT, ""), private_key=value.get(TLS_KEY, ""), ca_chain=value.get(CA_CERT, "")
         )
 
     def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:

@@ -7,13 +7,12 @@ cordoned node, draining a drained one, or either on a node that is gone, changes
 
 How the tenant API is reached is the worker's choice, passed in as a factory of API clients:
 plain HTTP to the local stack's emulator (``/tenants/<id>``), or in production TLS to
-``api.<id>.<base-domain>`` with the cluster's admin key pair (``cert-admin``, O=system:masters),
-read from the host cluster inside the activity process (see ``admin_certificate_factory``).
+``api.<id>.<base-domain>`` with the cluster's admin key pair (O=system:masters), read inside the
+activity process from where the cluster's provider stores it (see ``admin_certificate_factory``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -33,11 +32,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.backend_errors import translated
-from activities.certificate_sinks import CA_CERT, TLS_CERT, TLS_KEY
 from activities.kube_responses import is_transient, response_json, short_reason
+from activities.providers.contract import AdminCredentials
 from activities.waits import resumed_start
-from models.errors import DrainBlocked, InvalidInput, NodesNotReady
-from models.naming import certificate_secret, kvm_namespace, node_order
+from models.errors import DrainBlocked, NodesNotReady
+from models.naming import node_order
 from models.provider import EnsureResult, ResourceChange, ResourceOutcome
 from models.spec import ClusterSpec
 from models.tenant import (
@@ -61,7 +60,6 @@ MAX_EVICTION_BACKOFF_SECONDS: Final = 15.0
 MAX_PODS_IN_MESSAGE: Final = 10
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 MERGE_PATCH: Final = "application/merge-patch+json"
-ADMIN_CERTIFICATE: Final = "admin"
 _KUBELET_VERSION = re.compile(r"^v?(\d+\.\d+\.\d+)")
 
 
@@ -212,34 +210,22 @@ def plain_http_factory(url_of: Callable[[ClusterSpec], str]) -> ApiClientFactory
     return make
 
 
-def admin_certificate_factory(host_core: CoreV1Api, url_of: Callable[[ClusterSpec], str]) -> ApiClientFactory:
+def admin_certificate_factory(
+    credentials: Callable[[ClusterSpec], AdminCredentials], url_of: Callable[[ClusterSpec], str]
+) -> ApiClientFactory:
     """Clients that present the cluster's admin key pair (CN tenantctl-admin, O=system:masters).
 
-    The key pair is read from the ``cert-admin`` Secret in the tenant's host namespace (where the PKI
-    activities wrote it) at each call and loaded into the client's TLS context in memory: it never
-    enters a workflow, a log line or a file that outlives the call. The server is verified against
-    the Secret's ``ca.crt``, which CA rotations keep at the trust bundle every consumer reads.
+    ``credentials`` reads the key pair where the cluster's provider stores it (the provider
+    contract's ``tenant_admin_credentials``: a host Secret for KVM, Secrets Manager for AWS) at each
+    call; it is loaded into the client's TLS context in memory and never enters a workflow, a log
+    line or a file that outlives the call. The server is verified against the pair's CA chain,
+    which CA rotations keep at the trust bundle every consumer reads.
     """
 
     def make(spec: ClusterSpec) -> ApiClient:
-        namespace, name = kvm_namespace(spec.id), certificate_secret(ADMIN_CERTIFICATE)
-        try:
-            with translated(f"read secret {namespace}/{name} (admin key pair of {spec.id})"):
-                secret = host_core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise InvalidInput(
-                    f"secret {namespace}/{name} does not exist: the tenant API of {spec.id} cannot be reached as "
-                    "its admin; rotate the cluster's certificates to issue the admin key pair again"
-                ) from None
-            raise
-        data = secret.data or {}
-        missing = [key for key in (TLS_CERT, TLS_KEY, CA_CERT) if not data.get(key)]
-        if missing:
-            raise InvalidInput(f"secret {namespace}/{name} lacks {', '.join(missing)}: not a usable admin key pair")
-        certificate, key, ca = (base64.b64decode(data[k]).decode() for k in (TLS_CERT, TLS_KEY, CA_CERT))
-        context = ssl.create_default_context(cadata=ca)
-        _load_key_pair(context, certificate, key)
+        admin = credentials(spec)
+        context = ssl.create_default_context(cadata=admin.ca)
+        _load_key_pair(context, admin.certificate, admin.private_key)
         client = ApiClient(Configuration(host=url_of(spec)))
         # The generated client only takes key files; a pool manager with a ready TLS context keeps
         # the key in memory instead.
@@ -249,9 +235,11 @@ def admin_certificate_factory(host_core: CoreV1Api, url_of: Callable[[ClusterSpe
     return make
 
 
-def tenant_api_factory(host_core: CoreV1Api, url_of: Callable[[ClusterSpec], str]) -> ApiClientFactory:
+def tenant_api_factory(
+    credentials: Callable[[ClusterSpec], AdminCredentials], url_of: Callable[[ClusterSpec], str]
+) -> ApiClientFactory:
     """Plain HTTP where the tenant API URL says ``http://`` (the local stack), the admin key pair otherwise."""
-    plain, admin = plain_http_factory(url_of), admin_certificate_factory(host_core, url_of)
+    plain, admin = plain_http_factory(url_of), admin_certificate_factory(credentials, url_of)
 
     def make(spec: ClusterSpec) -> ApiClient:
         return plain(spec) if url_of(spec).startswith("http://") else admin(spec)

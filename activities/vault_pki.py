@@ -25,6 +25,7 @@ from temporalio import activity
 
 from activities.backend_errors import translated
 from activities.certificate_sinks import CertificateSink, KeyPair, StoredCertificate
+from activities.providers.contract import KeyPairStores
 from models.errors import Conflict, InvalidInput, PermanentError
 from models.pki import (
     CaInput,
@@ -48,7 +49,7 @@ from models.pki import (
     vault_policy_name,
 )
 from models.provider import ClusterRef, EnsureResult, ResourceChange, ResourceOutcome
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
 
 ROOT_ISSUER_NAME = "root-1"
 """Name of a cluster's first root CA. Vault refuses a second issuer of the same name, which turns two
@@ -162,13 +163,12 @@ def _heartbeat(*details: Any) -> None:
 
 
 class VaultPki:
-    """Temporal activities for a cluster's PKI; ``sinks`` store key pairs per provider."""
+    """Temporal activities for a cluster's PKI; each cluster's key pairs go where its provider
+    stores them (``providers.key_pairs``, the provider contract's key-pair store)."""
 
-    def __init__(
-        self, vault: hvac.Client, sinks: Mapping[Provider, CertificateSink], mount_prefix: str = "pki"
-    ) -> None:
+    def __init__(self, vault: hvac.Client, providers: KeyPairStores, mount_prefix: str = "pki") -> None:
         self.vault = vault
-        self.sinks = dict(sinks)
+        self.providers = providers
         self.mount_prefix = mount_prefix
 
     def mount(self, cluster_id: str) -> str:
@@ -665,10 +665,7 @@ class VaultPki:
 
     # --- certificates -----------------------------------------------------------------------------
     def _sink(self, spec: ClusterSpec) -> CertificateSink:
-        sink = self.sinks.get(spec.provider)
-        if sink is None:
-            raise PermanentError(f"this worker has no certificate sink for provider {spec.provider.value!r}")
-        return sink
+        return self.providers.key_pairs(spec.provider)
 
     @staticmethod
     def _refuse_duplicate_names(requests: list[CertificateRequest]) -> None:

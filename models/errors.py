@@ -29,6 +29,11 @@ class QuotaExceeded(PermanentError):
     """A backend limit was reached (AWS LimitExceeded, Kubernetes ResourceQuota)."""
 
 
+class MissingPrerequisite(PermanentError):
+    """Something an operation builds on does not exist (yet): the step that makes it must run first.
+    The message names what is missing and which step makes it."""
+
+
 class Conflict(PermanentError):
     """An object exists that tenantctl did not create and will not take over (name clash)."""
 
@@ -55,6 +60,7 @@ PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (
     Forbidden,
     QuotaExceeded,
     Conflict,
+    MissingPrerequisite,
     NodesNotReady,
     DrainBlocked,
 )

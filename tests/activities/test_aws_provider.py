@@ -795,7 +795,15 @@ def test_the_local_stack_hook_hears_of_every_node(
     env: ActivityEnvironment, aws: AwsClients, sink: SecretsManagerSink, spec: ClusterSpec
 ) -> None:
     heard: list[tuple[str, str, str | None]] = []
-    provider = AwsProvider(aws, poll_interval=0.02, tenant_nodes=lambda *event: heard.append(event))
+
+    class Hook:
+        def node_ensured(self, spec: ClusterSpec, node: str, version: str) -> None:
+            heard.append((spec.id, node, version))
+
+        def node_removed(self, spec: ClusterSpec, node: str) -> None:
+            heard.append((spec.id, node, None))
+
+    provider = AwsProvider(aws, poll_interval=0.02, simulated_nodes=Hook())
     create(env, provider, spec)
     run(env, provider.ensure_node, node_ref(spec, "worker-1", NEXT_VERSION))
     teardown(env, provider, sink, spec)

@@ -28,7 +28,7 @@ from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, certifica
 from models.pki import certificate_requests
 from models.provider import ClusterRef, NodesResult, ResourceChange
 from models.spec import ClusterSpec
-from tests.activities.provider_helpers import changes, node_ref, run, wait_input
+from tests.activities.provider_helpers import changes, local_stack_nodes, node_ref, run, wait_input
 from tests.specs import example, small_kvm, unique_id
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ def provider(api: ApiClient) -> KvmProvider:
         CoreV1Api(api),
         AppsV1Api(api),
         NetworkingV1Api(api),
-        simulate_node_registration=True,
+        simulated_nodes=local_stack_nodes(api),
         poll_interval=0.05,
         namespace_delete_timeout=10,
     )

@@ -32,18 +32,20 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.aws_provider import AwsProvider
 from activities.certificate_sinks import KeyPair
 from activities.host_cluster import KvmProvider
-from activities.secrets_manager_sink import SecretsManagerSink
+from activities.providers.contract import Providers
 from activities.tenant_cluster import TenantClusters, plain_http_factory, tenant_api_factory
 from config.settings import Settings
 from devstack.kube_emulator import NEVER_READY, Emulator
-from models.errors import NON_RETRYABLE_ERROR_TYPES, DrainBlocked, InvalidInput, NodesNotReady
+from models.errors import NON_RETRYABLE_ERROR_TYPES, DrainBlocked, MissingPrerequisite, NodesNotReady
 from models.naming import kvm_namespace
 from models.pki import certificate_requests
 from models.provider import ClusterRef, NodeRef, ResourceChange
 from models.spec import ClusterSpec
 from models.tenant import DrainInput, HealthInput, TenantNodeInput, WaitRegisteredInput
+from tests.activities.provider_helpers import local_stack_nodes
 from tests.specs import example, small_kvm, unique_id
 from worker.clients import AwsClients, aws_clients
 from worker.registry import activities_of
@@ -316,8 +318,7 @@ def test_wait_node_registered_follows_the_vm_and_names_what_is_wrong(
         CoreV1Api(host),
         AppsV1Api(host),
         NetworkingV1Api(host),
-        simulate_node_registration=True,
-        simulated_workload_pods=3,
+        simulated_nodes=local_stack_nodes(host),
         poll_interval=0.05,
     )
     env.run(provider.ensure_foundation, ClusterRef(spec=spec))
@@ -460,43 +461,6 @@ def tls_tenant_api(tmp_path: Path) -> Iterator[tuple[str, str, str, str, list[st
         httpd.server_close()
 
 
-def test_admin_key_pair_factory_reaches_a_tls_tenant_api(
-    env: ActivityEnvironment, spec: ClusterSpec, host: ApiClient, tls_tenant_api: tuple[str, str, str, str, list[str]]
-) -> None:
-    url, ca, certificate, key, seen = tls_tenant_api
-    core = CoreV1Api(host)
-    namespace = kvm_namespace(spec.id)
-    core.create_namespace({"metadata": {"name": namespace}})
-    factory = tenant_api_factory(core, lambda s: url)
-
-    with pytest.raises(InvalidInput, match=f"secret {namespace}/cert-admin does not exist"):
-        factory(spec)
-
-    encoded = {
-        k: base64.b64encode(v.encode()).decode()
-        for k, v in (("tls.crt", certificate), ("tls.key", key), ("ca.crt", ca))
-    }
-    core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "cert-admin"}, "type": "kubernetes.io/tls", "data": encoded}
-    )
-    before = set(Path(tempfile.gettempdir()).iterdir())
-    health = env.run(TenantClusters(factory).check_health, HealthInput(spec=spec))
-    assert health.api_reachable and health.api_detail == "v1.32.4" and health.healthy
-    assert seen and all(s == "commonName=tenantctl-admin,organizationName=system:masters" for s in seen)
-    assert set(Path(tempfile.gettempdir()).iterdir()) == before  # the key never landed in a file
-
-    # trusting the same CA but without the admin key pair, the server refuses the connection
-    anonymous = Configuration(host=url)
-    anonymous.ca_cert_data = ca
-    anonymous.retries = False
-    health = env.run(TenantClusters(lambda s: ApiClient(anonymous)).check_health, HealthInput(spec=spec))
-    assert not health.api_reachable and len(seen) == 2
-
-    # http:// URLs (the local stack) get a plain client, no Secret read
-    plain = tenant_api_factory(core, lambda s: "http://127.0.0.1:1/tenants/x")(small_kvm(id="no-such"))
-    assert plain.configuration.host == "http://127.0.0.1:1/tenants/x"
-
-
 def _admin_pair(ca: str, certificate: str, key: str) -> KeyPair:
     return KeyPair(
         certificate=certificate,
@@ -530,24 +494,81 @@ def _aws_clients(moto_url: str) -> AwsClients:
     )
 
 
-def test_an_aws_cluster_with_a_tls_tenant_api_is_looked_up_in_the_kvm_layout(
+def worker_providers(host: ApiClient, moto_url: str) -> Providers:
+    """Both providers, as worker/backends.py builds them."""
+    kvm = KvmProvider(CoreV1Api(host), AppsV1Api(host), NetworkingV1Api(host))
+    return Providers([kvm, AwsProvider(_aws_clients(moto_url))])
+
+
+def test_admin_key_pair_factory_reaches_a_tls_tenant_api(
+    env: ActivityEnvironment,
+    spec: ClusterSpec,
+    host: ApiClient,
+    moto_url: str,
+    tls_tenant_api: tuple[str, str, str, str, list[str]],
+) -> None:
+    """KVM: the admin key pair is read from the host Secret tenant-<id>/cert-admin."""
+    url, ca, certificate, key, seen = tls_tenant_api
+    core = CoreV1Api(host)
+    namespace = kvm_namespace(spec.id)
+    core.create_namespace({"metadata": {"name": namespace}})
+    providers = worker_providers(host, moto_url)
+    factory = tenant_api_factory(providers.tenant_admin_credentials, lambda s: url)
+
+    with pytest.raises(MissingPrerequisite, match=f"secret {namespace}/cert-admin does not exist"):
+        factory(spec)
+
+    encoded = {
+        k: base64.b64encode(v.encode()).decode()
+        for k, v in (("tls.crt", certificate), ("tls.key", key), ("ca.crt", ca))
+    }
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "cert-admin"}, "type": "kubernetes.io/tls", "data": encoded}
+    )
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    health = env.run(TenantClusters(factory).check_health, HealthInput(spec=spec))
+    assert health.api_reachable and health.api_detail == "v1.32.4" and health.healthy
+    assert seen and all(s == "commonName=tenantctl-admin,organizationName=system:masters" for s in seen)
+    assert set(Path(tempfile.gettempdir()).iterdir()) == before  # the key never landed in a file
+
+    # trusting the same CA but without the admin key pair, the server refuses the connection
+    anonymous = Configuration(host=url)
+    anonymous.ca_cert_data = ca
+    anonymous.retries = False
+    health = env.run(TenantClusters(lambda s: ApiClient(anonymous)).check_health, HealthInput(spec=spec))
+    assert not health.api_reachable and len(seen) == 2
+
+    # http:// URLs (the local stack) get a plain client, no key pair read
+    plain = tenant_api_factory(providers.tenant_admin_credentials, lambda s: "http://127.0.0.1:1/tenants/x")
+    assert plain(small_kvm(id="no-such")).configuration.host == "http://127.0.0.1:1/tenants/x"
+
+
+def test_an_aws_cluster_reaches_its_tls_tenant_api_with_the_admin_key_pair_from_secrets_manager(
     env: ActivityEnvironment,
     host: ApiClient,
     moto_url: str,
     tls_tenant_api: tuple[str, str, str, str, list[str]],
 ) -> None:
-    """Issue 11's probable bug, proven: the PKI activities store an AWS cluster's admin key pair in
-    Secrets Manager, but the tenant API client looks for it in the host Secret tenant-<id>/cert-admin
-    (the KVM layout), so every tenant.* activity of an AWS cluster with a TLS API fails."""
+    """Issue 11's bug, fixed through the provider contract: the tenant API client asks the cluster's
+    provider for the admin credentials, and AWS reads them from Secrets Manager, where the PKI
+    activities wrote them (this test failed before: it looked for tenant-<id>/cert-admin)."""
     url, ca, certificate, key, seen = tls_tenant_api
     spec = _aws_spec()
-    sink = SecretsManagerSink(_aws_clients(moto_url).client("secretsmanager"))
+    providers = worker_providers(host, moto_url)
+    factory = tenant_api_factory(providers.tenant_admin_credentials, lambda s: url)  # as the worker wires it
+    tenants = TenantClusters(factory)
+
+    with pytest.raises(MissingPrerequisite, match=f"secretsmanager secret tenantctl/{spec.id}/admin does not exist"):
+        env.run(tenants.check_health, HealthInput(spec=spec))
+    assert not seen
+
     admin = next(r for r in certificate_requests(spec) if r.name == "admin")
-    sink.write(spec.id, admin, _admin_pair(ca, certificate, key))  # where pki.ensure_certificates puts it
-    factory = tenant_api_factory(CoreV1Api(host), lambda s: url)  # as worker/backends.py wires it
-    with pytest.raises(InvalidInput, match=f"secret {kvm_namespace(spec.id)}/cert-admin does not exist"):
-        env.run(TenantClusters(factory).check_health, HealthInput(spec=spec))
-    assert not seen  # the tenant API was never even reached
+    providers.key_pairs(spec.provider).write(spec.id, admin, _admin_pair(ca, certificate, key))  # as pki does
+    health = env.run(tenants.check_health, HealthInput(spec=spec))
+    assert health.api_reachable and health.api_detail == "v1.32.4" and health.healthy
+    assert seen and all(s == "commonName=tenantctl-admin,organizationName=system:masters" for s in seen)
+    with pytest.raises(Exception, match="404"):  # nothing of the cluster was ever looked for in the host
+        CoreV1Api(host).read_namespace(kvm_namespace(spec.id))
 
 
 # --- wiring ------------------------------------------------------------------------------------------

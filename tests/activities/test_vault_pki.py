@@ -30,6 +30,7 @@ from activities.certificate_sinks import (
     KubernetesSecretSink,
     key_matches_certificate,
 )
+from activities.providers.contract import Providers
 from activities.vault_pki import ROOT_ISSUER_NAME, VaultPki, serial_hex
 from models.errors import (
     NON_RETRYABLE_ERROR_TYPES,
@@ -183,7 +184,7 @@ def test_ensure_ca_racing_itself_makes_one_root(openbao: OpenBao, spec: ClusterS
     results: list[Any] = []
 
     def attempt() -> None:
-        worker = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), sinks={})
+        worker = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), Providers([]))
         results.append(worker.ensure_ca(CaInput(spec=spec)))
 
     threads = [threading.Thread(target=attempt) for _ in range(8)]
@@ -467,7 +468,7 @@ def test_missing_ca_and_missing_sink_are_permanent(pki: VaultPki) -> None:
         pki.ensure_certificates(certificates(spec))
     aws = example("aws-cluster.yaml", id=unique_id())
     pki.ensure_ca(CaInput(spec=aws))
-    with pytest.raises(PermanentError, match="no certificate sink for provider 'aws'"):
+    with pytest.raises(PermanentError, match="serves no provider 'aws'"):
         pki.ensure_certificates(certificates(aws))
     with pytest.raises(InvalidInput, match="repeated: admin"):
         pki.ensure_certificates(certificates(spec, [certificate_requests(spec)[4]] * 2))

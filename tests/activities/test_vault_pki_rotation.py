@@ -87,7 +87,7 @@ def test_next_issuer_racing_itself_makes_one(openbao: OpenBao, pki: VaultPki, sp
     results: list[Any] = []
 
     def attempt() -> None:
-        racer = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), sinks=pki.sinks)
+        racer = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), pki.providers)
         results.append(racer.ensure_next_issuer(NextIssuerInput(spec=spec)))
 
     threads = [threading.Thread(target=attempt) for _ in range(6)]

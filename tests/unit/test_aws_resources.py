@@ -6,32 +6,20 @@ import base64
 import json
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from temporalio import activity
 
 from activities import aws_resources as r
 from activities import kvm_manifests as km
-from activities.aws_provider import AwsProvider
 from models.errors import InvalidInput
 from models.naming import CLUSTER_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
-from models.provider import ProviderOp, provider_activity
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
 from tests.specs import example
-from worker.clients import AwsClients
-from worker.registry import activities_of
 
 
 @pytest.fixture(scope="module")
 def spec() -> ClusterSpec:
     return example("aws-cluster.yaml")
-
-
-def test_every_provider_operation_is_an_aws_activity() -> None:
-    provider = AwsProvider(AwsClients(session=boto3.Session(region_name="eu-central-1"), endpoint_url=None))
-    names = {activity._Definition.must_from_callable(fn).name for fn in activities_of(provider)}
-    assert names == {provider_activity(Provider.AWS, op) for op in ProviderOp}
 
 
 def test_subnets_are_carved_by_zone_position(spec: ClusterSpec) -> None:

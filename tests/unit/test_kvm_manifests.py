@@ -202,23 +202,14 @@ def test_a_surge_worker_beyond_the_count_gets_its_own_certificate(spec: ClusterS
     assert pod_spec(deployment)["containers"][0]["image"].endswith(":v1.33.1")
 
 
-def test_restart_token_and_emulator_annotations_are_opt_in(spec: ClusterSpec) -> None:
+def test_restart_token_is_opt_in_and_manifests_carry_no_local_stack_annotations(spec: ClusterSpec) -> None:
+    # the local stack's stand-in kubelets are the SimulatedNodes hook's business (devstack), not the manifests'.
     plain = m.node_deployment_manifest(spec, "worker-0", "1.32.4")
     assert "annotations" not in plain["metadata"]
     assert "annotations" not in plain["spec"]["template"]["metadata"]
     rolled = m.node_deployment_manifest(spec, "worker-0", "1.32.4", "serials-abc")
     assert rolled["spec"]["template"]["metadata"]["annotations"] == {m.RESTART_TOKEN_ANNOTATION: "serials-abc"}
-    simulated = m.node_deployment_manifest(
-        spec, "worker-0", "v1.32.4", simulate_node_registration=True, simulated_workload_pods=2
-    )
-    assert simulated["metadata"]["annotations"] == {
-        m.EMULATOR_TENANT_NODE: "acme-prod/worker-0",
-        m.EMULATOR_KUBELET_VERSION: "v1.32.4",
-        m.EMULATOR_TENANT_PODS: "2",
-    }
-    assert simulated["metadata"]["labels"][m.NODE_ROLE_LABEL] == "worker"
-    master = m.node_deployment_manifest(spec, "master-0", "1.32.4", simulate_node_registration=True)
-    assert m.EMULATOR_TENANT_PODS not in master["metadata"]["annotations"]  # workloads run on workers
+    assert not any(key.startswith("emulator.") for key in rolled["metadata"].get("annotations") or {})
 
 
 def test_endpoint_objects(spec: ClusterSpec) -> None:
@@ -306,7 +297,7 @@ def test_cloud_config_per_role(spec: ClusterSpec) -> None:
         (V1Ingress, m.api_ingress_manifest),
         (V1ConfigMap, lambda s: m.cloud_config_manifest(s, "master", "1.32.4")),
         (V1Deployment, lambda s: m.node_deployment_manifest(s, "master-0", "1.32.4", "t")),
-        (V1Deployment, lambda s: m.node_deployment_manifest(s, "worker-0", "1.32.4", simulate_node_registration=True)),
+        (V1Deployment, lambda s: m.node_deployment_manifest(s, "worker-0", "1.32.4")),
     ],
 )
 def test_manifests_are_valid_api_objects(spec: ClusterSpec, model: Any, build: Any) -> None:
