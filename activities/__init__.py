@@ -5,7 +5,7 @@ Conventions (every module here follows them):
   thread pool; only ``worker/`` builds clients from settings; nothing does I/O at import time.
 - Each mutating activity is an ``ensure_*``: read current, compute desired, apply the difference;
   names derive from the cluster id; "already exists" and "not found" are success.
-- Backend exceptions become ``models.errors`` types through ``activities.backend_errors``.
+- Backend exceptions become ``models.errors`` types through ``activities.common.errors``.
 - Private keys never leave an activity: they go straight to their destination; results carry
   serials and expiry only.
 """

@@ -25,14 +25,13 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from activities.nodes.bootstrap import NODE_ROLE_LABEL
 from devstack.kube_emulator import KUBELET_VERSION, TENANT_NODE, TENANT_PODS
 from models.naming import kvm_namespace, node_role
 from models.spec import ClusterSpec, Provider
 
 log = logging.getLogger(__name__)
 
-NODE_ROLE_LABEL = "node.tenantctl.io/role"
-"""Label the kubelet registers its Node with; the emulator copies it from the Deployment."""
 MERGE_PATCH = "application/merge-patch+json"
 WORKLOAD_PODS = 3
 """Pods the emulator places on each simulated KVM worker, so upgrades have something to drain."""
@@ -60,7 +59,7 @@ class SimulatedKubelets:
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": node, "labels": {"node.tenantctl.io/role": node_role(node)}},
+            "metadata": {"name": node, "labels": {NODE_ROLE_LABEL: node_role(node)}},
             "status": {
                 "conditions": [
                     {
@@ -124,7 +123,10 @@ class LocalStackNodes:
         labels = {NODE_ROLE_LABEL: role}
         namespace = kvm_namespace(spec.id)
         response: Any = self.host_apps.read_namespaced_deployment(node, namespace, _preload_content=False)
-        meta = json.loads(response.data)["metadata"]
+        try:
+            meta = json.loads(response.data)["metadata"]
+        finally:
+            response.release_conn()
         have_annotations, have_labels = meta.get("annotations") or {}, meta.get("labels") or {}
         if all(have_annotations.get(k) == v for k, v in annotations.items()) and all(
             have_labels.get(k) == v for k, v in labels.items()
@@ -134,5 +136,8 @@ class LocalStackNodes:
         patched: Any = self.host_apps.patch_namespaced_deployment(
             node, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
         )
-        patched.release_conn()
+        try:
+            _ = patched.data  # read to the end, so the connection goes back to the pool clean
+        finally:
+            patched.release_conn()
         log.info("simulated kubelet of %s/%s follows its VM at v%s", spec.id, node, version)

@@ -3,7 +3,7 @@
 Activities raise these; Temporal carries the class name as the ApplicationError ``type``, and
 retry policies list the permanent ones by ``cls.__name__`` (see ``NON_RETRYABLE_ERROR_TYPES``), so
 no error type is ever a hand-typed string. Translating a backend's own exceptions (hvac,
-kubernetes, botocore) into this taxonomy happens in ``activities.backend_errors``.
+kubernetes, botocore) into this taxonomy happens in ``activities.common.errors``.
 """
 
 from __future__ import annotations

@@ -17,12 +17,12 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
     (``activities.providers.contract``): a provider lacking an operation fails here, at start."""
     from kubernetes import client as k8s
 
-    from activities.aws_provider import AwsProvider
-    from activities.host_cluster import KvmProvider
+    from activities.aws.provider import AwsProvider
+    from activities.kvm.provider import KvmProvider
+    from activities.pki.rotation_schedule import RotationSchedules
+    from activities.pki.vault import VaultPki
     from activities.providers.contract import Providers, SimulatedNodes
-    from activities.rotation_schedule import RotationSchedules
-    from activities.tenant_cluster import TenantClusters, tenant_api_factory
-    from activities.vault_pki import VaultPki
+    from activities.tenant.clusters import TenantClusters, tenant_api_factory
 
     kube = kube_api_client(settings)
     core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)

@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol
 
 from temporalio import activity
 
-from activities.certificate_sinks import CertificateSink
+from activities.providers.key_pairs import CertificateSink
 from models.errors import MissingPrerequisite, PermanentError
 from models.provider import (
     ClusterRef,

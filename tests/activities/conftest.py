@@ -9,9 +9,9 @@ import hvac
 import pytest
 from kubernetes import client as k8s
 
-from activities.host_cluster import KvmProvider
+from activities.kvm.provider import KvmProvider
+from activities.pki.vault import VaultPki
 from activities.providers.contract import Providers
-from activities.vault_pki import VaultPki
 from models.spec import ClusterSpec
 from tests.servers import OpenBao
 from tests.specs import small_kvm

@@ -20,10 +20,19 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from activities import kvm_manifests as m
-from activities.host_cluster import KvmProvider
+from activities.kvm import manifests
+from activities.kvm.provider import KvmProvider
+from activities.nodes.bootstrap import NODE_ROLE_LABEL
 from devstack.kube_emulator import NEVER_READY, Emulator
-from models.errors import NON_RETRYABLE_ERROR_TYPES, Conflict, InvalidInput, NodesNotReady, NotReady, PermanentError
+from models.errors import (
+    NON_RETRYABLE_ERROR_TYPES,
+    Conflict,
+    InvalidInput,
+    MissingPrerequisite,
+    NodesNotReady,
+    NotReady,
+    PermanentError,
+)
 from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, certificate_secret, kvm_namespace
 from models.pki import certificate_requests
 from models.provider import ClusterRef, NodesResult, ResourceChange
@@ -107,7 +116,7 @@ def write_certificates(core: CoreV1Api, spec: ClusterSpec) -> None:
             cast(
                 Any,
                 {
-                    "metadata": {"name": certificate_secret(request.name), "labels": m.cluster_labels(spec)},
+                    "metadata": {"name": certificate_secret(request.name), "labels": manifests.cluster_labels(spec)},
                     "type": "kubernetes.io/tls",
                     "stringData": {"tls.crt": "-----BEGIN CERTIFICATE-----", "tls.key": "k", "ca.crt": "ca"},
                 },
@@ -242,7 +251,7 @@ def test_create_sequence_makes_every_object_labelled_and_owned(
     objects = labelled(api, spec)
     assert set(objects) == expected_objects(spec)
     namespace = objects[f"namespace/{kvm_namespace(spec.id)}"]
-    assert namespace["metadata"]["labels"][m.OWNER_LABEL] == spec.owner
+    assert namespace["metadata"]["labels"][manifests.OWNER_LABEL] == spec.owner
     for key, obj in objects.items():
         labels = obj["metadata"]["labels"]
         assert labels[CLUSTER_LABEL] == spec.id and labels[MANAGED_BY_LABEL] == MANAGED_BY, key
@@ -265,7 +274,7 @@ def test_create_sequence_makes_every_object_labelled_and_owned(
         registered = eventually(partial(tenant_node, emulator, spec, node), what=f"tenant node {node}")
         assert registered["status"]["nodeInfo"]["kubeletVersion"] == "v1.32.4"
         assert {c["type"]: c["status"] for c in registered["status"]["conditions"]}["Ready"] == "True"
-        assert registered["metadata"]["labels"][m.NODE_ROLE_LABEL] == node.split("-")[0]
+        assert registered["metadata"]["labels"][NODE_ROLE_LABEL] == node.split("-")[0]
 
     nodes = run(env, provider.list_nodes, ClusterRef(spec=spec))
     assert [(n.name, n.role, n.kubernetes_version, n.ready) for n in nodes.nodes] == [
@@ -414,7 +423,7 @@ def test_restart_with_the_same_token_rolls_once(
     assert changes(second) == {"deployment/master-0": ResourceChange.UNCHANGED}
     assert generation() == start + 1
     annotations = deployment(apps, spec, "master-0")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {m.RESTART_TOKEN_ANNOTATION: "serials-1"}
+    assert annotations == {manifests.RESTART_TOKEN_ANNOTATION: "serials-1"}
     # an ensure without a token has no opinion on it: no second roll
     assert changes(run(env, provider.ensure_node, node_ref(spec, "master-0")))["deployment/master-0"] is (
         ResourceChange.UNCHANGED
@@ -516,9 +525,9 @@ def test_teardown_of_a_cluster_that_never_existed(
 def test_nodes_and_endpoint_need_the_foundation(
     env: ActivityEnvironment, provider: KvmProvider, spec: ClusterSpec
 ) -> None:
-    with pytest.raises(InvalidInput, match=f"namespace {kvm_namespace(spec.id)} does not exist"):
+    with pytest.raises(MissingPrerequisite, match=f"namespace {kvm_namespace(spec.id)} does not exist"):
         run(env, provider.ensure_endpoint, ClusterRef(spec=spec))
-    with pytest.raises(InvalidInput):
+    with pytest.raises(MissingPrerequisite):
         run(env, provider.ensure_node, node_ref(spec, "master-0"))
 
 
@@ -607,7 +616,7 @@ def test_an_immutable_difference_recreates_the_object(
         cast(
             Any,
             {
-                "metadata": {"name": "etcd", "labels": m.cluster_labels(spec)},
+                "metadata": {"name": "etcd", "labels": manifests.cluster_labels(spec)},
                 "spec": {"selector": {"x": "y"}, "ports": [{"port": 2379}]},
             },
         ),
@@ -616,7 +625,7 @@ def test_an_immutable_difference_recreates_the_object(
     assert changes(run(env, provider.ensure_endpoint, ClusterRef(spec=spec)))["service/etcd"] is ResourceChange.UPDATED
     service = raw(core.read_namespaced_service("etcd", namespace, _preload_content=False))
     assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["selector"] == m.master_selector(spec)
+    assert service["spec"]["selector"] == manifests.master_selector(spec)
     assert set(changes(run(env, provider.ensure_endpoint, ClusterRef(spec=spec))).values()) == {
         ResourceChange.UNCHANGED
     }

@@ -39,12 +39,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 from typer.testing import CliRunner
 
-from activities import kvm_manifests as m
-from activities.certificate_sinks import TRUST_BUNDLE_SECRET
-from activities.host_cluster import KvmProvider
+from activities.kvm import manifests
+from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET
+from activities.kvm.provider import KvmProvider
+from activities.pki.rotation_schedule import RotationSchedules
+from activities.pki.vault import VaultPki, verifies
 from activities.providers.contract import Providers, provider_activities
-from activities.rotation_schedule import RotationSchedules
-from activities.vault_pki import VaultPki, verifies
 from models.cluster import ClusterPhase, OperationKind
 from models.naming import entity_workflow_id, kvm_namespace, rotation_schedule_id
 from models.operations import (
@@ -251,7 +251,7 @@ def deployment_tokens(apps: k8s.AppsV1Api, spec: ClusterSpec) -> dict[str, str |
     for node in spec.node_names():
         template = apps.read_namespaced_deployment(node, kvm_namespace(spec.id)).spec.template  # type: ignore[union-attr]
         annotations = (template.metadata.annotations if template.metadata else None) or {}
-        tokens[node] = annotations.get(m.RESTART_TOKEN_ANNOTATION)
+        tokens[node] = annotations.get(manifests.RESTART_TOKEN_ANNOTATION)
     return tokens
 
 

@@ -13,20 +13,20 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from activities.aws_provider import AwsProvider
-from activities.aws_resources import TRUST_BUNDLE
-from activities.certificate_sinks import (
+from activities.aws.key_pairs import SecretsManagerSink
+from activities.aws.provider import AwsProvider
+from activities.aws.resources import TRUST_BUNDLE
+from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET
+from activities.pki.vault import VaultPki
+from activities.providers.contract import Providers
+from activities.providers.key_pairs import (
     CERTIFICATE_LABEL,
     ISSUER_ANNOTATION,
     NOT_AFTER_ANNOTATION,
     SERIAL_ANNOTATION,
-    TRUST_BUNDLE_SECRET,
     KeyPair,
     key_matches_certificate,
 )
-from activities.providers.contract import Providers
-from activities.secrets_manager_sink import SecretsManagerSink
-from activities.vault_pki import VaultPki
 from config.settings import Settings
 from models.errors import Conflict
 from models.naming import CLUSTER_LABEL, COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL

@@ -32,11 +32,11 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.aws_provider import AwsProvider
-from activities.certificate_sinks import KeyPair
-from activities.host_cluster import KvmProvider
+from activities.aws.provider import AwsProvider
+from activities.kvm.provider import KvmProvider
 from activities.providers.contract import Providers
-from activities.tenant_cluster import TenantClusters, plain_http_factory, tenant_api_factory
+from activities.providers.key_pairs import KeyPair
+from activities.tenant.clusters import TenantClusters, plain_http_factory, tenant_api_factory
 from config.settings import Settings
 from devstack.kube_emulator import NEVER_READY, Emulator
 from models.errors import NON_RETRYABLE_ERROR_TYPES, DrainBlocked, MissingPrerequisite, NodesNotReady

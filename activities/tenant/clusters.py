@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import ssl
 import tempfile
 import time
@@ -31,10 +30,10 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.backend_errors import translated
-from activities.kube_responses import is_transient, response_json, short_reason
+from activities.common.errors import translated
+from activities.common.kube_responses import is_transient, response_json, short_reason
+from activities.common.waits import resumed_start
 from activities.providers.contract import AdminCredentials
-from activities.waits import resumed_start
 from models.errors import DrainBlocked, NodesNotReady
 from models.naming import node_order
 from models.provider import EnsureResult, ResourceChange, ResourceOutcome
@@ -49,7 +48,7 @@ from models.tenant import (
     TenantNodeInput,
     WaitRegisteredInput,
 )
-from models.versions import SemVer
+from models.versions import normalize_version, reported_version
 
 Obj = dict[str, Any]
 ApiClientFactory = Callable[[ClusterSpec], ApiClient]
@@ -60,7 +59,6 @@ MAX_EVICTION_BACKOFF_SECONDS: Final = 15.0
 MAX_PODS_IN_MESSAGE: Final = 10
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 MERGE_PATCH: Final = "application/merge-patch+json"
-_KUBELET_VERSION = re.compile(r"^v?(\d+\.\d+\.\d+)")
 
 
 class TenantClusters:
@@ -163,7 +161,7 @@ class TenantClusters:
         the node and its conditions; ``details[0]`` is the list of node names, as ``kvm.wait_nodes_ready``.
         """
         spec, node = input.spec, input.node
-        want = str(SemVer.parse(input.kubernetes_version))
+        want = normalize_version(input.kubernetes_version)
         started = resumed_start()
         deadline = started + input.timeout.total_seconds()
         with self.api_client_factory(spec) as api:
@@ -175,7 +173,7 @@ class TenantClusters:
                     if not is_transient(exc):
                         raise
                     observed = NodeHealth(name=node, ready=False, reason=f"tenant API unavailable: {short_reason(exc)}")
-                if observed.ready and _kubelet_semver(observed.kubelet_version) == want:
+                if observed.ready and reported_version(observed.kubelet_version) == want:
                     return observed
                 reason = observed.reason
                 if observed.ready:
@@ -416,12 +414,6 @@ def _blocked(pod: Obj, reason: str) -> BlockedPod:
 
 def _describe(blocked: BlockedPod) -> str:
     return f"{blocked.namespace}/{blocked.name}: {blocked.reason}"
-
-
-def _kubelet_semver(version: str) -> str:
-    """``v1.33.1`` (or ``v1.33.1+vendor``) -> ``1.33.1``; empty when it is no version."""
-    match = _KUBELET_VERSION.match(version.strip())
-    return match.group(1) if match else ""
 
 
 def _human(value: timedelta) -> str:

@@ -2,7 +2,7 @@
 
 The PKI activities hand a freshly issued key pair straight to this sink, so the private key goes
 from Vault to Secrets Manager inside one activity and never into workflow history. Nodes read
-their own key pairs with their instance profile (``aws_resources.node_policy``). The value is
+their own key pairs with their instance profile (``activities.aws.resources.node_policy``). The value is
 JSON with the files the nodes write: ``tls.crt``, ``tls.key``, ``ca.crt``; public facts (serial,
 expiry, issuer) are tags, so an operator sees them without reading the secret.
 
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import ClientError
 from temporalio import activity
 
-from activities.aws_resources import TRUST_BUNDLE, tag_dict, tag_list
-from activities.backend_errors import translated
-from activities.certificate_sinks import (
+from activities.aws.resources import TRUST_BUNDLE, tag_dict, tag_list
+from activities.common.errors import translated
+from activities.providers.key_pairs import (
     CA_CERT,
     CERTIFICATE_LABEL,
     ISSUER_ANNOTATION,

@@ -1,7 +1,7 @@
 """The KVM provider: a tenant cluster's objects in the host Kubernetes cluster (activities ``kvm.*``).
 
 Each ``ensure_*`` reads the live object, compares the fields tenantctl owns with the desired
-manifest (``activities.kvm_manifests``) and writes only the difference, as a JSON patch that
+manifest (``activities.kvm.manifests``) and writes only the difference, as a JSON patch that
 carries the resourceVersion it was computed from (a concurrent writer makes it fail with 409; it is
 re-read and recomputed). An object that needs no change is not written at all, so running an
 activity twice changes nothing the second time, resourceVersions included.
@@ -41,13 +41,13 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from activities import kvm_manifests as m
-from activities.backend_errors import translated
-from activities.certificate_sinks import KubernetesSecretSink
-from activities.kube_responses import is_transient, response_json, short_reason
+from activities.common.errors import translated
+from activities.common.kube_responses import is_transient, response_json, short_reason
+from activities.common.waits import pause, wait_for_nodes
+from activities.kvm import manifests
+from activities.kvm.key_pairs import KubernetesSecretSink
 from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
-from activities.waits import pause, wait_for_nodes
-from models.errors import Conflict, InvalidInput, NotReady
+from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady
 from models.naming import (
     CLUSTER_LABEL,
     MANAGED_BY,
@@ -71,6 +71,7 @@ from models.provider import (
     WaitNodesInput,
 )
 from models.spec import ClusterSpec, Provider
+from models.versions import normalize_version
 
 Obj = dict[str, Any]
 
@@ -242,8 +243,8 @@ def node_readiness(deployment: Obj | None, node: str, version: str | None = None
     if meta.get("deletionTimestamp"):
         return False, "deployment is being deleted"
     running = (meta.get("labels") or {}).get(VERSION_LABEL, "")
-    if version is not None and running != m.normalize_version(version):
-        return False, f"runs Kubernetes {running or 'unknown'}, not {m.normalize_version(version)}"
+    if version is not None and running != normalize_version(version):
+        return False, f"runs Kubernetes {running or 'unknown'}, not {normalize_version(version)}"
     generation, observed = meta.get("generation", 0), status.get("observedGeneration", 0)
     if observed < generation:
         return False, f"generation {generation} not observed yet (at {observed})"
@@ -372,16 +373,16 @@ class KvmProvider:
     def ensure_foundation(self, input: ClusterRef) -> EnsureResult:
         """Namespace, then its isolation (before anything runs in it), identity and cluster facts."""
         spec = input.spec
-        m.kvm_settings(spec)  # refuse an AWS spec before creating anything
-        namespace_outcome, namespace = self._ensure(self._namespace, m.namespace_manifest(spec), spec)
+        manifests.kvm_settings(spec)  # refuse an AWS spec before creating anything
+        namespace_outcome, namespace = self._ensure(self._namespace, manifests.namespace_manifest(spec), spec)
         uid = namespace["metadata"]["uid"]
         outcomes = [namespace_outcome]
         for kind, manifest in (
-            (self._network_policy, m.network_policy_manifest(spec)),
-            (self._service_account, m.service_account_manifest(spec)),
-            (self._config_map, m.cluster_configmap_manifest(spec)),
+            (self._network_policy, manifests.network_policy_manifest(spec)),
+            (self._service_account, manifests.service_account_manifest(spec)),
+            (self._config_map, manifests.cluster_configmap_manifest(spec)),
         ):
-            outcomes.append(self._ensure(kind, m.with_owner(manifest, uid), spec)[0])
+            outcomes.append(self._ensure(kind, manifests.with_owner(manifest, uid), spec)[0])
         return EnsureResult(outcomes=outcomes)
 
     def ensure_foundation_absent(self, input: ClusterRef) -> EnsureResult:
@@ -413,11 +414,11 @@ class KvmProvider:
         spec = input.spec
         uid = self._namespace_uid(spec)
         outcomes = [
-            self._ensure(kind, m.with_owner(manifest, uid), spec)[0]
+            self._ensure(kind, manifests.with_owner(manifest, uid), spec)[0]
             for kind, manifest in (
-                (self._service, m.api_service_manifest(spec)),
-                (self._service, m.etcd_service_manifest(spec)),
-                (self._ingress, m.api_ingress_manifest(spec)),
+                (self._service, manifests.api_service_manifest(spec)),
+                (self._service, manifests.etcd_service_manifest(spec)),
+                (self._ingress, manifests.api_ingress_manifest(spec)),
             )
         ]
         return EnsureResult(outcomes=outcomes)
@@ -427,9 +428,9 @@ class KvmProvider:
         outcomes = [
             self._delete_outcome(kind, namespace, name)
             for kind, name in (
-                (self._ingress, m.API_INGRESS),
-                (self._service, m.API_SERVICE),
-                (self._service, m.ETCD_SERVICE),
+                (self._ingress, manifests.API_INGRESS),
+                (self._service, manifests.API_SERVICE),
+                (self._service, manifests.ETCD_SERVICE),
             )
         ]
         return EnsureResult(outcomes=outcomes)
@@ -437,11 +438,13 @@ class KvmProvider:
     # --- activities: nodes ---------------------------------------------------------------------
     def ensure_node(self, input: NodeRef) -> EnsureResult:
         """The role's cloud-config for the version first (the VM reads it at boot), then the VM."""
-        spec, role = input.spec, m.node_role(input.node)
-        version = m.normalize_version(input.kubernetes_version)
+        spec, role = input.spec, node_role(input.node)
+        version = normalize_version(input.kubernetes_version)
         uid = self._namespace_uid(spec)
-        config = m.with_owner(m.cloud_config_manifest(spec, role, version), uid)
-        deployment = m.with_owner(m.node_deployment_manifest(spec, input.node, version, input.restart_token), uid)
+        config = manifests.with_owner(manifests.cloud_config_manifest(spec, role, version), uid)
+        deployment = manifests.with_owner(
+            manifests.node_deployment_manifest(spec, input.node, version, input.restart_token), uid
+        )
         outcomes = [
             self._ensure(self._config_map, config, spec)[0],
             self._ensure(self._deployment, deployment, spec)[0],
@@ -456,16 +459,16 @@ class KvmProvider:
         Operations on one cluster are serialised by its entity workflow, so no ensure_node of the
         same role and version runs concurrently with this check.
         """
-        spec, node, role = input.spec, input.node, m.node_role(input.node)
+        spec, node, role = input.spec, input.node, node_role(input.node)
         namespace = namespace_of(spec.id)
         # The live version label is what the VM really ran; the caller's may be a step behind.
-        versions = {m.normalize_version(input.kubernetes_version)}
+        versions = {normalize_version(input.kubernetes_version)}
         live = self._read(self._deployment, namespace, node)
         if live is not None:
             self._check_ours(self._deployment, live, spec)
             running = (live["metadata"].get("labels") or {}).get(VERSION_LABEL)
             if running:
-                versions.add(m.normalize_version(running))
+                versions.add(normalize_version(running))
         # Foreground: the Deployment goes only after its pod (the VM) is gone, so a node re-created
         # under the same name waits for the old VM instead of running next to it.
         outcomes = [self._delete_outcome(self._deployment, namespace, node, "Foreground")]
@@ -477,7 +480,7 @@ class KvmProvider:
             and (d["metadata"].get("labels") or {}).get(ROLE_LABEL) == role
         ]
         for version in sorted(versions):
-            config = m.cloud_config_name(role, version)
+            config = manifests.cloud_config_name(role, version)
             if any((d["metadata"].get("labels") or {}).get(VERSION_LABEL) == version for d in others):
                 outcomes.append(ResourceOutcome(kind="configmap", name=config, change=ResourceChange.UNCHANGED))
             else:
@@ -491,10 +494,12 @@ class KvmProvider:
         if not input.restart_token:
             raise InvalidInput(f"restart of node {input.node}: restart_token is empty, nothing would roll")
         spec, node = input.spec, input.node
-        m.node_role(node)
+        node_role(node)
         namespace = namespace_of(spec.id)
         desired = {
-            "spec": {"template": {"metadata": {"annotations": {m.RESTART_TOKEN_ANNOTATION: input.restart_token}}}}
+            "spec": {
+                "template": {"metadata": {"annotations": {manifests.RESTART_TOKEN_ANNOTATION: input.restart_token}}}
+            }
         }
         units: tuple[Unit, ...] = ((("spec", "template", "metadata", "annotations"), MAP),)
         for _ in range(CONFLICT_ATTEMPTS):
@@ -614,7 +619,9 @@ class KvmProvider:
         name = namespace_of(spec.id)
         live = self._read(self._namespace, "", name)
         if live is None:
-            raise InvalidInput(f"namespace {name} does not exist: the cluster's foundation must be ensured first")
+            raise MissingPrerequisite(
+                f"namespace {name} does not exist: the cluster's foundation must be ensured first"
+            )
         self._check_ours(self._namespace, live, spec)
         if live["metadata"].get("deletionTimestamp"):
             raise NotReady(f"namespace {name} is being deleted")
