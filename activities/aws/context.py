@@ -8,8 +8,6 @@ be retried (throttling and 5xx, after botocore's own retries).
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -20,7 +18,7 @@ from temporalio import activity
 from activities.aws import resources
 from activities.aws.resources import Kind
 from activities.common.errors import classify
-from activities.common.waits import pause
+from activities.common.waits import WaitBudget
 from models.errors import NotReady
 from models.naming import CLUSTER_LABEL, ROLE_LABEL
 from models.provider import ResourceChange, ResourceOutcome
@@ -171,10 +169,6 @@ class AwsContext:
     poll_interval: float
     instance_timeout: float
     delete_timeout: float
-    deadline: float = math.inf
-    """``time.monotonic()`` by which this attempt must give up waiting: a wait that would outlast
-    the activity's start-to-close fails as NotReady, naming what it waits for, instead of being
-    cut off by a timeout that says nothing."""
 
     @property
     def id(self) -> str:
@@ -213,19 +207,18 @@ class AwsContext:
 
     # --- waiting ---------------------------------------------------------------------------------
     def wait(self, what: str, pending: Callable[[], str | None], timeout: float) -> None:
-        """Poll ``pending`` (what is still awaited, None when done), heartbeating, until ``timeout``;
-        then fail retryably, naming what is left (the next attempt waits again)."""
-        started = time.monotonic()
-        give_up = min(started + timeout, self.deadline)
+        """Look at ``pending`` (what is still awaited, None when done), heartbeating, until
+        ``timeout`` or the end of this attempt; then fail retryably, naming what is left (the
+        next attempt waits again). The shared wait budget (``activities.common.waits``)."""
+        budget = WaitBudget(timeout, max_poll=self.poll_interval, resume=False)
         while True:
             left = pending()
             if left is None:
                 return
-            activity.heartbeat({"waiting_for": what, "pending": left})
-            if time.monotonic() >= give_up:
-                waited = time.monotonic() - started
-                raise NotReady(f"waited {waited:.0f}s for {what}: still {left}; checked again on retry")
-            self.pause(f"waiting for {what}")
+            budget.heartbeat(waiting_for=what, pending=left)
+            if budget.expired:
+                raise NotReady(f"waited {budget.waited:.0f}s for {what}: still {left}; checked again on retry")
+            budget.sleep(f"waiting for {what}")
 
     def delete_when_free(self, what: str, delete: Callable[[], object]) -> None:
         """Run ``delete`` until AWS stops refusing it because something still uses the resource."""
@@ -240,6 +233,3 @@ class AwsContext:
             return None
 
         self.wait(f"{what} to be deleted", attempt, self.delete_timeout)
-
-    def pause(self, what: str) -> None:
-        pause(self.poll_interval, what)

@@ -25,9 +25,7 @@ retries them first, then the activity's retry policy).
 
 from __future__ import annotations
 
-import math
 import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -81,20 +79,12 @@ if TYPE_CHECKING:
     from worker.clients import AwsClients
 
 POLL_INTERVAL_SECONDS: Final = 2.0
+"""Waits look at once, then back off from 0.1 s to this interval (``activities.common.waits``)."""
 INSTANCE_WAIT_SECONDS: Final = 480.0
 """One attempt waits this long for instances to stop or start (below the 10-minute start-to-close)."""
 DELETE_WAIT_SECONDS: Final = 600.0
 """One attempt of a removal waits this long for AWS to let go (NAT gateways, ENIs of a deleted
 load balancer), then fails retryably naming what is left (below the 15-minute start-to-close)."""
-
-
-def _budget() -> float:
-    """Seconds this attempt may spend: its start-to-close, less a margin to report what it waited for."""
-    timeout = activity.info().start_to_close_timeout
-    if not timeout:
-        return math.inf
-    seconds = timeout.total_seconds()
-    return seconds - min(60.0, seconds / 10)
 
 
 class AwsProvider:
@@ -150,7 +140,6 @@ class AwsProvider:
             poll_interval=self.poll_interval,
             instance_timeout=self.instance_timeout,
             delete_timeout=self.delete_timeout,
-            deadline=time.monotonic() + _budget(),
         )
 
     def _account(self, region: str) -> str:

@@ -18,7 +18,6 @@ they do not know, and a newer host API server may well send some.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -43,7 +42,7 @@ from temporalio import activity
 
 from activities.common.errors import translated
 from activities.common.kube_responses import is_transient, response_json, short_reason
-from activities.common.waits import pause, wait_for_nodes
+from activities.common.waits import WaitBudget, wait_for_nodes
 from activities.kvm import manifests
 from activities.kvm.key_pairs import KubernetesSecretSink
 from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
@@ -76,7 +75,7 @@ from models.versions import normalize_version
 Obj = dict[str, Any]
 
 POLL_INTERVAL_SECONDS: Final = 2.0
-"""Waits poll this often, heartbeating each time (kept here: activities do not import workflows)."""
+"""Waits look at once, then back off from 0.1 s to this interval (``activities.common.waits``)."""
 NAMESPACE_DELETE_TIMEOUT_SECONDS: Final = 600.0
 """One attempt of ensure_foundation_absent waits this long for the namespace to go, then fails
 (retryably) naming what is left; below the activity's 15-minute start-to-close."""
@@ -395,16 +394,16 @@ class KvmProvider:
         self._check_ours(self._namespace, live, spec)
         if not live["metadata"].get("deletionTimestamp"):
             self._delete(self._namespace, "", name, "Background", uid=live["metadata"]["uid"])
-        started = time.monotonic()
+        budget = WaitBudget(self.namespace_delete_timeout, max_poll=self.poll_interval, resume=False)
         while live is not None:
             remaining = self._namespace_leftovers(live)
-            activity.heartbeat({"namespace": name, "waiting_for": remaining})
-            if time.monotonic() - started >= self.namespace_delete_timeout:
+            budget.heartbeat(namespace=name, waiting_for=remaining)
+            if budget.expired:
                 raise NotReady(
-                    f"namespace {name} still terminating after {self.namespace_delete_timeout:g}s: {remaining}; "
+                    f"namespace {name} still terminating after {budget.waited:.0f}s: {remaining}; "
                     "deletion continues in the host cluster and is checked again on retry"
                 )
-            pause(self.poll_interval, f"waiting for namespace {name} to be deleted")
+            budget.sleep(f"waiting for namespace {name} to be deleted")
             live = self._read(self._namespace, "", name)
         activity.logger.info("namespace %s deleted", name)
         return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.DELETED)])

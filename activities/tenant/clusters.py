@@ -17,7 +17,6 @@ import json
 import os
 import ssl
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -28,11 +27,11 @@ import urllib3.exceptions
 from kubernetes.client import ApiClient, Configuration, CoreV1Api, V1Eviction, V1ObjectMeta, VersionApi
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
 from activities.common.errors import translated
 from activities.common.kube_responses import is_transient, response_json, short_reason
-from activities.common.waits import resumed_start
+from activities.common.waits import WaitBudget
 from activities.providers.contract import AdminCredentials
 from models.errors import DrainBlocked, NodesNotReady
 from models.naming import node_order
@@ -98,10 +97,8 @@ class TenantClusters:
         pods and the budgets' own words, so the upgrade pauses with that message instead of hanging.
         """
         spec, node = input.spec, input.node
-        started = resumed_start()
-        deadline = started + input.timeout.total_seconds()
+        budget = WaitBudget(input.timeout.total_seconds(), max_poll=self.max_eviction_backoff)
         evicted: list[str] = []
-        backoff = self.poll_interval
         with self.api_client_factory(spec) as api:
             core = CoreV1Api(api)
             cordoned = _set_unschedulable(core, spec, node, True)
@@ -110,7 +107,7 @@ class TenantClusters:
                 return DrainResult(node=node, node_found=False)
             waiting: list[str] = []
             while True:
-                activity.heartbeat({"started_at": started, "node": node, "blocked": waiting})
+                budget.heartbeat(node=node, blocked=waiting)
                 pods = _pods_on(core, spec, node)
                 skipped = [_ref(p) for p in pods if _stays_on_node(p)]
                 remaining = [p for p in pods if not _stays_on_node(p)]
@@ -131,27 +128,28 @@ class TenantClusters:
                 if not blocked:
                     continue  # list again: confirm they are gone
                 waiting = [_describe(b) for b in blocked]
-                now = time.time()
-                if now >= deadline:
+                if budget.expired:
+                    budget.end_of_attempt(f"the drain of {node}")
                     raise _drain_blocked(spec, node, input.timeout, blocked)
-                backoff = self.poll_interval if progressed else min(backoff * 2, self.max_eviction_backoff)
-                self._sleep(min(backoff, max(deadline - now, 0.0)), f"draining {node}")
+                if progressed:
+                    budget.progressed()  # evictions go through: look again soon
+                budget.sleep(f"draining {node}")
 
     @activity.defn(name="tenant.check_health")
     def check_health(self, input: HealthInput) -> HealthResult:
         """API reachable (``/version``) and every node Ready, the expected ones registered.
 
-        With ``wait``, looks again every poll interval until healthy or ``wait`` has passed, and
-        answers with the last look either way: the caller decides what unhealthy means.
+        With ``wait``, looks again (the shared wait budget's rhythm) until healthy or ``wait`` has
+        passed, and answers with the last look either way: the caller decides what unhealthy means.
         """
-        deadline = time.monotonic() + input.wait.total_seconds()
+        budget = WaitBudget(input.wait.total_seconds(), max_poll=self.poll_interval)
         with self.api_client_factory(input.spec) as api:
             while True:
                 result = _observe_health(api, input.expected_nodes)
-                if result.healthy or time.monotonic() >= deadline:
+                if result.healthy or budget.expired:
                     return result
-                activity.heartbeat({"unhealthy": result.describe()})
-                self._sleep(self.poll_interval, f"waiting for {input.spec.id} to be healthy")
+                budget.heartbeat(unhealthy=result.describe())
+                budget.sleep(f"waiting for {input.spec.id} to be healthy")
 
     @activity.defn(name="tenant.wait_node_registered")
     def wait_node_registered(self, input: WaitRegisteredInput) -> NodeHealth:
@@ -162,8 +160,7 @@ class TenantClusters:
         """
         spec, node = input.spec, input.node
         want = normalize_version(input.kubernetes_version)
-        started = resumed_start()
-        deadline = started + input.timeout.total_seconds()
+        budget = WaitBudget(input.timeout.total_seconds(), max_poll=self.poll_interval)
         with self.api_client_factory(spec) as api:
             core = CoreV1Api(api)
             while True:
@@ -180,8 +177,9 @@ class TenantClusters:
                     reason = (
                         f"Ready, but its kubelet runs {observed.kubelet_version or 'an unknown version'}, not v{want}"
                     )
-                activity.heartbeat({"started_at": started, "node": node, "waiting_for": reason})
-                if time.time() >= deadline:
+                budget.heartbeat(node=node, waiting_for=reason)
+                if budget.expired:
+                    budget.end_of_attempt(f"node {node} to register")
                     raise ApplicationError(
                         f"node {node} of {spec.id} not ready at v{want} in the tenant cluster after "
                         f"{_human(input.timeout)}: {reason}",
@@ -189,13 +187,7 @@ class TenantClusters:
                         type=NodesNotReady.__name__,
                         non_retryable=True,
                     )
-                self._sleep(self.poll_interval, f"waiting for node {node} to register")
-
-    def _sleep(self, seconds: float, what: str) -> None:
-        """Sleep; wake at once and stop if the activity is cancelled (an abort, a teardown)."""
-        activity.wait_for_cancelled_sync(seconds)
-        if activity.is_cancelled():
-            raise CancelledError(f"cancelled while {what}")
+                budget.sleep(f"waiting for node {node} to register")
 
 
 # --- reaching the tenant API ----------------------------------------------------------------------

@@ -791,7 +791,9 @@ def test_a_stuck_teardown_says_what_it_waits_for_within_the_attempt(
     ec2 = aws.client("ec2")
     vpc = everything(aws, spec)["vpc"][0]["VpcId"]
     stranger = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.64.0/24")["Subnet"]["SubnetId"]
-    env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=5))
+    env.info = dataclasses.replace(
+        env.info, start_to_close_timeout=timedelta(seconds=5), started_time=datetime.now(UTC)
+    )
     started = time.monotonic()
     with pytest.raises(NotReady, match=rf"for VPC {vpc} to be deleted: still DependencyViolation"):
         run(env, provider.ensure_foundation_absent, ClusterRef(spec=spec))

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -102,6 +103,9 @@ def heartbeats() -> Heartbeats:
 @pytest.fixture
 def env(heartbeats: Heartbeats) -> ActivityEnvironment:
     environment = ActivityEnvironment()
+    # as the runbooks call them (workflows/activity_stubs.py: the wait's timeout plus a minute), so
+    # the waits here end by their own deadline, not by the attempt's
+    environment.info = dataclasses.replace(environment.info, start_to_close_timeout=timedelta(minutes=10))
     environment.on_heartbeat = lambda *details: heartbeats.append(details[0] if details else None)
     return environment
 

@@ -98,6 +98,9 @@ def heartbeats() -> list[Any]:
 @pytest.fixture
 def env(heartbeats: list[Any]) -> ActivityEnvironment:
     environment = ActivityEnvironment()
+    # as the runbooks call them (workflows/activity_stubs.py: the wait's timeout plus a minute), so
+    # the waits here end by their own deadline, not by the attempt's
+    environment.info = dataclasses.replace(environment.info, start_to_close_timeout=timedelta(minutes=10))
     environment.on_heartbeat = lambda *details: heartbeats.append(details[0] if details else None)
     return environment
 
