@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from models.versions import MAX_SUPPORTED_MINOR, MIN_SUPPORTED_MINOR, SemVer
+from models.versions import MAX_SUPPORTED_MINOR, MIN_SUPPORTED_MINOR, normalize_version
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -24,7 +24,7 @@ DEFAULT_PREFIX = "tenantctl-node"
 def seed_amis(ec2: EC2Client, prefix: str, versions: Iterable[str]) -> dict[str, str]:
     """Register ``<prefix>-<version>`` for each version (``v1.32.4`` and ``1.32.4`` are one);
     returns version -> AMI id, including the ones that existed already (one lookup for all)."""
-    wanted = {f"{prefix}-{SemVer.parse(v)}": str(SemVer.parse(v)) for v in versions}
+    wanted = {f"{prefix}-{normalize_version(v)}": normalize_version(v) for v in versions}
     found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": sorted(wanted)}])["Images"]
     images: dict[str, str] = {}
     for image in sorted(found, key=lambda i: str(i["ImageId"]), reverse=True):

@@ -1,14 +1,22 @@
-"""Simulated kubelets for AWS clusters on the local stack.
+"""The local stack's stand-in for kubelets joining tenant clusters: one hook for both providers.
 
-On KVM the host API emulator registers a tenant Node when a node's Deployment becomes available.
-moto runs no instances, so nothing would ever join an AWS cluster's tenant API; this stands in for
-the kubelet: when the AWS provider has a node's instance running it registers the Node (Ready, at
-its version) in the emulator's tenant cluster, and removes it with the instance. The worker wires
-it in only when ``TENANTCTL_KUBE_SIMULATE_TENANT_NODES`` is on (the local stack).
+Nothing real boots on the local stack, so nothing would ever join a tenant API. Both providers
+call the same hook (``LocalStackNodes``, the provider contract's ``SimulatedNodes``) when a node is
+ensured or removed; what stands in for the kubelet depends on what the provider made:
+
+- KVM: the node's host Deployment gets the host API emulator's annotations, so the emulator
+  registers the tenant Node once the Deployment is available (and, for workers, a few workload
+  pods to drain), following the VM as a kubelet would;
+- AWS: moto runs no instances, so ``SimulatedKubelets`` registers the Node (Ready, at its version)
+  in the emulator's tenant cluster directly, and removes it with the instance.
+
+The worker wires it in only when ``TENANTCTL_KUBE_SIMULATE_TENANT_NODES`` is on (the local stack);
+production objects never carry the emulator's annotations.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,9 +25,16 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from models.naming import node_role
+from activities.nodes.bootstrap import NODE_ROLE_LABEL
+from devstack.kube_emulator import KUBELET_VERSION, TENANT_NODE, TENANT_PODS
+from models.naming import kvm_namespace, node_role
+from models.spec import ClusterSpec, Provider
 
 log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+WORKLOAD_PODS = 3
+"""Pods the emulator places on each simulated KVM worker, so upgrades have something to drain."""
 
 
 class SimulatedKubelets:
@@ -44,7 +59,7 @@ class SimulatedKubelets:
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": node, "labels": {"node.tenantctl.io/role": node_role(node)}},
+            "metadata": {"name": node, "labels": {NODE_ROLE_LABEL: node_role(node)}},
             "status": {
                 "conditions": [
                     {
@@ -77,3 +92,52 @@ class SimulatedKubelets:
                 raise
             core.patch_node_status(node, {"status": body["status"]})
         log.info("simulated kubelet of %s/%s registered at v%s", cluster_id, node, version)
+
+
+class LocalStackNodes:
+    """``SimulatedNodes`` for both providers (see the module docstring)."""
+
+    def __init__(
+        self, host_apps: k8s.AppsV1Api, kubelets: SimulatedKubelets, workload_pods: int = WORKLOAD_PODS
+    ) -> None:
+        self.host_apps = host_apps
+        self.kubelets = kubelets
+        self.workload_pods = workload_pods
+
+    def node_ensured(self, spec: ClusterSpec, node: str, version: str) -> None:
+        if spec.provider is Provider.KVM:
+            self._annotate_vm(spec, node, version)
+        else:
+            self.kubelets(spec.id, node, version)
+
+    def node_removed(self, spec: ClusterSpec, node: str) -> None:
+        if spec.provider is not Provider.KVM:  # on KVM the emulator drops the Node with its Deployment
+            self.kubelets(spec.id, node, None)
+
+    def _annotate_vm(self, spec: ClusterSpec, node: str, version: str) -> None:
+        """The emulator's annotations on the node's Deployment; written only when they differ."""
+        role = node_role(node)
+        annotations = {TENANT_NODE: f"{spec.id}/{node}", KUBELET_VERSION: f"v{version}"}
+        if role == "worker" and self.workload_pods > 0:
+            annotations[TENANT_PODS] = str(self.workload_pods)
+        labels = {NODE_ROLE_LABEL: role}
+        namespace = kvm_namespace(spec.id)
+        response: Any = self.host_apps.read_namespaced_deployment(node, namespace, _preload_content=False)
+        try:
+            meta = json.loads(response.data)["metadata"]
+        finally:
+            response.release_conn()
+        have_annotations, have_labels = meta.get("annotations") or {}, meta.get("labels") or {}
+        if all(have_annotations.get(k) == v for k, v in annotations.items()) and all(
+            have_labels.get(k) == v for k, v in labels.items()
+        ):
+            return
+        patch = {"metadata": {"annotations": annotations, "labels": labels}}
+        patched: Any = self.host_apps.patch_namespaced_deployment(
+            node, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+        )
+        try:
+            _ = patched.data  # read to the end, so the connection goes back to the pool clean
+        finally:
+            patched.release_conn()
+        log.info("simulated kubelet of %s/%s follows its VM at v%s", spec.id, node, version)

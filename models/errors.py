@@ -3,7 +3,7 @@
 Activities raise these; Temporal carries the class name as the ApplicationError ``type``, and
 retry policies list the permanent ones by ``cls.__name__`` (see ``NON_RETRYABLE_ERROR_TYPES``), so
 no error type is ever a hand-typed string. Translating a backend's own exceptions (hvac,
-kubernetes, botocore) into this taxonomy happens in ``activities.backend_errors``.
+kubernetes, botocore) into this taxonomy happens in ``activities.common.errors``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ class Forbidden(PermanentError):
 
 class QuotaExceeded(PermanentError):
     """A backend limit was reached (AWS LimitExceeded, Kubernetes ResourceQuota)."""
+
+
+class MissingPrerequisite(PermanentError):
+    """Something an operation builds on does not exist (yet): the step that makes it must run first.
+    The message names what is missing and which step makes it."""
 
 
 class Conflict(PermanentError):
@@ -55,6 +60,7 @@ PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (
     Forbidden,
     QuotaExceeded,
     Conflict,
+    MissingPrerequisite,
     NodesNotReady,
     DrainBlocked,
 )

@@ -1,7 +1,9 @@
 """The contract every infrastructure provider (KVM-in-Kubernetes, AWS) fulfils.
 
-Workflows are written once against these operations; a provider is the set of activities named
-``<provider>.<operation>``. Inputs and results are shared so the same runbook drives both.
+Workflows are written once against these operations and call them by name,
+``<provider>.<operation>`` (``provider_activity``); each provider implements every one of them
+(``activities.providers.contract``, which derives the registered names from this enum). Inputs and
+results are shared so the same runbook drives both.
 Ordering follows operatorkit: resources are ensured in ``CREATE_ORDER`` and removed in reverse.
 """
 

@@ -11,7 +11,10 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BeforeValidator
 
+from models.errors import InvalidInput
+
 _SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_REPORTED = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:[-+].*)?$")
 
 
 class SemVer(NamedTuple):
@@ -28,6 +31,22 @@ class SemVer(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def normalize_version(version: str) -> str:
+    """The one spelling of a Kubernetes version in names, labels and tags: ``v1.32.4`` / ``1.32.4``
+    -> ``1.32.4``; anything else is refused, naming the field."""
+    try:
+        return str(SemVer.parse(version))
+    except ValueError as exc:
+        raise InvalidInput(f"kubernetes_version: {exc}") from None
+
+
+def reported_version(version: str) -> str:
+    """A version as a kubelet or a server reports it (``v1.33.1``, ``v1.33.1+vendor``,
+    ``v1.33.1-eks-1``) in the one spelling, ``1.33.1``; empty when it is no version at all."""
+    match = _REPORTED.match(version.strip())
+    return str(SemVer(*(int(part) for part in match.groups()))) if match else ""
 
 
 # Supported Kubernetes minors, inclusive. Moving this window is a release decision: the oldest

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from activities import aws_resources as r
+from activities.aws import resources
 from models.naming import CLUSTER_LABEL, NODE_LABEL
 from models.spec import ClusterSpec
 from worker.clients import AwsClients
@@ -52,13 +52,13 @@ def everything(aws: AwsClients, spec: ClusterSpec) -> dict[str, list[dict[str, A
     }
     found["load-balancer"] = [x for x in lbs if elb_tags.get(x["LoadBalancerArn"], {}).get(CLUSTER_LABEL) == spec.id]
     found["target-group"] = [x for x in groups if elb_tags.get(x["TargetGroupArn"], {}).get(CLUSTER_LABEL) == spec.id]
-    found["load-balancer-named"] = [x for x in lbs if x["LoadBalancerName"] == r.elb_name(spec.id)]
+    found["load-balancer-named"] = [x for x in lbs if x["LoadBalancerName"] == resources.elb_name(spec.id)]
     suffix = f".{spec.cluster_domain}."
     found["record"] = [
         rec
         for zone in r53.list_hosted_zones()["HostedZones"]
         for rec in r53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]
-        if r.fqdn(rec["Name"]).endswith(suffix) or r.fqdn(rec["Name"]) == suffix[1:]
+        if resources.fqdn(rec["Name"]).endswith(suffix) or resources.fqdn(rec["Name"]) == suffix[1:]
     ]
     prefix = f"tenantctl-{spec.id}-"
     found["iam-role"] = [
@@ -106,7 +106,7 @@ def instance_ids(aws: AwsClients, spec: ClusterSpec) -> dict[str, str]:
 
 
 def expected_counts(spec: ClusterSpec) -> dict[str, int]:
-    zones = len(r.aws_settings(spec).availability_zones)
+    zones = len(resources.aws_settings(spec).availability_zones)
     nodes = len(spec.node_names())
     return {
         "vpc": 1,

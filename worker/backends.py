@@ -8,49 +8,43 @@ from typing import Any
 from temporalio.client import Client
 
 from config.settings import Settings
-from models.spec import Provider
 from worker.clients import aws_clients, kube_api_client, vault_client
 from worker.registry import activities_of
 
 
 def build_activities(settings: Settings, temporal: Client) -> list[Callable[..., Any]]:
+    """Every activity of the worker. The providers' come from the provider contract
+    (``activities.providers.contract``): a provider lacking an operation fails here, at start."""
     from kubernetes import client as k8s
 
-    from activities.aws_provider import AwsProvider
-    from activities.certificate_sinks import KubernetesSecretSink
-    from activities.host_cluster import KvmProvider
-    from activities.rotation_schedule import RotationSchedules
-    from activities.secrets_manager_sink import SecretsManagerSink
-    from activities.tenant_cluster import TenantClusters, tenant_api_factory
-    from activities.vault_pki import VaultPki
+    from activities.aws.provider import AwsProvider
+    from activities.kvm.provider import KvmProvider
+    from activities.pki.rotation_schedule import RotationSchedules
+    from activities.pki.vault import VaultPki
+    from activities.providers.contract import Providers, SimulatedNodes
+    from activities.tenant.clusters import TenantClusters, tenant_api_factory
 
     kube = kube_api_client(settings)
-    core = k8s.CoreV1Api(kube)
-    aws = aws_clients(settings)
-    pki = VaultPki(
-        vault_client(settings),
-        sinks={
-            Provider.KVM: KubernetesSecretSink(core),
-            Provider.AWS: SecretsManagerSink(aws.client("secretsmanager")),
-        },
-        mount_prefix=settings.vault_pki_mount_prefix,
-    )
-    kvm = KvmProvider(
-        core,
-        k8s.AppsV1Api(kube),
-        k8s.NetworkingV1Api(kube),
-        simulate_node_registration=settings.kube_simulate_tenant_nodes,
-        simulated_workload_pods=3 if settings.kube_simulate_tenant_nodes else 0,
-    )
-    # moto runs no kubelets: on the local stack, stand-ins register AWS nodes in the tenant API.
-    kubelets = None
+    core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
+    # Local stack only: nothing boots there, so a stand-in registers each node in its tenant API.
+    simulated: SimulatedNodes | None = None
     if settings.kube_simulate_tenant_nodes:
-        from devstack.tenant_kubelets import SimulatedKubelets
+        from devstack.tenant_kubelets import LocalStackNodes, SimulatedKubelets
 
-        kubelets = SimulatedKubelets(lambda cluster_id: settings.tenant_api_url(cluster_id, ""))
-    aws_provider = AwsProvider(aws, tenant_nodes=kubelets)
+        simulated = LocalStackNodes(apps, SimulatedKubelets(lambda cluster_id: settings.tenant_api_url(cluster_id, "")))
+    providers = Providers(
+        [
+            KvmProvider(core, apps, k8s.NetworkingV1Api(kube), simulated_nodes=simulated),
+            AwsProvider(aws_clients(settings), simulated_nodes=simulated),
+        ]
+    )
+    pki = VaultPki(vault_client(settings), providers, mount_prefix=settings.vault_pki_mount_prefix)
     schedules = RotationSchedules(temporal, settings.temporal_task_queue)
     # Tenant APIs: plain HTTP where the URL template says http:// (the local stack's emulator),
-    # else TLS with each cluster's admin key pair, read from its host namespace per call.
-    tenants = TenantClusters(tenant_api_factory(core, lambda spec: settings.tenant_api_url(spec.id, spec.base_domain)))
-    return activities_of(pki, kvm, aws_provider, schedules, tenants)
+    # else TLS with each cluster's admin key pair, read where its provider stores it, per call.
+    tenants = TenantClusters(
+        tenant_api_factory(
+            providers.tenant_admin_credentials, lambda spec: settings.tenant_api_url(spec.id, spec.base_domain)
+        )
+    )
+    return activities_of(pki, schedules, tenants) + providers.activities()

@@ -9,9 +9,10 @@ import hvac
 import pytest
 from kubernetes import client as k8s
 
-from activities.certificate_sinks import KubernetesSecretSink
-from activities.vault_pki import VaultPki
-from models.spec import ClusterSpec, Provider
+from activities.kvm.provider import KvmProvider
+from activities.pki.vault import VaultPki
+from activities.providers.contract import Providers
+from models.spec import ClusterSpec
 from tests.servers import OpenBao
 from tests.specs import small_kvm
 
@@ -29,7 +30,8 @@ def core(kube_emulator: Any) -> Iterator[k8s.CoreV1Api]:
 
 @pytest.fixture
 def pki(vault: hvac.Client, core: k8s.CoreV1Api) -> VaultPki:
-    return VaultPki(vault, sinks={Provider.KVM: KubernetesSecretSink(core)})
+    api = core.api_client
+    return VaultPki(vault, Providers([KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))]))
 
 
 @pytest.fixture

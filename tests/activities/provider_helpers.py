@@ -6,8 +6,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from kubernetes.client import ApiClient, AppsV1Api
 from temporalio.testing import ActivityEnvironment
 
+from devstack.tenant_kubelets import LocalStackNodes, SimulatedKubelets
 from models.provider import EnsureResult, NodeRef, ResourceChange, WaitNodesInput
 from models.spec import ClusterSpec
 
@@ -16,6 +18,12 @@ T = TypeVar("T")
 
 def run(env: ActivityEnvironment, fn: Callable[[Any], T], arg: Any) -> T:
     return env.run(fn, arg)
+
+
+def local_stack_nodes(host: ApiClient) -> LocalStackNodes:
+    """The local stack's hook, as the worker wires it, for the emulator ``host`` points at."""
+    url = host.configuration.host.rstrip("/")
+    return LocalStackNodes(AppsV1Api(host), SimulatedKubelets(lambda cluster_id: f"{url}/tenants/{cluster_id}"))
 
 
 def changes(result: EnsureResult) -> dict[str, ResourceChange]:

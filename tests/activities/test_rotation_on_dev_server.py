@@ -39,11 +39,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 from typer.testing import CliRunner
 
-from activities import kvm_manifests as m
-from activities.certificate_sinks import TRUST_BUNDLE_SECRET, KubernetesSecretSink
-from activities.host_cluster import KvmProvider
-from activities.rotation_schedule import RotationSchedules
-from activities.vault_pki import VaultPki, verifies
+from activities.kvm import manifests
+from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET
+from activities.kvm.provider import KvmProvider
+from activities.pki.rotation_schedule import RotationSchedules
+from activities.pki.vault import VaultPki, verifies
+from activities.providers.contract import Providers, provider_activities
 from models.cluster import ClusterPhase, OperationKind
 from models.naming import entity_workflow_id, kvm_namespace, rotation_schedule_id
 from models.operations import (
@@ -56,7 +57,8 @@ from models.operations import (
 from models.pki import certificate_requests, pki_mount
 from models.provider import NodeRef, ResourceChange
 from models.schedules import SyncScheduleRequest
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
+from tests.activities.provider_helpers import local_stack_nodes
 from tests.fakes_rotation import SimulatedPki
 from tests.history_checks import assert_no_private_key
 from tests.servers import OpenBao
@@ -249,7 +251,7 @@ def deployment_tokens(apps: k8s.AppsV1Api, spec: ClusterSpec) -> dict[str, str |
     for node in spec.node_names():
         template = apps.read_namespaced_deployment(node, kvm_namespace(spec.id)).spec.template  # type: ignore[union-attr]
         annotations = (template.metadata.annotations if template.metadata else None) or {}
-        tokens[node] = annotations.get(m.RESTART_TOKEN_ANNOTATION)
+        tokens[node] = annotations.get(manifests.RESTART_TOKEN_ANNOTATION)
     return tokens
 
 
@@ -274,10 +276,12 @@ async def test_a_three_plus_three_cluster_rotates_on_real_backends(
     spec = small_kvm(masters={"count": 3, "cpu": 2, "memory": "4Gi"}, workers={"count": 3, "cpu": 2, "memory": "4Gi"})
     core, apps = k8s.CoreV1Api(apis), k8s.AppsV1Api(apis)
     vault = hvac.Client(url=openbao.addr, token=openbao.token)
-    pki = VaultPki(vault, sinks={Provider.KVM: KubernetesSecretSink(core)})
-    kvm = KvmProvider(core, apps, k8s.NetworkingV1Api(apis), simulate_node_registration=True, poll_interval=0.05)
+    kvm = KvmProvider(
+        core, apps, k8s.NetworkingV1Api(apis), simulated_nodes=local_stack_nodes(apis), poll_interval=0.05
+    )
+    pki = VaultPki(vault, Providers([kvm]))
     watch = TrustWatch(spec, core)
-    activities = activities_of(pki, kvm, RotationSchedules(client, queue))
+    activities = activities_of(pki, RotationSchedules(client, queue)) + provider_activities(kvm)
     requests = certificate_requests(spec)
 
     async with build_worker(client, queue, activities, interceptors=[TrustWatchInterceptor(watch)]):

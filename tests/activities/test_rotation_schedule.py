@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.testing import ActivityEnvironment
 
-from activities.rotation_schedule import RotationSchedules
+from activities.pki.rotation_schedule import RotationSchedules
 from models.naming import rotation_schedule_id
 from models.provider import ResourceChange
 from models.schedules import RotationScheduleInput, ScheduleRef

@@ -11,19 +11,23 @@ import hvac
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 
-from activities.aws_resources import TRUST_BUNDLE
-from activities.certificate_sinks import (
+from activities.aws.key_pairs import SecretsManagerSink
+from activities.aws.provider import AwsProvider
+from activities.aws.resources import TRUST_BUNDLE
+from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET
+from activities.pki.vault import VaultPki
+from activities.providers.contract import Providers
+from activities.providers.key_pairs import (
     CERTIFICATE_LABEL,
     ISSUER_ANNOTATION,
     NOT_AFTER_ANNOTATION,
     SERIAL_ANNOTATION,
-    TRUST_BUNDLE_SECRET,
     KeyPair,
     key_matches_certificate,
 )
-from activities.secrets_manager_sink import SecretsManagerSink
-from activities.vault_pki import VaultPki
+from config.settings import Settings
 from models.errors import Conflict
 from models.naming import CLUSTER_LABEL, COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from models.pki import (
@@ -37,9 +41,10 @@ from models.pki import (
     role_specs,
 )
 from models.provider import ClusterRef, ResourceChange
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
 from tests.servers import OpenBao
 from tests.specs import example, unique_id
+from worker.clients import aws_clients
 
 
 @pytest.fixture
@@ -50,14 +55,27 @@ def secrets(moto_url: str) -> Any:
 
 
 @pytest.fixture
-def sink(secrets: Any) -> SecretsManagerSink:
-    return SecretsManagerSink(secrets)
+def provider(moto_url: str) -> AwsProvider:
+    settings = Settings(
+        _env_file=None,
+        vault_token="unused",
+        aws_endpoint_url=moto_url,
+        aws_region="eu-central-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key=SecretStr("testing"),
+    )
+    return AwsProvider(aws_clients(settings))
 
 
 @pytest.fixture
-def pki(openbao: OpenBao, sink: SecretsManagerSink) -> VaultPki:
+def sink(provider: AwsProvider) -> SecretsManagerSink:
+    return provider.key_pairs  # where the AWS provider keeps its key pairs
+
+
+@pytest.fixture
+def pki(openbao: OpenBao, provider: AwsProvider) -> VaultPki:
     vault = hvac.Client(url=openbao.addr, token=openbao.token)
-    return VaultPki(vault, sinks={Provider.AWS: sink})
+    return VaultPki(vault, Providers([provider]))
 
 
 @pytest.fixture

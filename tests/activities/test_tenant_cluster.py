@@ -28,18 +28,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api, PolicyV1Api
+from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.host_cluster import KvmProvider
-from activities.tenant_cluster import TenantClusters, plain_http_factory, tenant_api_factory
+from activities.aws.provider import AwsProvider
+from activities.kvm.provider import KvmProvider
+from activities.providers.contract import Providers
+from activities.providers.key_pairs import KeyPair
+from activities.tenant.clusters import TenantClusters, plain_http_factory, tenant_api_factory
+from config.settings import Settings
 from devstack.kube_emulator import NEVER_READY, Emulator
-from models.errors import NON_RETRYABLE_ERROR_TYPES, DrainBlocked, InvalidInput, NodesNotReady
+from models.errors import NON_RETRYABLE_ERROR_TYPES, DrainBlocked, MissingPrerequisite, NodesNotReady
 from models.naming import kvm_namespace
+from models.pki import certificate_requests
 from models.provider import ClusterRef, NodeRef, ResourceChange
 from models.spec import ClusterSpec
 from models.tenant import DrainInput, HealthInput, TenantNodeInput, WaitRegisteredInput
-from tests.specs import small_kvm, unique_id
+from tests.activities.provider_helpers import local_stack_nodes
+from tests.specs import example, small_kvm, unique_id
+from worker.clients import AwsClients, aws_clients
 from worker.registry import activities_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +98,9 @@ def heartbeats() -> list[Any]:
 @pytest.fixture
 def env(heartbeats: list[Any]) -> ActivityEnvironment:
     environment = ActivityEnvironment()
+    # as the runbooks call them (workflows/activity_stubs.py: the wait's timeout plus a minute), so
+    # the waits here end by their own deadline, not by the attempt's
+    environment.info = dataclasses.replace(environment.info, start_to_close_timeout=timedelta(minutes=10))
     environment.on_heartbeat = lambda *details: heartbeats.append(details[0] if details else None)
     return environment
 
@@ -310,8 +321,7 @@ def test_wait_node_registered_follows_the_vm_and_names_what_is_wrong(
         CoreV1Api(host),
         AppsV1Api(host),
         NetworkingV1Api(host),
-        simulate_node_registration=True,
-        simulated_workload_pods=3,
+        simulated_nodes=local_stack_nodes(host),
         poll_interval=0.05,
     )
     env.run(provider.ensure_foundation, ClusterRef(spec=spec))
@@ -454,16 +464,61 @@ def tls_tenant_api(tmp_path: Path) -> Iterator[tuple[str, str, str, str, list[st
         httpd.server_close()
 
 
+def _admin_pair(ca: str, certificate: str, key: str) -> KeyPair:
+    return KeyPair(
+        certificate=certificate,
+        private_key=key,
+        ca_chain=ca,
+        serial="01",
+        not_after=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+        issuer_id="issuer",
+    )
+
+
+def _aws_spec() -> ClusterSpec:
+    return example(
+        "aws-cluster.yaml",
+        id=unique_id("tls"),
+        masters={"count": 1},
+        workers={"count": 1, "instance_type": "m5.large"},
+    )
+
+
+def _aws_clients(moto_url: str) -> AwsClients:
+    return aws_clients(
+        Settings(
+            _env_file=None,
+            vault_token="unused",
+            aws_endpoint_url=moto_url,
+            aws_region="eu-central-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key=SecretStr("testing"),
+        )
+    )
+
+
+def worker_providers(host: ApiClient, moto_url: str) -> Providers:
+    """Both providers, as worker/backends.py builds them."""
+    kvm = KvmProvider(CoreV1Api(host), AppsV1Api(host), NetworkingV1Api(host))
+    return Providers([kvm, AwsProvider(_aws_clients(moto_url))])
+
+
 def test_admin_key_pair_factory_reaches_a_tls_tenant_api(
-    env: ActivityEnvironment, spec: ClusterSpec, host: ApiClient, tls_tenant_api: tuple[str, str, str, str, list[str]]
+    env: ActivityEnvironment,
+    spec: ClusterSpec,
+    host: ApiClient,
+    moto_url: str,
+    tls_tenant_api: tuple[str, str, str, str, list[str]],
 ) -> None:
+    """KVM: the admin key pair is read from the host Secret tenant-<id>/cert-admin."""
     url, ca, certificate, key, seen = tls_tenant_api
     core = CoreV1Api(host)
     namespace = kvm_namespace(spec.id)
     core.create_namespace({"metadata": {"name": namespace}})
-    factory = tenant_api_factory(core, lambda s: url)
+    providers = worker_providers(host, moto_url)
+    factory = tenant_api_factory(providers.tenant_admin_credentials, lambda s: url)
 
-    with pytest.raises(InvalidInput, match=f"secret {namespace}/cert-admin does not exist"):
+    with pytest.raises(MissingPrerequisite, match=f"secret {namespace}/cert-admin does not exist"):
         factory(spec)
 
     encoded = {
@@ -486,9 +541,37 @@ def test_admin_key_pair_factory_reaches_a_tls_tenant_api(
     health = env.run(TenantClusters(lambda s: ApiClient(anonymous)).check_health, HealthInput(spec=spec))
     assert not health.api_reachable and len(seen) == 2
 
-    # http:// URLs (the local stack) get a plain client, no Secret read
-    plain = tenant_api_factory(core, lambda s: "http://127.0.0.1:1/tenants/x")(small_kvm(id="no-such"))
-    assert plain.configuration.host == "http://127.0.0.1:1/tenants/x"
+    # http:// URLs (the local stack) get a plain client, no key pair read
+    plain = tenant_api_factory(providers.tenant_admin_credentials, lambda s: "http://127.0.0.1:1/tenants/x")
+    assert plain(small_kvm(id="no-such")).configuration.host == "http://127.0.0.1:1/tenants/x"
+
+
+def test_an_aws_cluster_reaches_its_tls_tenant_api_with_the_admin_key_pair_from_secrets_manager(
+    env: ActivityEnvironment,
+    host: ApiClient,
+    moto_url: str,
+    tls_tenant_api: tuple[str, str, str, str, list[str]],
+) -> None:
+    """Issue 11's bug, fixed through the provider contract: the tenant API client asks the cluster's
+    provider for the admin credentials, and AWS reads them from Secrets Manager, where the PKI
+    activities wrote them (this test failed before: it looked for tenant-<id>/cert-admin)."""
+    url, ca, certificate, key, seen = tls_tenant_api
+    spec = _aws_spec()
+    providers = worker_providers(host, moto_url)
+    factory = tenant_api_factory(providers.tenant_admin_credentials, lambda s: url)  # as the worker wires it
+    tenants = TenantClusters(factory)
+
+    with pytest.raises(MissingPrerequisite, match=f"secretsmanager secret tenantctl/{spec.id}/admin does not exist"):
+        env.run(tenants.check_health, HealthInput(spec=spec))
+    assert not seen
+
+    admin = next(r for r in certificate_requests(spec) if r.name == "admin")
+    providers.key_pairs(spec.provider).write(spec.id, admin, _admin_pair(ca, certificate, key))  # as pki does
+    health = env.run(tenants.check_health, HealthInput(spec=spec))
+    assert health.api_reachable and health.api_detail == "v1.32.4" and health.healthy
+    assert seen and all(s == "commonName=tenantctl-admin,organizationName=system:masters" for s in seen)
+    with pytest.raises(Exception, match="404"):  # nothing of the cluster was ever looked for in the host
+        CoreV1Api(host).read_namespace(kvm_namespace(spec.id))
 
 
 # --- wiring ------------------------------------------------------------------------------------------

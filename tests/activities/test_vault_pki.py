@@ -20,25 +20,25 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from temporalio.testing import ActivityEnvironment
 
-from activities.backend_errors import translated
-from activities.certificate_sinks import (
+from activities.common.errors import translated
+from activities.kvm.key_pairs import KubernetesSecretSink
+from activities.pki.vault import ROOT_ISSUER_NAME, VaultPki, serial_hex
+from activities.providers.contract import Providers
+from activities.providers.key_pairs import (
     CERTIFICATE_LABEL,
     ISSUER_ANNOTATION,
     NOT_AFTER_ANNOTATION,
     SERIAL_ANNOTATION,
     KeyPair,
-    KubernetesSecretSink,
     key_matches_certificate,
 )
-from activities.vault_pki import ROOT_ISSUER_NAME, VaultPki, serial_hex
 from models.errors import (
     NON_RETRYABLE_ERROR_TYPES,
     Conflict,
     Forbidden,
     InvalidInput,
-    NotReady,
+    MissingPrerequisite,
     PermanentError,
-    TemporaryError,
 )
 from models.naming import (
     CLUSTER_LABEL,
@@ -183,7 +183,7 @@ def test_ensure_ca_racing_itself_makes_one_root(openbao: OpenBao, spec: ClusterS
     results: list[Any] = []
 
     def attempt() -> None:
-        worker = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), sinks={})
+        worker = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), Providers([]))
         results.append(worker.ensure_ca(CaInput(spec=spec)))
 
     threads = [threading.Thread(target=attempt) for _ in range(8)]
@@ -452,22 +452,23 @@ def test_name_outside_the_role_is_invalid_input(pki: VaultPki, core: k8s.CoreV1A
     assert KubernetesSecretSink(core).read(spec.id, "sneaky") is None
 
 
-def test_missing_namespace_is_retryable(pki: VaultPki, spec: ClusterSpec) -> None:
+def test_missing_namespace_is_a_missing_prerequisite(pki: VaultPki, spec: ClusterSpec) -> None:
+    """The same type as every other missing prerequisite: permanent, naming the step that makes it."""
     provision(pki, spec)
 
-    with pytest.raises(NotReady, match=f"namespace {kvm_namespace(spec.id)} does not exist") as missing:
+    with pytest.raises(MissingPrerequisite, match=f"namespace {kvm_namespace(spec.id)} does not exist") as missing:
         pki.ensure_certificates(certificates(spec, certificate_requests(spec)[:1]))
-    assert isinstance(missing.value, TemporaryError)
-    assert type(missing.value).__name__ not in NON_RETRYABLE_ERROR_TYPES
+    assert "foundation must be ensured first" in str(missing.value)
+    assert type(missing.value).__name__ in NON_RETRYABLE_ERROR_TYPES
 
 
 def test_missing_ca_and_missing_sink_are_permanent(pki: VaultPki) -> None:
     spec = small_kvm()
-    with pytest.raises(PermanentError, match="no CA"):
+    with pytest.raises(MissingPrerequisite, match="no CA"):
         pki.ensure_certificates(certificates(spec))
     aws = example("aws-cluster.yaml", id=unique_id())
     pki.ensure_ca(CaInput(spec=aws))
-    with pytest.raises(PermanentError, match="no certificate sink for provider 'aws'"):
+    with pytest.raises(PermanentError, match="serves no provider 'aws'"):
         pki.ensure_certificates(certificates(aws))
     with pytest.raises(InvalidInput, match="repeated: admin"):
         pki.ensure_certificates(certificates(spec, [certificate_requests(spec)[4]] * 2))

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 
-from activities.certificate_sinks import TRUST_BUNDLE_SECRET, KubernetesSecretSink
-from activities.vault_pki import VaultPki, verifies
-from models.errors import Conflict, InvalidInput, PermanentError
+from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET, KubernetesSecretSink
+from activities.pki.vault import VaultPki, verifies
+from models.errors import InvalidInput, MissingPrerequisite
 from models.naming import kvm_namespace
 from models.pki import (
     NextIssuerInput,
@@ -87,7 +87,7 @@ def test_next_issuer_racing_itself_makes_one(openbao: OpenBao, pki: VaultPki, sp
     results: list[Any] = []
 
     def attempt() -> None:
-        racer = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), sinks=pki.sinks)
+        racer = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), pki.providers)
         results.append(racer.ensure_next_issuer(NextIssuerInput(spec=spec)))
 
     threads = [threading.Thread(target=attempt) for _ in range(6)]
@@ -138,7 +138,7 @@ def test_ca_rotation_phases_never_store_a_leaf_its_peers_cannot_verify(
     assert pki.ensure_next_issuer(NextIssuerInput(spec=spec)).published_trust == [old_id, new_id]
 
     # dropping the old CA while its leaves are stored is refused, and changes nothing
-    with pytest.raises(Conflict, match=f"would not verify {len(issued)} stored certificates"):
+    with pytest.raises(MissingPrerequisite, match=f"would not verify {len(issued)} stored certificates"):
         pki.publish_trust_bundle(TrustBundleInput(spec=spec, issuer_ids=[new_id]))
     assert bundle_of(core, spec) == [old_ca, new_ca]
 
@@ -169,10 +169,10 @@ def test_a_default_issuer_outside_the_bundle_issues_nothing(
     vault.write_data(f"{mount}/config/issuers", data={"default": new.issuer_id})
     serials_in_vault = set(listed(vault, f"{mount}/certs"))
 
-    with pytest.raises(Conflict, match="not in the published trust bundle"):
+    with pytest.raises(MissingPrerequisite, match="not in the published trust bundle"):
         pki.ensure_certificates(certificates(spec, force=True))
     assert set(listed(vault, f"{mount}/certs")) == serials_in_vault  # nothing was issued
-    with pytest.raises(Conflict, match="not in the published trust bundle"):
+    with pytest.raises(MissingPrerequisite, match="not in the published trust bundle"):
         pki.sign_user_csr(SignUserCsrInput(spec=spec, csr_pem=csr("eve", ["devs"])[1], ttl=timedelta(hours=1)))
 
 
@@ -261,7 +261,7 @@ def test_user_csr_that_asks_for_more_is_refused(
 
 
 def test_user_csr_needs_a_ca(pki: VaultPki) -> None:
-    with pytest.raises(PermanentError, match="no CA"):
+    with pytest.raises(MissingPrerequisite, match="no CA"):
         pki.sign_user_csr(SignUserCsrInput(spec=small_kvm(), csr_pem=csr("a", ["b"])[1], ttl=timedelta(hours=1)))
 
 

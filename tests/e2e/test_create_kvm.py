@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from temporalio.client import Client
 
-from activities.kvm_manifests import cloud_config_name
+from activities.kvm.manifests import cloud_config_name
 from models.naming import CLUSTER_LABEL, kvm_namespace
 from models.pki import Component, certificate_requests
 from models.spec import ClusterSpec

@@ -24,8 +24,8 @@ from kubernetes import config as k8s_config
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.certificate_sinks import TRUST_BUNDLE_SECRET
-from activities.vault_pki import verifies
+from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET
+from activities.pki.vault import verifies
 from models.naming import kvm_namespace
 from models.pki import certificate_requests
 from tests.e2e.conftest import Stack, WorkerProcess

@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.rotation_schedule import RotationSchedules
+from activities.pki.rotation_schedule import RotationSchedules
 from models.cluster import OperationState
 from models.operations import (
     ConfigureRequest,

@@ -20,8 +20,8 @@ from kubernetes.client import (
     V1ServiceAccount,
 )
 
-from activities import kvm_manifests as m
-from activities.host_cluster import OWNED, covers, node_readiness, plan_changes
+from activities.kvm import manifests
+from activities.kvm.provider import OWNED, covers, node_readiness, plan_changes
 from models.errors import InvalidInput
 from models.naming import (
     CLUSTER_LABEL,
@@ -45,7 +45,8 @@ def spec() -> ClusterSpec:
 
 def deployments(spec: ClusterSpec, **options: Any) -> dict[str, dict[str, Any]]:
     return {
-        node: m.node_deployment_manifest(spec, node, spec.kubernetes_version, **options) for node in spec.node_names()
+        node: manifests.node_deployment_manifest(spec, node, spec.kubernetes_version, **options)
+        for node in spec.node_names()
     }
 
 
@@ -56,23 +57,23 @@ def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def test_names_follow_the_cluster_id(spec: ClusterSpec) -> None:
     assert spec.id == "acme-prod"
-    assert m.namespace_manifest(spec)["metadata"]["name"] == "tenant-acme-prod"
+    assert manifests.namespace_manifest(spec)["metadata"]["name"] == "tenant-acme-prod"
     assert sorted(deployments(spec)) == ["master-0", "master-1", "master-2", "worker-0", "worker-1", "worker-2"]
-    assert m.cloud_config_name("master", "v1.32.4") == "cloud-config-master-1.32.4"
+    assert manifests.cloud_config_name("master", "v1.32.4") == "cloud-config-master-1.32.4"
     for manifest in (
-        m.network_policy_manifest(spec),
-        m.service_account_manifest(spec),
-        m.cluster_configmap_manifest(spec),
-        m.api_service_manifest(spec),
-        m.etcd_service_manifest(spec),
-        m.api_ingress_manifest(spec),
-        m.cloud_config_manifest(spec, "worker", spec.kubernetes_version),
+        manifests.network_policy_manifest(spec),
+        manifests.service_account_manifest(spec),
+        manifests.cluster_configmap_manifest(spec),
+        manifests.api_service_manifest(spec),
+        manifests.etcd_service_manifest(spec),
+        manifests.api_ingress_manifest(spec),
+        manifests.cloud_config_manifest(spec, "worker", spec.kubernetes_version),
         *deployments(spec).values(),
     ):
         assert manifest["metadata"]["namespace"] == "tenant-acme-prod"
     assert [
-        m.network_policy_manifest(spec)["metadata"]["name"],
-        m.service_account_manifest(spec)["metadata"]["name"],
+        manifests.network_policy_manifest(spec)["metadata"]["name"],
+        manifests.service_account_manifest(spec)["metadata"]["name"],
     ] == [
         "isolate-tenant",
         "tenant-node",
@@ -80,30 +81,30 @@ def test_names_follow_the_cluster_id(spec: ClusterSpec) -> None:
 
 
 def test_every_object_carries_the_cluster_labels(spec: ClusterSpec) -> None:
-    manifests = [
-        m.namespace_manifest(spec),
-        m.network_policy_manifest(spec),
-        m.service_account_manifest(spec),
-        m.cluster_configmap_manifest(spec),
-        m.api_service_manifest(spec),
-        m.etcd_service_manifest(spec),
-        m.api_ingress_manifest(spec),
-        m.cloud_config_manifest(spec, "master", spec.kubernetes_version),
+    objects = [
+        manifests.namespace_manifest(spec),
+        manifests.network_policy_manifest(spec),
+        manifests.service_account_manifest(spec),
+        manifests.cluster_configmap_manifest(spec),
+        manifests.api_service_manifest(spec),
+        manifests.etcd_service_manifest(spec),
+        manifests.api_ingress_manifest(spec),
+        manifests.cloud_config_manifest(spec, "master", spec.kubernetes_version),
         *deployments(spec).values(),
     ]
-    for manifest in manifests:
+    for manifest in objects:
         labels = manifest["metadata"]["labels"]
         assert labels[CLUSTER_LABEL] == "acme-prod", manifest["metadata"]["name"]
         assert labels[MANAGED_BY_LABEL] == MANAGED_BY
-    assert m.namespace_manifest(spec)["metadata"]["labels"][m.OWNER_LABEL] == "acme"
+    assert manifests.namespace_manifest(spec)["metadata"]["labels"][manifests.OWNER_LABEL] == "acme"
 
 
 def test_owner_reference_points_at_the_namespace(spec: ClusterSpec) -> None:
-    owned = m.with_owner(m.api_service_manifest(spec), "uid-1")
+    owned = manifests.with_owner(manifests.api_service_manifest(spec), "uid-1")
     assert owned["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Namespace", "name": "tenant-acme-prod", "uid": "uid-1"}
     ]
-    assert "ownerReferences" not in m.api_service_manifest(spec)["metadata"]  # a copy, not mutated
+    assert "ownerReferences" not in manifests.api_service_manifest(spec)["metadata"]  # a copy, not mutated
 
 
 def test_node_deployment_shape(spec: ClusterSpec) -> None:
@@ -140,7 +141,7 @@ def test_resources_come_from_the_pool(spec: ClusterSpec) -> None:
         assert resources["requests"] == resources["limits"]  # Guaranteed QoS
         assert resources["limits"]["cpu"] == str(pool.cpu)
         assert pool.memory is not None
-        assert resources["limits"]["memory"] == m.memory_quantity(pool.memory)
+        assert resources["limits"]["memory"] == manifests.memory_quantity(pool.memory)
         env = {e["name"]: e["value"] for e in pod_spec(deployment)["containers"][0]["env"]}
         assert env["MEMORY"] == str(memory_mib(pool.memory))
         assert env["CORES"] == str(pool.cpu)
@@ -151,9 +152,9 @@ def test_resources_come_from_the_pool(spec: ClusterSpec) -> None:
 
 
 def test_memory_quantity_is_canonical() -> None:
-    assert m.memory_quantity("8Gi") == "8Gi"
-    assert m.memory_quantity("4096Mi") == "4Gi"  # as the API server prints it back
-    assert m.memory_quantity("1536Mi") == "1536Mi"
+    assert manifests.memory_quantity("8Gi") == "8Gi"
+    assert manifests.memory_quantity("4096Mi") == "4Gi"  # as the API server prints it back
+    assert manifests.memory_quantity("1536Mi") == "1536Mi"
 
 
 def test_anti_affinity_required_for_masters_preferred_for_workers(spec: ClusterSpec) -> None:
@@ -196,40 +197,31 @@ def test_volumes_match_the_certificate_consumers(spec: ClusterSpec) -> None:
 
 
 def test_a_surge_worker_beyond_the_count_gets_its_own_certificate(spec: ClusterSpec) -> None:
-    deployment = m.node_deployment_manifest(spec, "worker-3", "1.33.1")
+    deployment = manifests.node_deployment_manifest(spec, "worker-3", "1.33.1")
     secrets = {v["secret"]["secretName"] for v in pod_spec(deployment)["volumes"] if "secret" in v}
     assert secrets == {"cert-node-worker-3"}
     assert pod_spec(deployment)["containers"][0]["image"].endswith(":v1.33.1")
 
 
-def test_restart_token_and_emulator_annotations_are_opt_in(spec: ClusterSpec) -> None:
-    plain = m.node_deployment_manifest(spec, "worker-0", "1.32.4")
+def test_restart_token_is_opt_in_and_manifests_carry_no_local_stack_annotations(spec: ClusterSpec) -> None:
+    # the local stack's stand-in kubelets are the SimulatedNodes hook's business (devstack), not the manifests'.
+    plain = manifests.node_deployment_manifest(spec, "worker-0", "1.32.4")
     assert "annotations" not in plain["metadata"]
     assert "annotations" not in plain["spec"]["template"]["metadata"]
-    rolled = m.node_deployment_manifest(spec, "worker-0", "1.32.4", "serials-abc")
-    assert rolled["spec"]["template"]["metadata"]["annotations"] == {m.RESTART_TOKEN_ANNOTATION: "serials-abc"}
-    simulated = m.node_deployment_manifest(
-        spec, "worker-0", "v1.32.4", simulate_node_registration=True, simulated_workload_pods=2
-    )
-    assert simulated["metadata"]["annotations"] == {
-        m.EMULATOR_TENANT_NODE: "acme-prod/worker-0",
-        m.EMULATOR_KUBELET_VERSION: "v1.32.4",
-        m.EMULATOR_TENANT_PODS: "2",
-    }
-    assert simulated["metadata"]["labels"][m.NODE_ROLE_LABEL] == "worker"
-    master = m.node_deployment_manifest(spec, "master-0", "1.32.4", simulate_node_registration=True)
-    assert m.EMULATOR_TENANT_PODS not in master["metadata"]["annotations"]  # workloads run on workers
+    rolled = manifests.node_deployment_manifest(spec, "worker-0", "1.32.4", "serials-abc")
+    assert rolled["spec"]["template"]["metadata"]["annotations"] == {manifests.RESTART_TOKEN_ANNOTATION: "serials-abc"}
+    assert not any(key.startswith("emulator.") for key in rolled["metadata"].get("annotations") or {})
 
 
 def test_endpoint_objects(spec: ClusterSpec) -> None:
-    api = m.api_service_manifest(spec)["spec"]
+    api = manifests.api_service_manifest(spec)["spec"]
     assert api["type"] == "ClusterIP"
     assert api["selector"] == {CLUSTER_LABEL: "acme-prod", ROLE_LABEL: "master"}
     assert api["ports"] == [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": 6443}]
-    etcd = m.etcd_service_manifest(spec)["spec"]
+    etcd = manifests.etcd_service_manifest(spec)["spec"]
     assert etcd["clusterIP"] == "None"
     assert {p["name"]: p["port"] for p in etcd["ports"]} == {"client": 2379, "peer": 2380}
-    ingress = m.api_ingress_manifest(spec)
+    ingress = manifests.api_ingress_manifest(spec)
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
     assert ingress["spec"]["ingressClassName"] == "nginx"
@@ -239,7 +231,7 @@ def test_endpoint_objects(spec: ClusterSpec) -> None:
 
 
 def test_network_policy_isolates_the_namespace(spec: ClusterSpec) -> None:
-    policy = m.network_policy_manifest(spec)["spec"]
+    policy = manifests.network_policy_manifest(spec)["spec"]
     assert policy["podSelector"] == {}
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     [rule] = policy["ingress"]
@@ -251,7 +243,7 @@ def test_network_policy_isolates_the_namespace(spec: ClusterSpec) -> None:
 
 
 def test_cluster_facts(spec: ClusterSpec) -> None:
-    data = m.cluster_configmap_manifest(spec)["data"]
+    data = manifests.cluster_configmap_manifest(spec)["data"]
     assert data["cluster-id"] == "acme-prod"
     assert data["api-domain"] == "api.acme-prod.k8s.example.com"
     assert data["service-cidr"] == "172.31.0.0/16"
@@ -261,8 +253,8 @@ def test_cluster_facts(spec: ClusterSpec) -> None:
 
 
 def test_cloud_config_per_role(spec: ClusterSpec) -> None:
-    master = m.cloud_config(spec, "master", "1.32.4")
-    worker = m.cloud_config(spec, "worker", "1.32.4")
+    master = manifests.cloud_config(spec, "master", "1.32.4")
+    worker = manifests.cloud_config(spec, "worker", "1.32.4")
     for text in (master, worker):
         assert text.startswith("#cloud-config\n")
         assert "v1.32.4" in text
@@ -284,12 +276,12 @@ def test_cloud_config_per_role(spec: ClusterSpec) -> None:
         text = master if node.startswith("master") else worker
         mounted = {
             x["mountPath"]
-            for x in pod_spec(m.node_deployment_manifest(spec, node, "1.32.4"))["containers"][0]["volumeMounts"]
+            for x in pod_spec(manifests.node_deployment_manifest(spec, node, "1.32.4"))["containers"][0]["volumeMounts"]
         }
         for directory in {part.split("/")[0] for part in text.split("/etc/kubernetes/ssl/")[1:]}:
             if directory and not directory.startswith(("tls", "ca")):
                 assert f"/etc/kubernetes/ssl/{directory}" in mounted, (node, directory)
-    manifest = m.cloud_config_manifest(spec, "master", "v1.32.4")
+    manifest = manifests.cloud_config_manifest(spec, "master", "v1.32.4")
     assert manifest["data"] == {"user-data": master}
     assert manifest["metadata"]["labels"][VERSION_LABEL] == "1.32.4"
 
@@ -297,16 +289,16 @@ def test_cloud_config_per_role(spec: ClusterSpec) -> None:
 @pytest.mark.parametrize(
     ("model", "build"),
     [
-        (V1Namespace, m.namespace_manifest),
-        (V1NetworkPolicy, m.network_policy_manifest),
-        (V1ServiceAccount, m.service_account_manifest),
-        (V1ConfigMap, m.cluster_configmap_manifest),
-        (V1Service, m.api_service_manifest),
-        (V1Service, m.etcd_service_manifest),
-        (V1Ingress, m.api_ingress_manifest),
-        (V1ConfigMap, lambda s: m.cloud_config_manifest(s, "master", "1.32.4")),
-        (V1Deployment, lambda s: m.node_deployment_manifest(s, "master-0", "1.32.4", "t")),
-        (V1Deployment, lambda s: m.node_deployment_manifest(s, "worker-0", "1.32.4", simulate_node_registration=True)),
+        (V1Namespace, manifests.namespace_manifest),
+        (V1NetworkPolicy, manifests.network_policy_manifest),
+        (V1ServiceAccount, manifests.service_account_manifest),
+        (V1ConfigMap, manifests.cluster_configmap_manifest),
+        (V1Service, manifests.api_service_manifest),
+        (V1Service, manifests.etcd_service_manifest),
+        (V1Ingress, manifests.api_ingress_manifest),
+        (V1ConfigMap, lambda s: manifests.cloud_config_manifest(s, "master", "1.32.4")),
+        (V1Deployment, lambda s: manifests.node_deployment_manifest(s, "master-0", "1.32.4", "t")),
+        (V1Deployment, lambda s: manifests.node_deployment_manifest(s, "worker-0", "1.32.4")),
     ],
 )
 def test_manifests_are_valid_api_objects(spec: ClusterSpec, model: Any, build: Any) -> None:
@@ -318,12 +310,12 @@ def test_manifests_are_valid_api_objects(spec: ClusterSpec, model: Any, build: A
 
 def test_refuses_foreign_input(spec: ClusterSpec) -> None:
     with pytest.raises(InvalidInput, match="node 'etcd-0'"):
-        m.node_deployment_manifest(spec, "etcd-0", "1.32.4")
+        manifests.node_deployment_manifest(spec, "etcd-0", "1.32.4")
     with pytest.raises(InvalidInput, match="kubernetes_version"):
-        m.node_deployment_manifest(spec, "worker-0", "latest")
+        manifests.node_deployment_manifest(spec, "worker-0", "latest")
     aws = parse_spec(yaml.safe_load((EXAMPLE.parent / "aws-cluster.yaml").read_text()))
     with pytest.raises(InvalidInput, match="provider is 'aws'"):
-        m.network_policy_manifest(aws)
+        manifests.network_policy_manifest(aws)
 
 
 # --- comparison with live objects -------------------------------------------------------------------
@@ -343,7 +335,7 @@ def served(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_server_defaults_are_not_drift(spec: ClusterSpec) -> None:
-    desired = m.with_owner(m.node_deployment_manifest(spec, "worker-0", "1.32.4"), "u-ns")
+    desired = manifests.with_owner(manifests.node_deployment_manifest(spec, "worker-0", "1.32.4"), "u-ns")
     live = served(desired)
     live["metadata"]["labels"]["team"] = "platform"  # someone else's label stays theirs
     live["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
@@ -351,7 +343,7 @@ def test_server_defaults_are_not_drift(spec: ClusterSpec) -> None:
 
 
 def test_drift_in_owned_fields_is_patched(spec: ClusterSpec) -> None:
-    desired = m.with_owner(m.node_deployment_manifest(spec, "worker-0", "1.32.4", "tok"), "u-ns")
+    desired = manifests.with_owner(manifests.node_deployment_manifest(spec, "worker-0", "1.32.4", "tok"), "u-ns")
     live = served(desired)
     live["spec"]["replicas"] = 0
     live["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
@@ -377,14 +369,14 @@ def test_drift_in_owned_fields_is_patched(spec: ClusterSpec) -> None:
 
 
 def test_immutable_difference_recreates(spec: ClusterSpec) -> None:
-    desired = m.etcd_service_manifest(spec)
+    desired = manifests.etcd_service_manifest(spec)
     live = served(desired)
     live["spec"]["clusterIP"] = "10.96.0.12"
     assert plan_changes(live, desired, OWNED["service"]).recreate
 
 
 def test_missing_parent_objects_are_created_in_one_operation(spec: ClusterSpec) -> None:
-    live = served(m.node_deployment_manifest(spec, "worker-0", "1.32.4"))
+    live = served(manifests.node_deployment_manifest(spec, "worker-0", "1.32.4"))
     del live["spec"]["template"]["metadata"]
     plan = plan_changes(
         live,

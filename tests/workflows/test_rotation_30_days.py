@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.rotation_schedule import RotationSchedules
+from activities.pki.rotation_schedule import RotationSchedules
 from models.cluster import OperationKind
 from models.naming import operation_workflow_id
 from models.pki import certificate_requests

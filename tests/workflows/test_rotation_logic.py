@@ -21,7 +21,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, Workflo
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.rotation_schedule import RotationSchedules
+from activities.pki.rotation_schedule import RotationSchedules
 from models.cluster import ClusterPhase, OperationKind, OperationState, StepState
 from models.errors import Conflict
 from models.operations import RotateCaRequest, RotateCertificatesRequest

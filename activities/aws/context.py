@@ -1,15 +1,13 @@
 """What every AWS provider step shares: one call's clients, error translation, lookups, waits.
 
 Every AWS call goes through ``call``/``do``: an error code the caller expects (usually "not
-found") becomes None, anything else is translated by ``backend_errors.classify`` (access denied
+found") becomes None, anything else is translated by ``activities.common.errors.classify`` (access denied
 -> Forbidden, invalid parameters -> InvalidInput, limits -> QuotaExceeded) or raised as it is, to
 be retried (throttling and 5xx, after botocore's own retries).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -17,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 from botocore.exceptions import ClientError
 from temporalio import activity
 
-from activities import aws_resources as r
-from activities.aws_resources import Kind
-from activities.backend_errors import classify
-from activities.waits import pause
+from activities.aws import resources
+from activities.aws.resources import Kind
+from activities.common.errors import classify
+from activities.common.waits import WaitBudget
 from models.errors import NotReady
 from models.naming import CLUSTER_LABEL, ROLE_LABEL
 from models.provider import ResourceChange, ResourceOutcome
@@ -139,7 +137,7 @@ def tagged_as(item: Obj, where: list[Any]) -> bool:
     (reservations) are checked by their callers."""
     if "Tags" not in item and "Instances" in item:
         return True
-    tags = r.tag_dict(item.get("Tags"))
+    tags = resources.tag_dict(item.get("Tags"))
     for condition in where:
         name, values = str(condition["Name"]), condition["Values"]
         if name.startswith("tag:") and tags.get(name.removeprefix("tag:")) not in values:
@@ -151,7 +149,7 @@ def tagged_as(item: Obj, where: list[Any]) -> bool:
 
 def name_of(item: Obj, id_key: str) -> str:
     """A resource's Name tag, else its AWS id."""
-    return r.tag_dict(item.get("Tags")).get(r.NAME_TAG) or str(item[id_key])
+    return resources.tag_dict(item.get("Tags")).get(resources.NAME_TAG) or str(item[id_key])
 
 
 @dataclass(frozen=True)
@@ -171,10 +169,6 @@ class AwsContext:
     poll_interval: float
     instance_timeout: float
     delete_timeout: float
-    deadline: float = math.inf
-    """``time.monotonic()`` by which this attempt must give up waiting: a wait that would outlast
-    the activity's start-to-close fails as NotReady, naming what it waits for, instead of being
-    cut off by a timeout that says nothing."""
 
     @property
     def id(self) -> str:
@@ -182,7 +176,7 @@ class AwsContext:
 
     @property
     def bucket(self) -> str:
-        return r.bucket_name(self.spec.id, self.account, self.region)
+        return resources.bucket_name(self.spec.id, self.account, self.region)
 
     # --- EC2 lookups -----------------------------------------------------------------------------
     def describe(self, operation: str, key: str, where: list[Any], param: str = "Filters") -> list[Obj]:
@@ -206,26 +200,25 @@ class AwsContext:
 
     def converge_tags(self, resource_id: str, live: Sequence[Any] | None, desired: dict[str, str]) -> bool:
         """Add or correct the desired tags of an EC2 resource (others' tags are kept)."""
-        missing = r.missing_tags(r.tag_dict(list(live or [])), desired)
+        missing = resources.missing_tags(resources.tag_dict(list(live or [])), desired)
         if missing:
-            do(f"tag {resource_id}", self.ec2.create_tags, Resources=[resource_id], Tags=r.tag_list(missing))
+            do(f"tag {resource_id}", self.ec2.create_tags, Resources=[resource_id], Tags=resources.tag_list(missing))
         return bool(missing)
 
     # --- waiting ---------------------------------------------------------------------------------
     def wait(self, what: str, pending: Callable[[], str | None], timeout: float) -> None:
-        """Poll ``pending`` (what is still awaited, None when done), heartbeating, until ``timeout``;
-        then fail retryably, naming what is left (the next attempt waits again)."""
-        started = time.monotonic()
-        give_up = min(started + timeout, self.deadline)
+        """Look at ``pending`` (what is still awaited, None when done), heartbeating, until
+        ``timeout`` or the end of this attempt; then fail retryably, naming what is left (the
+        next attempt waits again). The shared wait budget (``activities.common.waits``)."""
+        budget = WaitBudget(timeout, max_poll=self.poll_interval, resume=False)
         while True:
             left = pending()
             if left is None:
                 return
-            activity.heartbeat({"waiting_for": what, "pending": left})
-            if time.monotonic() >= give_up:
-                waited = time.monotonic() - started
-                raise NotReady(f"waited {waited:.0f}s for {what}: still {left}; checked again on retry")
-            self.pause(f"waiting for {what}")
+            budget.heartbeat(waiting_for=what, pending=left)
+            if budget.expired:
+                raise NotReady(f"waited {budget.waited:.0f}s for {what}: still {left}; checked again on retry")
+            budget.sleep(f"waiting for {what}")
 
     def delete_when_free(self, what: str, delete: Callable[[], object]) -> None:
         """Run ``delete`` until AWS stops refusing it because something still uses the resource."""
@@ -240,6 +233,3 @@ class AwsContext:
             return None
 
         self.wait(f"{what} to be deleted", attempt, self.delete_timeout)
-
-    def pause(self, what: str) -> None:
-        pause(self.poll_interval, what)

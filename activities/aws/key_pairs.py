@@ -2,7 +2,7 @@
 
 The PKI activities hand a freshly issued key pair straight to this sink, so the private key goes
 from Vault to Secrets Manager inside one activity and never into workflow history. Nodes read
-their own key pairs with their instance profile (``aws_resources.node_policy``). The value is
+their own key pairs with their instance profile (``activities.aws.resources.node_policy``). The value is
 JSON with the files the nodes write: ``tls.crt``, ``tls.key``, ``ca.crt``; public facts (serial,
 expiry, issuer) are tags, so an operator sees them without reading the secret.
 
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import ClientError
 from temporalio import activity
 
-from activities.aws_resources import TRUST_BUNDLE, tag_dict, tag_list
-from activities.backend_errors import translated
-from activities.certificate_sinks import (
+from activities.aws.resources import TRUST_BUNDLE, tag_dict, tag_list
+from activities.common.errors import translated
+from activities.providers.key_pairs import (
     CA_CERT,
     CERTIFICATE_LABEL,
     ISSUER_ANNOTATION,
@@ -42,6 +42,7 @@ from activities.certificate_sinks import (
     TRUST_BUNDLE_LABEL,
     KeyPair,
     StoredCertificate,
+    StoredKeyPair,
     key_matches_certificate,
 )
 from models.errors import Conflict, NotReady
@@ -84,6 +85,14 @@ class SecretsManagerSink:
             ca_chain=value.get(CA_CERT, ""),
             key_matches=key_matches_certificate(certificate, value.get(TLS_KEY, "")),
             destination=self.destination(cluster_id, name),
+        )
+
+    def read_key_pair(self, cluster_id: str, name: str) -> StoredKeyPair | None:
+        value = self._value(aws_secret_name(cluster_id, name))
+        if value is None:
+            return None
+        return StoredKeyPair(
+            certificate=value.get(TLS_CERT, ""), private_key=value.get(TLS_KEY, ""), ca_chain=value.get(CA_CERT, "")
         )
 
     def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:

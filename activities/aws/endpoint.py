@@ -12,11 +12,10 @@ from typing import Any, Final, cast
 
 from temporalio import activity
 
-from activities import aws_network as net
-from activities import aws_resources as r
-from activities.aws_context import NOT_FOUND, AwsContext, Obj, call, do, outcome, worse
-from activities.aws_resources import Kind, Part
-from models.errors import Conflict, InvalidInput, NotReady
+from activities.aws import network, resources
+from activities.aws.context import NOT_FOUND, AwsContext, Obj, call, do, outcome, worse
+from activities.aws.resources import Kind, Part
+from models.errors import Conflict, MissingPrerequisite, NotReady
 from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from models.provider import ResourceChange, ResourceOutcome
 
@@ -24,7 +23,7 @@ ELB_TAG_BATCH: Final = 20
 
 
 def _rev_labels(name: str) -> tuple[str, ...]:
-    return tuple(reversed(r.fqdn(name).rstrip(".").split(".")))
+    return tuple(reversed(resources.fqdn(name).rstrip(".").split(".")))
 
 
 def _elb_tags(c: AwsContext, arns: list[str]) -> dict[str, dict[str, str]]:
@@ -32,14 +31,14 @@ def _elb_tags(c: AwsContext, arns: list[str]) -> dict[str, dict[str, str]]:
     for start in range(0, len(arns), ELB_TAG_BATCH):
         batch = arns[start : start + ELB_TAG_BATCH]
         for description in do("read load balancer tags", c.elb.describe_tags, ResourceArns=batch)["TagDescriptions"]:
-            found[str(description["ResourceArn"])] = r.tag_dict(list(description.get("Tags") or []))
+            found[str(description["ResourceArn"])] = resources.tag_dict(list(description.get("Tags") or []))
     return found
 
 
 def load_balancers(c: AwsContext) -> list[Obj]:
     """The cluster's API load balancers, by name; more than one only where moto made a second of
     the same name for a concurrent attempt (AWS returns the existing one instead)."""
-    name = r.elb_name(c.id)
+    name = resources.elb_name(c.id)
     # All of them, filtered here: moto's lookup by name shows only the first of two of one name.
     pages = c.elb.get_paginator("describe_load_balancers").paginate()
     everyone = [lb for page in do("list load balancers", lambda: list(pages)) for lb in page["LoadBalancers"]]
@@ -49,7 +48,7 @@ def load_balancers(c: AwsContext) -> list[Obj]:
     )
     tags = _elb_tags(c, [str(lb["LoadBalancerArn"]) for lb in items])
     for lb in items:
-        if (why := r.foreign(tags.get(lb["LoadBalancerArn"], {}), c.spec)) is not None:
+        if (why := resources.foreign(tags.get(lb["LoadBalancerArn"], {}), c.spec)) is not None:
             raise Conflict(f"load balancer {name} exists but is not tenantctl's for cluster {c.id} ({why})")
     return [cast(Obj, lb) for lb in items]
 
@@ -69,24 +68,26 @@ def delete_load_balancers(c: AwsContext, lbs: list[Obj]) -> None:
         left = sorted(arns & {str(lb["LoadBalancerArn"]) for lb in load_balancers(c)})
         return ", ".join(left) or None
 
-    c.wait(f"load balancer {r.elb_name(c.id)} to be deleted", pending, c.delete_timeout)
+    c.wait(f"load balancer {resources.elb_name(c.id)} to be deleted", pending, c.delete_timeout)
 
 
 def target_group(c: AwsContext) -> Obj | None:
-    name = r.elb_name(c.id)
+    name = resources.elb_name(c.id)
     found = call(f"read target group {name}", c.elb.describe_target_groups, ok=NOT_FOUND, Names=[name])
     if not found or not found["TargetGroups"]:
         return None
     group = cast(Obj, found["TargetGroups"][0])
-    if (why := r.foreign(_elb_tags(c, [group["TargetGroupArn"]]).get(group["TargetGroupArn"], {}), c.spec)) is not None:
+    if (
+        why := resources.foreign(_elb_tags(c, [group["TargetGroupArn"]]).get(group["TargetGroupArn"], {}), c.spec)
+    ) is not None:
         raise Conflict(f"target group {name} exists but is not tenantctl's for cluster {c.id} ({why})")
     return group
 
 
-def ensure_target_group(c: AwsContext, network: net.Network, outcomes: list[ResourceOutcome]) -> str:
+def ensure_target_group(c: AwsContext, network: network.Network, outcomes: list[ResourceOutcome]) -> str:
     """Masters' API servers on 6443, health-checked over TCP: the API refuses anonymous
     requests (``--anonymous-auth=false``), so an HTTPS check of /readyz would only see 401."""
-    name = r.elb_name(c.id)
+    name = resources.elb_name(c.id)
     health = {
         "HealthCheckProtocol": "TCP",
         "HealthCheckPort": "traffic-port",
@@ -102,10 +103,10 @@ def ensure_target_group(c: AwsContext, network: net.Network, outcomes: list[Reso
             ok={"DuplicateTargetGroupName"},
             Name=name,
             Protocol="TCP",
-            Port=r.APISERVER_PORT,
+            Port=resources.APISERVER_PORT,
             VpcId=network.vpc_id,
             TargetType="instance",
-            Tags=r.tag_list(r.tags(c.spec, Part.API, name)),
+            Tags=resources.tag_list(resources.tags(c.spec, Part.API, name)),
             **health,
         )
         group = cast(Obj, created["TargetGroups"][0]) if created else target_group(c)
@@ -113,12 +114,12 @@ def ensure_target_group(c: AwsContext, network: net.Network, outcomes: list[Reso
             raise NotReady(f"target group {name} was reported to exist but cannot be read yet")
         change = ResourceChange.CREATED
     else:
-        if group["VpcId"] != network.vpc_id or group["Port"] != r.APISERVER_PORT or group["Protocol"] != "TCP":
+        if group["VpcId"] != network.vpc_id or group["Port"] != resources.APISERVER_PORT or group["Protocol"] != "TCP":
             raise Conflict(
                 f"target group {name} forwards {group['Protocol']}:{group['Port']} in {group['VpcId']}, "
-                f"not TCP:{r.APISERVER_PORT} in {network.vpc_id}; delete it to have it made again"
+                f"not TCP:{resources.APISERVER_PORT} in {network.vpc_id}; delete it to have it made again"
             )
-        change = _converge_elb_tags(c, group["TargetGroupArn"], r.tags(c.spec, Part.API, name))
+        change = _converge_elb_tags(c, group["TargetGroupArn"], resources.tags(c.spec, Part.API, name))
         if any(group.get(key) != value for key, value in health.items()):
             do(
                 f"reset health checks of {name}",
@@ -137,8 +138,8 @@ def ensure_target_group(c: AwsContext, network: net.Network, outcomes: list[Reso
     return arn
 
 
-def ensure_load_balancer(c: AwsContext, network: net.Network, outcomes: list[ResourceOutcome]) -> Obj:
-    name = r.elb_name(c.id)
+def ensure_load_balancer(c: AwsContext, network: network.Network, outcomes: list[ResourceOutcome]) -> Obj:
+    name = resources.elb_name(c.id)
     subnets = sorted(network.public.values())
     groups = [network.groups[Part.LB_GROUP]]
     found = load_balancers(c)
@@ -157,7 +158,7 @@ def ensure_load_balancer(c: AwsContext, network: net.Network, outcomes: list[Res
             Scheme="internet-facing",
             Type="network",
             IpAddressType="ipv4",
-            Tags=r.tag_list(r.tags(c.spec, Part.API, name)),
+            Tags=resources.tag_list(resources.tags(c.spec, Part.API, name)),
         )
         lb = cast(Obj, created["LoadBalancers"][0]) if created else load_balancer(c)
         if lb is None:
@@ -169,7 +170,7 @@ def ensure_load_balancer(c: AwsContext, network: net.Network, outcomes: list[Res
                 f"load balancer {name} is an {lb.get('Scheme')} {lb.get('Type')} load balancer, not an "
                 "internet-facing network one; delete it to have it made again"
             )
-        change = _converge_elb_tags(c, lb["LoadBalancerArn"], r.tags(c.spec, Part.API, name))
+        change = _converge_elb_tags(c, lb["LoadBalancerArn"], resources.tags(c.spec, Part.API, name))
         live_subnets = sorted(str(z["SubnetId"]) for z in lb.get("AvailabilityZones") or [])
         if live_subnets != subnets:
             do(
@@ -195,19 +196,19 @@ def ensure_load_balancer(c: AwsContext, network: net.Network, outcomes: list[Res
 
 
 def ensure_listener(c: AwsContext, lb: Obj, target_group: str, outcomes: list[ResourceOutcome]) -> None:
-    name = f"{r.elb_name(c.id)}:{r.API_PORT}"
+    name = f"{resources.elb_name(c.id)}:{resources.API_PORT}"
     action = [{"Type": "forward", "TargetGroupArn": target_group}]
     listeners = do(f"read listeners of {name}", c.elb.describe_listeners, LoadBalancerArn=lb["LoadBalancerArn"])
-    live = next((ln for ln in listeners["Listeners"] if ln.get("Port") == r.API_PORT), None)
+    live = next((ln for ln in listeners["Listeners"] if ln.get("Port") == resources.API_PORT), None)
     if live is None:
         do(
             f"create listener {name}",
             c.elb.create_listener,
             LoadBalancerArn=lb["LoadBalancerArn"],
             Protocol="TCP",
-            Port=r.API_PORT,
+            Port=resources.API_PORT,
             DefaultActions=action,
-            Tags=r.tag_list(r.tags(c.spec, Part.API, name)),
+            Tags=resources.tag_list(resources.tags(c.spec, Part.API, name)),
         )
         change = ResourceChange.CREATED
     elif (
@@ -231,10 +232,10 @@ def ensure_listener(c: AwsContext, lb: Obj, target_group: str, outcomes: list[Re
 
 
 def _converge_elb_tags(c: AwsContext, arn: str, desired: dict[str, str]) -> ResourceChange:
-    missing = r.missing_tags(_elb_tags(c, [arn]).get(arn, {}), desired)
+    missing = resources.missing_tags(_elb_tags(c, [arn]).get(arn, {}), desired)
     if not missing:
         return ResourceChange.UNCHANGED
-    do(f"tag {arn}", c.elb.add_tags, ResourceArns=[arn], Tags=r.tag_list(missing))
+    do(f"tag {arn}", c.elb.add_tags, ResourceArns=[arn], Tags=resources.tag_list(missing))
     return ResourceChange.UPDATED
 
 
@@ -263,7 +264,7 @@ def _converge_elb_attributes(c: AwsContext, arn: str, desired: dict[str, str], t
 
 def hosted_zone(c: AwsContext) -> str | None:
     """The public hosted zone of the base domain; of several, the lowest id (deterministic)."""
-    domain = r.fqdn(c.spec.base_domain)
+    domain = resources.fqdn(c.spec.base_domain)
     found: list[str] = []
     options: dict[str, Any] = {"DNSName": domain}
     while True:
@@ -272,9 +273,9 @@ def hosted_zone(c: AwsContext) -> str | None:
         found += [
             str(z["Id"]).rsplit("/", 1)[-1]
             for z in zones
-            if r.fqdn(z["Name"]) == domain and not z.get("Config", {}).get("PrivateZone")
+            if resources.fqdn(z["Name"]) == domain and not z.get("Config", {}).get("PrivateZone")
         ]
-        past = any(r.fqdn(z["Name"]) != domain for z in zones)
+        past = any(resources.fqdn(z["Name"]) != domain for z in zones)
         if past or not page.get("IsTruncated"):
             break
         options = {"DNSName": page["NextDNSName"], "HostedZoneId": page["NextHostedZoneId"]}
@@ -286,7 +287,9 @@ def hosted_zone(c: AwsContext) -> str | None:
 def require_zone(c: AwsContext) -> str:
     zone_id = hosted_zone(c)
     if zone_id is None:
-        raise InvalidInput(f"hosted zone {c.spec.base_domain} does not exist: the endpoint must be ensured first")
+        raise MissingPrerequisite(
+            f"hosted zone {c.spec.base_domain} does not exist: the endpoint must be ensured first"
+        )
     return zone_id
 
 
@@ -316,7 +319,7 @@ def ensure_hosted_zone(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
         c.route53.change_tags_for_resource,
         ResourceType="hostedzone",
         ResourceId=zone_id,
-        AddTags=r.tag_list({MANAGED_BY_LABEL: MANAGED_BY, "tenantctl.io/base-domain": domain}),
+        AddTags=resources.tag_list({MANAGED_BY_LABEL: MANAGED_BY, "tenantctl.io/base-domain": domain}),
     )
     servers = created.get("DelegationSet", {}).get("NameServers", [])
     activity.logger.warning(
@@ -337,15 +340,15 @@ def cluster_records(c: AwsContext, zone_id: str, only: str | None = None) -> lis
     Route53 lists records in reverse-label order from ``StartRecordName``, so a cluster's
     records are one stretch: the listing stops at the first name past it.
     """
-    domain = r.fqdn(only or c.spec.cluster_domain)
+    domain = resources.fqdn(only or c.spec.cluster_domain)
     stop = _rev_labels(domain)
     found: list[Obj] = []
     options: dict[str, Any] = {"HostedZoneId": zone_id, "StartRecordName": domain}
     while True:
         page = do(f"list records of {domain}", c.route53.list_resource_record_sets, **options)
         for record in page["ResourceRecordSets"]:
-            name = r.fqdn(record["Name"])
-            if name == domain or (only is None and r.in_cluster_domain(c.spec, name)):
+            name = resources.fqdn(record["Name"])
+            if name == domain or (only is None and resources.in_cluster_domain(c.spec, name)):
                 found.append({**record, "Name": name})
             elif _rev_labels(name)[: len(stop)] > stop:
                 return found
@@ -362,7 +365,7 @@ def upsert_records(c: AwsContext, zone_id: str, desired: list[Obj]) -> list[Reso
     """UPSERT only what differs (UPSERT is idempotent; a duplicate CREATE would fail)."""
     outcomes, changes = [], []
     for record in desired:
-        name = r.fqdn(record["Name"])
+        name = resources.fqdn(record["Name"])
         live = next((x for x in cluster_records(c, zone_id, only=name) if x["Type"] == record["Type"]), None)
         if live is not None and _same_record(live, record):
             outcomes.append(outcome(Kind.RECORD, name, ResourceChange.UNCHANGED))
@@ -383,7 +386,7 @@ def delete_records(c: AwsContext, zone_id: str, records: list[Obj]) -> list[Reso
     """DELETE each record exactly as it was read (Route53 deletes only an exact match)."""
     outcomes = []
     for record in records:
-        if record["Type"] in ("NS", "SOA") and r.fqdn(record["Name"]) == r.fqdn(c.spec.base_domain):
+        if record["Type"] in ("NS", "SOA") and resources.fqdn(record["Name"]) == resources.fqdn(c.spec.base_domain):
             continue  # the zone's own records, never a cluster's
         deleted = call(
             f"delete record {record['Name']} {record['Type']}",
@@ -432,8 +435,10 @@ def _same_record(live: Obj, desired: Obj) -> bool:
         have, want = live.get("AliasTarget") or {}, desired["AliasTarget"]
         return (
             bool(
-                r.fqdn(str(have.get("DNSName", ""))) == r.fqdn(str(want["DNSName"])).removeprefix("dualstack.")
-                or r.fqdn(str(have.get("DNSName", ""))).removeprefix("dualstack.") == r.fqdn(str(want["DNSName"]))
+                resources.fqdn(str(have.get("DNSName", "")))
+                == resources.fqdn(str(want["DNSName"])).removeprefix("dualstack.")
+                or resources.fqdn(str(have.get("DNSName", ""))).removeprefix("dualstack.")
+                == resources.fqdn(str(want["DNSName"]))
             )
             and have.get("HostedZoneId") == want["HostedZoneId"]
         )

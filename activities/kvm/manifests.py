@@ -1,7 +1,7 @@
 """Desired host-cluster objects of a KVM tenant cluster, as pure functions of its spec.
 
 Every manifest is a plain camelCase dict, exactly what the Kubernetes API stores, so the provider
-(``activities.host_cluster``) can compare it field by field with a live object and tests can check
+(``activities.kvm.provider``) can compare it field by field with a live object and tests can check
 it without a server. Names and labels derive from the cluster id only (``models.naming``), so a
 retried or resumed activity always finds what an earlier attempt created.
 
@@ -21,12 +21,21 @@ Layout per cluster (namespace ``tenant-<id>``)::
 from __future__ import annotations
 
 import copy
-import ipaddress
-import re
 from typing import Any
 
-import yaml
-
+from activities.nodes.bootstrap import (
+    API_PORT,
+    APISERVER_PORT,
+    CERTS_DIR,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    KUBELET_PORT,
+    certificate_dir,
+    cloud_config_document,
+    dns_service_ip,
+    etcd_domain,
+    node_certificates,
+)
 from models.errors import InvalidInput
 from models.naming import (
     CLUSTER_LABEL,
@@ -37,10 +46,10 @@ from models.naming import (
     VERSION_LABEL,
     certificate_secret,
     kvm_namespace,
+    node_role,
 )
-from models.pki import CertificateRequest, certificate_requests
 from models.spec import ClusterSpec, KvmSettings, MachineSize, Provider, memory_mib
-from models.versions import SemVer
+from models.versions import normalize_version
 
 Manifest = dict[str, Any]
 
@@ -55,31 +64,12 @@ API_SERVICE = "api"
 ETCD_SERVICE = "etcd"
 API_INGRESS = "api"
 NODE_CONTAINER = "k8s-kvm"
-ROLES = ("master", "worker")
-NODE_NAME = re.compile(r"^(master|worker)-(0|[1-9]\d{0,3})$")
 
-API_PORT = 443
-APISERVER_PORT = 6443
-ETCD_CLIENT_PORT = 2379
-ETCD_PEER_PORT = 2380
-KUBELET_PORT = 10250
 
 CLOUD_CONFIG_DIR = "/etc/tenantctl/cloud-config"
 CLOUD_CONFIG_KEY = "user-data"
-CERTS_DIR = "/etc/kubernetes/ssl"
 VM_SHUTDOWN_GRACE_SECONDS = 120
 """Time for the guest's ACPI shutdown (kubelet and etcd stop cleanly) before the pod is killed."""
-
-ETCD_IMAGE = "registry.k8s.io/etcd:3.5.21-0"
-
-# Understood by the local stack's host API emulator (devstack/kube_emulator): a host Deployment so
-# annotated is a VM whose kubelet joins the tenant cluster. Only set when the provider is told to
-# simulate node registration; production objects never carry them.
-EMULATOR_TENANT_NODE = "emulator.tenantctl.io/tenant-node"
-EMULATOR_KUBELET_VERSION = "emulator.tenantctl.io/kubelet-version"
-EMULATOR_TENANT_PODS = "emulator.tenantctl.io/tenant-pods"
-NODE_ROLE_LABEL = "node.tenantctl.io/role"
-"""Label the kubelet registers its Node with (``--node-labels``); the emulator copies it from the Deployment."""
 
 
 # --- names and labels ------------------------------------------------------------------------------
@@ -87,21 +77,6 @@ def kvm_settings(spec: ClusterSpec) -> KvmSettings:
     if spec.provider is not Provider.KVM or spec.kvm is None:
         raise InvalidInput(f"cluster {spec.id}: provider is '{spec.provider}', the KVM provider cannot manage it")
     return spec.kvm
-
-
-def normalize_version(version: str) -> str:
-    """``v1.32.4`` / ``1.32.4`` -> ``1.32.4`` (label values and tags need one spelling)."""
-    try:
-        return str(SemVer.parse(version))
-    except ValueError as exc:
-        raise InvalidInput(f"kubernetes_version: {exc}") from None
-
-
-def node_role(node: str) -> str:
-    match = NODE_NAME.match(node)
-    if match is None:
-        raise InvalidInput(f"node '{node}' is not a node name of the form master-<n> or worker-<n>")
-    return match.group(1)
 
 
 def cloud_config_name(role: str, version: str) -> str:
@@ -207,7 +182,6 @@ def service_account_manifest(spec: ClusterSpec) -> Manifest:
 
 def cluster_facts(spec: ClusterSpec) -> dict[str, str]:
     """Facts that do not change over the cluster's life (versions live on the nodes, not here)."""
-    service_net = ipaddress.ip_network(spec.networking.service_cidr)
     return {
         "cluster-id": spec.id,
         "owner": spec.owner,
@@ -218,7 +192,7 @@ def cluster_facts(spec: ClusterSpec) -> dict[str, str]:
         "pod-cidr": spec.networking.pod_cidr,
         "service-cidr": spec.networking.service_cidr,
         "api-service-ip": spec.networking.api_service_ip,
-        "dns-service-ip": str(service_net.network_address + 10),
+        "dns-service-ip": dns_service_ip(spec),
         "masters": str(spec.masters.count),
     }
 
@@ -304,33 +278,6 @@ def api_ingress_manifest(spec: ClusterSpec) -> Manifest:
 
 
 # --- nodes -----------------------------------------------------------------------------------------
-def etcd_domain(spec: ClusterSpec) -> str:
-    return f"etcd.{spec.cluster_domain}"
-
-
-def etcd_members(spec: ClusterSpec) -> list[str]:
-    """``name=peer-url`` of every master, named as the etcd certificates name them."""
-    return [f"master-{i}=https://master-{i}.{etcd_domain(spec)}:{ETCD_PEER_PORT}" for i in range(spec.masters.count)]
-
-
-def node_certificates(spec: ClusterSpec, node: str) -> list[CertificateRequest]:
-    """The certificates a node loads: every request whose consumers name it.
-
-    A node beyond the spec's count (an upgrade's surge worker) is added to the node list, so it
-    gets its own kubelet certificate like any other.
-    """
-    nodes = spec.node_names()
-    if node not in nodes:
-        nodes.append(node)
-    return [request for request in certificate_requests(spec, nodes) if node in request.consumers]
-
-
-def certificate_dir(request_name: str, node: str) -> str:
-    """Mount directory of a certificate, without the node suffix (``etcd-peer-master-0`` ->
-    ``etcd-peer``), so one cloud-config per role finds every node's key pairs at the same paths."""
-    return request_name.removesuffix(f"-{node}")
-
-
 def _pool(spec: ClusterSpec, role: str) -> MachineSize:
     return spec.masters if role == "master" else spec.workers
 
@@ -371,9 +318,6 @@ def node_deployment_manifest(
     node: str,
     version: str,
     restart_token: str = "",
-    *,
-    simulate_node_registration: bool = False,
-    simulated_workload_pods: int = 0,
 ) -> Manifest:
     """One VM: a Deployment of one pod running the ``k8s-kvm`` image at the node's version.
 
@@ -456,22 +400,10 @@ def node_deployment_manifest(
     template_meta: dict[str, Any] = {"labels": dict(labels)}
     if restart_token:
         template_meta["annotations"] = {RESTART_TOKEN_ANNOTATION: restart_token}
-
-    deployment_labels = dict(labels)
-    annotations: dict[str, str] = {}
-    if simulate_node_registration:
-        annotations[EMULATOR_TENANT_NODE] = f"{spec.id}/{node}"
-        annotations[EMULATOR_KUBELET_VERSION] = f"v{version}"
-        deployment_labels[NODE_ROLE_LABEL] = role
-        if role == "worker" and simulated_workload_pods > 0:
-            annotations[EMULATOR_TENANT_PODS] = str(simulated_workload_pods)
-    metadata: dict[str, Any] = {**_meta(spec, node, deployment_labels)}
-    if annotations:
-        metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata,
+        "metadata": _meta(spec, node, dict(labels)),
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": node_selector(spec, node)},
@@ -482,242 +414,14 @@ def node_deployment_manifest(
 
 
 # --- cloud-config ----------------------------------------------------------------------------------
-def _yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-
-
-def _static_pod(name: str, image: str, command: list[str], env: list[dict[str, Any]] | None = None) -> str:
-    container: dict[str, Any] = {"name": name, "image": image, "command": command}
-    if env:
-        container["env"] = env
-    container["volumeMounts"] = [
-        {"name": "ssl", "mountPath": CERTS_DIR, "readOnly": True},
-        {"name": "kubeconfig", "mountPath": "/etc/kubernetes/kubeconfig", "readOnly": True},
-    ]
-    volumes = [
-        {"name": "ssl", "hostPath": {"path": CERTS_DIR}},
-        {"name": "kubeconfig", "hostPath": {"path": "/etc/kubernetes/kubeconfig"}},
-    ]
-    if name == "etcd":
-        container["volumeMounts"].append({"name": "data", "mountPath": "/var/lib/etcd"})
-        volumes.append({"name": "data", "hostPath": {"path": "/var/lib/etcd", "type": "DirectoryOrCreate"}})
-    return _yaml(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": "kube-system", "labels": {"tier": "control-plane"}},
-            "spec": {
-                "hostNetwork": True,
-                "priorityClassName": "system-node-critical",
-                "containers": [container],
-                "volumes": volumes,
-            },
-        }
-    )
-
-
-def _kubeconfig(server: str, user: str, cert_dir: str) -> str:
-    return _yaml(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "tenant",
-                    "cluster": {"server": server, "certificate-authority": f"{CERTS_DIR}/{cert_dir}/ca.crt"},
-                }
-            ],
-            "users": [
-                {
-                    "name": user,
-                    "user": {
-                        "client-certificate": f"{CERTS_DIR}/{cert_dir}/tls.crt",
-                        "client-key": f"{CERTS_DIR}/{cert_dir}/tls.key",
-                    },
-                }
-            ],
-            "contexts": [{"name": "default", "context": {"cluster": "tenant", "user": user}}],
-            "current-context": "default",
-        }
-    )
-
-
 def cloud_config(spec: ClusterSpec, role: str, version: str) -> str:
-    """The guest's cloud-config for every node of ``role`` at ``version``.
-
-    Shared by all nodes of the role, so nothing node-specific is written in: the node's name is the
-    VM's hostname (the pod's), and its key pairs are at fixed paths under /etc/kubernetes/ssl (the
-    pod shares the mounted Secrets into the guest over virtio-9p). Each directory holds the
-    Secret's ``tls.crt``, ``tls.key`` and ``ca.crt``.
-    """
-    if role not in ROLES:
-        raise InvalidInput(f"role '{role}' is neither master nor worker")
+    """The node bootstrap's cloud-config (``activities.nodes.bootstrap``) for ``role`` at ``version``,
+    with the key pairs the pod mounts from its Secrets shared into the guest over virtio-9p."""
     version = normalize_version(version)
-    tag = f"v{version}"
-    ssl = CERTS_DIR
-    api_server = f"https://127.0.0.1:{APISERVER_PORT}" if role == "master" else f"https://{spec.api_domain}:{API_PORT}"
-    dns_ip = cluster_facts(spec)["dns-service-ip"]
-    kubelet_config = {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": "0.0.0.0",
-        "port": KUBELET_PORT,
-        "clusterDomain": "cluster.local",
-        "clusterDNS": [dns_ip],
-        "tlsCertFile": f"{ssl}/node/tls.crt",
-        "tlsPrivateKeyFile": f"{ssl}/node/tls.key",
-        "authentication": {"x509": {"clientCAFile": f"{ssl}/node/ca.crt"}, "anonymous": {"enabled": False}},
-        "authorization": {"mode": "Webhook"},
-        "staticPodPath": "/etc/kubernetes/manifests",
-        "rotateCertificates": False,  # tenantctl rotates the key pairs and restarts the VM
-        "cgroupDriver": "systemd",
-    }
-    node_labels_flag = f"{NODE_ROLE_LABEL}={role},{CLUSTER_LABEL}={spec.id}"
-    kubelet_flags = [
-        "--config=/etc/kubernetes/config/kubelet.yaml",
-        "--kubeconfig=/etc/kubernetes/kubeconfig/kubelet.yaml",
-        "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
-        "--hostname-override=%H",
-        f"--node-labels={node_labels_flag}",
-    ]
-    if role == "master":
-        kubelet_flags.append("--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule")
-    files: list[dict[str, Any]] = [
-        {"path": "/etc/kubernetes/config/kubelet.yaml", "permissions": "0644", "content": _yaml(kubelet_config)},
-        {
-            "path": "/etc/kubernetes/kubeconfig/kubelet.yaml",
-            "permissions": "0600",
-            "content": _kubeconfig(api_server, "kubelet", "node"),
-        },
-        {
-            "path": "/etc/systemd/system/kubelet.service",
-            "permissions": "0644",
-            "content": "\n".join(
-                [
-                    "[Unit]",
-                    f"Description=Kubernetes kubelet {tag}",
-                    "After=containerd.service",
-                    "Requires=containerd.service",
-                    "[Service]",
-                    f"ExecStart=/opt/bin/kubelet-{tag} " + " ".join(kubelet_flags),
-                    "Restart=always",
-                    "RestartSec=5",
-                    "[Install]",
-                    "WantedBy=multi-user.target",
-                    "",
-                ]
-            ),
-        },
-    ]
-    if role == "master":
-        node_name_env = [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
-        files += [
-            {
-                "path": "/etc/kubernetes/manifests/etcd.yaml",
-                "permissions": "0644",
-                "content": _static_pod(
-                    "etcd",
-                    ETCD_IMAGE,
-                    [
-                        "etcd",
-                        "--name=$(NODE_NAME)",
-                        "--data-dir=/var/lib/etcd",
-                        f"--listen-client-urls=https://0.0.0.0:{ETCD_CLIENT_PORT}",
-                        f"--advertise-client-urls=https://$(NODE_NAME).{etcd_domain(spec)}:{ETCD_CLIENT_PORT}",
-                        f"--listen-peer-urls=https://0.0.0.0:{ETCD_PEER_PORT}",
-                        f"--initial-advertise-peer-urls=https://$(NODE_NAME).{etcd_domain(spec)}:{ETCD_PEER_PORT}",
-                        "--initial-cluster=" + ",".join(etcd_members(spec)),
-                        f"--initial-cluster-token={spec.id}",
-                        "--initial-cluster-state=new",
-                        f"--cert-file={ssl}/etcd-server/tls.crt",
-                        f"--key-file={ssl}/etcd-server/tls.key",
-                        f"--trusted-ca-file={ssl}/etcd-server/ca.crt",
-                        "--client-cert-auth=true",
-                        f"--peer-cert-file={ssl}/etcd-peer/tls.crt",
-                        f"--peer-key-file={ssl}/etcd-peer/tls.key",
-                        f"--peer-trusted-ca-file={ssl}/etcd-peer/ca.crt",
-                        "--peer-client-cert-auth=true",
-                    ],
-                    node_name_env,
-                ),
-            },
-            {
-                "path": "/etc/kubernetes/manifests/kube-apiserver.yaml",
-                "permissions": "0644",
-                "content": _static_pod(
-                    "kube-apiserver",
-                    f"registry.k8s.io/kube-apiserver:{tag}",
-                    [
-                        "kube-apiserver",
-                        f"--secure-port={APISERVER_PORT}",
-                        f"--etcd-servers=https://127.0.0.1:{ETCD_CLIENT_PORT}",
-                        f"--etcd-cafile={ssl}/etcd-server/ca.crt",
-                        f"--etcd-certfile={ssl}/etcd-server/tls.crt",
-                        f"--etcd-keyfile={ssl}/etcd-server/tls.key",
-                        f"--tls-cert-file={ssl}/apiserver/tls.crt",
-                        f"--tls-private-key-file={ssl}/apiserver/tls.key",
-                        f"--client-ca-file={ssl}/apiserver/ca.crt",
-                        f"--kubelet-client-certificate={ssl}/apiserver/tls.crt",
-                        f"--kubelet-client-key={ssl}/apiserver/tls.key",
-                        f"--service-account-key-file={ssl}/service-account/tls.crt",
-                        f"--service-account-signing-key-file={ssl}/service-account/tls.key",
-                        f"--service-account-issuer=https://{spec.api_domain}",
-                        f"--service-cluster-ip-range={spec.networking.service_cidr}",
-                        f"--advertise-address={spec.networking.api_service_ip}",
-                        "--authorization-mode=Node,RBAC",
-                        "--enable-admission-plugins=NodeRestriction",
-                        "--anonymous-auth=false",
-                    ],
-                ),
-            },
-            {
-                "path": "/etc/kubernetes/manifests/kube-controller-manager.yaml",
-                "permissions": "0644",
-                "content": _static_pod(
-                    "kube-controller-manager",
-                    f"registry.k8s.io/kube-controller-manager:{tag}",
-                    [
-                        "kube-controller-manager",
-                        "--kubeconfig=/etc/kubernetes/kubeconfig/controller-manager.yaml",
-                        f"--cluster-cidr={spec.networking.pod_cidr}",
-                        f"--service-cluster-ip-range={spec.networking.service_cidr}",
-                        f"--service-account-private-key-file={ssl}/service-account/tls.key",
-                        f"--root-ca-file={ssl}/apiserver/ca.crt",
-                        "--use-service-account-credentials=true",
-                        "--leader-elect=true",
-                    ],
-                ),
-            },
-            {
-                "path": "/etc/kubernetes/manifests/kube-scheduler.yaml",
-                "permissions": "0644",
-                "content": _static_pod(
-                    "kube-scheduler",
-                    f"registry.k8s.io/kube-scheduler:{tag}",
-                    ["kube-scheduler", "--kubeconfig=/etc/kubernetes/kubeconfig/scheduler.yaml", "--leader-elect=true"],
-                ),
-            },
-            {
-                "path": "/etc/kubernetes/kubeconfig/controller-manager.yaml",
-                "permissions": "0600",
-                "content": _kubeconfig(api_server, "system:kube-controller-manager", "controller-manager"),
-            },
-            {
-                "path": "/etc/kubernetes/kubeconfig/scheduler.yaml",
-                "permissions": "0600",
-                "content": _kubeconfig(api_server, "system:kube-scheduler", "scheduler"),
-            },
-        ]
-    document = {
-        "write_files": files,
-        "mounts": [["certs", CERTS_DIR, "9p", "trans=virtio,version=9p2000.L,ro", "0", "0"]],
-        "runcmd": [
-            ["systemctl", "daemon-reload"],
-            ["systemctl", "enable", "--now", "containerd.service", "kubelet.service"],
-        ],
-    }
-    header = f"#cloud-config\n# tenantctl: {role} nodes of cluster {spec.id}, Kubernetes {tag}, API {spec.api_domain}\n"
-    return header + _yaml(document)
+    document = cloud_config_document(spec, role, version)
+    document.mounts = [["certs", CERTS_DIR, "9p", "trans=virtio,version=9p2000.L,ro", "0", "0"]]
+    header = f"tenantctl: {role} nodes of cluster {spec.id}, Kubernetes v{version}, API {spec.api_domain}"
+    return document.render(header)
 
 
 def cloud_config_manifest(spec: ClusterSpec, role: str, version: str) -> Manifest:

@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 from temporalio import activity
 
-from activities.backend_errors import translated
-from activities.certificate_sinks import CertificateSink, KeyPair, StoredCertificate
-from models.errors import Conflict, InvalidInput, PermanentError
+from activities.common.errors import translated
+from activities.providers.contract import KeyPairStores
+from activities.providers.key_pairs import CertificateSink, KeyPair, StoredCertificate
+from models.errors import Conflict, InvalidInput, MissingPrerequisite
 from models.pki import (
     CaInput,
     CaResult,
@@ -48,7 +49,7 @@ from models.pki import (
     vault_policy_name,
 )
 from models.provider import ClusterRef, EnsureResult, ResourceChange, ResourceOutcome
-from models.spec import ClusterSpec, Provider
+from models.spec import ClusterSpec
 
 ROOT_ISSUER_NAME = "root-1"
 """Name of a cluster's first root CA. Vault refuses a second issuer of the same name, which turns two
@@ -162,13 +163,12 @@ def _heartbeat(*details: Any) -> None:
 
 
 class VaultPki:
-    """Temporal activities for a cluster's PKI; ``sinks`` store key pairs per provider."""
+    """Temporal activities for a cluster's PKI; each cluster's key pairs go where its provider
+    stores them (``providers.key_pairs``, the provider contract's key-pair store)."""
 
-    def __init__(
-        self, vault: hvac.Client, sinks: Mapping[Provider, CertificateSink], mount_prefix: str = "pki"
-    ) -> None:
+    def __init__(self, vault: hvac.Client, providers: KeyPairStores, mount_prefix: str = "pki") -> None:
         self.vault = vault
-        self.sinks = dict(sinks)
+        self.providers = providers
         self.mount_prefix = mount_prefix
 
     def mount(self, cluster_id: str) -> str:
@@ -230,7 +230,7 @@ class VaultPki:
         self._refuse_duplicate_names(input.requests)
         issuer = self._default_issuer(mount)
         if issuer is None:
-            raise PermanentError(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
+            raise MissingPrerequisite(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
         trust = self._published_trust(input.spec, issuer)
         records: list[CertificateRecord] = []
         issued: list[str] = []
@@ -309,7 +309,7 @@ class VaultPki:
         spec, mount = input.spec, self.mount(input.spec.id)
         current = self._default_issuer(mount)
         if current is None:
-            raise PermanentError(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
+            raise MissingPrerequisite(f"PKI mount {mount} has no CA: pki.ensure_ca must run first")
         after_id = input.after_issuer_id or current.id
         issuers = self._issuers(mount)
         if after_id not in issuers:
@@ -386,7 +386,7 @@ class VaultPki:
             if problem:
                 untrusted.append(f"{name} ({problem})")
         if untrusted:
-            raise Conflict(
+            raise MissingPrerequisite(
                 f"trust bundle [{', '.join(input.issuer_ids)}] of {spec.id} would not verify "
                 f"{len(untrusted)} stored certificates: {'; '.join(untrusted[:10])}; re-issue them first"
             )
@@ -422,7 +422,7 @@ class VaultPki:
         csr = _user_csr(input.csr_pem)
         issuer = self._default_issuer(mount)
         if issuer is None:
-            raise PermanentError(f"PKI mount {mount} has no CA: the cluster is not provisioned")
+            raise MissingPrerequisite(f"PKI mount {mount} has no CA: the cluster is not provisioned")
         published = self._published_trust(spec, issuer)
         ttl = min(input.ttl, spec.certificates.ttl)
         signed = self._write(
@@ -621,7 +621,7 @@ class VaultPki:
         except ValueError:
             trusted = []
         if issuer.certificate not in trusted:
-            raise Conflict(
+            raise MissingPrerequisite(
                 f"the default issuer {issuer.id} of {issuer.mount} is not in the published trust bundle of "
                 f"{spec.id}; it would issue certificates nobody trusts. Rotate the CA with 'tenantctl rotate "
                 f"{spec.id} --ca' instead of changing the default issuer by hand"
@@ -665,10 +665,7 @@ class VaultPki:
 
     # --- certificates -----------------------------------------------------------------------------
     def _sink(self, spec: ClusterSpec) -> CertificateSink:
-        sink = self.sinks.get(spec.provider)
-        if sink is None:
-            raise PermanentError(f"this worker has no certificate sink for provider {spec.provider.value!r}")
-        return sink
+        return self.providers.key_pairs(spec.provider)
 
     @staticmethod
     def _refuse_duplicate_names(requests: list[CertificateRequest]) -> None:

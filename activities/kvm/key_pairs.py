@@ -1,29 +1,32 @@
-"""Where issued key pairs live: a destination per provider, behind one small protocol.
-
-``pki.ensure_certificates`` issues a certificate and hands the key pair straight to the cluster's
-sink, so the private key never reaches a workflow. Reading back returns the public half only
-(certificate, CA chain, and whether the stored key matches), which is all the activity needs to
-decide whether a stored pair can be kept. A sink is addressed by (cluster id, certificate name):
-the KVM provider keeps a Secret per certificate in the tenant's host namespace; an AWS sink keeps a
-Secrets Manager entry per certificate (``naming.aws_secret_name``).
-"""
+"""The KVM provider's key-pair store: one ``kubernetes.io/tls`` Secret per certificate in the
+tenant's host namespace (``tenant-<id>/cert-<name>``), which the node VMs mount."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from activities.backend_errors import translated
-from models.errors import Conflict, NotReady
+from activities.common.errors import translated
+from activities.providers.key_pairs import (
+    CA_CERT,
+    CERTIFICATE_LABEL,
+    ISSUER_ANNOTATION,
+    NOT_AFTER_ANNOTATION,
+    SERIAL_ANNOTATION,
+    TLS_CERT,
+    TLS_KEY,
+    TRUST_BUNDLE_ISSUERS_ANNOTATION,
+    TRUST_BUNDLE_LABEL,
+    KeyPair,
+    StoredCertificate,
+    StoredKeyPair,
+    key_matches_certificate,
+)
+from models.errors import Conflict, MissingPrerequisite, NotReady
 from models.naming import (
     CLUSTER_LABEL,
     COMPONENT_LABEL,
@@ -34,107 +37,11 @@ from models.naming import (
 )
 from models.pki import CertificateRequest
 
-CERTIFICATE_LABEL = "tenantctl.io/certificate"
-"""Label with the certificate name: selects exactly the key-pair Secrets of a cluster."""
-TRUST_BUNDLE_LABEL = "tenantctl.io/trust-bundle"
 TRUST_BUNDLE_SECRET = "ca-bundle"
 """Secret holding the cluster's published trust bundle (every CA its consumers must trust)."""
-TRUST_BUNDLE_ISSUERS_ANNOTATION = "tenantctl.io/issuer-ids"
-SERIAL_ANNOTATION = "tenantctl.io/serial"
-NOT_AFTER_ANNOTATION = "tenantctl.io/not-after"
-ISSUER_ANNOTATION = "tenantctl.io/issuer-id"
-
-TLS_CERT, TLS_KEY, CA_CERT = "tls.crt", "tls.key", "ca.crt"
 WRITE_ATTEMPTS = 10
 """Create/replace races (another attempt of the activity writing the same Secret) are retried here.
 Every lost race means another writer succeeded and left, so N writers need at most N attempts."""
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    """A freshly issued certificate with its private key; it only exists inside one activity call."""
-
-    certificate: str  # leaf, PEM
-    private_key: str = field(repr=False)  # kept out of repr so a traceback or a log line never shows it
-    ca_chain: str  # the issuing CA chain, PEM blocks one after another
-    serial: str
-    not_after: datetime
-    issuer_id: str
-
-
-@dataclass(frozen=True)
-class StoredCertificate:
-    """The public half of a stored key pair, as read back; never the private key itself."""
-
-    name: str
-    certificate: str
-    ca_chain: str
-    key_matches: bool  # a private key is stored and belongs to the certificate
-    destination: str
-
-
-class CertificateSink(Protocol):
-    """Storage of a cluster's key pairs, addressed by (cluster id, certificate name)."""
-
-    kind: str
-    """Resource kind in ensure results, e.g. 'secret' or 'secretsmanager-secret'."""
-
-    def destination(self, cluster_id: str, name: str) -> str:
-        """Where the key pair of ``name`` lives, for humans: 'secret tenant-acme/cert-admin'."""
-        ...
-
-    def read(self, cluster_id: str, name: str) -> StoredCertificate | None:
-        """The stored pair's public half, or None when nothing is stored."""
-        ...
-
-    def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
-        """Create or replace the stored pair; returns its destination."""
-        ...
-
-    def delete(self, cluster_id: str, name: str) -> bool:
-        """Delete one stored pair; False when there was none."""
-        ...
-
-    def list_names(self, cluster_id: str) -> list[str]:
-        """Names of every stored pair of the cluster."""
-        ...
-
-    def delete_all(self, cluster_id: str) -> list[str]:
-        """Delete every stored pair of the cluster; returns the names that were deleted."""
-        ...
-
-    # The trust bundle: published once a CA rotation starts; until then each pair's CA chain is
-    # the issuing CA's and is all its consumers trust.
-    def trust_bundle_destination(self, cluster_id: str) -> str:
-        """Where the published bundle lives, for humans: 'secret tenant-acme/ca-bundle'."""
-        ...
-
-    def read_trust_bundle(self, cluster_id: str) -> str | None:
-        """The published trust bundle (PEM CA certificates), or None when none was published."""
-        ...
-
-    def write_trust_bundle(self, cluster_id: str, bundle_pem: str, issuer_ids: list[str]) -> bool:
-        """Publish the bundle; False when it was already exactly that."""
-        ...
-
-    def set_ca_chain(self, cluster_id: str, name: str, ca_chain: str) -> bool:
-        """Replace only the CA chain of a stored pair (its key is left alone); False if unchanged or absent."""
-        ...
-
-    def delete_trust_bundle(self, cluster_id: str) -> bool:
-        """Delete the published bundle; False when there was none."""
-        ...
-
-
-def key_matches_certificate(certificate_pem: str, private_key_pem: str) -> bool:
-    """True when the private key is the one whose public key the certificate carries."""
-    try:
-        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
-        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    except (ValueError, TypeError):
-        return False
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return bool(key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki))
 
 
 def _b64(text: str) -> str:
@@ -175,6 +82,15 @@ class KubernetesSecretSink:
             ca_chain=_unb64(data, CA_CERT),
             key_matches=key_matches_certificate(certificate, _unb64(data, TLS_KEY)),
             destination=self.destination(cluster_id, name),
+        )
+
+    def read_key_pair(self, cluster_id: str, name: str) -> StoredKeyPair | None:
+        secret = self._get(kvm_namespace(cluster_id), certificate_secret(name))
+        if secret is None:
+            return None
+        data = secret.data or {}
+        return StoredKeyPair(
+            certificate=_unb64(data, TLS_CERT), private_key=_unb64(data, TLS_KEY), ca_chain=_unb64(data, CA_CERT)
         )
 
     def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
@@ -298,7 +214,9 @@ class KubernetesSecretSink:
                 return False
             if exc.status == 404 and existing is None:
                 # The workflow creates the namespace first (kvm.ensure_foundation): not there *yet*.
-                raise NotReady(f"{what}: namespace {namespace} does not exist (yet); retrying") from exc
+                raise MissingPrerequisite(
+                    f"{what}: namespace {namespace} does not exist: the cluster's foundation must be ensured first"
+                ) from exc
             if exc.status == 404:
                 return False  # deleted between read and replace: create it on the next attempt
             raise

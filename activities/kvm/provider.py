@@ -1,7 +1,7 @@
 """The KVM provider: a tenant cluster's objects in the host Kubernetes cluster (activities ``kvm.*``).
 
 Each ``ensure_*`` reads the live object, compares the fields tenantctl owns with the desired
-manifest (``activities.kvm_manifests``) and writes only the difference, as a JSON patch that
+manifest (``activities.kvm.manifests``) and writes only the difference, as a JSON patch that
 carries the resourceVersion it was computed from (a concurrent writer makes it fail with 409; it is
 re-read and recomputed). An object that needs no change is not written at all, so running an
 activity twice changes nothing the second time, resourceVersions included.
@@ -18,7 +18,6 @@ they do not know, and a newer host API server may well send some.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -41,11 +40,13 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from activities import kvm_manifests as m
-from activities.backend_errors import translated
-from activities.kube_responses import is_transient, response_json, short_reason
-from activities.waits import pause, wait_for_nodes
-from models.errors import Conflict, InvalidInput, NotReady
+from activities.common.errors import translated
+from activities.common.kube_responses import is_transient, response_json, short_reason
+from activities.common.waits import WaitBudget, wait_for_nodes
+from activities.kvm import manifests
+from activities.kvm.key_pairs import KubernetesSecretSink
+from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
+from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady
 from models.naming import (
     CLUSTER_LABEL,
     MANAGED_BY,
@@ -63,19 +64,18 @@ from models.provider import (
     NodeObservation,
     NodeRef,
     NodesResult,
-    ProviderOp,
     ResourceChange,
     ResourceList,
     ResourceOutcome,
     WaitNodesInput,
-    provider_activity,
 )
 from models.spec import ClusterSpec, Provider
+from models.versions import normalize_version
 
 Obj = dict[str, Any]
 
 POLL_INTERVAL_SECONDS: Final = 2.0
-"""Waits poll this often, heartbeating each time (kept here: activities do not import workflows)."""
+"""Waits look at once, then back off from 0.1 s to this interval (``activities.common.waits``)."""
 NAMESPACE_DELETE_TIMEOUT_SECONDS: Final = 600.0
 """One attempt of ensure_foundation_absent waits this long for the namespace to go, then fails
 (retryably) naming what is left; below the activity's 15-minute start-to-close."""
@@ -242,8 +242,8 @@ def node_readiness(deployment: Obj | None, node: str, version: str | None = None
     if meta.get("deletionTimestamp"):
         return False, "deployment is being deleted"
     running = (meta.get("labels") or {}).get(VERSION_LABEL, "")
-    if version is not None and running != m.normalize_version(version):
-        return False, f"runs Kubernetes {running or 'unknown'}, not {m.normalize_version(version)}"
+    if version is not None and running != normalize_version(version):
+        return False, f"runs Kubernetes {running or 'unknown'}, not {normalize_version(version)}"
     generation, observed = meta.get("generation", 0), status.get("observedGeneration", 0)
     if observed < generation:
         return False, f"generation {generation} not observed yet (at {observed})"
@@ -276,10 +276,13 @@ class _Kind:
 class KvmProvider:
     """Activities ``kvm.*``: one tenant cluster's namespace, endpoint and node VMs in the host cluster.
 
-    ``simulate_node_registration`` (local stack only) adds the host API emulator's annotations, so
-    a node Deployment that becomes available registers as a Ready Node in the emulated tenant
-    cluster; ``simulated_workload_pods`` gives each such worker that many pods to drain.
+    Its operations are the provider contract's (``activities.providers.contract``), registered
+    under ``kvm.<operation>``; its key pairs live in host Secrets (``KubernetesSecretSink``), where
+    the tenant API's admin key pair is read from too. ``simulated_nodes`` (local stack only) hears
+    of every node ensured or removed.
     """
+
+    provider: Final = Provider.KVM
 
     def __init__(
         self,
@@ -287,14 +290,13 @@ class KvmProvider:
         apps: AppsV1Api,
         networking: NetworkingV1Api,
         *,
-        simulate_node_registration: bool = False,
-        simulated_workload_pods: int = 0,
+        simulated_nodes: SimulatedNodes | None = None,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         namespace_delete_timeout: float = NAMESPACE_DELETE_TIMEOUT_SECONDS,
     ) -> None:
         self.core, self.apps, self.networking = core, apps, networking
-        self.simulate_node_registration = simulate_node_registration
-        self.simulated_workload_pods = simulated_workload_pods
+        self.key_pairs = KubernetesSecretSink(core)
+        self.simulated_nodes = simulated_nodes
         self.poll_interval = poll_interval
         self.namespace_delete_timeout = namespace_delete_timeout
         raw: dict[str, Any] = {"_preload_content": False}
@@ -362,24 +364,26 @@ class KvmProvider:
             "serviceaccount": core.list_service_account_for_all_namespaces,
         }
 
+    def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
+        """The admin key pair from its host Secret ``tenant-<id>/cert-admin``."""
+        return admin_credentials_from(self.key_pairs, spec)
+
     # --- activities: foundation ----------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_FOUNDATION))
     def ensure_foundation(self, input: ClusterRef) -> EnsureResult:
         """Namespace, then its isolation (before anything runs in it), identity and cluster facts."""
         spec = input.spec
-        m.kvm_settings(spec)  # refuse an AWS spec before creating anything
-        namespace_outcome, namespace = self._ensure(self._namespace, m.namespace_manifest(spec), spec)
+        manifests.kvm_settings(spec)  # refuse an AWS spec before creating anything
+        namespace_outcome, namespace = self._ensure(self._namespace, manifests.namespace_manifest(spec), spec)
         uid = namespace["metadata"]["uid"]
         outcomes = [namespace_outcome]
         for kind, manifest in (
-            (self._network_policy, m.network_policy_manifest(spec)),
-            (self._service_account, m.service_account_manifest(spec)),
-            (self._config_map, m.cluster_configmap_manifest(spec)),
+            (self._network_policy, manifests.network_policy_manifest(spec)),
+            (self._service_account, manifests.service_account_manifest(spec)),
+            (self._config_map, manifests.cluster_configmap_manifest(spec)),
         ):
-            outcomes.append(self._ensure(kind, m.with_owner(manifest, uid), spec)[0])
+            outcomes.append(self._ensure(kind, manifests.with_owner(manifest, uid), spec)[0])
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_FOUNDATION_ABSENT))
     def ensure_foundation_absent(self, input: ClusterRef) -> EnsureResult:
         """Delete the namespace (and with it everything in it) and wait until it is gone."""
         spec = input.spec
@@ -390,91 +394,80 @@ class KvmProvider:
         self._check_ours(self._namespace, live, spec)
         if not live["metadata"].get("deletionTimestamp"):
             self._delete(self._namespace, "", name, "Background", uid=live["metadata"]["uid"])
-        started = time.monotonic()
+        budget = WaitBudget(self.namespace_delete_timeout, max_poll=self.poll_interval, resume=False)
         while live is not None:
             remaining = self._namespace_leftovers(live)
-            activity.heartbeat({"namespace": name, "waiting_for": remaining})
-            if time.monotonic() - started >= self.namespace_delete_timeout:
+            budget.heartbeat(namespace=name, waiting_for=remaining)
+            if budget.expired:
                 raise NotReady(
-                    f"namespace {name} still terminating after {self.namespace_delete_timeout:g}s: {remaining}; "
+                    f"namespace {name} still terminating after {budget.waited:.0f}s: {remaining}; "
                     "deletion continues in the host cluster and is checked again on retry"
                 )
-            pause(self.poll_interval, f"waiting for namespace {name} to be deleted")
+            budget.sleep(f"waiting for namespace {name} to be deleted")
             live = self._read(self._namespace, "", name)
         activity.logger.info("namespace %s deleted", name)
         return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.DELETED)])
 
     # --- activities: endpoint ------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_ENDPOINT))
     def ensure_endpoint(self, input: ClusterRef) -> EnsureResult:
         spec = input.spec
         uid = self._namespace_uid(spec)
         outcomes = [
-            self._ensure(kind, m.with_owner(manifest, uid), spec)[0]
+            self._ensure(kind, manifests.with_owner(manifest, uid), spec)[0]
             for kind, manifest in (
-                (self._service, m.api_service_manifest(spec)),
-                (self._service, m.etcd_service_manifest(spec)),
-                (self._ingress, m.api_ingress_manifest(spec)),
+                (self._service, manifests.api_service_manifest(spec)),
+                (self._service, manifests.etcd_service_manifest(spec)),
+                (self._ingress, manifests.api_ingress_manifest(spec)),
             )
         ]
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_ENDPOINT_ABSENT))
     def ensure_endpoint_absent(self, input: ClusterRef) -> EnsureResult:
         namespace = namespace_of(input.spec.id)
         outcomes = [
             self._delete_outcome(kind, namespace, name)
             for kind, name in (
-                (self._ingress, m.API_INGRESS),
-                (self._service, m.API_SERVICE),
-                (self._service, m.ETCD_SERVICE),
+                (self._ingress, manifests.API_INGRESS),
+                (self._service, manifests.API_SERVICE),
+                (self._service, manifests.ETCD_SERVICE),
             )
         ]
         return EnsureResult(outcomes=outcomes)
 
     # --- activities: nodes ---------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_NODE))
     def ensure_node(self, input: NodeRef) -> EnsureResult:
         """The role's cloud-config for the version first (the VM reads it at boot), then the VM."""
-        spec, role = input.spec, m.node_role(input.node)
-        version = m.normalize_version(input.kubernetes_version)
+        spec, role = input.spec, node_role(input.node)
+        version = normalize_version(input.kubernetes_version)
         uid = self._namespace_uid(spec)
-        config = m.with_owner(m.cloud_config_manifest(spec, role, version), uid)
-        deployment = m.with_owner(
-            m.node_deployment_manifest(
-                spec,
-                input.node,
-                version,
-                input.restart_token,
-                simulate_node_registration=self.simulate_node_registration,
-                simulated_workload_pods=self.simulated_workload_pods,
-            ),
-            uid,
+        config = manifests.with_owner(manifests.cloud_config_manifest(spec, role, version), uid)
+        deployment = manifests.with_owner(
+            manifests.node_deployment_manifest(spec, input.node, version, input.restart_token), uid
         )
-        return EnsureResult(
-            outcomes=[
-                self._ensure(self._config_map, config, spec)[0],
-                self._ensure(self._deployment, deployment, spec)[0],
-            ]
-        )
+        outcomes = [
+            self._ensure(self._config_map, config, spec)[0],
+            self._ensure(self._deployment, deployment, spec)[0],
+        ]
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_ensured(spec, input.node, version)
+        return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.ENSURE_NODE_ABSENT))
     def ensure_node_absent(self, input: NodeRef) -> EnsureResult:
         """Delete the VM; then its cloud-config, once no other node of that role and version uses it.
 
         Operations on one cluster are serialised by its entity workflow, so no ensure_node of the
         same role and version runs concurrently with this check.
         """
-        spec, node, role = input.spec, input.node, m.node_role(input.node)
+        spec, node, role = input.spec, input.node, node_role(input.node)
         namespace = namespace_of(spec.id)
         # The live version label is what the VM really ran; the caller's may be a step behind.
-        versions = {m.normalize_version(input.kubernetes_version)}
+        versions = {normalize_version(input.kubernetes_version)}
         live = self._read(self._deployment, namespace, node)
         if live is not None:
             self._check_ours(self._deployment, live, spec)
             running = (live["metadata"].get("labels") or {}).get(VERSION_LABEL)
             if running:
-                versions.add(m.normalize_version(running))
+                versions.add(normalize_version(running))
         # Foreground: the Deployment goes only after its pod (the VM) is gone, so a node re-created
         # under the same name waits for the old VM instead of running next to it.
         outcomes = [self._delete_outcome(self._deployment, namespace, node, "Foreground")]
@@ -486,23 +479,26 @@ class KvmProvider:
             and (d["metadata"].get("labels") or {}).get(ROLE_LABEL) == role
         ]
         for version in sorted(versions):
-            config = m.cloud_config_name(role, version)
+            config = manifests.cloud_config_name(role, version)
             if any((d["metadata"].get("labels") or {}).get(VERSION_LABEL) == version for d in others):
                 outcomes.append(ResourceOutcome(kind="configmap", name=config, change=ResourceChange.UNCHANGED))
             else:
                 outcomes.append(self._delete_outcome(self._config_map, namespace, config))
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_removed(spec, node)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.RESTART_NODE))
     def restart_node(self, input: NodeRef) -> EnsureResult:
         """Roll the VM by setting the restart token on its pod template; the same token twice rolls once."""
         if not input.restart_token:
             raise InvalidInput(f"restart of node {input.node}: restart_token is empty, nothing would roll")
         spec, node = input.spec, input.node
-        m.node_role(node)
+        node_role(node)
         namespace = namespace_of(spec.id)
         desired = {
-            "spec": {"template": {"metadata": {"annotations": {m.RESTART_TOKEN_ANNOTATION: input.restart_token}}}}
+            "spec": {
+                "template": {"metadata": {"annotations": {manifests.RESTART_TOKEN_ANNOTATION: input.restart_token}}}
+            }
         }
         units: tuple[Unit, ...] = ((("spec", "template", "metadata", "annotations"), MAP),)
         for _ in range(CONFLICT_ATTEMPTS):
@@ -525,7 +521,6 @@ class KvmProvider:
                 )
         raise NotReady(f"deployment {namespace}/{node} kept changing while it was being restarted")
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.WAIT_NODES_READY))
     def wait_nodes_ready(self, input: WaitNodesInput) -> NodesResult:
         """Poll until every node's Deployment is available, heartbeating the nodes still pending.
 
@@ -545,7 +540,6 @@ class KvmProvider:
             self.poll_interval,
         )
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_NODES))
     def list_nodes(self, input: ClusterRef) -> NodesResult:
         nodes = []
         for deployment in self._node_deployments(input.spec):
@@ -563,7 +557,6 @@ class KvmProvider:
             )
         return NodesResult(nodes=sorted(nodes, key=lambda n: node_order(n.name)))
 
-    @activity.defn(name=provider_activity(Provider.KVM, ProviderOp.LIST_RESOURCES))
     def list_resources(self, input: ClusterRef) -> ResourceList:
         """Everything in any namespace labelled with the cluster, as ``kind/name`` or ``kind/namespace/name``."""
         selector = f"{CLUSTER_LABEL}={input.spec.id}"
@@ -625,7 +618,9 @@ class KvmProvider:
         name = namespace_of(spec.id)
         live = self._read(self._namespace, "", name)
         if live is None:
-            raise InvalidInput(f"namespace {name} does not exist: the cluster's foundation must be ensured first")
+            raise MissingPrerequisite(
+                f"namespace {name} does not exist: the cluster's foundation must be ensured first"
+            )
         self._check_ours(self._namespace, live, spec)
         if live["metadata"].get("deletionTimestamp"):
             raise NotReady(f"namespace {name} is being deleted")

@@ -14,10 +14,10 @@ from typing import Final, cast
 
 from temporalio import activity
 
-from activities import aws_resources as r
-from activities.aws_context import NOT_FOUND, AwsContext, Obj, call, changed, do, filters, name_of, outcome, worse
-from activities.aws_resources import Kind, Part
-from models.errors import Conflict, InvalidInput, NotReady
+from activities.aws import resources
+from activities.aws.context import NOT_FOUND, AwsContext, Obj, call, changed, do, filters, name_of, outcome, worse
+from activities.aws.resources import Kind, Part
+from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady
 from models.naming import ROLE_LABEL
 from models.provider import ResourceChange, ResourceOutcome
 
@@ -35,8 +35,8 @@ class Network:
 
 
 def ensure_vpc(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
-    aws = r.aws_settings(c.spec)
-    desired = r.ec2_tags(c.spec, Part.VPC, c.id)
+    aws = resources.aws_settings(c.spec)
+    desired = resources.ec2_tags(c.spec, Part.VPC, c.id)
     vpc = c.one(Kind.VPC, c.id, c.describe("describe_vpcs", "Vpcs", filters(c.spec, Part.VPC)), "VpcId")
     if vpc is None:
         vpc = cast(
@@ -45,7 +45,7 @@ def ensure_vpc(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
                 f"create VPC {c.id}",
                 c.ec2.create_vpc,
                 CidrBlock=aws.vpc_cidr,
-                TagSpecifications=[{"ResourceType": "vpc", "Tags": r.tag_list(desired)}],
+                TagSpecifications=[{"ResourceType": "vpc", "Tags": resources.tag_list(desired)}],
             )["Vpc"],
         )
         change = ResourceChange.CREATED
@@ -78,7 +78,7 @@ def ensure_vpc(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
 
 
 def ensure_internet_gateway(c: AwsContext, vpc_id: str, outcomes: list[ResourceOutcome]) -> str:
-    desired = r.ec2_tags(c.spec, Part.INTERNET_GATEWAY, c.id)
+    desired = resources.ec2_tags(c.spec, Part.INTERNET_GATEWAY, c.id)
     found = c.describe("describe_internet_gateways", "InternetGateways", filters(c.spec, Part.INTERNET_GATEWAY))
     igw = c.one(Kind.INTERNET_GATEWAY, c.id, found, "InternetGatewayId")
     if igw is None:
@@ -87,7 +87,7 @@ def ensure_internet_gateway(c: AwsContext, vpc_id: str, outcomes: list[ResourceO
             do(
                 f"create internet gateway {c.id}",
                 c.ec2.create_internet_gateway,
-                TagSpecifications=[{"ResourceType": "internet-gateway", "Tags": r.tag_list(desired)}],
+                TagSpecifications=[{"ResourceType": "internet-gateway", "Tags": resources.tag_list(desired)}],
             )["InternetGateway"],
         )
         change = ResourceChange.CREATED
@@ -118,14 +118,14 @@ def ensure_subnets(
 ) -> tuple[dict[str, str], dict[str, str]]:
     public: dict[str, str] = {}
     private: dict[str, str] = {}
-    for plan in r.subnet_plan(c.spec):
+    for plan in resources.subnet_plan(c.spec):
         for part, cidr, ids in (
             (Part.PUBLIC_SUBNET, plan.public, public),
             (Part.PRIVATE_SUBNET, plan.private, private),
         ):
-            name = r.subnet_name(c.spec, part, plan.zone)
-            desired = r.subnet_tags(c.spec, part, plan.zone)
-            where = [*filters(c.spec, part, **{r.ZONE_TAG: plan.zone}), {"Name": "vpc-id", "Values": [vpc_id]}]
+            name = resources.subnet_name(c.spec, part, plan.zone)
+            desired = resources.subnet_tags(c.spec, part, plan.zone)
+            where = [*filters(c.spec, part, **{resources.ZONE_TAG: plan.zone}), {"Name": "vpc-id", "Values": [vpc_id]}]
             subnet = c.one(Kind.SUBNET, name, c.describe("describe_subnets", "Subnets", where), "SubnetId")
             if subnet is None:
                 subnet = cast(
@@ -136,7 +136,7 @@ def ensure_subnets(
                         VpcId=vpc_id,
                         CidrBlock=cidr,
                         AvailabilityZone=plan.zone,
-                        TagSpecifications=[{"ResourceType": "subnet", "Tags": r.tag_list(desired)}],
+                        TagSpecifications=[{"ResourceType": "subnet", "Tags": resources.tag_list(desired)}],
                     )["Subnet"],
                 )
                 change = ResourceChange.CREATED
@@ -164,8 +164,8 @@ def ensure_route_table(
 ) -> None:
     """A route table whose default route goes to ``target``, associated with ``subnets``."""
     name = f"{c.id}-public" if zone is None else f"{c.id}-private-{zone}"
-    extra = {} if zone is None else {r.ZONE_TAG: zone}
-    desired = r.ec2_tags(c.spec, part, name, **extra)
+    extra = {} if zone is None else {resources.ZONE_TAG: zone}
+    desired = resources.ec2_tags(c.spec, part, name, **extra)
     where = [*filters(c.spec, part, **extra), {"Name": "vpc-id", "Values": [vpc_id]}]
     table = c.one(Kind.ROUTE_TABLE, name, c.describe("describe_route_tables", "RouteTables", where), "RouteTableId")
     if table is None:
@@ -175,7 +175,7 @@ def ensure_route_table(
                 f"create route table {name}",
                 c.ec2.create_route_table,
                 VpcId=vpc_id,
-                TagSpecifications=[{"ResourceType": "route-table", "Tags": r.tag_list(desired)}],
+                TagSpecifications=[{"ResourceType": "route-table", "Tags": resources.tag_list(desired)}],
             )["RouteTable"],
         )
         change = ResourceChange.CREATED
@@ -236,7 +236,7 @@ def _associate(c: AwsContext, table_id: str, subnet_id: str) -> bool:
 
 
 def _nat_gateways(c: AwsContext, zone: str | None = None) -> list[Obj]:
-    extra = {} if zone is None else {r.ZONE_TAG: zone}
+    extra = {} if zone is None else {resources.ZONE_TAG: zone}
     where = [*filters(c.spec, Part.NAT_GATEWAY, **extra), {"Name": "state", "Values": ["pending", "available"]}]
     return c.describe("describe_nat_gateways", "NatGateways", where, param="Filter")
 
@@ -245,8 +245,10 @@ def ensure_nat_gateway(c: AwsContext, zone: str, subnet_id: str, outcomes: list[
     """A NAT gateway per zone with its own address: private nodes reach registries, S3 and
     Secrets Manager, and one zone's outage never cuts another zone's egress."""
     name = f"{c.id}-nat-{zone}"
-    address_tags = r.ec2_tags(c.spec, Part.NAT_ADDRESS, name, **{r.ZONE_TAG: zone})
-    addresses = c.describe("describe_addresses", "Addresses", filters(c.spec, Part.NAT_ADDRESS, **{r.ZONE_TAG: zone}))
+    address_tags = resources.ec2_tags(c.spec, Part.NAT_ADDRESS, name, **{resources.ZONE_TAG: zone})
+    addresses = c.describe(
+        "describe_addresses", "Addresses", filters(c.spec, Part.NAT_ADDRESS, **{resources.ZONE_TAG: zone})
+    )
     address = c.one(Kind.ELASTIC_IP, name, addresses, "AllocationId")
     if address is None:
         address = cast(
@@ -255,14 +257,14 @@ def ensure_nat_gateway(c: AwsContext, zone: str, subnet_id: str, outcomes: list[
                 f"allocate address {name}",
                 c.ec2.allocate_address,
                 Domain="vpc",
-                TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": r.tag_list(address_tags)}],
+                TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": resources.tag_list(address_tags)}],
             ),
         )
         outcomes.append(outcome(Kind.ELASTIC_IP, name, ResourceChange.CREATED))
     else:
         tagged = c.converge_tags(address["AllocationId"], address.get("Tags"), address_tags)
         outcomes.append(outcome(Kind.ELASTIC_IP, name, changed(tagged)))
-    desired = r.ec2_tags(c.spec, Part.NAT_GATEWAY, name, **{r.ZONE_TAG: zone})
+    desired = resources.ec2_tags(c.spec, Part.NAT_GATEWAY, name, **{resources.ZONE_TAG: zone})
     nat = c.one(Kind.NAT_GATEWAY, name, _nat_gateways(c, zone), "NatGatewayId")
     if nat is None:
         nat = cast(
@@ -273,7 +275,7 @@ def ensure_nat_gateway(c: AwsContext, zone: str, subnet_id: str, outcomes: list[
                 SubnetId=subnet_id,
                 AllocationId=address["AllocationId"],
                 ConnectivityType="public",
-                TagSpecifications=[{"ResourceType": "natgateway", "Tags": r.tag_list(desired)}],
+                TagSpecifications=[{"ResourceType": "natgateway", "Tags": resources.tag_list(desired)}],
             )["NatGateway"],
         )
         change = ResourceChange.CREATED
@@ -308,8 +310,8 @@ def ensure_security_groups(c: AwsContext, vpc_id: str, outcomes: list[ResourceOu
     ids: dict[Part, str] = {}
     changes: dict[Part, ResourceChange] = {}
     for part in SECURITY_GROUPS:
-        name = r.security_group_name(c.spec, part)
-        desired = r.ec2_tags(c.spec, part, name)
+        name = resources.security_group_name(c.spec, part)
+        desired = resources.ec2_tags(c.spec, part, name)
         group = _security_group(c, vpc_id, name)
         if group is None:
             created = call(
@@ -319,7 +321,7 @@ def ensure_security_groups(c: AwsContext, vpc_id: str, outcomes: list[ResourceOu
                 GroupName=name,
                 Description=f"tenantctl {c.id}: {part.value.replace('-', ' ')}",
                 VpcId=vpc_id,
-                TagSpecifications=[{"ResourceType": "security-group", "Tags": r.tag_list(desired)}],
+                TagSpecifications=[{"ResourceType": "security-group", "Tags": resources.tag_list(desired)}],
             )
             if created is not None:
                 ids[part], changes[part] = str(created["GroupId"]), ResourceChange.CREATED
@@ -327,7 +329,7 @@ def ensure_security_groups(c: AwsContext, vpc_id: str, outcomes: list[ResourceOu
             group = _security_group(c, vpc_id, name)  # made meanwhile (names are unique per VPC)
             if group is None:
                 raise NotReady(f"security group {name} was reported to exist but cannot be read yet")
-        if (why := r.foreign(r.tag_dict(group.get("Tags")), c.spec)) is not None:
+        if (why := resources.foreign(resources.tag_dict(group.get("Tags")), c.spec)) is not None:
             raise Conflict(f"security group {name} in {vpc_id} is not tenantctl's for cluster {c.id} ({why})")
         tagged = c.converge_tags(group["GroupId"], group.get("Tags"), desired)
         ids[part], changes[part] = (
@@ -337,7 +339,7 @@ def ensure_security_groups(c: AwsContext, vpc_id: str, outcomes: list[ResourceOu
     for part in SECURITY_GROUPS:
         if _converge_rules(c, part, ids):
             changes[part] = worse(changes[part], ResourceChange.UPDATED)
-        outcomes.append(outcome(Kind.SECURITY_GROUP, r.security_group_name(c.spec, part), changes[part]))
+        outcomes.append(outcome(Kind.SECURITY_GROUP, resources.security_group_name(c.spec, part), changes[part]))
     return ids
 
 
@@ -367,18 +369,18 @@ def _converge_rules(c: AwsContext, part: Part, ids: dict[Part, str]) -> bool:
             source = f"cidr:{rule.get('CidrIpv4') or rule.get('CidrIpv6') or rule.get('PrefixListId')}"
         return (str(rule.get("IpProtocol")), int(rule.get("FromPort", -1)), int(rule.get("ToPort", -1)), source)
 
-    desired = {rule.key: rule for rule in r.ingress_rules(c.spec, part)}
+    desired = {rule.key: rule for rule in resources.ingress_rules(c.spec, part)}
     have = {key(rule): rule for rule in live}
     missing = [rule for k, rule in desired.items() if k not in have]
     extra = [str(rule["SecurityGroupRuleId"]) for k, rule in have.items() if k not in desired]
-    name = r.security_group_name(c.spec, part)
+    name = resources.security_group_name(c.spec, part)
     if missing:
         call(
             f"allow {len(missing)} rules into {name}",
             c.ec2.authorize_security_group_ingress,
             ok={"InvalidPermission.Duplicate"},
             GroupId=group_id,
-            IpPermissions=[r.ip_permission(rule, ids) for rule in sorted(missing)],
+            IpPermissions=[resources.ip_permission(rule, ids) for rule in sorted(missing)],
         )
     if extra:
         activity.logger.warning("security group %s: revoking %d rules tenantctl did not make", name, len(extra))
@@ -396,27 +398,29 @@ def find_network(c: AwsContext) -> Network:
     """The cluster's VPC, subnets and groups, or InvalidInput when the foundation is missing."""
     vpc = c.one(Kind.VPC, c.id, c.describe("describe_vpcs", "Vpcs", filters(c.spec, Part.VPC)), "VpcId")
     if vpc is None:
-        raise InvalidInput(f"VPC {c.id} does not exist: the cluster's foundation must be ensured first")
+        raise MissingPrerequisite(f"VPC {c.id} does not exist: the cluster's foundation must be ensured first")
     vpc_id = str(vpc["VpcId"])
     public: dict[str, str] = {}
     private: dict[str, str] = {}
     for subnet in c.describe("describe_subnets", "Subnets", [*filters(c.spec), {"Name": "vpc-id", "Values": [vpc_id]}]):
-        subnet_tags = r.tag_dict(subnet.get("Tags"))
-        zone, part = subnet_tags.get(r.ZONE_TAG, ""), subnet_tags.get(ROLE_LABEL)
+        subnet_tags = resources.tag_dict(subnet.get("Tags"))
+        zone, part = subnet_tags.get(resources.ZONE_TAG, ""), subnet_tags.get(ROLE_LABEL)
         target = public if part == Part.PUBLIC_SUBNET else private if part == Part.PRIVATE_SUBNET else None
         if target is not None and (zone not in target or subnet["SubnetId"] < target[zone]):
             target[zone] = str(subnet["SubnetId"])
     groups: dict[Part, str] = {}
     for part in SECURITY_GROUPS:
-        group = _security_group(c, vpc_id, r.security_group_name(c.spec, part))
+        group = _security_group(c, vpc_id, resources.security_group_name(c.spec, part))
         if group is not None:
             groups[part] = str(group["GroupId"])
-    zones = r.aws_settings(c.spec).availability_zones
+    zones = resources.aws_settings(c.spec).availability_zones
     missing = [f"public subnet in {z}" for z in zones if z not in public]
     missing += [f"private subnet in {z}" for z in zones if z not in private]
-    missing += [f"security group {r.security_group_name(c.spec, p)}" for p in SECURITY_GROUPS if p not in groups]
+    missing += [
+        f"security group {resources.security_group_name(c.spec, p)}" for p in SECURITY_GROUPS if p not in groups
+    ]
     if missing:
-        raise InvalidInput(f"cluster {c.id} lacks {', '.join(missing)}: its foundation must be ensured first")
+        raise MissingPrerequisite(f"cluster {c.id} lacks {', '.join(missing)}: its foundation must be ensured first")
     return Network(vpc_id=vpc_id, public=public, private=private, groups=groups)
 
 

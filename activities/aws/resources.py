@@ -1,6 +1,6 @@
 """Desired AWS resources of a tenant cluster, as pure functions of its spec (no AWS calls).
 
-The AWS provider (``activities.aws_provider``) looks every resource up by these names and tags
+The AWS provider (``activities.aws.provider``) looks every resource up by these names and tags
 before it creates anything, so a retried, resumed or repeated activity finds what an earlier
 attempt made. Per cluster ``<id>`` (base domain ``<base>``)::
 
@@ -30,12 +30,21 @@ from typing import Any, Final
 
 import yaml
 
-from activities import kvm_manifests as km
-from activities.kvm_manifests import node_role, normalize_version  # one spelling for both providers
+from activities.nodes import bootstrap
 from models.errors import InvalidInput
-from models.naming import CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NODE_LABEL, ROLE_LABEL, VERSION_LABEL
+from models.naming import (
+    CLUSTER_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NODE_LABEL,
+    ROLE_LABEL,
+    VERSION_LABEL,
+    node_index,
+    node_role,
+)
 from models.naming import aws_secret_name as secret_name
 from models.spec import AwsSettings, ClusterSpec, Provider
+from models.versions import normalize_version
 
 NAME_TAG: Final = "Name"
 OWNER_TAG: Final = "tenantctl.io/owner"
@@ -56,11 +65,11 @@ RECORD_TTL: Final = 60
 TRUST_BUNDLE: Final = "ca-bundle"
 """Secrets Manager name suffix of the published trust bundle (tenantctl/<id>/ca-bundle)."""
 
-API_PORT: Final = km.API_PORT
-APISERVER_PORT: Final = km.APISERVER_PORT
-ETCD_CLIENT_PORT: Final = km.ETCD_CLIENT_PORT
-ETCD_PEER_PORT: Final = km.ETCD_PEER_PORT
-KUBELET_PORT: Final = km.KUBELET_PORT
+API_PORT: Final = bootstrap.API_PORT
+APISERVER_PORT: Final = bootstrap.APISERVER_PORT
+ETCD_CLIENT_PORT: Final = bootstrap.ETCD_CLIENT_PORT
+ETCD_PEER_PORT: Final = bootstrap.ETCD_PEER_PORT
+KUBELET_PORT: Final = bootstrap.KUBELET_PORT
 VXLAN_PORT: Final = 8472
 NODE_PORTS: Final = (30000, 32767)
 
@@ -120,13 +129,8 @@ def aws_settings(spec: ClusterSpec) -> AwsSettings:
     return spec.aws
 
 
-def node_index(node: str) -> int:
-    return int(node.rsplit("-", 1)[1])
-
-
 def node_zone(spec: ClusterSpec, node: str) -> str:
     """Nodes of each role are spread over the zones: ``<role>-i`` goes to zone ``i mod n``."""
-    node_role(node)
     zones = aws_settings(spec).availability_zones
     return zones[node_index(node) % len(zones)]
 
@@ -189,8 +193,8 @@ def ingress_record(spec: ClusterSpec) -> str:
 
 
 def etcd_record(spec: ClusterSpec, node: str) -> str:
-    """Where etcd peers find a master (the names its certificates carry, see ``kvm_manifests``)."""
-    return fqdn(f"{node}.{km.etcd_domain(spec)}")
+    """Where etcd peers find a master (the names its certificates carry, see ``activities.nodes.bootstrap``)."""
+    return fqdn(f"{node}.{bootstrap.etcd_domain(spec)}")
 
 
 def in_cluster_domain(spec: ClusterSpec, record_name: str) -> bool:
@@ -363,7 +367,7 @@ def readable_certificates(spec: ClusterSpec, role: str) -> list[str]:
     """Certificate name patterns the nodes of a role may read: a worker never reads the API
     server's, etcd's or the service-account signing key, only kubelet key pairs."""
     first = f"{role}-0"
-    names = {km.certificate_dir(r.name, first) for r in km.node_certificates(spec, first)}
+    names = {bootstrap.certificate_dir(r.name, first) for r in bootstrap.node_certificates(spec, first)}
     patterns = sorted(f"{name}-{role}-*" if name in ("node", "etcd-server", "etcd-peer") else name for name in names)
     return [*patterns, TRUST_BUNDLE]
 
@@ -401,36 +405,37 @@ def certificate_secrets(spec: ClusterSpec, role: str) -> list[dict[str, str]]:
     """Which secret goes into which directory under /etc/kubernetes/ssl, with ``${NODE_NAME}`` for
     the node's own key pairs: the same paths the KVM VMs find their mounted Secrets at."""
     found = []
-    for request in km.node_certificates(spec, f"{role}-0"):
-        directory = km.certificate_dir(request.name, f"{role}-0")
+    for request in bootstrap.node_certificates(spec, f"{role}-0"):
+        directory = bootstrap.certificate_dir(request.name, f"{role}-0")
         name = request.name.replace(f"{role}-0", "${NODE_NAME}")
-        found.append({"secret": secret_name(spec.id, name), "directory": f"{km.CERTS_DIR}/{directory}"})
+        found.append({"secret": secret_name(spec.id, name), "directory": f"{bootstrap.CERTS_DIR}/{directory}"})
     return sorted(found, key=lambda item: item["directory"])
 
 
 def cloud_config(spec: ClusterSpec, role: str, version: str, secrets_region: str) -> str:
-    """The KVM cloud-config of the role and version, with Secrets Manager instead of mounted files.
+    """The node bootstrap's cloud-config (``activities.nodes.bootstrap``) for the role and version,
+    with the key pairs fetched from Secrets Manager.
 
     KVM VMs get their key pairs over a virtio-9p mount of the pod's Secrets. An EC2 instance
     fetches them itself at every boot (``tenantctl-certificates.service``, before the kubelet),
-    with its instance profile, into the same directories, so everything else is unchanged and a
+    with its instance profile, into the same directories, so everything else is the same and a
     reboot after a rotation loads the new key pairs.
     """
-    document: dict[str, Any] = yaml.safe_load(km.cloud_config(spec, role, version))
-    document.pop("mounts", None)
+    version = normalize_version(version)
+    document = bootstrap.cloud_config_document(spec, role, version)
     manifest = {
         "region": secrets_region,
         "trust_bundle": secret_name(spec.id, TRUST_BUNDLE),
         "certificates": certificate_secrets(spec, role),
     }
-    document["write_files"].append(
+    document.files.append(
         {
             "path": "/etc/tenantctl/certificates.yaml",
             "permissions": "0644",
             "content": yaml.safe_dump(manifest, sort_keys=False),
         }
     )
-    document["write_files"].append(
+    document.files.append(
         {
             "path": "/etc/systemd/system/tenantctl-certificates.service",
             "permissions": "0644",
@@ -451,14 +456,9 @@ def cloud_config(spec: ClusterSpec, role: str, version: str, secrets_region: str
             ),
         }
     )
-    document["runcmd"] = [
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "tenantctl-certificates.service"],
-        *document["runcmd"][1:],
-    ]
-    version = normalize_version(version)
-    first_line = f"#cloud-config\n# tenantctl: {role} nodes of cluster {spec.id} on AWS, Kubernetes v{version}\n"
-    return first_line + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+    # The key pairs before anything that reads them: right after systemd learns of the new units.
+    document.runcmd[1:1] = [["systemctl", "enable", "--now", "tenantctl-certificates.service"]]
+    return document.render(f"tenantctl: {role} nodes of cluster {spec.id} on AWS, Kubernetes v{version}")
 
 
 def user_data(spec: ClusterSpec, role: str, version: str, bucket: str) -> str:

@@ -13,10 +13,10 @@ from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
 
-from activities import aws_resources as r
-from activities.aws_context import NOT_FOUND, AwsContext, call, code, do, outcome, worse
-from activities.aws_resources import Kind, Part
-from models.errors import Conflict, Forbidden, InvalidInput
+from activities.aws import resources
+from activities.aws.context import NOT_FOUND, AwsContext, call, code, do, outcome, worse
+from activities.aws.resources import Kind, Part
+from models.errors import Conflict, Forbidden, MissingPrerequisite
 from models.naming import CLUSTER_LABEL, ROLE_LABEL
 from models.provider import ResourceChange, ResourceOutcome
 
@@ -48,16 +48,16 @@ def ensure_bucket(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
             raise
         change = ResourceChange.CREATED
     live_tags = call(f"read tags of bucket {name}", c.s3.get_bucket_tagging, ok=NOT_FOUND, Bucket=name)
-    live = r.tag_dict(list(live_tags["TagSet"]) if live_tags else [])
+    live = resources.tag_dict(list(live_tags["TagSet"]) if live_tags else [])
     if live.get(CLUSTER_LABEL, c.id) != c.id:
         raise Conflict(f"bucket {name} is tagged {CLUSTER_LABEL}={live[CLUSTER_LABEL]}, not {c.id}")
-    desired = r.tags(c.spec, Part.CLOUD_CONFIG)
-    if r.missing_tags(live, desired):
+    desired = resources.tags(c.spec, Part.CLOUD_CONFIG)
+    if resources.missing_tags(live, desired):
         do(
             f"tag bucket {name}",
             c.s3.put_bucket_tagging,
             Bucket=name,
-            Tagging={"TagSet": r.tag_list({**live, **desired})},
+            Tagging={"TagSet": resources.tag_list({**live, **desired})},
         )
         change = worse(change, ResourceChange.UPDATED)
     block = {
@@ -97,15 +97,15 @@ def ensure_bucket(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
 def existing_bucket(c: AwsContext) -> str:
     name = c.bucket
     if not bucket_exists(c, name):
-        raise InvalidInput(f"bucket {name} does not exist: the cluster's foundation must be ensured first")
+        raise MissingPrerequisite(f"bucket {name} does not exist: the cluster's foundation must be ensured first")
     return name
 
 
 def ensure_node_identity(c: AwsContext, role: str, bucket: str, outcomes: list[ResourceOutcome]) -> None:
     """IAM role ``tenantctl-<id>-<role>`` with its inline policy, and its instance profile."""
-    name = r.iam_name(c.id, role)
-    desired_tags = r.tags(c.spec, Part.IAM, name, **{ROLE_LABEL: role})
-    trust = r.trust_policy()
+    name = resources.iam_name(c.id, role)
+    desired_tags = resources.tags(c.spec, Part.IAM, name, **{ROLE_LABEL: role})
+    trust = resources.trust_policy()
     live = call(f"read IAM role {name}", c.iam.get_role, ok=NOT_FOUND, RoleName=name)
     if live is None:
         created = call(
@@ -113,19 +113,19 @@ def ensure_node_identity(c: AwsContext, role: str, bucket: str, outcomes: list[R
             c.iam.create_role,
             ok={"EntityAlreadyExists"},
             RoleName=name,
-            Path=r.IAM_PATH,
+            Path=resources.IAM_PATH,
             AssumeRolePolicyDocument=trust,
             Description=f"tenantctl: {role} nodes of cluster {c.id}",
-            Tags=r.tag_list(desired_tags),
+            Tags=resources.tag_list(desired_tags),
         )
         role_change = ResourceChange.CREATED if created is not None else ResourceChange.UNCHANGED
     else:
         role_change = ResourceChange.UNCHANGED
-        role_tags = r.tag_dict(list(live["Role"].get("Tags") or []))
-        if (why := r.foreign(role_tags, c.spec)) is not None:
+        role_tags = resources.tag_dict(list(live["Role"].get("Tags") or []))
+        if (why := resources.foreign(role_tags, c.spec)) is not None:
             raise Conflict(f"IAM role {name} exists but is not tenantctl's for cluster {c.id} ({why})")
-        if missing := r.missing_tags(role_tags, desired_tags):
-            do(f"tag IAM role {name}", c.iam.tag_role, RoleName=name, Tags=r.tag_list(missing))
+        if missing := resources.missing_tags(role_tags, desired_tags):
+            do(f"tag IAM role {name}", c.iam.tag_role, RoleName=name, Tags=resources.tag_list(missing))
             role_change = ResourceChange.UPDATED
         if _policy(live["Role"].get("AssumeRolePolicyDocument")) != _policy(trust):
             do(
@@ -135,16 +135,16 @@ def ensure_node_identity(c: AwsContext, role: str, bucket: str, outcomes: list[R
                 PolicyDocument=trust,
             )
             role_change = ResourceChange.UPDATED
-    document = r.node_policy(c.spec, role, bucket, c.partition, c.account)
+    document = resources.node_policy(c.spec, role, bucket, c.partition, c.account)
     current = call(
-        f"read policy of {name}", c.iam.get_role_policy, ok=NOT_FOUND, RoleName=name, PolicyName=r.NODE_POLICY
+        f"read policy of {name}", c.iam.get_role_policy, ok=NOT_FOUND, RoleName=name, PolicyName=resources.NODE_POLICY
     )
     if current is None or _policy(current.get("PolicyDocument")) != _policy(document):
         do(
             f"write policy of {name}",
             c.iam.put_role_policy,
             RoleName=name,
-            PolicyName=r.NODE_POLICY,
+            PolicyName=resources.NODE_POLICY,
             PolicyDocument=document,
         )
         role_change = worse(role_change, ResourceChange.UPDATED)
@@ -157,21 +157,21 @@ def ensure_node_identity(c: AwsContext, role: str, bucket: str, outcomes: list[R
             c.iam.create_instance_profile,
             ok={"EntityAlreadyExists"},
             InstanceProfileName=name,
-            Path=r.IAM_PATH,
-            Tags=r.tag_list(desired_tags),
+            Path=resources.IAM_PATH,
+            Tags=resources.tag_list(desired_tags),
         )
         profile_change, roles = ResourceChange.CREATED, []
     else:
         profile_change = ResourceChange.UNCHANGED
-        profile_tags = r.tag_dict(list(profile["InstanceProfile"].get("Tags") or []))
-        if (why := r.foreign(profile_tags, c.spec)) is not None:
+        profile_tags = resources.tag_dict(list(profile["InstanceProfile"].get("Tags") or []))
+        if (why := resources.foreign(profile_tags, c.spec)) is not None:
             raise Conflict(f"instance profile {name} exists but is not tenantctl's for cluster {c.id} ({why})")
-        if missing := r.missing_tags(profile_tags, desired_tags):
+        if missing := resources.missing_tags(profile_tags, desired_tags):
             do(
                 f"tag instance profile {name}",
                 c.iam.tag_instance_profile,
                 InstanceProfileName=name,
-                Tags=r.tag_list(missing),
+                Tags=resources.tag_list(missing),
             )
             profile_change = ResourceChange.UPDATED
         roles = [str(role_["RoleName"]) for role_ in profile["InstanceProfile"].get("Roles") or []]
@@ -197,9 +197,9 @@ def ensure_node_identity(c: AwsContext, role: str, bucket: str, outcomes: list[R
 
 
 def ensure_cloud_config(c: AwsContext, bucket: str, role: str, version: str) -> ResourceOutcome:
-    key = r.cloud_config_key(role, version)
-    content = r.cloud_config(c.spec, role, version, c.secrets_region)
-    digest = r.content_digest(content)
+    key = resources.cloud_config_key(role, version)
+    content = resources.cloud_config(c.spec, role, version, c.secrets_region)
+    digest = resources.content_digest(content)
     head = call(f"read s3://{bucket}/{key}", c.s3.head_object, ok=NOT_FOUND, Bucket=bucket, Key=key)
     if head is not None and head.get("Metadata", {}).get("sha256") == digest:
         return outcome(Kind.OBJECT, key, ResourceChange.UNCHANGED)
@@ -225,13 +225,15 @@ def delete_object(c: AwsContext, bucket: str, key: str) -> ResourceOutcome:
 
 def delete_node_identity(c: AwsContext, role: str) -> list[ResourceOutcome]:
     """Instance profile (after taking its role out), then the role's policies, then the role."""
-    name = r.iam_name(c.id, role)
+    name = resources.iam_name(c.id, role)
     outcomes = []
     profile = call(f"read instance profile {name}", c.iam.get_instance_profile, ok=NOT_FOUND, InstanceProfileName=name)
     if profile is None:
         outcomes.append(outcome(Kind.INSTANCE_PROFILE, name, ResourceChange.ABSENT))
     else:
-        if (why := r.foreign(r.tag_dict(list(profile["InstanceProfile"].get("Tags") or [])), c.spec)) is not None:
+        if (
+            why := resources.foreign(resources.tag_dict(list(profile["InstanceProfile"].get("Tags") or [])), c.spec)
+        ) is not None:
             raise Conflict(f"instance profile {name} is not tenantctl's for cluster {c.id} ({why}); not deleting it")
         for role_ in profile["InstanceProfile"].get("Roles") or []:
             call(
@@ -247,7 +249,7 @@ def delete_node_identity(c: AwsContext, role: str) -> list[ResourceOutcome]:
     if live is None:
         outcomes.append(outcome(Kind.ROLE, name, ResourceChange.ABSENT))
         return outcomes
-    if (why := r.foreign(r.tag_dict(list(live["Role"].get("Tags") or [])), c.spec)) is not None:
+    if (why := resources.foreign(resources.tag_dict(list(live["Role"].get("Tags") or [])), c.spec)) is not None:
         raise Conflict(f"IAM role {name} is not tenantctl's for cluster {c.id} ({why}); not deleting it")
     policies = call(f"list policies of {name}", c.iam.list_role_policies, ok=NOT_FOUND, RoleName=name)
     for policy in policies["PolicyNames"] if policies else []:
@@ -279,7 +281,7 @@ def delete_bucket(c: AwsContext) -> list[ResourceOutcome]:
     if not bucket_exists(c, name):
         return [outcome(Kind.BUCKET, name, ResourceChange.ABSENT)]
     live_tags = call(f"read tags of bucket {name}", c.s3.get_bucket_tagging, ok=NOT_FOUND, Bucket=name)
-    cluster = r.tag_dict(list(live_tags["TagSet"]) if live_tags else []).get(CLUSTER_LABEL, c.id)
+    cluster = resources.tag_dict(list(live_tags["TagSet"]) if live_tags else []).get(CLUSTER_LABEL, c.id)
     if cluster != c.id:
         raise Conflict(f"bucket {name} is tagged {CLUSTER_LABEL}={cluster}, not {c.id}; not deleting it")
     # The bucket is not versioned, but someone may have turned versioning on: every version goes.

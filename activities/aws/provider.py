@@ -3,7 +3,7 @@
 The same contract as the KVM provider (``models.provider``), so the same workflows drive both:
 ``ensure_*`` reads what exists, creates what is missing and converges what drifted; ``*_absent``
 deletes in reverse dependency order and treats "not found" as done. Names and tags come from
-``activities.aws_resources``.
+``activities.aws.resources``.
 
 Idempotency comes from lookups, never from request tokens: every resource is looked up by its
 tags (or its deterministic name) before anything is created, and created *with* its tags, so a
@@ -18,27 +18,22 @@ replace-one-then-the-next), an ASG names nothing and replaces instances on its o
 two controllers of one set of instances fight. The launch template still gives AWS the whole
 picture of a node (an ASG could adopt it later).
 
-Errors: AWS calls run under ``backend_errors.classify`` (access denied -> Forbidden, invalid
+Errors: AWS calls run under ``activities.common.errors.classify`` (access denied -> Forbidden, invalid
 parameters -> InvalidInput, limits -> QuotaExceeded); throttling and 5xx stay retryable (botocore
 retries them first, then the activity's retry policy).
 """
 
 from __future__ import annotations
 
-import math
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from temporalio import activity
 
-from activities import aws_access as access
-from activities import aws_endpoint as edge
-from activities import aws_network as net
-from activities import aws_resources as r
-from activities.aws_context import (
+from activities.aws import access, endpoint, network, resources
+from activities.aws.context import (
     NOT_FOUND,
     AwsContext,
     Obj,
@@ -52,26 +47,26 @@ from activities.aws_context import (
     tagged_as,
     worse,
 )
-from activities.aws_resources import Kind, Part
-from activities.backend_errors import classify
-from activities.kvm_manifests import node_role, normalize_version
-from activities.waits import wait_for_nodes
-from models.errors import Conflict, InvalidInput, NotReady, PermanentError
-from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name, node_order
+from activities.aws.key_pairs import SecretsManagerSink
+from activities.aws.resources import Kind, Part
+from activities.common.errors import classify
+from activities.common.waits import wait_for_nodes
+from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
+from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady, PermanentError
+from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name, node_order, node_role
 from models.provider import (
     ClusterRef,
     EnsureResult,
     NodeObservation,
     NodeRef,
     NodesResult,
-    ProviderOp,
     ResourceChange,
     ResourceList,
     ResourceOutcome,
     WaitNodesInput,
-    provider_activity,
 )
 from models.spec import ClusterSpec, Provider
+from models.versions import normalize_version
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -83,11 +78,8 @@ if TYPE_CHECKING:
 
     from worker.clients import AwsClients
 
-TenantNodes = Callable[[str, str, "str | None"], None]
-"""Hook ``(cluster id, node, kubelet version or None once the node is gone)``: the local stack
-registers a simulated tenant Node for each running instance (moto runs no kubelet)."""
-
 POLL_INTERVAL_SECONDS: Final = 2.0
+"""Waits look at once, then back off from 0.1 s to this interval (``activities.common.waits``)."""
 INSTANCE_WAIT_SECONDS: Final = 480.0
 """One attempt waits this long for instances to stop or start (below the 10-minute start-to-close)."""
 DELETE_WAIT_SECONDS: Final = 600.0
@@ -95,41 +87,45 @@ DELETE_WAIT_SECONDS: Final = 600.0
 load balancer), then fails retryably naming what is left (below the 15-minute start-to-close)."""
 
 
-def _budget() -> float:
-    """Seconds this attempt may spend: its start-to-close, less a margin to report what it waited for."""
-    timeout = activity.info().start_to_close_timeout
-    if not timeout:
-        return math.inf
-    seconds = timeout.total_seconds()
-    return seconds - min(60.0, seconds / 10)
-
-
 class AwsProvider:
-    """Activities ``aws.*``: one tenant cluster's VPC, endpoint and node instances in AWS."""
+    """Activities ``aws.*``: one tenant cluster's VPC, endpoint and node instances in AWS.
+
+    Its operations are the provider contract's (``activities.providers.contract``), registered
+    under ``aws.<operation>``; its key pairs live in Secrets Manager (``SecretsManagerSink``, in the
+    worker's region), where the tenant API's admin key pair is read from too. ``simulated_nodes``
+    (local stack only: moto runs no kubelet) hears of every node ensured or removed.
+    """
+
+    provider: Final = Provider.AWS
 
     def __init__(
         self,
         clients: AwsClients,
         *,
         poll_interval: float = POLL_INTERVAL_SECONDS,
-        tenant_nodes: TenantNodes | None = None,
+        simulated_nodes: SimulatedNodes | None = None,
         instance_timeout: float = INSTANCE_WAIT_SECONDS,
         delete_timeout: float = DELETE_WAIT_SECONDS,
     ) -> None:
         self.clients = clients
         self.poll_interval = poll_interval
-        self.tenant_nodes = tenant_nodes
+        self.simulated_nodes = simulated_nodes
         self.instance_timeout = instance_timeout
         self.delete_timeout = delete_timeout
         self._lock = threading.Lock()
         self._accounts: dict[str, str] = {}
+        self.key_pairs = SecretsManagerSink(self._secrets_client())
+
+    def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
+        """The admin key pair from its Secrets Manager entry ``tenantctl/<id>/admin``."""
+        return admin_credentials_from(self.key_pairs, spec)
 
     # --- clients ---------------------------------------------------------------------------------
     def _client(self, service: str, region: str) -> Any:
         return self.clients.client(service, region)
 
     def _context(self, spec: ClusterSpec) -> AwsContext:
-        region = r.aws_settings(spec).region  # refuses a KVM spec before anything is touched
+        region = resources.aws_settings(spec).region  # refuses a KVM spec before anything is touched
         return AwsContext(
             spec=spec,
             region=region,
@@ -144,7 +140,6 @@ class AwsProvider:
             poll_interval=self.poll_interval,
             instance_timeout=self.instance_timeout,
             delete_timeout=self.delete_timeout,
-            deadline=time.monotonic() + _budget(),
         )
 
     def _account(self, region: str) -> str:
@@ -164,27 +159,25 @@ class AwsProvider:
         return cast("SecretsManagerClient", self._client("secretsmanager", self._secrets_region))
 
     # --- activities: foundation ------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_FOUNDATION))
     def ensure_foundation(self, input: ClusterRef) -> EnsureResult:
         """VPC, subnets, internet and NAT gateways, routes, security groups, IAM and the bucket."""
         c = self._context(input.spec)
         outcomes: list[ResourceOutcome] = []
-        vpc_id = net.ensure_vpc(c, outcomes)
-        igw_id = net.ensure_internet_gateway(c, vpc_id, outcomes)
-        public, private = net.ensure_subnets(c, vpc_id, outcomes)
-        net.ensure_route_table(c, vpc_id, Part.PUBLIC_ROUTES, None, {"GatewayId": igw_id}, public, outcomes)
+        vpc_id = network.ensure_vpc(c, outcomes)
+        igw_id = network.ensure_internet_gateway(c, vpc_id, outcomes)
+        public, private = network.ensure_subnets(c, vpc_id, outcomes)
+        network.ensure_route_table(c, vpc_id, Part.PUBLIC_ROUTES, None, {"GatewayId": igw_id}, public, outcomes)
         for zone, subnet_id in public.items():
-            nat_id = net.ensure_nat_gateway(c, zone, subnet_id, outcomes)
-            net.ensure_route_table(
+            nat_id = network.ensure_nat_gateway(c, zone, subnet_id, outcomes)
+            network.ensure_route_table(
                 c, vpc_id, Part.PRIVATE_ROUTES, zone, {"NatGatewayId": nat_id}, {zone: private[zone]}, outcomes
             )
-        net.ensure_security_groups(c, vpc_id, outcomes)
+        network.ensure_security_groups(c, vpc_id, outcomes)
         bucket = access.ensure_bucket(c, outcomes)
-        for role in r.ROLES:
+        for role in resources.ROLES:
             access.ensure_node_identity(c, role, bucket, outcomes)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_FOUNDATION_ABSENT))
     def ensure_foundation_absent(self, input: ClusterRef) -> EnsureResult:
         """Everything ``ensure_foundation`` made, in reverse dependency order, waiting where AWS
         must let go first: instances before their groups, NAT gateways before their addresses and
@@ -198,54 +191,52 @@ class AwsProvider:
             self._terminate(c, leftovers, "the cluster's remaining instances")
             outcomes += [outcome(Kind.INSTANCE, self._instance_label(i), ResourceChange.DELETED) for i in leftovers]
         outcomes += self._delete_launch_templates(c)
-        outcomes += net.delete_nat_gateways(c)
-        outcomes += net.release_addresses(c)
-        outcomes += net.delete_internet_gateways(c)
-        outcomes += net.delete_route_tables(c)
-        outcomes += net.delete_subnets(c)
-        outcomes += net.delete_security_groups(c)
-        outcomes += net.delete_vpcs(c)
-        for role in r.ROLES:
+        outcomes += network.delete_nat_gateways(c)
+        outcomes += network.release_addresses(c)
+        outcomes += network.delete_internet_gateways(c)
+        outcomes += network.delete_route_tables(c)
+        outcomes += network.delete_subnets(c)
+        outcomes += network.delete_security_groups(c)
+        outcomes += network.delete_vpcs(c)
+        for role in resources.ROLES:
             outcomes += access.delete_node_identity(c, role)
         outcomes += access.delete_bucket(c)
         return EnsureResult(outcomes=outcomes)
 
     # --- activities: endpoint --------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_ENDPOINT))
     def ensure_endpoint(self, input: ClusterRef) -> EnsureResult:
         """Network load balancer (443 -> masters:6443) and the DNS names of the API and ingress."""
         c = self._context(input.spec)
-        network = net.find_network(c)
+        cluster_network = network.find_network(c)
         outcomes: list[ResourceOutcome] = []
-        target_group = edge.ensure_target_group(c, network, outcomes)
-        lb = edge.ensure_load_balancer(c, network, outcomes)
-        edge.ensure_listener(c, lb, target_group, outcomes)
-        zone_id = edge.ensure_hosted_zone(c, outcomes)
+        target_group = endpoint.ensure_target_group(c, cluster_network, outcomes)
+        lb = endpoint.ensure_load_balancer(c, cluster_network, outcomes)
+        endpoint.ensure_listener(c, lb, target_group, outcomes)
+        zone_id = endpoint.ensure_hosted_zone(c, outcomes)
         alias = {"HostedZoneId": lb["CanonicalHostedZoneId"], "DNSName": lb["DNSName"], "EvaluateTargetHealth": False}
         desired = [
-            {"Name": r.api_record(c.spec), "Type": "A", "AliasTarget": alias},
-            {"Name": r.ingress_record(c.spec), "Type": "A", "AliasTarget": alias},
+            {"Name": resources.api_record(c.spec), "Type": "A", "AliasTarget": alias},
+            {"Name": resources.ingress_record(c.spec), "Type": "A", "AliasTarget": alias},
         ]
-        outcomes += edge.upsert_records(c, zone_id, desired)
+        outcomes += endpoint.upsert_records(c, zone_id, desired)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_ENDPOINT_ABSENT))
     def ensure_endpoint_absent(self, input: ClusterRef) -> EnsureResult:
         """Every DNS record of the cluster's domain, the load balancer (its listener goes with it),
         then the target group once the load balancer no longer uses it."""
         c = self._context(input.spec)
         outcomes: list[ResourceOutcome] = []
-        zone_id = edge.hosted_zone(c)
+        zone_id = endpoint.hosted_zone(c)
         if zone_id is None:
-            outcomes.append(outcome(Kind.RECORD, r.api_record(c.spec), ResourceChange.ABSENT))
+            outcomes.append(outcome(Kind.RECORD, resources.api_record(c.spec), ResourceChange.ABSENT))
         else:
-            outcomes += edge.delete_records(c, zone_id, edge.cluster_records(c, zone_id))
-        name = r.elb_name(c.id)
-        lbs = edge.load_balancers(c)
+            outcomes += endpoint.delete_records(c, zone_id, endpoint.cluster_records(c, zone_id))
+        name = resources.elb_name(c.id)
+        lbs = endpoint.load_balancers(c)
         if lbs:
-            edge.delete_load_balancers(c, lbs)
+            endpoint.delete_load_balancers(c, lbs)
         outcomes.append(outcome(Kind.LOAD_BALANCER, name, ResourceChange.DELETED if lbs else ResourceChange.ABSENT))
-        group = edge.target_group(c)
+        group = endpoint.target_group(c)
         if group is None:
             outcomes.append(outcome(Kind.TARGET_GROUP, name, ResourceChange.ABSENT))
         else:
@@ -260,7 +251,6 @@ class AwsProvider:
         return EnsureResult(outcomes=outcomes)
 
     # --- activities: nodes -----------------------------------------------------------------------
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_NODE))
     def ensure_node(self, input: NodeRef) -> EnsureResult:
         """The role's cloud-config and launch template version, then the node's instance.
 
@@ -272,17 +262,17 @@ class AwsProvider:
         role, version = node_role(node), normalize_version(input.kubernetes_version)
         c = self._context(spec)
         image = self._image(c, version)
-        network = net.find_network(c)
+        cluster_network = network.find_network(c)
         bucket = access.existing_bucket(c)
         outcomes = [access.ensure_cloud_config(c, bucket, role, version)]
         template_id, template_version, template_change = self._ensure_launch_template(
-            c, role, version, image, network, bucket
+            c, role, version, image, cluster_network, bucket
         )
-        outcomes.append(outcome(Kind.LAUNCH_TEMPLATE, r.launch_template_name(spec, role), template_change))
-        target_group = edge.target_group(c) if role == "master" else None
+        outcomes.append(outcome(Kind.LAUNCH_TEMPLATE, resources.launch_template_name(spec, role), template_change))
+        target_group = endpoint.target_group(c) if role == "master" else None
         if role == "master" and target_group is None:
-            raise InvalidInput(
-                f"target group {r.elb_name(spec.id)} does not exist: the cluster's endpoint must be ensured "
+            raise MissingPrerequisite(
+                f"target group {resources.elb_name(spec.id)} does not exist: the cluster's endpoint must be ensured "
                 f"before master {node}"
             )
 
@@ -297,8 +287,8 @@ class AwsProvider:
             self._deregister(c, target_group, extra)
             self._terminate(c, extra, f"extra instances of node {node}")
             change = ResourceChange.UPDATED
-        if keep is not None and r.tag_dict(keep.get("Tags")).get(VERSION_LABEL) != version:
-            old = r.tag_dict(keep.get("Tags")).get(VERSION_LABEL, "unknown")
+        if keep is not None and resources.tag_dict(keep.get("Tags")).get(VERSION_LABEL) != version:
+            old = resources.tag_dict(keep.get("Tags")).get(VERSION_LABEL, "unknown")
             activity.logger.info(
                 "node %s of %s: replacing its instance (Kubernetes %s -> %s)", node, spec.id, old, version
             )
@@ -307,71 +297,72 @@ class AwsProvider:
             keep = None
             change = ResourceChange.UPDATED
         if keep is None:
-            keep = self._run_instance(c, input, template_id, template_version, network)
+            keep = self._run_instance(c, input, template_id, template_version, cluster_network)
             change = ResourceChange.CREATED if not live else ResourceChange.UPDATED
         else:
             change = worse(change, self._converge_instance(c, keep, input))
         outcomes.append(outcome(Kind.INSTANCE, node, change))
         if target_group is not None:
             outcomes.append(self._register(c, target_group, keep, node))
-            outcomes += edge.upsert_records(
+            outcomes += endpoint.upsert_records(
                 c,
-                edge.require_zone(c),
+                endpoint.require_zone(c),
                 [
                     {
-                        "Name": r.etcd_record(spec, node),
+                        "Name": resources.etcd_record(spec, node),
                         "Type": "A",
-                        "TTL": r.RECORD_TTL,
+                        "TTL": resources.RECORD_TTL,
                         "ResourceRecords": [{"Value": keep["PrivateIpAddress"]}],
                     }
                 ],
             )
-        if self.tenant_nodes is not None:
-            self.tenant_nodes(spec.id, node, version)
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_ensured(spec, node, version)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.ENSURE_NODE_ABSENT))
     def ensure_node_absent(self, input: NodeRef) -> EnsureResult:
         """Deregister and terminate the node's instance and wait until it is gone; then its etcd
         name, and its cloud-config once no other live node of that role and version uses it."""
         spec, node = input.spec, input.node
         role = node_role(node)
         c = self._context(spec)
-        live = self._instances(c, node, states=(*r.LIVE_INSTANCE_STATES, "shutting-down"))
+        live = self._instances(c, node, states=(*resources.LIVE_INSTANCE_STATES, "shutting-down"))
         versions = {normalize_version(input.kubernetes_version)}
-        versions |= {v for i in live if (v := r.tag_dict(i.get("Tags")).get(VERSION_LABEL))}
+        versions |= {v for i in live if (v := resources.tag_dict(i.get("Tags")).get(VERSION_LABEL))}
         outcomes: list[ResourceOutcome] = []
         if live:
-            self._deregister(c, edge.target_group(c), live)
+            self._deregister(c, endpoint.target_group(c), live)
             self._terminate(c, live, f"instance of node {node}")
             outcomes.append(outcome(Kind.INSTANCE, node, ResourceChange.DELETED))
         else:
             outcomes.append(outcome(Kind.INSTANCE, node, ResourceChange.ABSENT))
         if role == "master":
-            zone_id = edge.hosted_zone(c)
-            records = [] if zone_id is None else edge.cluster_records(c, zone_id, only=r.etcd_record(spec, node))
+            zone_id = endpoint.hosted_zone(c)
+            records = (
+                [] if zone_id is None else endpoint.cluster_records(c, zone_id, only=resources.etcd_record(spec, node))
+            )
             if zone_id is not None and records:
-                outcomes += edge.delete_records(c, zone_id, records)
+                outcomes += endpoint.delete_records(c, zone_id, records)
             else:
-                outcomes.append(outcome(Kind.RECORD, r.etcd_record(spec, node), ResourceChange.ABSENT))
+                outcomes.append(outcome(Kind.RECORD, resources.etcd_record(spec, node), ResourceChange.ABSENT))
         others = [
             i
             for i in self._instances(c, node=None)
-            if r.tag_dict(i.get("Tags")).get(NODE_LABEL) != node and r.tag_dict(i.get("Tags")).get(ROLE_LABEL) == role
+            if resources.tag_dict(i.get("Tags")).get(NODE_LABEL) != node
+            and resources.tag_dict(i.get("Tags")).get(ROLE_LABEL) == role
         ]
-        in_use = {r.tag_dict(i.get("Tags")).get(VERSION_LABEL) for i in others}
+        in_use = {resources.tag_dict(i.get("Tags")).get(VERSION_LABEL) for i in others}
         bucket = c.bucket
         for version in sorted(versions):
-            key = r.cloud_config_key(role, version)
+            key = resources.cloud_config_key(role, version)
             if version in in_use:
                 outcomes.append(outcome(Kind.OBJECT, key, ResourceChange.UNCHANGED))
             else:
                 outcomes.append(access.delete_object(c, bucket, key))
-        if self.tenant_nodes is not None:
-            self.tenant_nodes(spec.id, node, None)
+        if self.simulated_nodes is not None:
+            self.simulated_nodes.node_removed(spec, node)
         return EnsureResult(outcomes=outcomes)
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.RESTART_NODE))
     def restart_node(self, input: NodeRef) -> EnsureResult:
         """Reboot the node once per restart token; the token is kept in a tag, so the same token
         again is a no-op. Reboot first, tag second: a crash in between reboots once more, never
@@ -387,7 +378,6 @@ class AwsProvider:
         change = self._apply_restart_token(c, keep, input.node, input.restart_token)
         return EnsureResult(outcomes=[outcome(Kind.INSTANCE, input.node, change)])
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.WAIT_NODES_READY))
     def wait_nodes_ready(self, input: WaitNodesInput) -> NodesResult:
         """Poll until every node's instance runs with status checks ok (and masters are healthy
         behind the load balancer), heartbeating the nodes still pending.
@@ -409,16 +399,14 @@ class AwsProvider:
             input, lambda: self._observe(c, input.nodes, input.kubernetes_version), unavailable, self.poll_interval
         )
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.LIST_NODES))
     def list_nodes(self, input: ClusterRef) -> NodesResult:
         c = self._context(input.spec)
         names = sorted(
-            {r.tag_dict(i.get("Tags")).get(NODE_LABEL, "") for i in self._instances(c, node=None)} - {""},
+            {resources.tag_dict(i.get("Tags")).get(NODE_LABEL, "") for i in self._instances(c, node=None)} - {""},
             key=node_order,
         )
         return NodesResult(nodes=self._observe(c, names, None))
 
-    @activity.defn(name=provider_activity(Provider.AWS, ProviderOp.LIST_RESOURCES))
     def list_resources(self, input: ClusterRef) -> ResourceList:
         """Everything tagged or named for the cluster in EC2, ELBv2, Route53, IAM, S3 and Secrets
         Manager, as ``service:kind/name`` (plus the AWS id where the name is a tag)."""
@@ -436,16 +424,18 @@ class AwsProvider:
         for kind, operation, key, id_key in tagged:
             for item in c.describe(operation, key, filters(c.spec)):
                 found.append(self._label(kind, item, id_key))
-        for item in net._nat_gateways(c):
+        for item in network._nat_gateways(c):
             found.append(self._label(Kind.NAT_GATEWAY, item, "NatGatewayId"))
-        for item in self._instances(c, node=None, states=(*r.LIVE_INSTANCE_STATES, "shutting-down")):
+        for item in self._instances(c, node=None, states=(*resources.LIVE_INSTANCE_STATES, "shutting-down")):
             found.append(self._label(Kind.INSTANCE, item, "InstanceId"))
-        found += [f"{kind.value}/{name}" for kind, name in edge.tagged_elb_resources(c)]
-        zone_id = edge.hosted_zone(c)
+        found += [f"{kind.value}/{name}" for kind, name in endpoint.tagged_elb_resources(c)]
+        zone_id = endpoint.hosted_zone(c)
         if zone_id is not None:
-            found += [f"{Kind.RECORD.value}/{rec['Name']} {rec['Type']}" for rec in edge.cluster_records(c, zone_id)]
-        for role in r.ROLES:
-            name = r.iam_name(c.id, role)
+            found += [
+                f"{Kind.RECORD.value}/{rec['Name']} {rec['Type']}" for rec in endpoint.cluster_records(c, zone_id)
+            ]
+        for role in resources.ROLES:
+            name = resources.iam_name(c.id, role)
             if call(f"read IAM role {name}", c.iam.get_role, ok=NOT_FOUND, RoleName=name) is not None:
                 found.append(f"{Kind.ROLE.value}/{name}")
             if (
@@ -470,7 +460,7 @@ class AwsProvider:
 
     # --- nodes -----------------------------------------------------------------------------------
     def _image(self, c: AwsContext, version: str) -> Obj:
-        name = r.ami_name(c.spec, version)
+        name = resources.ami_name(c.spec, version)
         images = do(
             f"find AMI {name}",
             c.ec2.describe_images,
@@ -478,14 +468,14 @@ class AwsProvider:
             Filters=[{"Name": "name", "Values": [name]}, {"Name": "state", "Values": ["available"]}],
         )["Images"]
         if not images:
-            raise InvalidInput(
+            raise MissingPrerequisite(
                 f"AMI {name} (owner self, region {c.region}) does not exist: build or register it, or fix "
                 f"aws.ami_name_prefix / kubernetes_version"
             )
         return cast(Obj, sorted(images, key=lambda i: (str(i.get("CreationDate", "")), str(i["ImageId"])))[-1])
 
     def _ensure_launch_template(
-        self, c: AwsContext, role: str, version: str, image: Obj, network: net.Network, bucket: str
+        self, c: AwsContext, role: str, version: str, image: Obj, cluster_network: network.Network, bucket: str
     ) -> tuple[str, int, ResourceChange]:
         """The role's launch template and the version of it for this Kubernetes version.
 
@@ -493,18 +483,18 @@ class AwsProvider:
         digest of its whole content, so a retry never adds a second one and a changed instance
         type or AMI makes a new one.
         """
-        name = r.launch_template_name(c.spec, role)
-        data = r.launch_template_data(
+        name = resources.launch_template_name(c.spec, role)
+        data = resources.launch_template_data(
             c.spec,
             role,
             version,
             image_id=str(image["ImageId"]),
             root_device=str(image.get("RootDeviceName") or "/dev/xvda"),
-            profile=r.iam_name(c.id, role),
-            group_id=network.groups[r.role_group(role)],
+            profile=resources.iam_name(c.id, role),
+            group_id=cluster_network.groups[resources.role_group(role)],
             bucket=bucket,
         )
-        description = r.template_description(version, data)
+        description = resources.template_description(version, data)
         templates = call(
             f"read launch template {name}", c.ec2.describe_launch_templates, ok=NOT_FOUND, LaunchTemplateNames=[name]
         )
@@ -519,7 +509,7 @@ class AwsProvider:
                 TagSpecifications=[
                     {
                         "ResourceType": "launch-template",
-                        "Tags": r.tag_list(r.ec2_tags(c.spec, Part.LAUNCH_TEMPLATE, name)),
+                        "Tags": resources.tag_list(resources.ec2_tags(c.spec, Part.LAUNCH_TEMPLATE, name)),
                     }
                 ],
             )
@@ -527,7 +517,7 @@ class AwsProvider:
                 return str(created["LaunchTemplate"]["LaunchTemplateId"]), 1, ResourceChange.CREATED
             templates = do(f"read launch template {name}", c.ec2.describe_launch_templates, LaunchTemplateNames=[name])
         template = templates["LaunchTemplates"][0]
-        if (why := r.foreign(r.tag_dict(list(template.get("Tags") or [])), c.spec)) is not None:
+        if (why := resources.foreign(resources.tag_dict(list(template.get("Tags") or [])), c.spec)) is not None:
             raise Conflict(f"launch template {name} exists but is not tenantctl's for cluster {c.id} ({why})")
         template_id = str(template["LaunchTemplateId"])
         pages = c.ec2.get_paginator("describe_launch_template_versions").paginate(LaunchTemplateId=template_id)
@@ -546,7 +536,9 @@ class AwsProvider:
         )
         return template_id, int(created_version["LaunchTemplateVersion"]["VersionNumber"]), ResourceChange.UPDATED
 
-    def _instances(self, c: AwsContext, node: str | None, states: Sequence[str] = r.LIVE_INSTANCE_STATES) -> list[Obj]:
+    def _instances(
+        self, c: AwsContext, node: str | None, states: Sequence[str] = resources.LIVE_INSTANCE_STATES
+    ) -> list[Obj]:
         """The cluster's instances (of one node, or of every node) in these states."""
         where = [*filters(c.spec), {"Name": "instance-state-name", "Values": list(states)}]
         if node is not None:
@@ -568,7 +560,7 @@ class AwsProvider:
             return None, []
 
         def rank(instance: Obj) -> tuple[int, int, str, str]:
-            instance_tags = r.tag_dict(instance.get("Tags"))
+            instance_tags = resources.tag_dict(instance.get("Tags"))
             return (
                 0 if instance_tags.get(VERSION_LABEL) == version else 1,
                 0 if instance["State"]["Name"] == "running" else 1,
@@ -580,37 +572,39 @@ class AwsProvider:
         return ordered[0], ordered[1:]
 
     def _run_instance(
-        self, c: AwsContext, input: NodeRef, template_id: str, template_version: int, network: net.Network
+        self, c: AwsContext, input: NodeRef, template_id: str, template_version: int, cluster_network: network.Network
     ) -> Obj:
         spec, node = input.spec, input.node
         role = node_role(node)
-        zone = r.node_zone(spec, node)
-        node_tags = r.node_tags(spec, node, input.kubernetes_version)
+        zone = resources.node_zone(spec, node)
+        node_tags = resources.node_tags(spec, node, input.kubernetes_version)
         if input.restart_token:
-            node_tags[r.RESTART_TOKEN_TAG] = input.restart_token
-        volume_tags = r.ec2_tags(spec, role, f"{r.instance_name(spec, node)}-root", **{NODE_LABEL: node})
+            node_tags[resources.RESTART_TOKEN_TAG] = input.restart_token
+        volume_tags = resources.ec2_tags(
+            spec, role, f"{resources.instance_name(spec, node)}-root", **{NODE_LABEL: node}
+        )
         try:
             launched = c.ec2.run_instances(
                 LaunchTemplate={"LaunchTemplateId": template_id, "Version": str(template_version)},
                 MinCount=1,
                 MaxCount=1,
-                SubnetId=network.private[zone],
+                SubnetId=cluster_network.private[zone],
                 # Also in the template; given again because moto ignores the template's, and
                 # explicit parameters are what AWS would use anyway.
-                IamInstanceProfile={"Name": r.iam_name(spec.id, role)},
-                MetadataOptions=r.metadata_options(),
+                IamInstanceProfile={"Name": resources.iam_name(spec.id, role)},
+                MetadataOptions=resources.metadata_options(),
                 TagSpecifications=[
-                    {"ResourceType": "instance", "Tags": r.tag_list(node_tags)},
-                    {"ResourceType": "volume", "Tags": r.tag_list(volume_tags)},
+                    {"ResourceType": "instance", "Tags": resources.tag_list(node_tags)},
+                    {"ResourceType": "volume", "Tags": resources.tag_list(volume_tags)},
                 ],
             )
         except ClientError as exc:
             if code(exc) == "InvalidParameterValue" and "iamInstanceProfile" in message(exc):
                 # IAM is eventually consistent: a profile made seconds ago is not usable yet.
                 raise NotReady(
-                    f"instance profile {r.iam_name(spec.id, role)} is not usable yet: {message(exc)}"
+                    f"instance profile {resources.iam_name(spec.id, role)} is not usable yet: {message(exc)}"
                 ) from exc
-            mapped = classify(exc, f"launch instance {r.instance_name(spec, node)} in {zone}")
+            mapped = classify(exc, f"launch instance {resources.instance_name(spec, node)} in {zone}")
             raise mapped from exc
         instance = cast(Obj, launched["Instances"][0])
         activity.logger.info("launched %s for node %s of %s in %s", instance["InstanceId"], node, spec.id, zone)
@@ -620,7 +614,7 @@ class AwsProvider:
         """Tags back to what they should be, a stopped node started, a new restart token applied."""
         change = ResourceChange.UNCHANGED
         instance_id = str(instance["InstanceId"])
-        desired = r.node_tags(input.spec, input.node, input.kubernetes_version)
+        desired = resources.node_tags(input.spec, input.node, input.kubernetes_version)
         if c.converge_tags(instance_id, instance.get("Tags"), desired):
             change = ResourceChange.UPDATED
         state = instance["State"]["Name"]
@@ -635,7 +629,7 @@ class AwsProvider:
 
     def _apply_restart_token(self, c: AwsContext, instance: Obj, node: str, token: str) -> ResourceChange:
         instance_id = str(instance["InstanceId"])
-        if r.tag_dict(instance.get("Tags")).get(r.RESTART_TOKEN_TAG) == token:
+        if resources.tag_dict(instance.get("Tags")).get(resources.RESTART_TOKEN_TAG) == token:
             return ResourceChange.UNCHANGED
         if instance["State"]["Name"] in ("stopped", "stopping"):
             # A stopped node loads its key pairs when it starts (ensure_node starts it).
@@ -646,7 +640,7 @@ class AwsProvider:
             f"tag instance {instance_id}",
             c.ec2.create_tags,
             Resources=[instance_id],
-            Tags=r.tag_list({r.RESTART_TOKEN_TAG: token}),
+            Tags=resources.tag_list({resources.RESTART_TOKEN_TAG: token}),
         )
         activity.logger.info("node %s (%s) rebooted for restart token %s", node, instance_id, token)
         return ResourceChange.UPDATED
@@ -661,7 +655,7 @@ class AwsProvider:
             f"register {node} in {arn}",
             c.elb.register_targets,
             TargetGroupArn=arn,
-            Targets=[{"Id": instance_id, "Port": r.APISERVER_PORT}],
+            Targets=[{"Id": instance_id, "Port": resources.APISERVER_PORT}],
         )
         return outcome(Kind.TARGET, node, ResourceChange.CREATED)
 
@@ -673,7 +667,7 @@ class AwsProvider:
             c.elb.deregister_targets,
             ok={"InvalidTarget", *NOT_FOUND},
             TargetGroupArn=target_group["TargetGroupArn"],
-            Targets=[{"Id": str(i["InstanceId"]), "Port": r.APISERVER_PORT} for i in instances],
+            Targets=[{"Id": str(i["InstanceId"]), "Port": resources.APISERVER_PORT} for i in instances],
         )
 
     def _terminate(self, c: AwsContext, instances: list[Obj], what: str) -> None:
@@ -698,7 +692,7 @@ class AwsProvider:
     def _observe(self, c: AwsContext, nodes: list[str], version: str | None) -> list[NodeObservation]:
         live: dict[str, Obj] = {}
         for instance in self._instances(c, node=None):
-            node = r.tag_dict(instance.get("Tags")).get(NODE_LABEL, "")
+            node = resources.tag_dict(instance.get("Tags")).get(NODE_LABEL, "")
             if node in nodes:
                 current = live.get(node)
                 keep, _ = self._pick([i for i in (current, instance) if i is not None], version or "")
@@ -715,7 +709,7 @@ class AwsProvider:
             statuses.update({str(s["InstanceId"]): cast(Obj, s) for s in page["InstanceStatuses"]})
         health: dict[str, Obj] = {}
         if any(n.startswith("master-") for n in nodes):
-            group = edge.target_group(c)
+            group = endpoint.target_group(c)
             if group is not None:
                 described = do(
                     "read the API targets' health", c.elb.describe_target_health, TargetGroupArn=group["TargetGroupArn"]
@@ -726,7 +720,7 @@ class AwsProvider:
         observed = []
         for node in nodes:
             found = live.get(node)
-            running = r.tag_dict(found.get("Tags")).get(VERSION_LABEL, "") if found else ""
+            running = resources.tag_dict(found.get("Tags")).get(VERSION_LABEL, "") if found else ""
             ready, detail = _readiness(node, found, statuses, health, version)
             observed.append(
                 NodeObservation(name=node, role=node_role(node), kubernetes_version=running, ready=ready, detail=detail)
@@ -740,8 +734,8 @@ class AwsProvider:
             str(t["LaunchTemplateName"]): str(t["LaunchTemplateId"])
             for t in c.describe("describe_launch_templates", "LaunchTemplates", filters(c.spec))
         }
-        for role in r.ROLES:
-            name = r.launch_template_name(c.spec, role)
+        for role in resources.ROLES:
+            name = resources.launch_template_name(c.spec, role)
             template_id = templates.pop(name, None)
             if template_id is None:
                 outcomes.append(outcome(Kind.LAUNCH_TEMPLATE, name, ResourceChange.ABSENT))
@@ -780,14 +774,14 @@ class AwsProvider:
 
     @staticmethod
     def _name_of(item: Obj, id_key: str) -> str:
-        return r.tag_dict(item.get("Tags")).get(r.NAME_TAG) or str(item[id_key])
+        return resources.tag_dict(item.get("Tags")).get(resources.NAME_TAG) or str(item[id_key])
 
     def _label(self, kind: Kind, item: Obj, id_key: str) -> str:
         name, resource_id = name_of(item, id_key), str(item[id_key])
         return f"{kind.value}/{name}" if name == resource_id else f"{kind.value}/{name} ({resource_id})"
 
     def _instance_label(self, instance: Obj) -> str:
-        return r.tag_dict(instance.get("Tags")).get(NODE_LABEL) or str(instance["InstanceId"])
+        return resources.tag_dict(instance.get("Tags")).get(NODE_LABEL) or str(instance["InstanceId"])
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
@@ -797,7 +791,7 @@ def _readiness(
     if instance is None:
         return False, f"no instance of node {node}"
     instance_id = str(instance["InstanceId"])
-    running = r.tag_dict(instance.get("Tags")).get(VERSION_LABEL, "")
+    running = resources.tag_dict(instance.get("Tags")).get(VERSION_LABEL, "")
     if version is not None and running != normalize_version(version):
         return False, f"runs Kubernetes {running or 'unknown'}, not {normalize_version(version)}"
     state = instance["State"]["Name"]

@@ -7,19 +7,16 @@ cordoned node, draining a drained one, or either on a node that is gone, changes
 
 How the tenant API is reached is the worker's choice, passed in as a factory of API clients:
 plain HTTP to the local stack's emulator (``/tenants/<id>``), or in production TLS to
-``api.<id>.<base-domain>`` with the cluster's admin key pair (``cert-admin``, O=system:masters),
-read from the host cluster inside the activity process (see ``admin_certificate_factory``).
+``api.<id>.<base-domain>`` with the cluster's admin key pair (O=system:masters), read inside the
+activity process from where the cluster's provider stores it (see ``admin_certificate_factory``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import re
 import ssl
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -30,14 +27,14 @@ import urllib3.exceptions
 from kubernetes.client import ApiClient, Configuration, CoreV1Api, V1Eviction, V1ObjectMeta, VersionApi
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
-from activities.backend_errors import translated
-from activities.certificate_sinks import CA_CERT, TLS_CERT, TLS_KEY
-from activities.kube_responses import is_transient, response_json, short_reason
-from activities.waits import resumed_start
-from models.errors import DrainBlocked, InvalidInput, NodesNotReady
-from models.naming import certificate_secret, kvm_namespace, node_order
+from activities.common.errors import translated
+from activities.common.kube_responses import is_transient, response_json, short_reason
+from activities.common.waits import WaitBudget
+from activities.providers.contract import AdminCredentials
+from models.errors import DrainBlocked, NodesNotReady
+from models.naming import node_order
 from models.provider import EnsureResult, ResourceChange, ResourceOutcome
 from models.spec import ClusterSpec
 from models.tenant import (
@@ -50,7 +47,7 @@ from models.tenant import (
     TenantNodeInput,
     WaitRegisteredInput,
 )
-from models.versions import SemVer
+from models.versions import normalize_version, reported_version
 
 Obj = dict[str, Any]
 ApiClientFactory = Callable[[ClusterSpec], ApiClient]
@@ -61,8 +58,6 @@ MAX_EVICTION_BACKOFF_SECONDS: Final = 15.0
 MAX_PODS_IN_MESSAGE: Final = 10
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 MERGE_PATCH: Final = "application/merge-patch+json"
-ADMIN_CERTIFICATE: Final = "admin"
-_KUBELET_VERSION = re.compile(r"^v?(\d+\.\d+\.\d+)")
 
 
 class TenantClusters:
@@ -102,10 +97,8 @@ class TenantClusters:
         pods and the budgets' own words, so the upgrade pauses with that message instead of hanging.
         """
         spec, node = input.spec, input.node
-        started = resumed_start()
-        deadline = started + input.timeout.total_seconds()
+        budget = WaitBudget(input.timeout.total_seconds(), max_poll=self.max_eviction_backoff)
         evicted: list[str] = []
-        backoff = self.poll_interval
         with self.api_client_factory(spec) as api:
             core = CoreV1Api(api)
             cordoned = _set_unschedulable(core, spec, node, True)
@@ -114,7 +107,7 @@ class TenantClusters:
                 return DrainResult(node=node, node_found=False)
             waiting: list[str] = []
             while True:
-                activity.heartbeat({"started_at": started, "node": node, "blocked": waiting})
+                budget.heartbeat(node=node, blocked=waiting)
                 pods = _pods_on(core, spec, node)
                 skipped = [_ref(p) for p in pods if _stays_on_node(p)]
                 remaining = [p for p in pods if not _stays_on_node(p)]
@@ -135,27 +128,28 @@ class TenantClusters:
                 if not blocked:
                     continue  # list again: confirm they are gone
                 waiting = [_describe(b) for b in blocked]
-                now = time.time()
-                if now >= deadline:
+                if budget.expired:
+                    budget.end_of_attempt(f"the drain of {node}")
                     raise _drain_blocked(spec, node, input.timeout, blocked)
-                backoff = self.poll_interval if progressed else min(backoff * 2, self.max_eviction_backoff)
-                self._sleep(min(backoff, max(deadline - now, 0.0)), f"draining {node}")
+                if progressed:
+                    budget.progressed()  # evictions go through: look again soon
+                budget.sleep(f"draining {node}")
 
     @activity.defn(name="tenant.check_health")
     def check_health(self, input: HealthInput) -> HealthResult:
         """API reachable (``/version``) and every node Ready, the expected ones registered.
 
-        With ``wait``, looks again every poll interval until healthy or ``wait`` has passed, and
-        answers with the last look either way: the caller decides what unhealthy means.
+        With ``wait``, looks again (the shared wait budget's rhythm) until healthy or ``wait`` has
+        passed, and answers with the last look either way: the caller decides what unhealthy means.
         """
-        deadline = time.monotonic() + input.wait.total_seconds()
+        budget = WaitBudget(input.wait.total_seconds(), max_poll=self.poll_interval)
         with self.api_client_factory(input.spec) as api:
             while True:
                 result = _observe_health(api, input.expected_nodes)
-                if result.healthy or time.monotonic() >= deadline:
+                if result.healthy or budget.expired:
                     return result
-                activity.heartbeat({"unhealthy": result.describe()})
-                self._sleep(self.poll_interval, f"waiting for {input.spec.id} to be healthy")
+                budget.heartbeat(unhealthy=result.describe())
+                budget.sleep(f"waiting for {input.spec.id} to be healthy")
 
     @activity.defn(name="tenant.wait_node_registered")
     def wait_node_registered(self, input: WaitRegisteredInput) -> NodeHealth:
@@ -165,9 +159,8 @@ class TenantClusters:
         the node and its conditions; ``details[0]`` is the list of node names, as ``kvm.wait_nodes_ready``.
         """
         spec, node = input.spec, input.node
-        want = str(SemVer.parse(input.kubernetes_version))
-        started = resumed_start()
-        deadline = started + input.timeout.total_seconds()
+        want = normalize_version(input.kubernetes_version)
+        budget = WaitBudget(input.timeout.total_seconds(), max_poll=self.poll_interval)
         with self.api_client_factory(spec) as api:
             core = CoreV1Api(api)
             while True:
@@ -177,15 +170,16 @@ class TenantClusters:
                     if not is_transient(exc):
                         raise
                     observed = NodeHealth(name=node, ready=False, reason=f"tenant API unavailable: {short_reason(exc)}")
-                if observed.ready and _kubelet_semver(observed.kubelet_version) == want:
+                if observed.ready and reported_version(observed.kubelet_version) == want:
                     return observed
                 reason = observed.reason
                 if observed.ready:
                     reason = (
                         f"Ready, but its kubelet runs {observed.kubelet_version or 'an unknown version'}, not v{want}"
                     )
-                activity.heartbeat({"started_at": started, "node": node, "waiting_for": reason})
-                if time.time() >= deadline:
+                budget.heartbeat(node=node, waiting_for=reason)
+                if budget.expired:
+                    budget.end_of_attempt(f"node {node} to register")
                     raise ApplicationError(
                         f"node {node} of {spec.id} not ready at v{want} in the tenant cluster after "
                         f"{_human(input.timeout)}: {reason}",
@@ -193,13 +187,7 @@ class TenantClusters:
                         type=NodesNotReady.__name__,
                         non_retryable=True,
                     )
-                self._sleep(self.poll_interval, f"waiting for node {node} to register")
-
-    def _sleep(self, seconds: float, what: str) -> None:
-        """Sleep; wake at once and stop if the activity is cancelled (an abort, a teardown)."""
-        activity.wait_for_cancelled_sync(seconds)
-        if activity.is_cancelled():
-            raise CancelledError(f"cancelled while {what}")
+                budget.sleep(f"waiting for node {node} to register")
 
 
 # --- reaching the tenant API ----------------------------------------------------------------------
@@ -212,34 +200,22 @@ def plain_http_factory(url_of: Callable[[ClusterSpec], str]) -> ApiClientFactory
     return make
 
 
-def admin_certificate_factory(host_core: CoreV1Api, url_of: Callable[[ClusterSpec], str]) -> ApiClientFactory:
+def admin_certificate_factory(
+    credentials: Callable[[ClusterSpec], AdminCredentials], url_of: Callable[[ClusterSpec], str]
+) -> ApiClientFactory:
     """Clients that present the cluster's admin key pair (CN tenantctl-admin, O=system:masters).
 
-    The key pair is read from the ``cert-admin`` Secret in the tenant's host namespace (where the PKI
-    activities wrote it) at each call and loaded into the client's TLS context in memory: it never
-    enters a workflow, a log line or a file that outlives the call. The server is verified against
-    the Secret's ``ca.crt``, which CA rotations keep at the trust bundle every consumer reads.
+    ``credentials`` reads the key pair where the cluster's provider stores it (the provider
+    contract's ``tenant_admin_credentials``: a host Secret for KVM, Secrets Manager for AWS) at each
+    call; it is loaded into the client's TLS context in memory and never enters a workflow, a log
+    line or a file that outlives the call. The server is verified against the pair's CA chain,
+    which CA rotations keep at the trust bundle every consumer reads.
     """
 
     def make(spec: ClusterSpec) -> ApiClient:
-        namespace, name = kvm_namespace(spec.id), certificate_secret(ADMIN_CERTIFICATE)
-        try:
-            with translated(f"read secret {namespace}/{name} (admin key pair of {spec.id})"):
-                secret = host_core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise InvalidInput(
-                    f"secret {namespace}/{name} does not exist: the tenant API of {spec.id} cannot be reached as "
-                    "its admin; rotate the cluster's certificates to issue the admin key pair again"
-                ) from None
-            raise
-        data = secret.data or {}
-        missing = [key for key in (TLS_CERT, TLS_KEY, CA_CERT) if not data.get(key)]
-        if missing:
-            raise InvalidInput(f"secret {namespace}/{name} lacks {', '.join(missing)}: not a usable admin key pair")
-        certificate, key, ca = (base64.b64decode(data[k]).decode() for k in (TLS_CERT, TLS_KEY, CA_CERT))
-        context = ssl.create_default_context(cadata=ca)
-        _load_key_pair(context, certificate, key)
+        admin = credentials(spec)
+        context = ssl.create_default_context(cadata=admin.ca)
+        _load_key_pair(context, admin.certificate, admin.private_key)
         client = ApiClient(Configuration(host=url_of(spec)))
         # The generated client only takes key files; a pool manager with a ready TLS context keeps
         # the key in memory instead.
@@ -249,9 +225,11 @@ def admin_certificate_factory(host_core: CoreV1Api, url_of: Callable[[ClusterSpe
     return make
 
 
-def tenant_api_factory(host_core: CoreV1Api, url_of: Callable[[ClusterSpec], str]) -> ApiClientFactory:
+def tenant_api_factory(
+    credentials: Callable[[ClusterSpec], AdminCredentials], url_of: Callable[[ClusterSpec], str]
+) -> ApiClientFactory:
     """Plain HTTP where the tenant API URL says ``http://`` (the local stack), the admin key pair otherwise."""
-    plain, admin = plain_http_factory(url_of), admin_certificate_factory(host_core, url_of)
+    plain, admin = plain_http_factory(url_of), admin_certificate_factory(credentials, url_of)
 
     def make(spec: ClusterSpec) -> ApiClient:
         return plain(spec) if url_of(spec).startswith("http://") else admin(spec)
@@ -428,12 +406,6 @@ def _blocked(pod: Obj, reason: str) -> BlockedPod:
 
 def _describe(blocked: BlockedPod) -> str:
     return f"{blocked.namespace}/{blocked.name}: {blocked.reason}"
-
-
-def _kubelet_semver(version: str) -> str:
-    """``v1.33.1`` (or ``v1.33.1+vendor``) -> ``1.33.1``; empty when it is no version."""
-    match = _KUBELET_VERSION.match(version.strip())
-    return match.group(1) if match else ""
 
 
 def _human(value: timedelta) -> str:

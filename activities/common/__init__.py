@@ -1,0 +1,1 @@
+"""What every backend's activities share: error translation, resumable waits, Kubernetes responses."""

@@ -1,0 +1,1 @@
+"""The clusters' PKI in Vault (activities ``pki.*``) and their rotation schedules (``schedule.*``)."""

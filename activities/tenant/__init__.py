@@ -1,0 +1,1 @@
+"""A tenant cluster's own Kubernetes API, as its administrator (activities ``tenant.*``)."""
