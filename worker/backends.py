@@ -18,6 +18,7 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
 
     from activities.aws_provider import AwsProvider
     from activities.certificate_sinks import KubernetesSecretSink
+    from activities.fleet_requests import FleetRequests
     from activities.host_cluster import KvmProvider
     from activities.rotation_schedule import RotationSchedules
     from activities.secrets_manager_sink import SecretsManagerSink
@@ -53,4 +54,4 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
     # Tenant APIs: plain HTTP where the URL template says http:// (the local stack's emulator),
     # else TLS with each cluster's admin key pair, read from its host namespace per call.
     tenants = TenantClusters(tenant_api_factory(core, lambda spec: settings.tenant_api_url(spec.id, spec.base_domain)))
-    return activities_of(pki, kvm, aws_provider, schedules, tenants)
+    return activities_of(pki, kvm, aws_provider, schedules, tenants, FleetRequests(temporal))
