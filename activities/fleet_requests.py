@@ -16,10 +16,17 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.cluster import ClusterStatus
+from models.cluster import ClusterStatus, OperationState
 from models.errors import innermost_message
 from models.fleet import (
     AbortClusterInput,
@@ -46,6 +53,8 @@ from models.operations import (
 )
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
+PAUSE_POLL = timedelta(seconds=2)
+"""How often a waiting request looks whether the entity's operation paused (it then waits for people)."""
 
 # The entity's update and query names (workflows/cluster.py).
 STATUS_QUERY = "status"
@@ -84,9 +93,22 @@ class FleetRequests:
         update, argument, result_type = _update_of(request)
         async with _heartbeating(f"waiting for {request.cluster_id} to {request.operation}"):
             try:
-                result: BaseModel = await handle.execute_update(
-                    update, argument, id=request.request_id, result_type=result_type
-                )
+                # Same id on a retry: the entity hands back the update already running, not a new one.
+                running = await handle.start_update(
+                    update, argument, id=request.request_id, result_type=result_type,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                )  # fmt: skip
+                paused = await _paused_or_done(handle, running, request.requested_by)
+                if paused is not None:
+                    # The upgrade waits for an operator (``tenantctl upgrade resume|abort``); for the
+                    # rollout it did not succeed, and counts against the failure budget.
+                    return ClusterOperationOutcome(
+                        cluster_id=request.cluster_id,
+                        succeeded=False,
+                        paused=True,
+                        message=f"upgrade paused, waiting for an operator: {paused}",
+                    )
+                result: BaseModel = await running.result()
             except WorkflowUpdateFailedError as exc:
                 # Refused by the entity or failed while running: the rollout's data, not a retry.
                 return ClusterOperationOutcome(
@@ -130,6 +152,32 @@ class FleetRequests:
         return AbortClusterResult(cluster_id=input.cluster_id, sent=True)
 
 
+async def _paused_or_done(
+    handle: WorkflowHandle[Any, Any], running: WorkflowUpdateHandle[Any], requested_by: str
+) -> str | None:
+    """Wait for the update; the pause message if the operation it started pauses first."""
+    outcome = asyncio.ensure_future(running.result())
+    try:
+        while True:
+            done, _ = await asyncio.wait({outcome}, timeout=PAUSE_POLL.total_seconds())
+            if done:
+                return None
+            status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus)
+            op = status.current
+            if op is not None and op.state is OperationState.PAUSED and op.requested_by == requested_by:
+                return op.message or "paused"
+    finally:
+        if not outcome.done():
+            outcome.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
+                await outcome
+        else:
+            # Retrieve the outcome so a failure is not reported as never retrieved; the caller
+            # reads it again from the handle.
+            with contextlib.suppress(Exception):
+                outcome.result()
+
+
 def _update_of(request: ClusterOperationRequest) -> tuple[str, Any, type[BaseModel]]:
     by = request.requested_by
     if request.operation is FleetOperation.UPGRADE:
@@ -137,8 +185,8 @@ def _update_of(request: ClusterOperationRequest) -> tuple[str, Any, type[BaseMod
             raise ValueError("an upgrade request needs a version")
         return (
             UPDATE_OF_OPERATION[request.operation],
-            UpgradeRequest(version=request.version, requested_by=by),
-            (UpgradeResult),
+            UpgradeRequest(version=request.version, requested_by=by, node_ready_timeout=request.node_ready_timeout),
+            UpgradeResult,
         )
     if request.operation is FleetOperation.ROTATE_CA:
         return UPDATE_OF_OPERATION[request.operation], RotateCaRequest(requested_by=by), RotateCaResult

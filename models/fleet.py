@@ -197,6 +197,9 @@ class FleetRolloutInput(FrozenModel):
     approval_timeout: PositiveDuration = Field(default=DEFAULT_APPROVAL_TIMEOUT)
     maintenance_override: MaintenanceOverride | None = None
     requested_by: str = ""
+    node_ready_timeout: PositiveDuration | None = Field(
+        default=None, description="upgrades: a node not ready within this pauses its cluster's upgrade"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetRolloutInput:
@@ -204,6 +207,8 @@ class FleetRolloutInput(FrozenModel):
             raise ValueError("version: an upgrade needs a target version")
         if self.operation is not FleetOperation.UPGRADE and self.version is not None:
             raise ValueError(f"version: applies to upgrades only, not {self.operation}")
+        if self.node_ready_timeout is not None and self.operation is not FleetOperation.UPGRADE:
+            raise ValueError("node_ready_timeout: applies to upgrades only")
         if self.force and self.operation is not FleetOperation.ROTATE_CERTIFICATES:
             raise ValueError("force: applies to certificate rotations only")
         repeated = sorted({c for c in self.cluster_ids if self.cluster_ids.count(c) > 1})
@@ -316,12 +321,14 @@ class ClusterOperationRequest(FrozenModel):
     force: bool = False
     request_id: str = Field(description="update id: a retried request is the same update, run once")
     requested_by: str = ""
+    node_ready_timeout: PositiveDuration | None = None
 
 
 class ClusterOperationOutcome(FrozenModel):
     cluster_id: str
     succeeded: bool
     aborted: bool = Field(default=False, description="an upgrade that was aborted and rolled back")
+    paused: bool = Field(default=False, description="an upgrade that paused and waits for an operator")
     message: str = ""
     kubernetes_version: str = ""
 

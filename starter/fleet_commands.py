@@ -179,6 +179,7 @@ async def _rollout(
     watch: bool,
     now: bool,
     reason: str,
+    node_ready_timeout: str | None = None,
 ) -> None:
     if now and not reason.strip():
         raise typer.BadParameter("--now needs --reason TEXT: overriding maintenance windows is recorded")
@@ -189,6 +190,13 @@ async def _rollout(
         raise typer.BadParameter(
             f"{approval_timeout!r} is not a duration such as 2h or 1d", param_hint="--approval-timeout"
         )
+    ready_timeout = None
+    if node_ready_timeout is not None:
+        ready_timeout = parse_duration(node_ready_timeout)
+        if not isinstance(ready_timeout, timedelta) or ready_timeout <= timedelta(0):
+            raise typer.BadParameter(
+                f"{node_ready_timeout!r} is not a duration such as 90s or 10m", param_hint="--node-ready-timeout"
+            )
     settings = load_settings()
     client = await connect_temporal(settings)
     query = selection_query(where, owner, parse_ids(ids))
@@ -210,6 +218,7 @@ async def _rollout(
             approval_timeout=timeout,
             maintenance_override=MaintenanceOverride(reason=reason, by=who) if now else None,
             requested_by=who,
+            node_ready_timeout=ready_timeout,
         )
     except ValidationError as exc:
         raise UserError("; ".join(describe_validation_error(exc))) from None
@@ -292,12 +301,21 @@ async def upgrade(
     watch: Watch = False,
     now: Now = False,
     reason: Reason = "",
+    node_ready_timeout: Annotated[
+        str | None,
+        typer.Option("--node-ready-timeout", help="a node not ready within this pauses its cluster's upgrade"),
+    ] = None,
 ) -> None:
-    """Upgrade the selected clusters to a Kubernetes version, a few at a time."""
+    """Upgrade the selected clusters to a Kubernetes version, a few at a time.
+
+    An upgrade that pauses (a node not ready, a blocked drain) counts as a failure of the rollout and
+    stays paused in its cluster for 'tenantctl upgrade resume|abort ID'.
+    """
     await _rollout(
         FleetOperation.UPGRADE, version=version, force=False, where=where, owner=owner, ids=ids, parallel=parallel,
         max_failures=max_failures, canary=canary, approve_after_canary=approve_after_canary,
         approval_timeout=approval_timeout, dry_run=dry_run, watch=watch, now=now, reason=reason,
+        node_ready_timeout=node_ready_timeout,
     )  # fmt: skip
 
 

@@ -181,6 +181,7 @@ class FleetRolloutWorkflow:
             force=self._input.force,
             request_id=f"{self.status.rollout_id}/{cluster.cluster_id}",
             requested_by=self._requested_by(),
+            node_ready_timeout=self._input.node_ready_timeout,
         )
         try:
             outcome = await workflow.execute_activity(

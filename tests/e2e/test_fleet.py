@@ -7,20 +7,26 @@ ends at the target version.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from temporalio.client import Client
 
+from devstack.kube_emulator import NEVER_READY
 from models.cluster import ClusterPhase, ClusterStatus
 from models.fleet import FleetState, FleetStatus, RolloutClusterState
+from models.naming import kvm_namespace
 from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, wait_for, write_spec
-from tests.specs import small_kvm
+from tests.specs import small_kvm, unique_id
 from worker.clients import connect_temporal
 from workflows.cluster import ClusterWorkflow
 
@@ -38,10 +44,18 @@ async def entity_status(client: Client, cluster_id: str) -> ClusterStatus:
     return status
 
 
-async def create_clusters(stack: Stack, client: Client, tmp_path: Path, owner: str, count: int) -> list[str]:
+async def create_clusters(
+    stack: Stack, client: Client, tmp_path: Path, owner: str, count: int, **spec_fields: Any
+) -> list[str]:
     ids = []
-    for _ in range(count):
-        spec = small_kvm(owner=owner, kubernetes_version=OLD, workers={"count": 1, "cpu": 2, "memory": "4Gi"})
+    for number in range(count):
+        spec = small_kvm(
+            id=unique_id(f"f{chr(ord('a') + number)}"),  # fa-..., fb-...: the plan keeps this order
+            owner=owner,
+            kubernetes_version=OLD,
+            workers={"count": 1, "cpu": 2, "memory": "4Gi"},
+            **spec_fields,
+        )
         stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
         ids.append(spec.id)
 
@@ -140,6 +154,109 @@ async def test_canary_approval_and_a_capped_rollout(
     # Nothing left to upgrade: a second rollout skips every cluster, and reports it.
     again = local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner, "--dry-run")
     assert again.stdout.count(f"skipped: the cluster already runs Kubernetes {TARGET}") == 3
+
+
+def never_ready(stack: Stack, cluster_id: str, node: str) -> None:
+    """Mark a node's VM so it never becomes ready again (the emulator's annotation)."""
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=str(stack.state_dir / "kubeconfig"), client_configuration=configuration)
+    with k8s.ApiClient(configuration) as api:
+        k8s.AppsV1Api(api).patch_namespaced_deployment(
+            node, kvm_namespace(cluster_id), {"metadata": {"annotations": {NEVER_READY: "true"}}}
+        )
+
+
+async def test_a_failed_upgrade_spends_the_budget_and_the_rest_does_not_start(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    client = await connect_temporal(stack_settings(local_stack))
+    owner = f"fleet-{uuid.uuid4().hex[:6]}"
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 3)
+    never_ready(local_stack, ids[0], "master-0")
+    run = local_stack.cli(
+        "fleet", "upgrade", "--version", TARGET, "--owner", owner, "--parallel", "1", "--max-failures", "1",
+        "--node-ready-timeout", "5s", "--watch", check=False, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    rollout_id = re.search(r"started rollout (fleet/\S+)", run.stdout).group(1)  # type: ignore[union-attr]
+    final = fleet_status(local_stack, rollout_id)
+    assert final.state is FleetState.FAILED
+    failed = final.clusters[0]
+    assert failed.cluster_id == ids[0] and failed.state is RolloutClusterState.FAILED
+    assert "master-0" in failed.reason and "paused" in failed.reason
+    assert [c.state for c in final.clusters[1:]] == [RolloutClusterState.NOT_STARTED] * 2
+    assert all(ids[0] in c.reason and "failure budget spent" in c.reason for c in final.clusters[1:])
+    assert f"failure budget spent (1 of 1): {ids[0]}" in final.message
+    shown = " ".join(local_stack.cli("fleet", "status", rollout_id).stdout.split())
+    assert shown.count("not-started") == 2 and ids[0] in shown
+    assert [(await entity_status(client, cid)).operations_started for cid in ids[1:]] == [1, 1]  # never asked
+    assert "rollout failed" in run.stdout
+
+
+async def test_a_rollout_waits_for_a_window_opening_shortly(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    client = await connect_temporal(stack_settings(local_stack))
+    owner = f"fleet-{uuid.uuid4().hex[:6]}"
+    # Windows start on the minute: the next one at least 20 s away (creating the cluster takes some).
+    opens = (datetime.now(UTC) + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    window = {"days": [opens.strftime("%a").lower()], "start": opens.strftime("%H:%M"), "duration": "1h"}
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 1, maintenance={"window": window})
+    plan = " ".join(
+        local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner, "--dry-run").stdout.split()
+    )
+    assert f"waiting for the maintenance window, opens at {opens:%Y-%m-%d %H:%M} UTC" in plan
+    run = local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner)
+    rollout_id = re.search(r"started rollout (fleet/\S+)", run.stdout).group(1)  # type: ignore[union-attr]
+
+    async def waiting() -> bool:
+        return fleet_status(local_stack, rollout_id).clusters[0].state is RolloutClusterState.WAITING_WINDOW
+
+    await wait_for(waiting, "the rollout to wait for the window", timeout=30)
+    status = fleet_status(local_stack, rollout_id)
+    assert status.message == f"{ids[0]}: waiting for the maintenance window, opens at {opens:%Y-%m-%d %H:%M} UTC"
+    assert (await entity_status(client, ids[0])).operations_started == 1
+
+    async def finished() -> bool:
+        return fleet_status(local_stack, rollout_id).state.finished
+
+    await wait_for(finished, "the rollout to finish", timeout=240)
+    final = fleet_status(local_stack, rollout_id)
+    assert final.state is FleetState.SUCCEEDED
+    started = final.clusters[0].started_at
+    assert started is not None and opens <= started < opens + timedelta(seconds=10)
+    assert (await entity_status(client, ids[0])).kubernetes_version == TARGET
+
+
+async def test_a_worker_killed_mid_rollout_loses_no_cluster_and_starts_none_twice(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    client = await connect_temporal(stack_settings(local_stack))
+    owner = f"fleet-{uuid.uuid4().hex[:6]}"
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 3)
+    run = local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner, "--parallel", "2")
+    rollout_id = re.search(r"started rollout (fleet/\S+)", run.stdout).group(1)  # type: ignore[union-attr]
+
+    async def two_upgrading() -> bool:
+        running = [(await entity_status(client, cid)).current for cid in ids]
+        return sum(1 for op in running if op is not None and op.kind == "upgrade") == 2
+
+    await wait_for(two_upgrading, "two upgrades in flight", timeout=60)
+    worker_process.kill()
+    await asyncio.sleep(2)
+    worker_process.start()
+
+    async def finished() -> bool:
+        return fleet_status(local_stack, rollout_id).state.finished
+
+    await wait_for(finished, "the rollout to finish", timeout=300)
+    final = fleet_status(local_stack, rollout_id)
+    assert final.state is FleetState.SUCCEEDED, final
+    for cid in ids:
+        entity = await entity_status(client, cid)
+        assert entity.kubernetes_version == TARGET
+        assert entity.operations_started == 2  # the create and exactly one upgrade
+    assert len(await upgrade_intervals(client, owner)) == 3
 
 
 def test_a_selection_that_matches_nothing_starts_nothing(local_stack: Stack) -> None:

@@ -10,14 +10,14 @@ sends ``release``; with ``fail_message`` an upgrade fails the way a real one doe
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from models.base import Model
-from models.cluster import ClusterPhase, ClusterStatus
+from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState, OperationStatus
 from models.operations import (
     RotateCaRequest,
     RotateCaResult,
@@ -39,6 +39,7 @@ class FakeClusterInput(Model):
     phase: ClusterPhase = ClusterPhase.READY
     hold: bool = False
     fail_message: str = ""
+    pause_message: str = Field(default="", description="an upgrade pauses with this and waits for release")
     earliest_expiry: datetime | None = None
 
 
@@ -48,6 +49,7 @@ class FakeOperation(Model):
     started_at: datetime
     finished_at: datetime | None = None
     outcome: str = ""
+    node_ready_timeout: timedelta | None = None
 
 
 class FakeLog(Model):
@@ -93,20 +95,34 @@ class FakeClusterWorkflow:
     def finish(self) -> None:
         self._done = True
 
-    async def _operate(self, kind: str, requested_by: str) -> FakeOperation:
+    async def _operate(
+        self, kind: str, requested_by: str, node_ready_timeout: timedelta | None = None
+    ) -> FakeOperation:
         async with self._lock:
-            op = FakeOperation(kind=kind, requested_by=requested_by, started_at=workflow.now())
+            op = FakeOperation(
+                kind=kind, requested_by=requested_by, started_at=workflow.now(), node_ready_timeout=node_ready_timeout
+            )
             self.log.operations.append(op)
-            if self._input.hold:
+            if kind == "upgrade" and self._input.pause_message:
+                # As the real entity shows a paused upgrade: current operation, state paused, why.
+                self.status.current = OperationStatus(
+                    kind=OperationKind.UPGRADE,
+                    workflow_id=f"cluster/{self.status.cluster_id}/upgrade/2",
+                    state=OperationState.PAUSED,
+                    requested_by=requested_by,
+                    message=self._input.pause_message,
+                )
+            if self._input.hold or self._input.pause_message:
                 held = len(self.log.operations)
                 await workflow.wait_condition(lambda: self._released >= held or self._abort)
             op.finished_at = workflow.now()
+            self.status.current = None
             return op
 
     @workflow.update
     async def upgrade(self, request: UpgradeRequest) -> UpgradeResult:
         before = self.status.kubernetes_version
-        op = await self._operate("upgrade", request.requested_by)
+        op = await self._operate("upgrade", request.requested_by, request.node_ready_timeout)
         if self._abort:
             self._abort = False
             op.outcome = "aborted"

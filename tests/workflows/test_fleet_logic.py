@@ -205,6 +205,26 @@ async def test_failure_budget_stops_new_starts_and_says_which_failed(
     assert await held_operations(good_handles) == [1]
 
 
+async def test_a_paused_upgrade_counts_as_a_failure_and_stays_for_an_operator(
+    time_skipping_env: WorkflowEnvironment, queue: str
+) -> None:
+    paused, paused_handles = await clusters(time_skipping_env, queue, 1, pause_message="master-0 not ready in 5s")
+    rest, rest_handles = await clusters(time_skipping_env, queue, 2)
+    fleet = await start_fleet(
+        time_skipping_env, queue, paused + rest, parallel=1, max_failures=1, node_ready_timeout=timedelta(seconds=5)
+    )
+    final = await result_of(fleet, time_skipping_env)
+    assert final.state is FleetState.FAILED
+    first = final.clusters[0]
+    assert first.state is RolloutClusterState.FAILED
+    assert first.reason == "upgrade paused, waiting for an operator: master-0 not ready in 5s"
+    assert [states(final)[c] for c in rest] == [RolloutClusterState.NOT_STARTED] * 2
+    assert await held_operations(rest_handles) == [0, 0]
+    op = (await log_of(paused_handles[0])).operations[0]
+    assert op.finished_at is None  # still paused in the entity, for 'tenantctl upgrade resume|abort'
+    assert op.node_ready_timeout == timedelta(seconds=5)
+
+
 async def test_a_larger_budget_goes_on_after_one_failure(time_skipping_env: WorkflowEnvironment, queue: str) -> None:
     bad, _ = await clusters(time_skipping_env, queue, 1, fail_message="health gate failed")
     rest, rest_handles = await clusters(time_skipping_env, queue, 2)
