@@ -15,13 +15,15 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.fleet_requests import FleetRequests
 from models.cluster import ClusterPhase
@@ -40,7 +42,7 @@ from models.fleet import (
 )
 from tests.specs import small_kvm
 from tests.workflows.fleet_entity import FakeClusterInput, FakeClusterWorkflow, FakeLog
-from worker.registry import activities_of, build_worker
+from worker.registry import WORKFLOWS, activities_of, build_worker, sandbox_runner
 from workflows import search_attributes as sa
 from workflows.fleet import FleetRolloutWorkflow
 
@@ -528,3 +530,81 @@ async def test_a_waiting_cluster_does_not_hold_back_one_whose_window_is_open(
     first, second = by_id[anytime[0]].started_at, by_id[closed[0]].started_at
     assert first is not None and second is not None
     assert first - now < timedelta(minutes=1) and opens <= second < opens + timedelta(minutes=1)
+
+
+# --- determinism ---------------------------------------------------------------------------------------------
+async def test_a_rollout_with_every_kind_of_wait_replays(time_skipping_env: WorkflowEnvironment, queue: str) -> None:
+    """Canary, approval, pause/resume and a window wait, replayed from history without a server."""
+    history = await scenario_history(time_skipping_env, queue)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+    kinds = {e.WhichOneof("attributes") for e in history.events}
+    assert {"timer_started_event_attributes", "workflow_execution_update_accepted_event_attributes"} <= kinds
+
+
+async def scenario_history(env: WorkflowEnvironment, queue: str) -> WorkflowHistory:
+    """The recorded scenario (tests/histories/fleet-canary-approve-window--FleetRollout.json)."""
+    now = await now_of(env)
+    opens = next_weekday_at(now, 5, 2)
+    plain, plain_handles = await clusters(env, queue, 2, hold=True)
+    windowed, _ = await clusters(env, queue, 1, spec=window([opens.strftime("%a").lower()], "02:00", "2h"))
+    fleet = await start_fleet(env, queue, plain + windowed, parallel=2, canary=1, approve_after_canary=True)
+    await until(fleet, lambda s: running(s) == {plain[0]}, "canary running")
+    await plain_handles[0].signal("release")
+    await until(fleet, lambda s: s.state is FleetState.WAITING_APPROVAL, "approval wait")
+    await fleet.execute_update(FleetRolloutWorkflow.approve, ApprovalRequest(by="alice", comment="ok"))
+    await until(fleet, lambda s: running(s) == {plain[1]}, "second running")
+    await fleet.execute_update(FleetRolloutWorkflow.control, FleetControl(action=FleetAction.PAUSE, by="bob"))
+    await fleet.execute_update(FleetRolloutWorkflow.control, FleetControl(action=FleetAction.RESUME, by="bob"))
+    await plain_handles[1].signal("release")
+    await until(fleet, lambda s: s.clusters[2].state is RolloutClusterState.WAITING_WINDOW, "window wait")
+    final = await result_of(fleet)
+    assert final.state is FleetState.SUCCEEDED
+    return await fleet.fetch_history()
+
+
+async def record_history() -> None:
+    """``python -m tests.workflows.test_fleet_logic``: record the scenario for tests/replay."""
+    import json
+
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from tests.servers import binary
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in sa.ALL_KEYS},
+            )
+        )
+        name = "fleet-canary-approve-window"
+        STARTED[name] = []
+        worker = build_worker(
+            env.client,
+            name,
+            activities_of(FleetRequests(env.client)),
+            workflows=[FleetRolloutWorkflow, FakeClusterWorkflow],
+        )
+        async with worker:
+            history = await scenario_history(env, name)
+        path = Path(__file__).resolve().parents[1] / "histories" / f"{name}--FleetRollout.json"
+        recorded = {
+            "workflow_id": history.workflow_id,
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scenario": name,
+            "history": json.loads(history.to_json()),
+        }
+        path.write_text(json.dumps(recorded, indent=1))
+        print(f"recorded {path.name}: {len(history.events)} events")  # noqa: T201
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(record_history())
