@@ -1,4 +1,4 @@
-"""Issue 15 end to end: a fleet upgrade over small KVM clusters on the real local stack, through
+"""Issue 15 end to end: fleet rollouts over small clusters on the real local stack, through
 ``tenantctl fleet`` as an operator runs it: ``--dry-run`` starts nothing; ``--parallel 2 --canary 1
 --approve-after-canary`` upgrades the canary, waits for ``fleet approve``, then the rest, never more
 than two upgrades at once (from the upgrade workflows' own start and close times); every cluster
@@ -26,7 +26,7 @@ from models.cluster import ClusterPhase, ClusterStatus
 from models.fleet import FleetState, FleetStatus, RolloutClusterState
 from models.naming import kvm_namespace
 from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, wait_for, write_spec
-from tests.specs import small_kvm, unique_id
+from tests.specs import example, small_kvm, unique_id
 from worker.clients import connect_temporal
 from workflows.cluster import ClusterWorkflow
 
@@ -45,17 +45,20 @@ async def entity_status(client: Client, cluster_id: str) -> ClusterStatus:
 
 
 async def create_clusters(
-    stack: Stack, client: Client, tmp_path: Path, owner: str, count: int, **spec_fields: Any
+    stack: Stack, client: Client, tmp_path: Path, owner: str, count: int, aws: int = 0, **spec_fields: Any
 ) -> list[str]:
+    """``count`` small KVM clusters (1 master, 1 worker), then ``aws`` small AWS ones, all Ready."""
     ids = []
-    for number in range(count):
-        spec = small_kvm(
-            id=unique_id(f"f{chr(ord('a') + number)}"),  # fa-..., fb-...: the plan keeps this order
-            owner=owner,
-            kubernetes_version=OLD,
-            workers={"count": 1, "cpu": 2, "memory": "4Gi"},
-            **spec_fields,
-        )
+    for number in range(count + aws):
+        cluster_id = unique_id(f"f{chr(ord('a') + number)}")  # fa-..., fb-...: the plan keeps this order
+        small = {"id": cluster_id, "owner": owner, "kubernetes_version": OLD, **spec_fields}
+        if number < count:
+            spec = small_kvm(**small, workers={"count": 1, "cpu": 2, "memory": "4Gi"})
+        else:
+            spec = example(
+                "aws-cluster.yaml", **small, deletion_protection=False,
+                masters={"count": 1}, workers={"count": 1, "instance_type": "m5.large"},
+            )  # fmt: skip
         stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
         ids.append(spec.id)
 
@@ -90,7 +93,7 @@ async def test_canary_approval_and_a_capped_rollout(
 ) -> None:
     client = await connect_temporal(stack_settings(local_stack))
     owner = f"fleet-{uuid.uuid4().hex[:6]}"
-    ids = await create_clusters(local_stack, client, tmp_path, owner, 3)
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 4, aws=2)
 
     # --dry-run prints the plan, canary first, and starts nothing.
     dry = local_stack.cli(
@@ -98,9 +101,9 @@ async def test_canary_approval_and_a_capped_rollout(
     )
     assert "dry run: nothing was started" in dry.stdout
     assert all(cid in dry.stdout for cid in ids) and "canary" in dry.stdout
-    assert [(await entity_status(client, cid)).operations_started for cid in ids] == [1, 1, 1]  # the creates
+    assert [(await entity_status(client, cid)).operations_started for cid in ids] == [1] * 6  # the creates
     skipped = local_stack.cli("fleet", "upgrade", "--version", "1.34.0", "--owner", owner, "--dry-run")
-    assert skipped.stdout.count("skipped: minor upgrades go one minor at a time") == 3
+    assert skipped.stdout.count("skipped: minor upgrades go one minor at a time") == 6
 
     started = time.monotonic()
     run = local_stack.cli(
@@ -118,9 +121,9 @@ async def test_canary_approval_and_a_capped_rollout(
     status = fleet_status(local_stack, rollout_id)
     canary = status.clusters[0]
     assert canary.canary and canary.state is RolloutClusterState.SUCCEEDED
-    assert [c.state for c in status.clusters[1:]] == [RolloutClusterState.PENDING] * 2
+    assert [c.state for c in status.clusters[1:]] == [RolloutClusterState.PENDING] * 5
     assert (await entity_status(client, canary.cluster_id)).kubernetes_version == TARGET
-    assert [(await entity_status(client, c.cluster_id)).kubernetes_version for c in status.clusters[1:]] == [OLD] * 2
+    assert [(await entity_status(client, c.cluster_id)).kubernetes_version for c in status.clusters[1:]] == [OLD] * 5
     listed = json.loads(local_stack.cli("fleet", "list", "-o", "json").stdout)
     assert {"id": rollout_id, "state": "waiting-approval"}.items() <= next(
         r for r in listed if r["id"] == rollout_id
@@ -145,15 +148,15 @@ async def test_canary_approval_and_a_capped_rollout(
         assert entity.kubernetes_version == entity.spec.kubernetes_version == TARGET
         assert entity.recent[0].requested_by.startswith(f"fleet {rollout_id}")
     intervals = await upgrade_intervals(client, owner)
-    assert len(intervals) == 3 and most_at_once(intervals) == 2
+    assert len(intervals) == 6 and most_at_once(intervals) == 2
     shown = local_stack.cli("fleet", "status", rollout_id).stdout
     assert "approved by alice" in shown and "canary [bold]ok[/]" in shown
     history = await client.get_workflow_handle(rollout_id).fetch_history()
-    print(f"\nfleet rollout of 3 clusters: {wall:.1f}s wall, fleet history {len(history.events)} events")  # noqa: T201
+    print(f"\nfleet rollout of 6 clusters (4 KVM, 2 AWS): {wall:.1f}s wall, fleet history {len(history.events)} events")  # noqa: T201
 
     # Nothing left to upgrade: a second rollout skips every cluster, and reports it.
     again = local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner, "--dry-run")
-    assert again.stdout.count(f"skipped: the cluster already runs Kubernetes {TARGET}") == 3
+    assert again.stdout.count(f"skipped: the cluster already runs Kubernetes {TARGET}") == 6
 
 
 def never_ready(stack: Stack, cluster_id: str, node: str) -> None:
