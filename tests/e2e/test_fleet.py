@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from temporalio.client import Client
 
-from devstack.kube_emulator import NEVER_READY
+from devstack.kube_emulator import NEVER_READY, READY_DELAY
 from models.cluster import ClusterPhase, ClusterStatus
 from models.fleet import FleetState, FleetStatus, RolloutClusterState
 from models.naming import kvm_namespace
@@ -159,13 +159,13 @@ async def test_canary_approval_and_a_capped_rollout(
     assert again.stdout.count(f"skipped: the cluster already runs Kubernetes {TARGET}") == 6
 
 
-def never_ready(stack: Stack, cluster_id: str, node: str) -> None:
-    """Mark a node's VM so it never becomes ready again (the emulator's annotation)."""
+def never_ready(stack: Stack, cluster_id: str, node: str, key: str = NEVER_READY, value: str = "true") -> None:
+    """Mark a node's VM so it never becomes ready again (or, with READY_DELAY, slowly: the emulator's annotations)."""
     configuration = k8s.Configuration()
     k8s_config.load_kube_config(config_file=str(stack.state_dir / "kubeconfig"), client_configuration=configuration)
     with k8s.ApiClient(configuration) as api:
         k8s.AppsV1Api(api).patch_namespaced_deployment(
-            node, kvm_namespace(cluster_id), {"metadata": {"annotations": {NEVER_READY: "true"}}}
+            node, kvm_namespace(cluster_id), {"metadata": {"annotations": {key: value}}}
         )
 
 
@@ -201,23 +201,22 @@ async def test_a_rollout_waits_for_a_window_opening_shortly(
 ) -> None:
     client = await connect_temporal(stack_settings(local_stack))
     owner = f"fleet-{uuid.uuid4().hex[:6]}"
-    # Windows start on the minute: the next one at least 20 s away (creating the cluster takes some).
-    opens = (datetime.now(UTC) + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    # Windows start on the minute: the next one a minute or two away (creating the cluster takes some).
+    opens = (datetime.now(UTC) + timedelta(seconds=120)).replace(second=0, microsecond=0)
     window = {"days": [opens.strftime("%a").lower()], "start": opens.strftime("%H:%M"), "duration": "1h"}
     ids = await create_clusters(local_stack, client, tmp_path, owner, 1, maintenance={"window": window})
-    plan = " ".join(
-        local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner, "--dry-run").stdout.split()
-    )
-    assert f"waiting for the maintenance window, opens at {opens:%Y-%m-%d %H:%M} UTC" in plan
+    plan = local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner, "--dry-run").stdout
+    assert "waiting for the maintenance window" in plan and f"{opens:%H:%M} UTC" in plan, plan
     run = local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner)
     rollout_id = re.search(r"started rollout (fleet/\S+)", run.stdout).group(1)  # type: ignore[union-attr]
+    seen: list[FleetStatus] = []
 
     async def waiting() -> bool:
-        return fleet_status(local_stack, rollout_id).clusters[0].state is RolloutClusterState.WAITING_WINDOW
+        seen.append(fleet_status(local_stack, rollout_id))
+        return seen[-1].clusters[0].state is RolloutClusterState.WAITING_WINDOW
 
     await wait_for(waiting, "the rollout to wait for the window", timeout=30)
-    status = fleet_status(local_stack, rollout_id)
-    assert status.message == f"{ids[0]}: waiting for the maintenance window, opens at {opens:%Y-%m-%d %H:%M} UTC"
+    assert seen[-1].message == f"{ids[0]}: waiting for the maintenance window, opens at {opens:%Y-%m-%d %H:%M} UTC"
     assert (await entity_status(client, ids[0])).operations_started == 1
 
     async def finished() -> bool:
@@ -227,7 +226,7 @@ async def test_a_rollout_waits_for_a_window_opening_shortly(
     final = fleet_status(local_stack, rollout_id)
     assert final.state is FleetState.SUCCEEDED
     started = final.clusters[0].started_at
-    assert started is not None and opens <= started < opens + timedelta(seconds=10)
+    assert started is not None and opens <= started < opens + timedelta(seconds=30)
     assert (await entity_status(client, ids[0])).kubernetes_version == TARGET
 
 
@@ -260,6 +259,94 @@ async def test_a_worker_killed_mid_rollout_loses_no_cluster_and_starts_none_twic
         assert entity.kubernetes_version == TARGET
         assert entity.operations_started == 2  # the create and exactly one upgrade
     assert len(await upgrade_intervals(client, owner)) == 3
+
+
+def started_rollout(output: str) -> str:
+    match = re.search(r"started rollout (fleet/\S+)", output)
+    assert match, output
+    return match.group(1)
+
+
+async def until_state(stack: Stack, rollout_id: str, wanted: set[FleetState], timeout: float = 240) -> FleetStatus:
+    async def reached() -> bool:
+        return fleet_status(stack, rollout_id).state in wanted
+
+    await wait_for(reached, f"rollout {rollout_id} to be {wanted}", timeout=timeout)
+    return fleet_status(stack, rollout_id)
+
+
+async def upgrading(client: Client, cluster_id: str) -> bool:
+    op = (await entity_status(client, cluster_id)).current
+    return op is not None and op.kind == "upgrade"
+
+
+async def test_pause_then_resume(local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path) -> None:
+    client = await connect_temporal(stack_settings(local_stack))
+    owner = f"fleet-{uuid.uuid4().hex[:6]}"
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 2)
+    rollout_id = started_rollout(local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner).stdout)
+    await wait_for(lambda: upgrading(client, ids[0]), f"{ids[0]} to upgrade", timeout=60)
+    paused = local_stack.cli("fleet", "pause", rollout_id, "--reason", "[bold]incident[/] 42")
+    assert "no new one starts" in paused.stdout
+    status = await until_state(local_stack, rollout_id, {FleetState.PAUSED})
+
+    async def first_done() -> bool:
+        return fleet_status(local_stack, rollout_id).clusters[0].state is RolloutClusterState.SUCCEEDED
+
+    await wait_for(first_done, f"{ids[0]} to finish", timeout=120)
+    await asyncio.sleep(3)  # room for a wrong start
+    status = fleet_status(local_stack, rollout_id)
+    assert status.state is FleetState.PAUSED and status.clusters[1].state is RolloutClusterState.PENDING
+    assert (await entity_status(client, ids[1])).operations_started == 1
+    assert any("[bold]incident[/] 42" in line for line in status.log)
+    again = local_stack.cli("fleet", "pause", rollout_id, check=False)
+    assert again.returncode == 1 and "already paused" in again.stderr
+    local_stack.cli("fleet", "resume", rollout_id)
+    final = await until_state(local_stack, rollout_id, {FleetState.SUCCEEDED, FleetState.FAILED, FleetState.ABORTED})
+    assert final.state is FleetState.SUCCEEDED
+    assert [(await entity_status(client, cid)).kubernetes_version for cid in ids] == [TARGET, TARGET]
+
+
+async def test_reject_after_the_canary(local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path) -> None:
+    client = await connect_temporal(stack_settings(local_stack))
+    owner = f"fleet-{uuid.uuid4().hex[:6]}"
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 2)
+    run = local_stack.cli(
+        "fleet", "upgrade", "--version", TARGET, "--owner", owner, "--canary", "1", "--approve-after-canary"
+    )
+    rollout_id = started_rollout(run.stdout)
+    await until_state(local_stack, rollout_id, {FleetState.WAITING_APPROVAL})
+    local_stack.cli("fleet", "reject", rollout_id, "--by", "carol", "--comment", "error rate up")
+    final = await until_state(local_stack, rollout_id, {FleetState.ABORTED, FleetState.SUCCEEDED, FleetState.FAILED})
+    assert final.state is FleetState.ABORTED and "rejected by carol: error rate up" in final.message
+    assert final.clusters[1].state is RolloutClusterState.NOT_STARTED
+    assert (await entity_status(client, ids[1])).operations_started == 1  # never asked
+    assert (await entity_status(client, ids[0])).kubernetes_version == TARGET  # the canary stays upgraded
+
+
+async def test_abort_rolls_the_upgrade_in_flight_back(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    client = await connect_temporal(stack_settings(local_stack))
+    owner = f"fleet-{uuid.uuid4().hex[:6]}"
+    ids = await create_clusters(local_stack, client, tmp_path, owner, 2)
+    never_ready(local_stack, ids[0], "master-0", READY_DELAY, "10")  # its roll takes 10 s: time to abort
+    rollout_id = started_rollout(local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner).stdout)
+
+    async def rolling() -> bool:
+        op = (await entity_status(client, ids[0])).current
+        return op is not None and op.kind == "upgrade" and op.progress.total > 0
+
+    await wait_for(rolling, f"{ids[0]} to roll its nodes", timeout=60)
+    local_stack.cli("fleet", "abort", rollout_id, "--reason", "bad image")
+    final = await until_state(local_stack, rollout_id, {FleetState.ABORTED, FleetState.SUCCEEDED, FleetState.FAILED})
+    assert final.state is FleetState.ABORTED, final
+    first = final.clusters[0]
+    assert first.state is RolloutClusterState.ABORTED and f"rolled back to Kubernetes {OLD}" in first.reason
+    assert final.clusters[1].state is RolloutClusterState.NOT_STARTED
+    entity = await entity_status(client, ids[0])
+    assert entity.kubernetes_version == entity.spec.kubernetes_version == OLD
+    assert (await entity_status(client, ids[1])).operations_started == 1
 
 
 def test_a_selection_that_matches_nothing_starts_nothing(local_stack: Stack) -> None:
