@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from models.base import Model
 from models.durations import Duration, format_duration
+from models.maintenance import Maintenance
 from models.versions import KubernetesVersion
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -217,6 +218,9 @@ class ClusterSpec(Model):
     networking: Networking = Field(default_factory=Networking)
     certificates: Certificates = Field(default_factory=Certificates)
     deletion_protection: bool = False
+    maintenance: Maintenance | None = Field(
+        default=None, description="when upgrades and CA rotations may disrupt the cluster (none: any time)"
+    )
 
     @model_validator(mode="before")
     @classmethod

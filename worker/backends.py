@@ -18,6 +18,7 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
     from kubernetes import client as k8s
 
     from activities.aws.provider import AwsProvider
+    from activities.fleet.requests import FleetRequests
     from activities.kvm.provider import KvmProvider
     from activities.pki.rotation_schedule import RotationSchedules
     from activities.pki.vault import VaultPki
@@ -47,4 +48,4 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
             providers.tenant_admin_credentials, lambda spec: settings.tenant_api_url(spec.id, spec.base_domain)
         )
     )
-    return activities_of(pki, schedules, tenants) + providers.activities()
+    return activities_of(pki, schedules, tenants, FleetRequests(temporal)) + providers.activities()

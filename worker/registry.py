@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from workflows.cluster import ClusterWorkflow
+from workflows.fleet import FleetRolloutWorkflow
 from workflows.provision import ProvisionWorkflow
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
 from workflows.rotate_ca import RotateCaWorkflow
@@ -23,6 +24,7 @@ from workflows.teardown import TeardownWorkflow
 
 WORKFLOWS: list[type] = [
     ClusterWorkflow,
+    FleetRolloutWorkflow,
     ProvisionWorkflow,
     RotateCaWorkflow,
     RotateCertificatesWorkflow,

@@ -119,3 +119,15 @@ def wait_deadline(wait: timedelta) -> timedelta:
 TENANT_CALL_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one short tenant API activity (cordon: a read and a patch): a hung connection or
 a lost worker is retried after this long, not after the two minutes of bigger backend calls."""
+
+# --- fleet rollouts (workflows/fleet.py) -----------------------------------------------------------
+FLEET_OPERATION_TIMEOUT = timedelta(days=7)
+"""How long a rollout waits for one cluster's operation: an upgrade that pauses waits for a person,
+and an operation queued behind a manual one waits its turn. A lost worker is noticed by heartbeat."""
+
+FLEET_REQUEST_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""A worker lost while it waits on an entity's update is noticed within this; the retry re-attaches
+to the same update (same id), so the operation runs once."""
+
+FLEET_CONTROL_TIMEOUT = timedelta(minutes=1)
+"""Start-to-close of a quick request to an entity (its status, an abort of its upgrade)."""

@@ -14,6 +14,7 @@ KUBERNETES_VERSION = SearchAttributeKey.for_keyword("KubernetesVersion")
 CLUSTER_PHASE = SearchAttributeKey.for_keyword("ClusterPhase")
 CLUSTER_OWNER = SearchAttributeKey.for_keyword("ClusterOwner")
 OPERATION = SearchAttributeKey.for_keyword("TenantctlOperation")
+FLEET_ROLLOUT_STATE = SearchAttributeKey.for_keyword("FleetRolloutState")  # fleet rollouts (workflows/fleet.py)
 
 ALL_KEYS: tuple[SearchAttributeKey[str], ...] = (
     CLUSTER_ID,
@@ -22,6 +23,7 @@ ALL_KEYS: tuple[SearchAttributeKey[str], ...] = (
     CLUSTER_PHASE,
     CLUSTER_OWNER,
     OPERATION,
+    FLEET_ROLLOUT_STATE,
 )
 
 

@@ -1,0 +1,1 @@
+"""Activities a fleet rollout uses to ask cluster entities for operations (Temporal client only)."""
