@@ -111,14 +111,23 @@ def _merge_list(target: list[Any], patch: list[Any], mkey: str) -> list[Any]:
     return result
 
 
-def apply_patch(content_type: str, target: Obj, raw: bytes) -> Obj:
+PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH)
+
+
+def patch_type(content_type: str) -> str:
+    """The patch type of a PATCH request, or the real server's 415 (checked before the object is read)."""
     ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
-    if ctype not in (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH):
+    if ctype not in PATCH_TYPES:
         raise ApiError(
             415,
-            f"the body of the request was in an unknown format - accepted media types "
-            f"include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}",
+            "the body of the request was in an unknown format - accepted media types include: "
+            + ", ".join(PATCH_TYPES),
         )
+    return ctype
+
+
+def apply_patch(ctype: str, target: Obj, raw: bytes) -> Obj:
+    """A JSON, merge or strategic merge patch (`ctype` from patch_type; apply is apply.py's)."""
     try:
         patch = json.loads(raw or b"null")
     except ValueError as exc:

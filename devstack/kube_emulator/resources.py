@@ -11,7 +11,7 @@ import calendar
 import copy
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Obj = dict[str, Any]
@@ -62,6 +62,17 @@ class ApiError(Exception):
         if self.details is not None:
             body["details"] = self.details
         return body
+
+
+@dataclass
+class WriteOptions:
+    """How a client's write is to be handled (query parameters), and what it produced besides the object."""
+
+    manager: str | None = None  # fieldManager; None: the emulator's own controllers (trusted, untracked)
+    validation: str = "Warn"  # fieldValidation: Strict / Warn / Ignore
+    dry_run: bool = False
+    force: bool = False  # server-side apply: take over conflicting fields
+    warnings: list[str] = field(default_factory=list)  # sent back as `Warning: 299 - "..."` headers
 
 
 @dataclass(frozen=True)

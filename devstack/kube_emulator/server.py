@@ -19,12 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from .patching import APPLY_PATCH
 from .resources import (
     DNS1123_LABEL,
     VERSION_INFO,
     ApiError,
     Obj,
     ResourceType,
+    WriteOptions,
     api_group,
     api_group_list,
     api_resource_list,
@@ -35,6 +37,7 @@ from .resources import (
     scale_view,
     table,
 )
+from .schema import field_validation
 from .selectors import object_matcher
 from .store import key_of
 
@@ -84,6 +87,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms delayed-ACK stalls
     server: Server
+    _warnings: list[str]  # of the request being handled: sent as Warning headers with its response
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -115,11 +119,28 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        for text in self._warnings:  # one header per warning, as kube-apiserver sends them
+            self.send_header("Warning", f"299 - {json.dumps(text)}")
+        self._warnings = []
         self.end_headers()
         self.wfile.write(data)
 
     def _send_json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(obj).encode(), headers=headers)
+
+    def _options(self, q: dict[str, str], dry: bool) -> WriteOptions:
+        """fieldManager (else the User-Agent's product, as the apiserver derives it; apply must name
+        one), fieldValidation, force."""
+        agent = self.headers.get("User-Agent", "").split("/", maxsplit=1)[0][:128] or "unknown"
+        applying = self.headers.get("Content-Type", "").startswith(APPLY_PATCH)
+        opts = WriteOptions(
+            manager=q.get("fieldManager") or (None if applying else agent),
+            validation=field_validation(q),
+            dry_run=dry,
+            force=q.get("force") == "true",
+        )
+        self._warnings = opts.warnings  # filled by the store while it handles the write
+        return opts
 
     def _json(self, raw: bytes) -> Any:
         """Decode a JSON (or YAML) body; protobuf is not spoken, so it gets the real server's 415."""
@@ -138,6 +159,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"couldn't get version/kind; json parse error: {exc}") from exc
 
     def _handle(self) -> None:
+        self._warnings = []
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -258,7 +280,8 @@ class Handler(BaseHTTPRequestHandler):
                 )
             return self._send_json(200, obj)
         if method == "POST" and name is None and (ns is not None or not rt.namespaced):
-            return self._send_json(201, store.create(cluster, rt, ns or "", self._json(raw), dry))
+            body = self._json(raw)
+            return self._send_json(201, store.create(cluster, rt, ns or "", body, self._options(q, dry)))
         if method == "POST" and sub == "eviction" and ns is not None and name is not None:
             eviction = self._json(raw)
             if not isinstance(eviction, dict) or (eviction.get("metadata") or {}).get("name", name) != name:
@@ -268,10 +291,12 @@ class Handler(BaseHTTPRequestHandler):
                 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
             )
         if method == "PUT" and name is not None and sub != "eviction":
-            return self._send_json(200, store.update(cluster, rt, ns or "", name, self._json(raw), sub, dry))
+            body = self._json(raw)
+            return self._send_json(200, store.update(cluster, rt, ns or "", name, body, sub, self._options(q, dry)))
         if method == "PATCH" and name is not None and sub != "eviction":
             ctype = self.headers.get("Content-Type", "")
-            return self._send_json(200, store.patch(cluster, rt, ns or "", name, ctype, raw, sub, dry))
+            obj, created = store.patch(cluster, rt, ns or "", name, ctype, raw, sub, self._options(q, dry))
+            return self._send_json(201 if created else 200, obj)
         if method == "DELETE" and not sub:
             options = self._json(raw) or {}
             if not isinstance(options, dict):
