@@ -208,6 +208,9 @@ INITIAL_STATUS: dict[str, Obj] = {
     "Ingress": {"loadBalancer": {}},
     "PodDisruptionBudget": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
 }
+# The garbage collector's finalizers (propagationPolicy Foreground / Orphan), as on a real server.
+FOREGROUND_FINALIZER = "foregroundDeletion"
+ORPHAN_FINALIZER = "orphan"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 

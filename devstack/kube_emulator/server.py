@@ -301,12 +301,17 @@ class Handler(BaseHTTPRequestHandler):
             options = self._json(raw) or {}
             if not isinstance(options, dict):
                 raise ApiError(400, "DeleteOptions must be a JSON object")
+            for param in ("propagationPolicy", "orphanDependents"):  # DeleteOptions as query parameters
+                if param in q and param not in options:
+                    options[param] = q[param] == "true" if param == "orphanDependents" else q[param]
             if name is None:  # deletecollection
                 match = object_matcher(rt, q.get("labelSelector"), q.get("fieldSelector"))
                 items, rv = store.list(cluster, rt, ns, match)
                 deleted = [store.delete(cluster, rt, *key_of(o), options, dry)[0] for o in items]
                 return self._send_json(200, self._list_body(rt, deleted, rv, None))
             obj, gone = store.delete(cluster, rt, ns or "", name, options, dry or options.get("dryRun") == ["All"])
+            if not gone and not dry and options.get("dryRun") != ["All"]:
+                self.server.emulator.controllers.garbage.settle(cluster, rt, obj)
             if gone and not rt.return_deleted:  # most registries answer Status Success
                 details = {**rt.details(name), "uid": obj["metadata"]["uid"]}
                 return self._send_json(

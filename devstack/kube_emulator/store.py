@@ -24,8 +24,10 @@ from .fieldsets import carry_over, record_update
 from .patching import APPLY_PATCH, apply_patch, patch_type
 from .resources import (
     BY_KIND,
+    FOREGROUND_FINALIZER,
     INITIAL_STATUS,
     NAMESPACES,
+    ORPHAN_FINALIZER,
     PDBS,
     PODS,
     RESOURCES,
@@ -444,7 +446,8 @@ class Store:
                         "Conflict",
                         rt.details(name),
                     )
-            if rt is NAMESPACES or old["metadata"].get("finalizers"):
+            gc_finalizer = _gc_finalizer(options or {})
+            if rt is NAMESPACES or old["metadata"].get("finalizers") or gc_finalizer:
                 if old["metadata"].get("deletionTimestamp") and rt is NAMESPACES:
                     raise ApiError(
                         409,
@@ -458,6 +461,8 @@ class Store:
                     return copy.deepcopy(old), False
                 new = copy.deepcopy(old)
                 new["metadata"].update(deletionTimestamp=now_iso(), deletionGracePeriodSeconds=0)
+                if gc_finalizer and gc_finalizer not in (finalizers := new["metadata"].setdefault("finalizers", [])):
+                    finalizers.append(gc_finalizer)  # the garbage collector finishes the deletion
                 if rt is NAMESPACES:
                     new["status"] = {**new.get("status", {}), "phase": "Terminating"}
                 return (new if dry_run else self._commit(cl, rt, new, old)), False
@@ -588,6 +593,20 @@ class Store:
                     last = events[-1].rv
                     out = [ev for e in events if (ev := _visible(e, rt, ns, match)) is not None]
             yield from out  # outside the lock: the consumer writes to a socket
+
+
+def _gc_finalizer(options: Obj) -> str | None:
+    """The finalizer a propagation policy puts on the owner (Background: none, the owner goes at once)."""
+    policy = options.get("propagationPolicy")
+    if policy is None and options.get("orphanDependents") is not None:
+        policy = "Orphan" if options["orphanDependents"] else "Background"
+    if policy not in (None, "Background", "Foreground", "Orphan"):
+        raise ApiError(
+            422,
+            f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: "{policy}": '
+            'supported values: "Foreground", "Background", "Orphan", "nil"',
+        )
+    return {"Foreground": FOREGROUND_FINALIZER, "Orphan": ORPHAN_FINALIZER}.get(policy or "")
 
 
 def _visible(e: WatchEvent, rt: ResourceType, ns: str | None, match: Matcher) -> Obj | None:
