@@ -452,35 +452,3 @@ def table(items: list[Obj], include: str, rv: str, cont: str | None = None) -> O
         ],
         "rows": [{"cells": [o["metadata"]["name"], age(o)], "object": row_object(o)} for o in items],
     }
-
-
-def openapi_v3_root() -> Obj:
-    """Just enough OpenAPI v3 for kubectl: it reads it to learn that PATCH takes `fieldValidation`."""
-    gvs = ["api/v1", *(f"apis/{g}/{v}" for g, vs in groups().items() for v in vs)]
-    return {
-        "paths": {
-            gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=emulator-{VERSION_INFO['gitVersion']}"} for gv in gvs
-        }
-    }
-
-
-def openapi_v3_doc(group: str, version: str) -> Obj:
-    """One PATCH operation per kind; without a requestBody kubectl computes strategic merge patches from
-    its compiled-in types (the same result the real schema gives) instead of asking for one here."""
-    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    paths = {}
-    for rt in RESOURCES:
-        if (rt.group, rt.version) == (group, version):
-            item = (
-                f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}"
-                if rt.namespaced
-                else f"{prefix}/{rt.plural}/{{name}}"
-            )
-            paths[item] = {
-                "patch": {
-                    "x-kubernetes-group-version-kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "OK"}},
-                }
-            }
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]}, "paths": paths}

@@ -180,7 +180,8 @@ class _Walker:
                 if sub_node is None:
                     self.unknown.append(sub_path)
                     continue
-                go = f"{go_path}.{key}" if go_path else key
+                # Go names struct fields in the path, never map keys
+                go = go_path if "properties" not in target else f"{go_path}.{key}" if go_path else key
                 out[key] = self.walk(sub, sub_node, sub_path, go, struct)
             return out
         if isinstance(value, list) and "array" in kinds:

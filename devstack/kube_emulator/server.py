@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from .openapi import v2_document, v3_document, v3_root
 from .patching import APPLY_PATCH
 from .resources import (
     DNS1123_LABEL,
@@ -32,8 +33,6 @@ from .resources import (
     api_resource_list,
     groups,
     lookup,
-    openapi_v3_doc,
-    openapi_v3_root,
     scale_view,
     table,
 )
@@ -223,15 +222,20 @@ class Handler(BaseHTTPRequestHandler):
         elif len(parts) == 2 and parts[0] == "apis" and parts[1] in groups():
             discovery = api_group(parts[1])
         elif path == "/openapi/v3":
-            discovery = openapi_v3_root()
-        elif path.startswith("/openapi/v3/"):
+            discovery = v3_root()
+        elif path == "/openapi/v2" or path.startswith("/openapi/v3/"):
             gv = parts[2:]
-            if gv[:1] == ["api"] and len(gv) == 2 and gv[1] == "v1":
-                discovery = openapi_v3_doc("", "v1")
+            if path == "/openapi/v2":
+                document = v2_document()
+            elif gv[:1] == ["api"] and len(gv) == 2 and gv[1] == "v1":
+                document = v3_document("", "v1")
             elif gv[:1] == ["apis"] and len(gv) == 3 and gv[2] in groups().get(gv[1], []):
-                discovery = openapi_v3_doc(gv[1], gv[2])
+                document = v3_document(gv[1], gv[2])
             else:
                 raise not_found()
+            if self.command != "GET":
+                raise not_allowed()
+            return self._send(200, document)
         if discovery is not None:
             if self.command != "GET":
                 raise not_allowed()
