@@ -120,6 +120,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         short_names=("ns",),
         subresources=("status",),
         name_rule="label",
+        field_labels=("status.phase",),
     ),
     ResourceType(
         "",
@@ -152,7 +153,16 @@ RESOURCES: tuple[ResourceType, ...] = (
         "pods",
         short_names=("po",),
         subresources=("status", "eviction"),
-        field_labels=("spec.nodeName", "status.phase"),
+        field_labels=(
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ),
         return_deleted=True,
         in_all=True,
     ),
@@ -162,7 +172,19 @@ RESOURCES: tuple[ResourceType, ...] = (
         "Event",
         "events",
         short_names=("ev",),
-        field_labels=("involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "reason", "type"),
+        field_labels=(
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ),
     ),
     ResourceType(
         "apps",
@@ -227,46 +249,8 @@ def now_iso(at: float | None = None) -> str:
     return time.strftime(TIME_FORMAT, time.gmtime(time.time() if at is None else at))
 
 
-def validate_name(rt: ResourceType, name: str) -> None:
-    """422 Invalid with the same field path and wording as apimachinery's validation."""
-    title = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
-    if not name:
-        _invalid(rt, name, title, "metadata.name", "Required value: name or generateName is required")
-    if rt.name_rule == "label" and (len(name) > 63 or not DNS1123_LABEL.match(name)):
-        _invalid(
-            rt,
-            name,
-            title,
-            "metadata.name",
-            f'Invalid value: "{name}": a lowercase RFC 1123 label '
-            "must consist of lower case alphanumeric characters or '-', and must start and end "
-            "with an alphanumeric character",
-        )
-    if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
-        _invalid(
-            rt,
-            name,
-            title,
-            "metadata.name",
-            f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
-            "must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
-            "with an alphanumeric character",
-        )
-
-
-def _invalid(rt: ResourceType, name: str, title: str, field: str, msg: str) -> None:
-    reason = "FieldValueRequired" if msg.startswith("Required") else "FieldValueInvalid"
-    details = {
-        "name": name,
-        "group": rt.group,
-        "kind": rt.kind,
-        "causes": [{"reason": reason, "message": msg, "field": field}],
-    }
-    raise ApiError(422, f'{title} "{name}" is invalid: {field}: {msg}', details=details)
-
-
 def admit(rt: ResourceType, obj: Obj, old: Obj | None, next_ip: int) -> None:
-    """Per-kind defaulting and validation a real apiserver does on create/update (mutates obj)."""
+    """Per-kind defaulting a real apiserver does on create/update (mutates obj); validation.py checks after."""
     meta, spec = obj["metadata"], obj.get("spec")
     if rt.kind == "Namespace":
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
@@ -292,32 +276,13 @@ def admit(rt: ResourceType, obj: Obj, old: Obj | None, next_ip: int) -> None:
     elif rt.kind == "Pod" and old is None:
         obj["status"] = obj.get("status") or {"phase": "Pending"}
     elif rt.kind == "Deployment":
-        _validate_deployment(rt, obj)
+        _default_deployment(obj)
 
 
-def _validate_deployment(rt: ResourceType, obj: Obj) -> None:
-    from .selectors import match_selector_object
-
-    name, spec = obj["metadata"]["name"], obj.get("spec") or {}
-    title = f"{rt.kind}.{rt.group}"
+def _default_deployment(obj: Obj) -> None:
+    spec = obj.get("spec") or {}
     obj["spec"] = spec
     spec.setdefault("replicas", 1)
-    if not isinstance(spec["replicas"], int) or spec["replicas"] < 0:
-        _invalid(
-            rt, name, title, "spec.replicas", f"Invalid value: {spec['replicas']}: must be greater than or equal to 0"
-        )
-    selector = spec.get("selector")
-    if not selector:
-        _invalid(rt, name, title, "spec.selector", "Required value")
-    labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
-    if not match_selector_object(selector, labels):
-        _invalid(
-            rt,
-            name,
-            title,
-            "spec.template.metadata.labels",
-            f"Invalid value: {labels}: `selector` does not match template `labels`",
-        )
     spec.setdefault(
         "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
     )

@@ -39,9 +39,9 @@ from .resources import (
     admit,
     now_iso,
     scale_view,
-    validate_name,
 )
 from .selectors import Matcher, match_selector_object
+from .validation import validate, validate_name
 
 Key = tuple[str, str]  # (namespace or "", name)
 
@@ -277,6 +277,7 @@ class Store:
             obj["status"] = copy.deepcopy(INITIAL_STATUS.get(rt.kind, {}))  # status is the controllers' to write
         self._ips += rt.kind == "Service"
         admit(rt, obj, None, self._ips)
+        validate(rt, obj, None)
         if opts is not None and opts.manager and not applied:
             record_update(rt, None, obj, opts.manager)
         return obj if opts is not None and opts.dry_run else self._commit(cl, rt, obj, None)
@@ -411,6 +412,7 @@ class Store:
         meta = new["metadata"]
         dry_run = opts is not None and opts.dry_run
         admit(rt, new, old, self._ips)  # defaulting first, so omitted defaults are not a spec change
+        validate(rt, new, old)
         if opts is not None and opts.manager and track is not None:
             record_update(rt, old, new, opts.manager, track)
         if rt.generation and _spec_part(new) != _spec_part(old):
