@@ -7,7 +7,6 @@ discovery, tables, watches, persistence) is derived from it.
 from __future__ import annotations
 
 import base64
-import calendar
 import copy
 import re
 import time
@@ -379,41 +378,4 @@ def api_resource_list(group: str, version: str) -> Obj:
         "apiVersion": "v1",
         "groupVersion": f"{group}/{version}" if group else version,
         "resources": resources,
-    }
-
-
-def table(items: list[Obj], include: str, rv: str, cont: str | None = None) -> Obj:
-    """A minimal meta.k8s.io/v1 Table (NAME, AGE) so `kubectl get` prints like against a real server."""
-
-    def age(obj: Obj) -> str:
-        created = obj["metadata"].get("creationTimestamp")
-        secs = int(time.time() - calendar.timegm(time.strptime(created, TIME_FORMAT))) if created else 0
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if secs >= size * 2:
-                return f"{secs // size}{unit}"
-        return f"{max(secs, 0)}s"
-
-    def row_object(obj: Obj) -> Obj | None:
-        if include == "None":
-            return None
-        if include == "Object":
-            return obj
-        return {
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": copy.deepcopy(obj["metadata"]),
-        }
-
-    meta: Obj = {"resourceVersion": rv}
-    if cont:
-        meta["continue"] = cont
-    return {
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": meta,
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0},
-        ],
-        "rows": [{"cells": [o["metadata"]["name"], age(o)], "object": row_object(o)} for o in items],
     }

@@ -21,6 +21,7 @@ import yaml
 
 from .openapi import v2_document, v3_document, v3_root
 from .patching import APPLY_PATCH
+from .printers import table
 from .resources import (
     DNS1123_LABEL,
     VERSION_INFO,
@@ -34,7 +35,6 @@ from .resources import (
     groups,
     lookup,
     scale_view,
-    table,
 )
 from .schema import field_validation
 from .selectors import object_matcher
@@ -280,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
                 obj = scale_view(rt, obj)
             if "as=Table" in self.headers.get("Accept", "") and not sub:
                 return self._send_json(
-                    200, table([obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"])
+                    200, table(rt, [obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"])
                 )
             return self._send_json(200, obj)
         if method == "POST" and name is None and (ns is not None or not rt.namespaced):
@@ -347,7 +347,7 @@ class Handler(BaseHTTPRequestHandler):
             items = items[:limit]
             cont = base64.urlsafe_b64encode(json.dumps(key_of(items[-1])).encode()).decode()
         if "as=Table" in self.headers.get("Accept", ""):
-            return self._send_json(200, table(items, q.get("includeObject", "Metadata"), str(rv), cont))
+            return self._send_json(200, table(rt, items, q.get("includeObject", "Metadata"), str(rv), cont))
         self._send_json(200, self._list_body(rt, items, rv, cont))
 
     def _watch(self, cluster: str, rt: ResourceType, ns: str | None, q: dict[str, str]) -> None:
