@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HEALTH = ("/healthz", "/livez", "/readyz")
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+# kubectl's generators (`kubectl create namespace|configmap|secret|deployment|...`) send protobuf
+PROTOBUF_HINT = (
+    ". The tenantctl API emulator does not decode protobuf bodies; send JSON instead, e.g. "
+    "`kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`"
+)
 
 
 def not_found() -> ApiError:  # fresh instances: exceptions carry per-raise tracebacks
@@ -142,13 +148,15 @@ class Handler(BaseHTTPRequestHandler):
         return opts
 
     def _json(self, raw: bytes) -> Any:
-        """Decode a JSON (or YAML) body; protobuf is not spoken, so it gets the real server's 415."""
+        """Decode a JSON (or YAML) body. Protobuf is not spoken: no maintained, installable source of the
+        Kubernetes .proto definitions exists on PyPI, so it gets a 415 that says how to send JSON."""
         ctype = self.headers.get("Content-Type", "application/json").split(";", maxsplit=1)[0].strip()
         if ctype not in ("application/json", "application/yaml", "*/*", ""):
+            hint = PROTOBUF_HINT if ctype == PROTOBUF else ""
             raise ApiError(
                 415,
                 f"the body of the request was in an unknown format ({ctype}) - accepted "
-                "media types include: application/json, application/yaml",
+                f"media types include: application/json, application/yaml{hint}",
             )
         try:
             if ctype == "application/yaml":
