@@ -126,12 +126,16 @@ def apply(rt: ResourceType, live: Obj, applied: Obj, manager: str, force: bool) 
     previous: FieldSet = managed[mine][1] if mine is not None else set()
     wanted = field_set(rt, applied)
     leaves = {p for p in wanted if not p[-1].startswith("k:")}
+    config = {k: v for k, v in applied.items() if k not in ("apiVersion", "kind")}
+    # A conflict is a field another manager owns that this apply would change (an empty map applied
+    # over a filled one changes nothing: maps merge).
+    probe = _merge(copy.deepcopy(live), config, schema.root(rt))
     conflicts: list[tuple[Obj, Path]] = []
     for i, (entry, fields) in enumerate(managed):
         if i == mine:
             continue
         for path in sorted(fields & leaves):
-            if value_at(live, path) != value_at(applied, path):
+            if value_at(live, path) != value_at(probe, path):
                 conflicts.append((entry, path))
     if conflicts and not force:
         raise _conflict_error(conflicts)
@@ -142,7 +146,7 @@ def apply(rt: ResourceType, live: Obj, applied: Obj, manager: str, force: bool) 
     for path in sorted(previous - wanted, key=len, reverse=True):
         if path not in others:
             remove_at(base, path)
-    merged: Obj = _merge(base, {k: v for k, v in applied.items() if k not in ("apiVersion", "kind")}, schema.root(rt))
+    merged: Obj = _merge(base, config, schema.root(rt))
     entry = managed[mine][0] if mine is not None else new_entry(rt, manager, "Apply", "")
     if mine is None:
         managed.append((entry, wanted))

@@ -7,10 +7,8 @@ enqueues). Every sync is idempotent and re-reads the object, so duplicate or lat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
@@ -30,6 +28,7 @@ from .resources import (
     Obj,
     now_iso,
 )
+from .rollouts import replicaset_name, sync_replicasets
 from .store import NAMESPACED, Store, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -248,12 +247,15 @@ class Controllers:
             if now - started < deadline:
                 self._schedule("deployment", *key, delay=started + deadline - now)
             self._write_status(t.cluster, d, "stalled" if now - started >= deadline else "never")
+            sync_replicasets(self.store, t.cluster, d, done=False)
             self._node(t.cluster, d, ready=False)
         elif now - started < delay:
             self._write_status(t.cluster, d, "progressing")
+            sync_replicasets(self.store, t.cluster, d, done=False)
             self._schedule("deployment", *key, delay=started + delay - now)
         else:
             self._write_status(t.cluster, d, "ready")
+            sync_replicasets(self.store, t.cluster, d, done=True)
             self._node(t.cluster, d, ready=True)
 
     def _write_status(self, cluster: str, d: Obj, phase: str) -> None:
@@ -270,8 +272,7 @@ class Controllers:
     def _status(self, d: Obj, phase: str) -> Obj:
         spec, old = d.get("spec") or {}, d.get("status") or {}
         replicas, conds = int(spec.get("replicas", 1)), old.get("conditions") or []
-        template_hash = hashlib.sha1(json.dumps(spec.get("template"), sort_keys=True).encode()).hexdigest()[:10]
-        rs = f'ReplicaSet "{d["metadata"]["name"]}-{template_hash}"'
+        rs = f'ReplicaSet "{replicaset_name(d)}"'
         gen = d["metadata"].get("generation")
         if phase == "ready":
             status: Obj = {

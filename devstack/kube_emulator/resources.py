@@ -196,6 +196,17 @@ RESOURCES: tuple[ResourceType, ...] = (
         in_all=True,
     ),
     ResourceType(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        short_names=("rs",),
+        subresources=("status", "scale"),
+        generation=True,
+        field_labels=("status.replicas",),
+        in_all=True,
+    ),
+    ResourceType(
         "networking.k8s.io",
         "v1",
         "Ingress",
@@ -223,6 +234,7 @@ BY_KIND = {(rt.api_version, rt.kind): rt for rt in RESOURCES}
 NAMESPACES = BY_KEY["/namespaces"]
 NODES, PODS = BY_KEY["/nodes"], BY_KEY["/pods"]
 DEPLOYMENTS, PDBS = BY_KEY["apps/deployments"], BY_KEY["policy/poddisruptionbudgets"]
+REPLICASETS = BY_KEY["apps/replicasets"]
 # What a kind's status looks like before any controller wrote it (Go structs are never omitted).
 INITIAL_STATUS: dict[str, Obj] = {
     "Service": {"loadBalancer": {}},
