@@ -24,6 +24,8 @@ from .patching import APPLY_PATCH
 from .printers import table
 from .resources import (
     DNS1123_LABEL,
+    FOREGROUND_FINALIZER,
+    ORPHAN_FINALIZER,
     VERSION_INFO,
     ApiError,
     Obj,
@@ -322,8 +324,9 @@ class Handler(BaseHTTPRequestHandler):
                 deleted = [store.delete(cluster, rt, *key_of(o), options, dry)[0] for o in items]
                 return self._send_json(200, self._list_body(rt, deleted, rv, None))
             obj, gone = store.delete(cluster, rt, ns or "", name, options, dry or options.get("dryRun") == ["All"])
-            if not gone and not dry and options.get("dryRun") != ["All"]:
-                self.server.emulator.controllers.garbage.settle(cluster, rt, obj)
+            finalizers = set(obj["metadata"].get("finalizers") or [])
+            if not gone and not dry and finalizers & {FOREGROUND_FINALIZER, ORPHAN_FINALIZER}:
+                self.server.emulator.controllers.garbage.settle(cluster)
             if gone and not rt.return_deleted:  # most registries answer Status Success
                 details = {**rt.details(name), "uid": obj["metadata"]["uid"]}
                 return self._send_json(
