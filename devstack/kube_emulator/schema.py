@@ -54,6 +54,11 @@ def root(rt: ResourceType) -> Obj:
     return {"$ref": REF_PREFIX + name} if name else {}
 
 
+def scale_root() -> Obj:
+    """The autoscaling/v1 Scale a `/scale` subresource speaks."""
+    return {"$ref": REF_PREFIX + "io.k8s.api.autoscaling.v1.Scale"}
+
+
 def resolve(node: Obj) -> Obj:
     while "$ref" in node:
         node = definitions()[node["$ref"].removeprefix(REF_PREFIX)]

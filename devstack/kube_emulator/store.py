@@ -317,7 +317,8 @@ class Store:
                 return self._apply(cl, rt, ns, name, raw, sub, opts)
             old = self._existing(cl, rt, ns, name)
             base = scale_view(rt, old) if sub == "scale" else copy.deepcopy(old)
-            return self._replace(cl, rt, old, apply_patch(ctype, base, raw), sub, opts), False
+            node = schema.scale_root() if sub == "scale" else schema.root(rt)
+            return self._replace(cl, rt, old, apply_patch(ctype, base, raw, node), sub, opts), False
 
     def _apply(
         self, cl: Cluster, rt: ResourceType, ns: str, name: str, raw: bytes, sub: str, opts: WriteOptions
