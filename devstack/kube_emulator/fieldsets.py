@@ -41,9 +41,11 @@ def item_key(item: Any, keys: tuple[str, ...]) -> str:
     return "k:" + _compact({k: item[k] for k in keys if isinstance(item, dict) and k in item})
 
 
-def tracked_part(rt: ResourceType, obj: Obj) -> Obj:
-    """The object as field ownership sees it: no identity/system metadata, no status on kinds whose
-    status is a subresource (the main resource never changes it)."""
+def tracked_part(rt: ResourceType, obj: Obj, subresource: str = "") -> Obj:
+    """The object as field ownership sees it: no identity/system metadata; on kinds whose status is a
+    subresource, the main resource owns everything but status and /status owns only status."""
+    if subresource == "status":
+        return {"status": obj["status"]} if obj.get("status") else {}
     out = {k: v for k, v in obj.items() if k not in _UNTRACKED_TOP}
     if "status" in rt.subresources:
         out.pop("status", None)
@@ -55,9 +57,9 @@ def tracked_part(rt: ResourceType, obj: Obj) -> Obj:
     return out
 
 
-def field_set(rt: ResourceType, obj: Obj) -> FieldSet:
+def field_set(rt: ResourceType, obj: Obj, subresource: str = "") -> FieldSet:
     out: FieldSet = set()
-    _collect(tracked_part(rt, obj), schema.root(rt), (), out)
+    _collect(tracked_part(rt, obj, subresource), schema.root(rt), (), out)
     return out
 
 
@@ -82,7 +84,7 @@ def _collect(value: Any, node: Obj | None, prefix: Path, out: FieldSet) -> None:
         out.add(prefix)
 
 
-def map_paths(rt: ResourceType, obj: Obj) -> FieldSet:
+def map_paths(rt: ResourceType, obj: Obj, subresource: str = "") -> FieldSet:
     """Non-empty granular maps (labels, data): an Update that adds one owns the map itself too."""
     out: FieldSet = set()
 
@@ -97,7 +99,7 @@ def map_paths(rt: ResourceType, obj: Obj) -> FieldSet:
             walk(sub, schema.child(node, key), (*prefix, f"f:{key}"))
         # list items are not descended into: their "." comes from the item path already
 
-    walk(tracked_part(rt, obj), schema.root(rt), ())
+    walk(tracked_part(rt, obj, subresource), schema.root(rt), ())
     return out
 
 
@@ -222,13 +224,14 @@ def new_entry(rt: ResourceType, manager: str, operation: str, subresource: str) 
 
 def record_update(rt: ResourceType, old: Obj | None, new: Obj, manager: str, subresource: str = "") -> None:
     """A non-apply write by `manager`: it owns what it changed; nobody keeps what it removed."""
-    old_fields = field_set(rt, old) if old is not None else set()
-    new_fields = field_set(rt, new)
+    part = subresource if subresource == "status" else ""  # /scale writes spec.replicas
+    old_fields = field_set(rt, old, part) if old is not None else set()
+    new_fields = field_set(rt, new, part)
     changed = {p for p in new_fields if p not in old_fields or value_at(old, p) != value_at(new, p)}
-    changed |= {p for p in map_paths(rt, new) if old is None or value_at(old, p) is MISSING}
+    changed |= {p for p in map_paths(rt, new, part) if old is None or value_at(old, p) is MISSING}
     removed = old_fields - new_fields
     if old is not None:
-        removed |= {p for p in map_paths(rt, old) if value_at(new, p) is MISSING}
+        removed |= {p for p in map_paths(rt, old, part) if value_at(new, p) is MISSING}
     managed = [(e, entry_fields(e)) for e in entries(old)] if old is not None else []
     if not changed and not removed:
         set_entries(new, managed)

@@ -154,3 +154,14 @@ def test_kubectl_apply_server_side(kubeconfig: Path, tmp_path: Path, ns: str) ->
     )
     assert live["data"] == {"mode": "three"}
     assert {(e["manager"], e["operation"]) for e in live["metadata"]["managedFields"]} == {("other", "Apply")}
+
+
+def test_status_writes_are_owned_under_the_status_subresource(apps: client.AppsV1Api, ns: str, kit: Any) -> None:
+    """A /status write records its manager with `subresource: status`, owning status fields only."""
+    apps.create_namespaced_deployment(ns, kit.deployment("web"))
+    patched = apps.patch_namespaced_deployment_status(
+        "web", ns, {"status": {"collisionCount": 1}}, field_manager="status-writer"
+    )
+    (entry,) = [e for e in patched.metadata.managed_fields if e.manager == "status-writer"]
+    assert (entry.operation, entry.subresource) == ("Update", "status")
+    assert entry.fields_v1 == {"f:status": {"f:collisionCount": {}}}
