@@ -32,7 +32,7 @@ from .fieldsets import (
 from .resources import ApiError, Obj, ResourceType
 
 
-def parse(rt: ResourceType, raw: bytes) -> Obj:
+def parse(raw: bytes) -> Obj:
     """The apply body (YAML or JSON); apiVersion and kind are required, as for `kubectl apply`."""
     try:
         body = yaml.safe_load(raw) if raw.strip() else None
@@ -41,10 +41,8 @@ def parse(rt: ResourceType, raw: bytes) -> Obj:
     if not isinstance(body, dict):
         raise ApiError(400, "error decoding YAML: the apply configuration must be an object")
     if not body.get("apiVersion") or not body.get("kind"):
-        missing = "apiVersion" if not body.get("apiVersion") else "kind"
-        raise ApiError(
-            400, f"Object '{'Kind' if missing == 'kind' else 'apiVersion'}' is missing in '{json.dumps(body)}'"
-        )
+        missing = "apiVersion" if not body.get("apiVersion") else "Kind"  # apimachinery's spelling
+        raise ApiError(400, f"Object '{missing}' is missing in '{json.dumps(body)}'")
     return body
 
 

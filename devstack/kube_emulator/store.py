@@ -323,7 +323,7 @@ class Store:
     def _apply(
         self, cl: Cluster, rt: ResourceType, ns: str, name: str, raw: bytes, sub: str, opts: WriteOptions
     ) -> tuple[Obj, bool]:
-        body = self._check_body(rt, apply.parse(rt, raw), ns)
+        body = self._check_body(rt, apply.parse(raw), ns)
         if body["metadata"].get("name", name) != name:
             raise ApiError(
                 400, f"the name of the object ({body['metadata']['name']}) does not match the name on the URL ({name})"

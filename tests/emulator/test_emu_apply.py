@@ -17,6 +17,8 @@ from devstack.kube_emulator import Emulator
 
 from .test_emu_kubectl import KUBECTL, SKIP_REASON, kubectl
 
+APPLY = "application/apply-patch+yaml"
+
 
 def _managers(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(e["manager"], e["operation"]): e["fieldsV1"] for e in obj["metadata"].get("managedFields") or []}
@@ -131,6 +133,8 @@ def test_apply_unknown_field_and_wrong_type(emulator: Emulator, ns: str) -> None
     status, body = _http(emulator, "PATCH", path, manifest, "application/apply-patch+yaml")
     assert (status, body["reason"]) == (400, "BadRequest")
     assert 'unknown field "spec.replica"' in body["message"]
+    status, body = _http(emulator, "PATCH", path, b"apiVersion: apps/v1\nmetadata: {name: typo}", APPLY)
+    assert (status, body["reason"]) == (400, "BadRequest") and body["message"].startswith("Object 'Kind' is missing")
 
 
 @pytest.mark.skipif(KUBECTL is None, reason=SKIP_REASON)
