@@ -183,6 +183,31 @@ def pod_spec_errors(spec: Any, field: str) -> list[FieldError]:
     return errors
 
 
+POD_UPDATE_DETAIL = (
+    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
+    "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _pod_update_errors(obj: Obj, old: Obj) -> list[FieldError]:
+    """A pod's spec is fixed once created, but for images, the deadline and added tolerations."""
+
+    def frozen(spec: Any) -> Obj:
+        out = dict(spec) if isinstance(spec, dict) else {}
+        for key in ("activeDeadlineSeconds", "terminationGracePeriodSeconds", "tolerations"):
+            out.pop(key, None)
+        for kind in ("containers", "initContainers"):
+            out[kind] = [{k: v for k, v in (c or {}).items() if k != "image"} for c in out.get(kind) or []]
+        return out
+
+    spec, old_spec = obj.get("spec") or {}, old.get("spec") or {}
+    kept = all(t in (spec.get("tolerations") or []) for t in old_spec.get("tolerations") or [])
+    if frozen(spec) != frozen(old_spec) or not kept:
+        return [forbidden("spec", POD_UPDATE_DETAIL)]
+    return []
+
+
 def _selector_text(selector: Any) -> str:
     """Go's %#v of a *v1.LabelSelector, as the immutability error prints it."""
     selector = selector or {}
@@ -246,8 +271,8 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> None:
             errors.append(invalid("type", obj.get("type") or "", "field is immutable"))
     elif rt.kind == "Deployment":
         errors += _deployment_errors(obj, old)
-    elif rt.kind == "Pod" and old is None:
-        errors += pod_spec_errors(obj.get("spec"), "spec")
+    elif rt.kind == "Pod":
+        errors += pod_spec_errors(obj.get("spec"), "spec") if old is None else _pod_update_errors(obj, old)
     elif rt.kind == "Service":
         errors += _service_errors(obj, old)
     raise_invalid(rt, meta.get("name", ""), errors)

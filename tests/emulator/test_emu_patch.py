@@ -136,7 +136,7 @@ def test_patch_cannot_change_identity(core: client.CoreV1Api, ns: str) -> None:
     assert patched.metadata.uid == cm.metadata.uid and patched.metadata.creation_timestamp is not None
 
 
-def test_strategic_merge_follows_the_schema(core: client.CoreV1Api, ns: str) -> None:
+def test_strategic_merge_follows_the_schema(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str) -> None:
     """Merge keys and strategies are the Go types' (from the OpenAPI schema): Service ports merge by
     `port`, container ports by `containerPort`, env by `name`; tolerations have no strategy and are replaced."""
     core.create_namespaced_service(
@@ -145,8 +145,8 @@ def test_strategic_merge_follows_the_schema(core: client.CoreV1Api, ns: str) -> 
     )
     svc = core.patch_namespaced_service("s", ns, {"spec": {"ports": [{"port": 443, "targetPort": 8443}]}})
     assert [(p.port, p.target_port) for p in svc.spec.ports] == [(80, None), (443, 8443)]
-    pod = {
-        "metadata": {"name": "p"},
+    template = {
+        "metadata": {"labels": {"app": "d"}},
         "spec": {
             "containers": [
                 {"name": "c", "image": "i", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "1"}]}
@@ -154,15 +154,23 @@ def test_strategic_merge_follows_the_schema(core: client.CoreV1Api, ns: str) -> 
             "tolerations": [{"key": "a", "operator": "Exists"}],
         },
     }
-    core.create_namespaced_pod(ns, pod)
+    apps.create_namespaced_deployment(
+        ns, {"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": template}}
+    )
     patch = {
         "spec": {
-            "containers": [{"name": "c", "ports": [{"containerPort": 81}], "env": [{"name": "B", "value": "2"}]}],
-            "tolerations": [{"key": "b", "operator": "Exists"}],
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "c", "ports": [{"containerPort": 81}], "env": [{"name": "B", "value": "2"}]}
+                    ],
+                    "tolerations": [{"key": "b", "operator": "Exists"}],
+                }
+            }
         }
     }
-    patched = core.patch_namespaced_pod("p", ns, patch)
-    (container,) = patched.spec.containers
+    patched = apps.patch_namespaced_deployment("d", ns, patch).spec.template.spec
+    (container,) = patched.containers
     assert [p.container_port for p in container.ports] == [80, 81]
     assert [e.name for e in container.env] == ["A", "B"]
-    assert [t.key for t in patched.spec.tolerations] == ["b"]
+    assert [t.key for t in patched.tolerations] == ["b"]

@@ -93,6 +93,11 @@ def test_labels_keys_and_pod_templates(
     ]
     _, body = kit.api_error(core.create_namespaced_pod, ns, {"metadata": {"name": "p"}, "spec": {"containers": []}})
     assert body["message"] == 'Pod "p" is invalid: spec.containers: Required value'
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    core.create_namespaced_pod(ns, pod)
+    assert core.patch_namespaced_pod("p", ns, {"spec": {"containers": [{"name": "c", "image": "j"}]}})
+    _, body = kit.api_error(core.patch_namespaced_pod, "p", ns, {"spec": {"hostname": "other"}})
+    assert body["message"].startswith('Pod "p" is invalid: spec: Forbidden: pod updates may not change fields other')
 
 
 def test_field_selectors_the_server_indexes(core: client.CoreV1Api, ns: str, kit: Any) -> None:
