@@ -42,13 +42,13 @@ whole setting, DELETE clears it. 429 carries ``Retry-After: 1`` (so urllib3, and
 official client, retries idempotent requests on it by default; set ``Configuration.retries = False``
 to see every 429).
 
-Deliberately not modelled: ReplicaSets and real pods behind Deployments (deleting a Deployment
-cascades to nothing), server-side apply and managedFields (``application/apply-patch+yaml`` gets
-415), protobuf and CBOR bodies (415; kubectl's generator commands such as ``kubectl create
-namespace`` send protobuf, ``kubectl apply -f`` / ``create -f`` send JSON), strict field validation
-(``fieldValidation`` is accepted and ignored), authentication/RBAC/admission webhooks, watch
-bookmarks, pod graceful termination (pods go at once), aggregated discovery and a full OpenAPI
-schema (a minimal OpenAPI v3 tells kubectl that PATCH takes ``fieldValidation``).
+Modelled like kube-apiserver: server-side apply and managedFields (apply.py, fieldsets.py), garbage
+collection (garbage.py), decoding against the real 1.32 OpenAPI schemas with fieldValidation (schema.py),
+422 validation (validation.py), server-side printing (printers.py), /openapi/v2 and /openapi/v3
+(openapi.py). Deliberately not modelled: protobuf and CBOR bodies (415, whose message gives the JSON
+workaround `kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`), real pods behind
+Deployments, authentication/RBAC/admission webhooks, watch bookmarks, pod graceful termination (pods go at
+once), aggregated discovery. See the README's "The host API emulator".
 """
 
 from .controllers import KUBELET_VERSION, NEVER_READY, READY_DELAY, TENANT_NODE, TENANT_PODS

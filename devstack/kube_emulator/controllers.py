@@ -7,17 +7,28 @@ enqueues). Every sync is idempotent and re-reads the object, so duplicate or lat
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
-import json
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from .resources import DEPLOYMENTS, NAMESPACES, NODES, PDBS, PODS, ApiError, Obj, now_iso
+from .garbage import GarbageCollector
+from .resources import (
+    DEPLOYMENTS,
+    FOREGROUND_FINALIZER,
+    NAMESPACES,
+    NODES,
+    ORPHAN_FINALIZER,
+    PDBS,
+    PODS,
+    ApiError,
+    Obj,
+    now_iso,
+)
+from .rollouts import replicaset_name, sync_replicasets
 from .store import NAMESPACED, Store, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -37,6 +48,7 @@ NODE_LABEL_PREFIXES = (
 )
 
 
+GC_DELAY = 0.02  # seconds: a burst of events is collected in one pass
 _OWNED = (
     "observedGeneration",
     "replicas",
@@ -52,7 +64,7 @@ _OWNED = (
 class _Task:
     due: float
     seq: int
-    action: str = field(compare=False)  # deployment | namespace | unregister
+    action: str = field(compare=False)  # deployment | namespace | unregister | pdb | gc
     cluster: str = field(compare=False)
     ns: str = field(compare=False)
     name: str = field(compare=False)
@@ -85,11 +97,14 @@ class Controllers:
         self._rollouts: dict[tuple[str, str, str], tuple[tuple[object, ...], float]] = {}
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.garbage = GarbageCollector(store)
+        self._gc_pending: set[str] = set()  # clusters with a garbage collection pass queued
         store.listeners.append(self._on_event)
 
     def start(self) -> None:
         with self.store.lock:  # resync whatever a state file brought back
             for cname, cl in self.store.clusters.items():
+                self._schedule_gc(cname)
                 for ns, name in list(cl.bucket(DEPLOYMENTS)):
                     self._schedule("deployment", cname, ns, name)
                 for _, name in list(cl.bucket(NAMESPACES)):
@@ -111,8 +126,21 @@ class Controllers:
             )
             self._cv.notify_all()
 
+    def _schedule_gc(self, cluster: str) -> None:
+        with self._cv:
+            if cluster in self._gc_pending:
+                return
+            self._gc_pending.add(cluster)
+        self._schedule("gc", cluster, "", "", delay=GC_DELAY)
+
     def _on_event(self, cluster: str, ev: WatchEvent) -> None:
         meta = ev.obj["metadata"]
+        if (
+            ev.type == "DELETED"
+            or meta.get("ownerReferences")
+            or {FOREGROUND_FINALIZER, ORPHAN_FINALIZER} & set(meta.get("finalizers") or [])
+        ):
+            self._schedule_gc(cluster)
         if ev.key == DEPLOYMENTS.key:
             if ev.type == "DELETED":
                 node = (meta.get("annotations") or {}).get(TENANT_NODE, "")
@@ -142,9 +170,15 @@ class Controllers:
                     "namespace": self._finalize_namespace,
                     "unregister": self._unregister,
                     "pdb": self._sync_pdbs,
+                    "gc": self._collect_garbage,
                 }[task.action](task)
             except Exception:  # a controller bug must not kill the emulator
                 log.exception("controller task %s failed", task)
+
+    def _collect_garbage(self, t: _Task) -> None:
+        with self._cv:
+            self._gc_pending.discard(t.cluster)
+        self.garbage.collect(t.cluster)
 
     # --- namespaces -----------------------------------------------------------------------------
 
@@ -213,12 +247,15 @@ class Controllers:
             if now - started < deadline:
                 self._schedule("deployment", *key, delay=started + deadline - now)
             self._write_status(t.cluster, d, "stalled" if now - started >= deadline else "never")
+            sync_replicasets(self.store, t.cluster, d, done=False)
             self._node(t.cluster, d, ready=False)
         elif now - started < delay:
             self._write_status(t.cluster, d, "progressing")
+            sync_replicasets(self.store, t.cluster, d, done=False)
             self._schedule("deployment", *key, delay=started + delay - now)
         else:
             self._write_status(t.cluster, d, "ready")
+            sync_replicasets(self.store, t.cluster, d, done=True)
             self._node(t.cluster, d, ready=True)
 
     def _write_status(self, cluster: str, d: Obj, phase: str) -> None:
@@ -235,8 +272,7 @@ class Controllers:
     def _status(self, d: Obj, phase: str) -> Obj:
         spec, old = d.get("spec") or {}, d.get("status") or {}
         replicas, conds = int(spec.get("replicas", 1)), old.get("conditions") or []
-        template_hash = hashlib.sha1(json.dumps(spec.get("template"), sort_keys=True).encode()).hexdigest()[:10]
-        rs = f'ReplicaSet "{d["metadata"]["name"]}-{template_hash}"'
+        rs = f'ReplicaSet "{replicaset_name(d)}"'
         gen = d["metadata"].get("generation")
         if phase == "ready":
             status: Obj = {

@@ -1,8 +1,8 @@
 """The three patch types kube-apiserver accepts for built-in kinds.
 
 No maintained strategic-merge-patch library exists on PyPI, so this is a small implementation driven
-by a merge-key table (the `patchMergeKey` tags of the Go types the project touches). Lists not in the
-table are replaced wholesale, as for Go fields without a patch strategy.
+by the real schemas' `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` (the Go struct
+tags). Lists without a merge strategy are replaced wholesale, as for Go fields without one.
 """
 
 from __future__ import annotations
@@ -13,31 +13,13 @@ from typing import Any
 
 import jsonpatch
 
+from . import schema
 from .resources import ApiError, Obj
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-
-# field name -> merge key. `ports` is resolved per list (containerPort for containers, port for services).
-MERGE_KEYS: dict[str, str] = {
-    "containers": "name",
-    "initContainers": "name",
-    "ephemeralContainers": "name",
-    "volumes": "name",
-    "env": "name",
-    "volumeMounts": "mountPath",
-    "volumeDevices": "devicePath",
-    "imagePullSecrets": "name",
-    "conditions": "type",
-    "ownerReferences": "uid",
-    "hostAliases": "ip",
-    "readinessGates": "conditionType",
-    "topologySpreadConstraints": "topologyKey",
-    "addresses": "type",
-}
-PRIMITIVE_MERGE = {"finalizers"}  # []string with patchStrategy=merge: union, never replace
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -53,17 +35,19 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _merge_key(field: str, items: list[Any]) -> str | None:
-    if field == "ports":
-        dicts = [i for i in items if isinstance(i, dict)]
-        return "containerPort" if any("containerPort" in i for i in dicts) else "port"
-    return MERGE_KEYS.get(field)
+def _list_strategy(node: Obj | None) -> tuple[bool, str | None]:
+    """(merge, merge key) from the field's `x-kubernetes-patch-strategy` / `-merge-key` (the Go tags)."""
+    node = node or {}
+    merge = "merge" in str(node.get("x-kubernetes-patch-strategy", "")).split(",")
+    return merge, node.get("x-kubernetes-patch-merge-key")
 
 
-def strategic_merge(target: Any, patch: Any) -> Any:
-    """Strategic merge patch incl. `$patch: replace|delete`, `$retainKeys`, `$deleteFromPrimitiveList`."""
+def strategic_merge(target: Any, patch: Any, node: Obj | None = None) -> Any:
+    """Strategic merge patch along the schema (`node`), incl. `$patch: replace|delete`, `$retainKeys`,
+    `$deleteFromPrimitiveList`; lists without a merge strategy are replaced, as in Go."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
+    node = node or {}
     directive = patch.get("$patch")
     if directive == "replace":
         return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
@@ -71,6 +55,7 @@ def strategic_merge(target: Any, patch: Any) -> Any:
     for key, value in patch.items():
         if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
             continue  # element order is cosmetic here
+        sub = schema.child(node, key) if node else None
         if key.startswith("$deleteFromPrimitiveList/"):
             field = key.split("/", 1)[1]
             result[field] = [x for x in result.get(field) or [] if x not in value]
@@ -80,12 +65,14 @@ def strategic_merge(target: Any, patch: Any) -> Any:
             if value.get("$patch") == "delete":
                 result.pop(key, None)
             else:
-                result[key] = strategic_merge(result.get(key), value)
-        elif isinstance(value, list) and key in PRIMITIVE_MERGE:
+                result[key] = strategic_merge(result.get(key), value, sub)
+        elif isinstance(value, list) and (strategy := _list_strategy(sub))[0]:
+            merge_key = strategy[1]
             current = list(result.get(key) or [])
-            result[key] = current + [x for x in value if x not in current]
-        elif isinstance(value, list) and (mkey := _merge_key(key, value + (result.get(key) or []))):
-            result[key] = _merge_list(result.get(key) or [], value, mkey)
+            if merge_key is None:  # a merged list of primitives (finalizers): union, never replace
+                result[key] = current + [x for x in value if x not in current]
+            else:
+                result[key] = _merge_list(current, value, merge_key, schema.items(sub or {}))
         else:
             result[key] = copy.deepcopy(value)
     if isinstance(patch.get("$retainKeys"), list):
@@ -93,9 +80,9 @@ def strategic_merge(target: Any, patch: Any) -> Any:
     return result
 
 
-def _merge_list(target: list[Any], patch: list[Any], mkey: str) -> list[Any]:
+def _merge_list(target: list[Any], patch: list[Any], mkey: str, node: Obj) -> list[Any]:
     if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
-        return [strategic_merge({}, i) for i in patch if not (isinstance(i, dict) and i.get("$patch"))]
+        return [strategic_merge({}, i, node) for i in patch if not (isinstance(i, dict) and i.get("$patch"))]
     result = copy.deepcopy(target)
     for item in patch:
         if not isinstance(item, dict) or mkey not in item:
@@ -105,20 +92,29 @@ def _merge_list(target: list[Any], patch: list[Any], mkey: str) -> list[Any]:
         if item.get("$patch") == "delete":
             result = [c for c in result if not (isinstance(c, dict) and c.get(mkey) == item[mkey])]
         elif idx is None:
-            result.append(strategic_merge({}, item))
+            result.append(strategic_merge({}, item, node))
         else:
-            result[idx] = strategic_merge(result[idx], item)
+            result[idx] = strategic_merge(result[idx], item, node)
     return result
 
 
-def apply_patch(content_type: str, target: Obj, raw: bytes) -> Obj:
+PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH)
+
+
+def patch_type(content_type: str) -> str:
+    """The patch type of a PATCH request, or the real server's 415 (checked before the object is read)."""
     ctype = content_type.split(";", maxsplit=1)[0].strip().lower()
-    if ctype not in (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH):
+    if ctype not in PATCH_TYPES:
         raise ApiError(
             415,
-            f"the body of the request was in an unknown format - accepted media types "
-            f"include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}",
+            "the body of the request was in an unknown format - accepted media types include: "
+            + ", ".join(PATCH_TYPES),
         )
+    return ctype
+
+
+def apply_patch(ctype: str, target: Obj, raw: bytes, node: Obj) -> Obj:
+    """A JSON, merge or strategic merge patch (`ctype` from patch_type; apply is apply.py's)."""
     try:
         patch = json.loads(raw or b"null")
     except ValueError as exc:
@@ -137,7 +133,7 @@ def apply_patch(content_type: str, target: Obj, raw: bytes) -> Obj:
     elif ctype == MERGE_PATCH:
         result = merge_patch(target, patch)
     else:
-        result = strategic_merge(target, patch)
+        result = strategic_merge(target, patch, node)
     if not isinstance(result, dict):
         raise ApiError(422, "patch did not produce an object", "Invalid")
     return result

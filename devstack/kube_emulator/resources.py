@@ -7,11 +7,10 @@ discovery, tables, watches, persistence) is derived from it.
 from __future__ import annotations
 
 import base64
-import calendar
 import copy
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Obj = dict[str, Any]
@@ -64,6 +63,17 @@ class ApiError(Exception):
         return body
 
 
+@dataclass
+class WriteOptions:
+    """How a client's write is to be handled (query parameters), and what it produced besides the object."""
+
+    manager: str | None = None  # fieldManager; None: the emulator's own controllers (trusted, untracked)
+    validation: str = "Warn"  # fieldValidation: Strict / Warn / Ignore
+    dry_run: bool = False
+    force: bool = False  # server-side apply: take over conflicting fields
+    warnings: list[str] = field(default_factory=list)  # sent back as `Warning: 299 - "..."` headers
+
+
 @dataclass(frozen=True)
 class ResourceType:
     group: str  # "" is the legacy core group
@@ -109,6 +119,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         short_names=("ns",),
         subresources=("status",),
         name_rule="label",
+        field_labels=("status.phase",),
     ),
     ResourceType(
         "",
@@ -141,7 +152,16 @@ RESOURCES: tuple[ResourceType, ...] = (
         "pods",
         short_names=("po",),
         subresources=("status", "eviction"),
-        field_labels=("spec.nodeName", "status.phase"),
+        field_labels=(
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ),
         return_deleted=True,
         in_all=True,
     ),
@@ -151,7 +171,19 @@ RESOURCES: tuple[ResourceType, ...] = (
         "Event",
         "events",
         short_names=("ev",),
-        field_labels=("involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "reason", "type"),
+        field_labels=(
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ),
     ),
     ResourceType(
         "apps",
@@ -161,6 +193,17 @@ RESOURCES: tuple[ResourceType, ...] = (
         short_names=("deploy",),
         subresources=("status", "scale"),
         generation=True,
+        in_all=True,
+    ),
+    ResourceType(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        short_names=("rs",),
+        subresources=("status", "scale"),
+        generation=True,
+        field_labels=("status.replicas",),
         in_all=True,
     ),
     ResourceType(
@@ -191,12 +234,16 @@ BY_KIND = {(rt.api_version, rt.kind): rt for rt in RESOURCES}
 NAMESPACES = BY_KEY["/namespaces"]
 NODES, PODS = BY_KEY["/nodes"], BY_KEY["/pods"]
 DEPLOYMENTS, PDBS = BY_KEY["apps/deployments"], BY_KEY["policy/poddisruptionbudgets"]
+REPLICASETS = BY_KEY["apps/replicasets"]
 # What a kind's status looks like before any controller wrote it (Go structs are never omitted).
 INITIAL_STATUS: dict[str, Obj] = {
     "Service": {"loadBalancer": {}},
     "Ingress": {"loadBalancer": {}},
     "PodDisruptionBudget": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
 }
+# The garbage collector's finalizers (propagationPolicy Foreground / Orphan), as on a real server.
+FOREGROUND_FINALIZER = "foregroundDeletion"
+ORPHAN_FINALIZER = "orphan"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -213,46 +260,8 @@ def now_iso(at: float | None = None) -> str:
     return time.strftime(TIME_FORMAT, time.gmtime(time.time() if at is None else at))
 
 
-def validate_name(rt: ResourceType, name: str) -> None:
-    """422 Invalid with the same field path and wording as apimachinery's validation."""
-    title = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
-    if not name:
-        _invalid(rt, name, title, "metadata.name", "Required value: name or generateName is required")
-    if rt.name_rule == "label" and (len(name) > 63 or not DNS1123_LABEL.match(name)):
-        _invalid(
-            rt,
-            name,
-            title,
-            "metadata.name",
-            f'Invalid value: "{name}": a lowercase RFC 1123 label '
-            "must consist of lower case alphanumeric characters or '-', and must start and end "
-            "with an alphanumeric character",
-        )
-    if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
-        _invalid(
-            rt,
-            name,
-            title,
-            "metadata.name",
-            f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
-            "must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
-            "with an alphanumeric character",
-        )
-
-
-def _invalid(rt: ResourceType, name: str, title: str, field: str, msg: str) -> None:
-    reason = "FieldValueRequired" if msg.startswith("Required") else "FieldValueInvalid"
-    details = {
-        "name": name,
-        "group": rt.group,
-        "kind": rt.kind,
-        "causes": [{"reason": reason, "message": msg, "field": field}],
-    }
-    raise ApiError(422, f'{title} "{name}" is invalid: {field}: {msg}', details=details)
-
-
 def admit(rt: ResourceType, obj: Obj, old: Obj | None, next_ip: int) -> None:
-    """Per-kind defaulting and validation a real apiserver does on create/update (mutates obj)."""
+    """Per-kind defaulting a real apiserver does on create/update (mutates obj); validation.py checks after."""
     meta, spec = obj["metadata"], obj.get("spec")
     if rt.kind == "Namespace":
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
@@ -278,32 +287,13 @@ def admit(rt: ResourceType, obj: Obj, old: Obj | None, next_ip: int) -> None:
     elif rt.kind == "Pod" and old is None:
         obj["status"] = obj.get("status") or {"phase": "Pending"}
     elif rt.kind == "Deployment":
-        _validate_deployment(rt, obj)
+        _default_deployment(obj)
 
 
-def _validate_deployment(rt: ResourceType, obj: Obj) -> None:
-    from .selectors import match_selector_object
-
-    name, spec = obj["metadata"]["name"], obj.get("spec") or {}
-    title = f"{rt.kind}.{rt.group}"
+def _default_deployment(obj: Obj) -> None:
+    spec = obj.get("spec") or {}
     obj["spec"] = spec
     spec.setdefault("replicas", 1)
-    if not isinstance(spec["replicas"], int) or spec["replicas"] < 0:
-        _invalid(
-            rt, name, title, "spec.replicas", f"Invalid value: {spec['replicas']}: must be greater than or equal to 0"
-        )
-    selector = spec.get("selector")
-    if not selector:
-        _invalid(rt, name, title, "spec.selector", "Required value")
-    labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
-    if not match_selector_object(selector, labels):
-        _invalid(
-            rt,
-            name,
-            title,
-            "spec.template.metadata.labels",
-            f"Invalid value: {labels}: `selector` does not match template `labels`",
-        )
     spec.setdefault(
         "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
     )
@@ -401,72 +391,3 @@ def api_resource_list(group: str, version: str) -> Obj:
         "groupVersion": f"{group}/{version}" if group else version,
         "resources": resources,
     }
-
-
-def table(items: list[Obj], include: str, rv: str, cont: str | None = None) -> Obj:
-    """A minimal meta.k8s.io/v1 Table (NAME, AGE) so `kubectl get` prints like against a real server."""
-
-    def age(obj: Obj) -> str:
-        created = obj["metadata"].get("creationTimestamp")
-        secs = int(time.time() - calendar.timegm(time.strptime(created, TIME_FORMAT))) if created else 0
-        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-            if secs >= size * 2:
-                return f"{secs // size}{unit}"
-        return f"{max(secs, 0)}s"
-
-    def row_object(obj: Obj) -> Obj | None:
-        if include == "None":
-            return None
-        if include == "Object":
-            return obj
-        return {
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": copy.deepcopy(obj["metadata"]),
-        }
-
-    meta: Obj = {"resourceVersion": rv}
-    if cont:
-        meta["continue"] = cont
-    return {
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": meta,
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0},
-        ],
-        "rows": [{"cells": [o["metadata"]["name"], age(o)], "object": row_object(o)} for o in items],
-    }
-
-
-def openapi_v3_root() -> Obj:
-    """Just enough OpenAPI v3 for kubectl: it reads it to learn that PATCH takes `fieldValidation`."""
-    gvs = ["api/v1", *(f"apis/{g}/{v}" for g, vs in groups().items() for v in vs)]
-    return {
-        "paths": {
-            gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=emulator-{VERSION_INFO['gitVersion']}"} for gv in gvs
-        }
-    }
-
-
-def openapi_v3_doc(group: str, version: str) -> Obj:
-    """One PATCH operation per kind; without a requestBody kubectl computes strategic merge patches from
-    its compiled-in types (the same result the real schema gives) instead of asking for one here."""
-    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    paths = {}
-    for rt in RESOURCES:
-        if (rt.group, rt.version) == (group, version):
-            item = (
-                f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}"
-                if rt.namespaced
-                else f"{prefix}/{rt.plural}/{{name}}"
-            )
-            paths[item] = {
-                "patch": {
-                    "x-kubernetes-group-version-kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
-                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "OK"}},
-                }
-            }
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]}, "paths": paths}

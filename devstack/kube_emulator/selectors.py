@@ -99,13 +99,22 @@ def selector_to_string(selector: Obj) -> str:
     return ",".join(parts)
 
 
+# Selectable fields whose value is not simply the field of that name (or is defaulted when absent).
+FIELD_PATHS = {"source": "source.component"}
+FIELD_DEFAULTS = {
+    "spec.hostNetwork": "false",
+    "spec.restartPolicy": "Always",
+    "spec.schedulerName": "default-scheduler",
+}
+
+
 def field_value(obj: Obj, path: str) -> str:
     cur: Any = obj
-    for part in path.split("."):
+    for part in FIELD_PATHS.get(path, path).split("."):
         cur = cur.get(part) if isinstance(cur, dict) else None
     if isinstance(cur, bool):
         return "true" if cur else "false"
-    return "" if cur is None else str(cur)
+    return FIELD_DEFAULTS.get(path, "") if cur is None else str(cur)
 
 
 def parse_field_selector(rt: ResourceType, text: str | None) -> Matcher:

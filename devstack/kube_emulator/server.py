@@ -19,22 +19,26 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from .openapi import v2_document, v3_document, v3_root
+from .patching import APPLY_PATCH
+from .printers import table
 from .resources import (
     DNS1123_LABEL,
+    FOREGROUND_FINALIZER,
+    ORPHAN_FINALIZER,
     VERSION_INFO,
     ApiError,
     Obj,
     ResourceType,
+    WriteOptions,
     api_group,
     api_group_list,
     api_resource_list,
     groups,
     lookup,
-    openapi_v3_doc,
-    openapi_v3_root,
     scale_view,
-    table,
 )
+from .schema import field_validation
 from .selectors import object_matcher
 from .store import key_of
 
@@ -43,6 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HEALTH = ("/healthz", "/livez", "/readyz")
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+# kubectl's generators (`kubectl create namespace|configmap|secret|deployment|...`) send protobuf
+PROTOBUF_HINT = (
+    ". The tenantctl API emulator does not decode protobuf bodies; send JSON instead, e.g. "
+    "`kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`"
+)
 
 
 def not_found() -> ApiError:  # fresh instances: exceptions carry per-raise tracebacks
@@ -84,6 +94,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms delayed-ACK stalls
     server: Server
+    _warnings: list[str]  # of the request being handled: sent as Warning headers with its response
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -115,20 +126,39 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        for text in self._warnings:  # one header per warning, as kube-apiserver sends them
+            self.send_header("Warning", f"299 - {json.dumps(text)}")
+        self._warnings = []
         self.end_headers()
         self.wfile.write(data)
 
     def _send_json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(obj).encode(), headers=headers)
 
+    def _options(self, q: dict[str, str], dry: bool) -> WriteOptions:
+        """fieldManager (else the User-Agent's product, as the apiserver derives it; apply must name
+        one), fieldValidation, force."""
+        agent = self.headers.get("User-Agent", "").split("/", maxsplit=1)[0][:128] or "unknown"
+        applying = self.headers.get("Content-Type", "").startswith(APPLY_PATCH)
+        opts = WriteOptions(
+            manager=q.get("fieldManager") or (None if applying else agent),
+            validation=field_validation(q),
+            dry_run=dry,
+            force=q.get("force") == "true",
+        )
+        self._warnings = opts.warnings  # filled by the store while it handles the write
+        return opts
+
     def _json(self, raw: bytes) -> Any:
-        """Decode a JSON (or YAML) body; protobuf is not spoken, so it gets the real server's 415."""
+        """Decode a JSON (or YAML) body. Protobuf is not spoken: no maintained, installable source of the
+        Kubernetes .proto definitions exists on PyPI, so it gets a 415 that says how to send JSON."""
         ctype = self.headers.get("Content-Type", "application/json").split(";", maxsplit=1)[0].strip()
         if ctype not in ("application/json", "application/yaml", "*/*", ""):
+            hint = PROTOBUF_HINT if ctype == PROTOBUF else ""
             raise ApiError(
                 415,
                 f"the body of the request was in an unknown format ({ctype}) - accepted "
-                "media types include: application/json, application/yaml",
+                f"media types include: application/json, application/yaml{hint}",
             )
         try:
             if ctype == "application/yaml":
@@ -138,6 +168,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, f"couldn't get version/kind; json parse error: {exc}") from exc
 
     def _handle(self) -> None:
+        self._warnings = []
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -201,15 +232,20 @@ class Handler(BaseHTTPRequestHandler):
         elif len(parts) == 2 and parts[0] == "apis" and parts[1] in groups():
             discovery = api_group(parts[1])
         elif path == "/openapi/v3":
-            discovery = openapi_v3_root()
-        elif path.startswith("/openapi/v3/"):
+            discovery = v3_root()
+        elif path == "/openapi/v2" or path.startswith("/openapi/v3/"):
             gv = parts[2:]
-            if gv[:1] == ["api"] and len(gv) == 2 and gv[1] == "v1":
-                discovery = openapi_v3_doc("", "v1")
+            if path == "/openapi/v2":
+                document = v2_document()
+            elif gv[:1] == ["api"] and len(gv) == 2 and gv[1] == "v1":
+                document = v3_document("", "v1")
             elif gv[:1] == ["apis"] and len(gv) == 3 and gv[2] in groups().get(gv[1], []):
-                discovery = openapi_v3_doc(gv[1], gv[2])
+                document = v3_document(gv[1], gv[2])
             else:
                 raise not_found()
+            if self.command != "GET":
+                raise not_allowed()
+            return self._send(200, document)
         if discovery is not None:
             if self.command != "GET":
                 raise not_allowed()
@@ -254,11 +290,12 @@ class Handler(BaseHTTPRequestHandler):
                 obj = scale_view(rt, obj)
             if "as=Table" in self.headers.get("Accept", "") and not sub:
                 return self._send_json(
-                    200, table([obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"])
+                    200, table(rt, [obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"])
                 )
             return self._send_json(200, obj)
         if method == "POST" and name is None and (ns is not None or not rt.namespaced):
-            return self._send_json(201, store.create(cluster, rt, ns or "", self._json(raw), dry))
+            body = self._json(raw)
+            return self._send_json(201, store.create(cluster, rt, ns or "", body, self._options(q, dry)))
         if method == "POST" and sub == "eviction" and ns is not None and name is not None:
             eviction = self._json(raw)
             if not isinstance(eviction, dict) or (eviction.get("metadata") or {}).get("name", name) != name:
@@ -268,20 +305,28 @@ class Handler(BaseHTTPRequestHandler):
                 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
             )
         if method == "PUT" and name is not None and sub != "eviction":
-            return self._send_json(200, store.update(cluster, rt, ns or "", name, self._json(raw), sub, dry))
+            body = self._json(raw)
+            return self._send_json(200, store.update(cluster, rt, ns or "", name, body, sub, self._options(q, dry)))
         if method == "PATCH" and name is not None and sub != "eviction":
             ctype = self.headers.get("Content-Type", "")
-            return self._send_json(200, store.patch(cluster, rt, ns or "", name, ctype, raw, sub, dry))
+            obj, created = store.patch(cluster, rt, ns or "", name, ctype, raw, sub, self._options(q, dry))
+            return self._send_json(201 if created else 200, obj)
         if method == "DELETE" and not sub:
             options = self._json(raw) or {}
             if not isinstance(options, dict):
                 raise ApiError(400, "DeleteOptions must be a JSON object")
+            for param in ("propagationPolicy", "orphanDependents"):  # DeleteOptions as query parameters
+                if param in q and param not in options:
+                    options[param] = q[param] == "true" if param == "orphanDependents" else q[param]
             if name is None:  # deletecollection
                 match = object_matcher(rt, q.get("labelSelector"), q.get("fieldSelector"))
                 items, rv = store.list(cluster, rt, ns, match)
                 deleted = [store.delete(cluster, rt, *key_of(o), options, dry)[0] for o in items]
                 return self._send_json(200, self._list_body(rt, deleted, rv, None))
             obj, gone = store.delete(cluster, rt, ns or "", name, options, dry or options.get("dryRun") == ["All"])
+            finalizers = set(obj["metadata"].get("finalizers") or [])
+            if not gone and not dry and finalizers & {FOREGROUND_FINALIZER, ORPHAN_FINALIZER}:
+                self.server.emulator.controllers.garbage.settle(cluster)
             if gone and not rt.return_deleted:  # most registries answer Status Success
                 details = {**rt.details(name), "uid": obj["metadata"]["uid"]}
                 return self._send_json(
@@ -313,7 +358,7 @@ class Handler(BaseHTTPRequestHandler):
             items = items[:limit]
             cont = base64.urlsafe_b64encode(json.dumps(key_of(items[-1])).encode()).decode()
         if "as=Table" in self.headers.get("Accept", ""):
-            return self._send_json(200, table(items, q.get("includeObject", "Metadata"), str(rv), cont))
+            return self._send_json(200, table(rt, items, q.get("includeObject", "Metadata"), str(rv), cont))
         self._send_json(200, self._list_body(rt, items, rv, cont))
 
     def _watch(self, cluster: str, rt: ResourceType, ns: str | None, q: dict[str, str]) -> None:

@@ -19,11 +19,15 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .patching import apply_patch
+from . import apply, schema
+from .fieldsets import carry_over, record_update
+from .patching import APPLY_PATCH, apply_patch, patch_type
 from .resources import (
     BY_KIND,
+    FOREGROUND_FINALIZER,
     INITIAL_STATUS,
     NAMESPACES,
+    ORPHAN_FINALIZER,
     PDBS,
     PODS,
     RESOURCES,
@@ -31,12 +35,13 @@ from .resources import (
     ApiError,
     Obj,
     ResourceType,
+    WriteOptions,
     admit,
     now_iso,
     scale_view,
-    validate_name,
 )
 from .selectors import Matcher, match_selector_object
+from .validation import validate, validate_name
 
 Key = tuple[str, str]  # (namespace or "", name)
 
@@ -206,14 +211,31 @@ class Store:
             meta.pop("namespace", None)
         return obj
 
-    def create(self, cluster: str, rt: ResourceType, ns: str, body: Any, dry_run: bool = False) -> Obj:
+    def create(self, cluster: str, rt: ResourceType, ns: str, body: Any, opts: WriteOptions | None = None) -> Obj:
         with self.lock:
-            return self._create(self.cluster(cluster), rt, ns, body, dry_run)
+            return self._create(self.cluster(cluster), rt, ns, body, opts or WriteOptions())
+
+    @staticmethod
+    def _decode(rt: ResourceType, obj: Obj, opts: WriteOptions) -> Obj:
+        """Schema check of a client's write: wrong types are a 400; undeclared fields per fieldValidation."""
+        decoded = schema.decode(rt, obj)
+        schema.check_unknown(rt, decoded.unknown, opts.validation, opts.warnings)
+        return decoded.obj
 
     def _create(
-        self, cl: Cluster, rt: ResourceType, ns: str, body: Any, dry_run: bool = False, keep_status: bool = False
+        self,
+        cl: Cluster,
+        rt: ResourceType,
+        ns: str,
+        body: Any,
+        opts: WriteOptions | None = None,
+        keep_status: bool = False,
+        applied: bool = False,
     ) -> Obj:
+        """opts None: a controller's write (trusted, no field manager); applied: managedFields are set."""
         obj = self._check_body(rt, body, ns)
+        if opts is not None and not applied:
+            obj = self._decode(rt, obj, opts)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(random.choices(string.ascii_lowercase + "2456789", k=5))
@@ -242,11 +264,12 @@ class Store:
             "resourceVersion",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
-            "managedFields",
             "selfLink",
             "generation",
         ):
             meta.pop(transient, None)
+        if not applied:
+            meta.pop("managedFields", None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso())
         if rt.generation:
             meta["generation"] = 1
@@ -254,14 +277,24 @@ class Store:
             obj["status"] = copy.deepcopy(INITIAL_STATUS.get(rt.kind, {}))  # status is the controllers' to write
         self._ips += rt.kind == "Service"
         admit(rt, obj, None, self._ips)
-        return obj if dry_run else self._commit(cl, rt, obj, None)
+        validate(rt, obj, None)
+        if opts is not None and opts.manager and not applied:
+            record_update(rt, None, obj, opts.manager)
+        return obj if opts is not None and opts.dry_run else self._commit(cl, rt, obj, None)
 
     def update(
-        self, cluster: str, rt: ResourceType, ns: str, name: str, body: Any, sub: str = "", dry_run: bool = False
+        self,
+        cluster: str,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        body: Any,
+        sub: str = "",
+        opts: WriteOptions | None = None,
     ) -> Obj:
         with self.lock:
             cl = self.cluster(cluster)
-            return self._replace(cl, rt, self._existing(cl, rt, ns, name), body, sub, dry_run)
+            return self._replace(cl, rt, self._existing(cl, rt, ns, name), body, sub, opts or WriteOptions())
 
     def patch(
         self,
@@ -272,15 +305,44 @@ class Store:
         content_type: str,
         raw: bytes,
         sub: str = "",
-        dry_run: bool = False,
-    ) -> Obj:
+        opts: WriteOptions | None = None,
+    ) -> tuple[Obj, bool]:
+        """Returns (object, created): server-side apply creates what does not exist yet."""
+        opts = opts or WriteOptions()
+        ctype = patch_type(content_type)  # the patch type is checked before any lookup
+        apply.check_manager(opts.manager, opts.force, ctype == APPLY_PATCH)
         with self.lock:  # read-patch-write is atomic: patches never conflict with each other
             cl = self.cluster(cluster)
+            if ctype == APPLY_PATCH:
+                return self._apply(cl, rt, ns, name, raw, sub, opts)
             old = self._existing(cl, rt, ns, name)
             base = scale_view(rt, old) if sub == "scale" else copy.deepcopy(old)
-            return self._replace(cl, rt, old, apply_patch(content_type, base, raw), sub, dry_run)
+            node = schema.scale_root() if sub == "scale" else schema.root(rt)
+            return self._replace(cl, rt, old, apply_patch(ctype, base, raw, node), sub, opts), False
 
-    def _replace(self, cl: Cluster, rt: ResourceType, old: Obj, body: Any, sub: str, dry_run: bool) -> Obj:
+    def _apply(
+        self, cl: Cluster, rt: ResourceType, ns: str, name: str, raw: bytes, sub: str, opts: WriteOptions
+    ) -> tuple[Obj, bool]:
+        body = self._check_body(rt, apply.parse(raw), ns)
+        if body["metadata"].get("name", name) != name:
+            raise ApiError(
+                400, f"the name of the object ({body['metadata']['name']}) does not match the name on the URL ({name})"
+            )
+        body["metadata"]["name"] = name
+        config = self._decode(rt, body, opts)
+        assert opts.manager is not None
+        live = cl.bucket(rt).get((ns if rt.namespaced else "", name))
+        if live is None:
+            if sub:
+                raise ApiError(404, f'{rt.qualified} "{name}" not found', details=rt.details(name))
+            merged = apply.apply(rt, {}, config, opts.manager, opts.force)
+            return self._create(cl, rt, ns, merged, opts, applied=True), True
+        merged = apply.apply(rt, copy.deepcopy(live), config, opts.manager, opts.force)
+        return self._replace(cl, rt, live, merged, sub, opts, applied=True), False
+
+    def _replace(
+        self, cl: Cluster, rt: ResourceType, old: Obj, body: Any, sub: str, opts: WriteOptions, applied: bool = False
+    ) -> Obj:
         ns, name = key_of(old)
         if sub == "scale":
             spec = body.get("spec") if isinstance(body, dict) else None
@@ -296,6 +358,8 @@ class Store:
             new["spec"]["replicas"] = replicas
         else:
             obj = self._check_body(rt, body, ns)
+            if not applied:
+                obj = self._decode(rt, obj, opts)
             if obj["metadata"].get("name", name) != name:
                 raise ApiError(
                     400,
@@ -323,6 +387,8 @@ class Store:
                     new.pop("status", None)
                     if "status" in old:
                         new["status"] = old["status"]
+                if not applied:
+                    carry_over(old, new)
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise ApiError(
                 409,
@@ -331,12 +397,25 @@ class Store:
                 "Conflict",
                 rt.details(name),
             )
-        result = self._update(cl, rt, old, new, dry_run)
+        result = self._update(cl, rt, old, new, opts, None if applied else sub)
         return scale_view(rt, result) if sub == "scale" else result
 
-    def _update(self, cl: Cluster, rt: ResourceType, old: Obj, new: Obj, dry_run: bool = False) -> Obj:
+    def _update(
+        self,
+        cl: Cluster,
+        rt: ResourceType,
+        old: Obj,
+        new: Obj,
+        opts: WriteOptions | None = None,
+        track: str | None = None,
+    ) -> Obj:
+        """track: the subresource whose write is recorded for opts.manager (None: apply did it already)."""
         meta = new["metadata"]
+        dry_run = opts is not None and opts.dry_run
         admit(rt, new, old, self._ips)  # defaulting first, so omitted defaults are not a spec change
+        validate(rt, new, old)
+        if opts is not None and opts.manager and track is not None:
+            record_update(rt, old, new, opts.manager, track)
         if rt.generation and _spec_part(new) != _spec_part(old):
             meta["generation"] = old["metadata"].get("generation", 1) + 1
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -370,7 +449,8 @@ class Store:
                         "Conflict",
                         rt.details(name),
                     )
-            if rt is NAMESPACES or old["metadata"].get("finalizers"):
+            gc_finalizer = _gc_finalizer(options or {})
+            if rt is NAMESPACES or old["metadata"].get("finalizers") or gc_finalizer:
                 if old["metadata"].get("deletionTimestamp") and rt is NAMESPACES:
                     raise ApiError(
                         409,
@@ -384,6 +464,8 @@ class Store:
                     return copy.deepcopy(old), False
                 new = copy.deepcopy(old)
                 new["metadata"].update(deletionTimestamp=now_iso(), deletionGracePeriodSeconds=0)
+                if gc_finalizer and gc_finalizer not in (finalizers := new["metadata"].setdefault("finalizers", [])):
+                    finalizers.append(gc_finalizer)  # the garbage collector finishes the deletion
                 if rt is NAMESPACES:
                     new["status"] = {**new.get("status", {}), "phase": "Terminating"}
                 return (new if dry_run else self._commit(cl, rt, new, old)), False
@@ -514,6 +596,20 @@ class Store:
                     last = events[-1].rv
                     out = [ev for e in events if (ev := _visible(e, rt, ns, match)) is not None]
             yield from out  # outside the lock: the consumer writes to a socket
+
+
+def _gc_finalizer(options: Obj) -> str | None:
+    """The finalizer a propagation policy puts on the owner (Background: none, the owner goes at once)."""
+    policy = options.get("propagationPolicy")
+    if policy is None and options.get("orphanDependents") is not None:
+        policy = "Orphan" if options["orphanDependents"] else "Background"
+    if policy not in (None, "Background", "Foreground", "Orphan"):
+        raise ApiError(
+            422,
+            f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: "{policy}": '
+            'supported values: "Foreground", "Background", "Orphan", "nil"',
+        )
+    return {"Foreground": FOREGROUND_FINALIZER, "Orphan": ORPHAN_FINALIZER}.get(policy or "")
 
 
 def _visible(e: WatchEvent, rt: ResourceType, ns: str | None, match: Matcher) -> Obj | None:

@@ -115,3 +115,24 @@ def test_kubectl_against_a_tenant_cluster(emulator: Emulator, tmp_path: Path, ki
         assert "node/n1 cordoned" in out.stdout and "node/n1 drained" in out.stdout
         assert core.read_node("n1").spec.unschedulable is True
         assert not core.list_namespaced_pod("default").items  # evicted through pods/eviction
+
+
+def test_generators_get_a_415_naming_the_json_workaround(kubeconfig: Path, emulator: Emulator) -> None:
+    """kubectl's generators POST protobuf: the emulator answers 415 with the JSON workaround, and that
+    workaround (client-side dry run piped into apply) creates the object."""
+    name = f"gen-{os.getpid()}"
+    failed = kubectl(kubeconfig, "create", "configmap", name, "--from-literal=a=b", check=False)
+    assert failed.returncode != 0 and "unknown format (application/vnd.kubernetes.protobuf)" in failed.stderr
+    assert "--dry-run=client -o yaml | kubectl apply -f -" in failed.stderr
+    generated = kubectl(kubeconfig, "create", "configmap", name, "--from-literal=a=b", "--dry-run=client", "-o", "yaml")
+    applied = subprocess.run(
+        [str(KUBECTL), "apply", "-f", "-"],
+        input=generated.stdout,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(kubeconfig.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(kubectl(kubeconfig, "get", "configmap", name, "-o", "json").stdout)["data"] == {"a": "b"}

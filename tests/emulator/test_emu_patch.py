@@ -134,3 +134,43 @@ def test_patch_cannot_change_identity(core: client.CoreV1Api, ns: str) -> None:
     cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "id"}})
     patched = core.patch_namespaced_config_map("id", ns, {"metadata": {"uid": "forged", "creationTimestamp": None}})
     assert patched.metadata.uid == cm.metadata.uid and patched.metadata.creation_timestamp is not None
+
+
+def test_strategic_merge_follows_the_schema(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str) -> None:
+    """Merge keys and strategies are the Go types' (from the OpenAPI schema): Service ports merge by
+    `port`, container ports by `containerPort`, env by `name`; tolerations have no strategy and are replaced."""
+    core.create_namespaced_service(
+        ns,
+        {"metadata": {"name": "s"}, "spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}},
+    )
+    svc = core.patch_namespaced_service("s", ns, {"spec": {"ports": [{"port": 443, "targetPort": 8443}]}})
+    assert [(p.port, p.target_port) for p in svc.spec.ports] == [(80, None), (443, 8443)]
+    template = {
+        "metadata": {"labels": {"app": "d"}},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "i", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "1"}]}
+            ],
+            "tolerations": [{"key": "a", "operator": "Exists"}],
+        },
+    }
+    apps.create_namespaced_deployment(
+        ns, {"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": template}}
+    )
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "c", "ports": [{"containerPort": 81}], "env": [{"name": "B", "value": "2"}]}
+                    ],
+                    "tolerations": [{"key": "b", "operator": "Exists"}],
+                }
+            }
+        }
+    }
+    patched = apps.patch_namespaced_deployment("d", ns, patch).spec.template.spec
+    (container,) = patched.containers
+    assert [p.container_port for p in container.ports] == [80, 81]
+    assert [e.name for e in container.env] == ["A", "B"]
+    assert [t.key for t in patched.tolerations] == ["b"]

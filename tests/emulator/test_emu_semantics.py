@@ -118,7 +118,9 @@ def test_error_statuses(
         {"data": {"a": "b"}},
         _content_type="application/apply-patch+yaml",
     )
-    assert (err.status, body["reason"]) == (415, "UnsupportedMediaType")
+    # a real server requires a field manager for server-side apply
+    assert (err.status, body["reason"]) == (422, "Invalid")
+    assert "fieldManager: Required value" in body["message"]
 
 
 def test_replace_conflict_and_preconditions(core: client.CoreV1Api, ns: str, kit: Any) -> None:
@@ -156,10 +158,16 @@ def test_delete_responses(api: client.ApiClient, core: client.CoreV1Api, ns: str
         api,
         "DELETE",
         f"/api/v1/namespaces/{ns}/configmaps/gone",
-        {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
+        {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
     )
     assert status == 200 and body["kind"] == "Status" and body["status"] == "Success"
     assert body["details"] == {"name": "gone", "kind": "configmaps", "uid": cm.metadata.uid}
+    # Foreground: not deleted yet when the server answers, so the answer is the object, marked
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "fg"}})
+    status, body, _ = kit.raw(
+        api, "DELETE", f"/api/v1/namespaces/{ns}/configmaps/fg", {"propagationPolicy": "Foreground"}
+    )
+    assert status == 200 and body["kind"] == "ConfigMap" and body["metadata"]["finalizers"] == ["foregroundDeletion"]
     core.create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
     pod = core.delete_namespaced_pod("p", ns, propagation_policy="Background", grace_period_seconds=0)
     assert pod.kind == "Pod" and pod.metadata.name == "p"  # pods answer the deleted object
