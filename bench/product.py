@@ -28,6 +28,9 @@ from workflows.cluster import ClusterWorkflow
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kvm-cluster.yaml"
 VERSION, PATCH_VERSION = "1.32.4", "1.32.5"
 SETTLE_POLL = 0.02
+CREATE_TIMEOUT = 1800.0  # generous: a bench on a loaded machine is slow, not failed
+TRANSIENT_RETRY_SECONDS = 0.5
+TRANSIENT_STATUSES = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.RESOURCE_EXHAUSTED)
 REQUESTED_BY = "bench"
 SETTLED = (ClusterPhase.READY, ClusterPhase.FAILED)
 
@@ -58,8 +61,12 @@ async def history_length(client: Client, workflow_id: str) -> int | None:
     return int(description.raw_description.workflow_execution_info.history_length)
 
 
-async def _child_done(client: Client, workflow_id: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def transient(exc: RPCError) -> bool:
+    """An overloaded server or worker (a query or long poll that timed out): worth asking again."""
+    return exc.status in TRANSIENT_STATUSES or "timeout" in str(exc).lower()
+
+
+async def _child_done(client: Client, workflow_id: str, deadline: float) -> None:
     child = client.get_workflow_handle(workflow_id)
     while True:
         try:
@@ -68,17 +75,32 @@ async def _child_done(client: Client, workflow_id: str, timeout: float) -> None:
         except WorkflowFailureError:
             return  # the status says how it ended
         except RPCError as exc:
-            if exc.status is not RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(SETTLE_POLL)  # the entity has not started it yet
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                await asyncio.sleep(SETTLE_POLL)  # the entity has not started it yet
+            elif transient(exc):
+                await asyncio.sleep(TRANSIENT_RETRY_SECONDS)
+            else:
+                raise
 
 
-async def wait_created(client: Client, cluster_id: str, timeout: float = 600.0) -> ClusterStatus:
+async def _status(client: Client, cluster_id: str, deadline: float) -> ClusterStatus:
+    while True:
+        try:
+            return await clusters.get_status(client, cluster_id)
+        except RPCError as exc:
+            if not transient(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(TRANSIENT_RETRY_SECONDS)
+
+
+async def wait_created(client: Client, cluster_id: str, timeout: float = CREATE_TIMEOUT) -> ClusterStatus:
     """Wait until the entity says the create is over (Ready, or Failed)."""
     deadline = time.monotonic() + timeout
-    await _child_done(client, operation_workflow_id(cluster_id, OperationKind.CREATE, 1), timeout)
+    await _child_done(client, operation_workflow_id(cluster_id, OperationKind.CREATE, 1), deadline)
     while True:
-        status = await clusters.get_status(client, cluster_id)
+        status = await _status(client, cluster_id, deadline)
         if status.current is None and status.phase in SETTLED:
             return status
         if time.monotonic() > deadline:
@@ -88,7 +110,7 @@ async def wait_created(client: Client, cluster_id: str, timeout: float = 600.0) 
 
 async def _finished(client: Client, cluster_id: str, seconds: float, entity_before: int) -> Outcome:
     """The outcome of the operation that just ended: its events (entity's added + child's) and child."""
-    status = await clusters.get_status(client, cluster_id)
+    status = await _status(client, cluster_id, time.monotonic() + CREATE_TIMEOUT)
     child_id = status.recent[0].workflow_id if status.recent else None
     entity_after = await history_length(client, entity_workflow_id(cluster_id))
     child = await history_length(client, child_id) if child_id else None
@@ -96,9 +118,26 @@ async def _finished(client: Client, cluster_id: str, seconds: float, entity_befo
     return Outcome(seconds, events, child_id)
 
 
+async def _start(client: Client, spec: ClusterSpec, task_queue: str, deadline: float) -> None:
+    retried = False
+    while True:
+        try:
+            await clusters.start_cluster(client, spec, task_queue)
+            return
+        except clusters.ClusterExists:
+            if retried:  # the attempt that timed out did start it
+                return
+            raise
+        except RPCError as exc:
+            if not transient(exc) or time.monotonic() > deadline:
+                raise
+            retried = True
+            await asyncio.sleep(TRANSIENT_RETRY_SECONDS)
+
+
 async def create(client: Client, cluster_id: str, task_queue: str) -> Outcome:
     began = time.monotonic()
-    await clusters.start_cluster(client, cluster_spec(cluster_id), task_queue)
+    await _start(client, cluster_spec(cluster_id), task_queue, began + CREATE_TIMEOUT)
     status = await wait_created(client, cluster_id)
     seconds = time.monotonic() - began
     if status.phase is not ClusterPhase.READY:
