@@ -410,3 +410,12 @@ def parse_spec(data: Any, source: str = "<spec>") -> ClusterSpec:
         return ClusterSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(source, describe_validation_error(exc)) from None
+
+
+def cluster_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a cluster id (the spec's rule), or None: for ids typed on a command line."""
+    try:
+        _cluster_id(value)
+    except ValueError as exc:
+        return f"not a cluster id: {exc}"
+    return None

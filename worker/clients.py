@@ -1,6 +1,8 @@
 """Backend clients built from settings: Temporal, Vault/OpenBao, host Kubernetes, AWS.
 
 Only the worker (and the CLI, for Temporal) builds clients; activity classes receive them.
+Each backend library is imported by the function that builds its client: the CLI imports this module
+for Temporal alone and must not pay for boto3, hvac and kubernetes (about a second of start-up).
 """
 
 from __future__ import annotations
@@ -8,23 +10,25 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
-
-import boto3
-import hvac
-from botocore.config import Config as BotoConfig
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import TLSConfig
+from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    import boto3
+    import hvac
+    from botocore.config import Config as BotoConfig
+    from kubernetes import client as k8s
+    from temporalio.client import Client
 
 log = logging.getLogger(__name__)
 
 
 async def connect_temporal(settings: Settings) -> Client:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.service import TLSConfig
+
     tls: TLSConfig | bool = False
     if settings.temporal_tls:
         tls = TLSConfig(
@@ -43,6 +47,8 @@ async def connect_temporal(settings: Settings) -> Client:
 
 def vault_client(settings: Settings) -> hvac.Client:
     """An authenticated hvac client: a token, or an AppRole login."""
+    import hvac
+
     verify: bool | str = str(settings.vault_ca_cert) if settings.vault_ca_cert else True
     vault = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify)
     if settings.vault_token is not None:
@@ -60,6 +66,9 @@ def vault_client(settings: Settings) -> hvac.Client:
 
 def kube_api_client(settings: Settings) -> k8s.ApiClient:
     """A client of the host cluster: in-cluster service account, or a kubeconfig."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
     configuration = k8s.Configuration()
     if settings.kube_in_cluster:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -74,6 +83,12 @@ def kube_api_client(settings: Settings) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
+def _boto_config(**options: Any) -> BotoConfig:
+    from botocore.config import Config as BotoConfig
+
+    return BotoConfig(**options)
+
+
 @dataclass(frozen=True)
 class AwsClients:
     """boto3 clients, one per service and region, made once: sessions are not thread-safe, the
@@ -81,7 +96,7 @@ class AwsClients:
 
     session: boto3.Session
     endpoint_url: str | None
-    config: BotoConfig = field(default_factory=BotoConfig)
+    config: BotoConfig = field(default_factory=_boto_config)
     _made: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -98,6 +113,8 @@ class AwsClients:
 
 
 def aws_clients(settings: Settings) -> AwsClients:
+    import boto3
+
     session = boto3.Session(
         region_name=settings.aws_region,
         aws_access_key_id=settings.aws_access_key_id,
@@ -107,7 +124,7 @@ def aws_clients(settings: Settings) -> AwsClients:
     )
     # Throttling and 5xx are retried by botocore first (standard mode, jittered backoff), then by
     # Temporal's activity retries; the pool matches the activity threads that share each client.
-    config = BotoConfig(
+    config = _boto_config(
         retries={"mode": "standard", "max_attempts": 5},
         connect_timeout=5,
         read_timeout=30,
