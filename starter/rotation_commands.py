@@ -38,12 +38,12 @@ schedule_app = typer.Typer(
 )
 
 
-async def _connect() -> tuple[Settings, Client]:
+async def _connect(need_worker: bool = True) -> tuple[Settings, Client]:
     from config.settings import load_settings
     from starter import clusters
 
     settings = load_settings()
-    return settings, await clusters.connect(settings)
+    return settings, await clusters.connect(settings, need_worker=need_worker)
 
 
 # --- rotate -------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ async def schedule_show(cluster_id: ClusterArg, output: OutputOption = OutputFor
     from starter.render import dump
     from starter.schedules import describe_schedule, schedule_table
 
-    _, client = await _connect()
+    _, client = await _connect(need_worker=False)  # the Schedules API alone: no worker involved
     view = await describe_schedule(client, cluster_id)
     if output is OutputFormat.TABLE:
         out.print(schedule_table(view))

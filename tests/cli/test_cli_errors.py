@@ -34,7 +34,6 @@ CLUSTER_COMMANDS: list[list[str]] = [
     ["protect", "acme-prod", "--off"],
     ["rotate", "acme-prod"],
     ["rotate", "acme-prod", "--ca"],
-    ["schedule", "show", "acme-prod"],
     ["schedule", "pause", "acme-prod"],
     ["schedule", "resume", "acme-prod"],
     ["kubeconfig", "acme-prod", "--user", "alice", "--group", "devs"],
@@ -43,7 +42,13 @@ CLUSTER_COMMANDS: list[list[str]] = [
     ["upgrade", "resume", "acme-prod"],
     ["upgrade", "abort", "acme-prod"],
 ]
-ALL_TEMPORAL_COMMANDS = [*CLUSTER_COMMANDS, ["list"], ["create", "-f", str(EXAMPLES / "kvm-cluster.yaml")]]
+# These need no worker: list reads visibility, schedule show the Schedules API.
+ALL_TEMPORAL_COMMANDS = [
+    *CLUSTER_COMMANDS,
+    ["list"],
+    ["schedule", "show", "acme-prod"],
+    ["create", "-f", str(EXAMPLES / "kvm-cluster.yaml")],
+]
 
 MARKUP = "[/]"
 LONG = "x" * 100_000
@@ -170,6 +175,8 @@ async def test_no_worker_is_said_in_seconds(temporal_env: WorkflowEnvironment, t
         assert seconds < 5, (args, seconds)
     listed, _ = await asyncio.to_thread(run, ["list"], env)
     assert listed.exit_code == 0, listed.output  # list reads visibility: no worker needed
+    schedule, _ = await asyncio.to_thread(run, ["schedule", "show", spec.id], env)
+    assert schedule.exit_code == 1 and "has no rotation schedule" in schedule.output, schedule.output
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text((EXAMPLES / "kvm-cluster.yaml").read_text().replace("id: acme-prod", f"id: {spec.id}-2"))
