@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from starter.command import ClusterArg, OutputFormat, OutputOption, err, out, run_command
+from starter.command import ClusterArg, OutputFormat, OutputOption, err, fail_line, out, run_command
 
 if TYPE_CHECKING:
     from models.cluster import ClusterPhase
@@ -49,7 +49,8 @@ async def create(
     except NoWorkerPolling as exc:
         if watch_:
             raise  # nothing would move while we watch
-        err.print(f"[yellow]warning:[/] {escape(str(exc).replace('nothing was changed', 'the cluster starts then'))}")
+        waiting = f"no worker is polling task queue {exc.task_queue}{exc.detail}: the cluster starts when one does"
+        err.print(fail_line("warning", waiting, style="yellow"))
     handle = await clusters.start_cluster(client, spec, settings.temporal_task_queue)
     out.print(f"creating cluster [bold]{spec.id}[/] (workflow {escape(handle.id)})")
     out.print(f"Temporal UI: {escape(settings.workflow_ui_url(handle.id))}", soft_wrap=True)

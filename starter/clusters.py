@@ -19,8 +19,6 @@ from models.cluster import ClusterPhase, ClusterStatus
 from models.durations import format_duration
 from models.errors import innermost_message
 from models.naming import entity_workflow_id
-from models.operations import ClusterInput
-from models.spec import ClusterSpec
 from starter.errors import (
     ClusterExists,
     ClusterNotFound,
@@ -34,6 +32,7 @@ from worker.clients import connect_temporal
 
 if TYPE_CHECKING:
     from config.settings import Settings
+    from models.spec import ClusterSpec
 
 __all__ = [
     "ClusterExists",
@@ -109,6 +108,7 @@ async def start_cluster(client: Client, spec: ClusterSpec, task_queue: str) -> W
     """Start the cluster's entity workflow; a running one with the same id is an error, not a no-op."""
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
+    from models.operations import ClusterInput
     from workflows import search_attributes as sa
     from workflows.cluster import ClusterWorkflow
 

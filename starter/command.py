@@ -90,7 +90,11 @@ def describe_failure(exc: Exception) -> tuple[int, str]:
     pydantic_core = sys.modules.get("pydantic_core")
     if pydantic_core is not None and isinstance(exc, pydantic_core.ValidationError):
         # Only settings are validated here (specs raise SpecError): a TENANTCTL_* value is wrong.
-        lines = [f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_url=False)]
+        lines = [
+            (f"TENANTCTL_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors(include_url=False)
+        ]
         return EXIT_INVALID_SPEC, "invalid settings (TENANTCTL_* variables or stack.env): " + "; ".join(lines)
     if isinstance(exc, OSError):
         return EXIT_REFUSED, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")

@@ -211,3 +211,13 @@ async def test_a_worker_that_just_stopped_is_reported_within_the_query_timeout(
     assert seconds < 15, seconds
     print(f"\nstatus with a just-stopped worker: exit 3 after {seconds:.1f}s")  # noqa: T201
     await temporal_env.client.get_workflow_handle(entity_workflow_id(spec.id)).terminate("test done")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TENANTCTL_CALL_RETRIES", "many"), ("TENANTCTL_LOG_LEVEL", "[/]"), ("TENANTCTL_KUBE_API_QPS", "-1")],
+)
+def test_invalid_settings_are_one_line(variable: str, value: str, stopped_stack_env: dict[str, str]) -> None:
+    result, _ = run(["status", "acme-prod"], {**stopped_stack_env, variable: value})
+    assert_no_traceback(result, ["status", "acme-prod"])
+    assert result.exit_code == 2 and "invalid settings" in result.output and variable in result.output, result.output
