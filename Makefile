@@ -57,3 +57,9 @@ bench: setup
 
 bench-fleet: setup
 	$(BIN)/python -m bench --fleet $(FLEET) $(ARGS)
+
+# Fault suite (issue 14): a create under 20% host-API errors + 200 ms latency vs the latency alone,
+# on a local stack of its own; prints the figures and the ratio (ROUNDS=1 for a quick look).
+.PHONY: faults
+faults: setup
+	$(BIN)/python -m tests.faults.create_under_faults

@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = Field(default=None, description="else boto3's default credential chain")
     aws_secret_access_key: SecretStr | None = Field(default=None, description="else the default chain")
 
+    # --- per-call retries and rate limits (worker/retries.py) -----------------------------------
+    call_retries: int = Field(
+        default=5, ge=0, le=10, description="retries of one backend call on 429/5xx/connection errors (0: none)"
+    )
+    kube_api_qps: float = Field(
+        default=50.0, ge=0, description="requests/s a worker sends the host Kubernetes API (0: no limit)"
+    )
+    vault_qps: float = Field(default=100.0, ge=0, description="requests/s a worker sends Vault (0: no limit)")
+    aws_retry_mode: Literal["standard", "adaptive"] = Field(
+        default="standard", description="botocore retry mode; adaptive also slows a worker down while AWS throttles it"
+    )
+
     # --- worker ---------------------------------------------------------------------------------
     max_concurrent_activities: int = Field(default=50, ge=1, description="activity slots of a worker")
     activity_threads: int = Field(default=32, ge=1, description="thread pool for blocking activities")

@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from config.settings import Settings, load_settings
-from models.cluster import ClusterPhase
-from models.naming import entity_workflow_id
-from starter import clusters
-from starter.command import ClusterArg, OutputOption, err, out, run_command
-from starter.render import OutputFormat, clusters_table, dump, status_view
-from starter.spec_file import load_spec
-from starter.watch import watch
-from worker.clients import connect_temporal
+from starter.command import ClusterArg, OutputFormat, OutputOption, err, fail_line, out, run_command
 
+if TYPE_CHECKING:
+    from models.cluster import ClusterPhase
+
+# Start-up matters (``tenantctl --help`` runs often): this module and the command modules import
+# typer and rich only; Temporal, pydantic models and backends are imported when a command runs.
 app = typer.Typer(
     name="tenantctl",
     help="Run fleets of tenant Kubernetes clusters with durable Temporal workflows.",
@@ -30,10 +28,6 @@ app = typer.Typer(
 run = run_command
 
 
-async def temporal(settings: Settings) -> Any:
-    return await connect_temporal(settings)
-
-
 @app.command()
 @run
 async def create(
@@ -41,12 +35,25 @@ async def create(
     watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow progress until Ready or failed")] = False,
 ) -> None:
     """Create a tenant cluster from a spec file."""
+    from config.settings import load_settings
+    from starter import clusters
+    from starter.errors import NoWorkerPolling
+    from starter.spec_file import load_spec
+    from starter.watch import watch
+
     spec = load_spec(file)  # invalid specs stop here, before anything is started
     settings = load_settings()
-    client = await temporal(settings)
+    client = await clusters.connect(settings, need_worker=False)
+    try:
+        await clusters.require_worker(client, settings.temporal_task_queue)
+    except NoWorkerPolling as exc:
+        if watch_:
+            raise  # nothing would move while we watch
+        waiting = f"no worker is polling task queue {exc.task_queue}{exc.detail}: the cluster starts when one does"
+        err.print(fail_line("warning", waiting, style="yellow"))
     handle = await clusters.start_cluster(client, spec, settings.temporal_task_queue)
-    out.print(f"creating cluster [bold]{spec.id}[/] (workflow {handle.id})")
-    out.print(f"Temporal UI: {settings.workflow_ui_url(handle.id)}")
+    out.print(f"creating cluster [bold]{spec.id}[/] (workflow {escape(handle.id)})")
+    out.print(f"Temporal UI: {escape(settings.workflow_ui_url(handle.id))}", soft_wrap=True)
     if watch_:
         status = await watch(client, spec.id, since=0)
         _exit_for(status.phase, status.message)
@@ -56,10 +63,15 @@ async def create(
 @run
 async def status(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TABLE) -> None:
     """Show a cluster's phase, version, certificates and current operation."""
+    from config.settings import load_settings
+    from models.naming import entity_workflow_id
+    from starter import clusters
+    from starter.render import dump, status_view
+
     settings = load_settings()
-    result = await clusters.get_status(await temporal(settings), cluster_id)
+    result = await clusters.get_status(await clusters.connect(settings), cluster_id)
     if output is OutputFormat.TABLE:
-        out.print(status_view(result, settings.workflow_ui_url(entity_workflow_id(cluster_id))))
+        out.print(status_view(result, settings.workflow_ui_url(entity_workflow_id(cluster_id))), soft_wrap=True)
     else:
         # soft_wrap: a long value (an upgrade's pause message) must not be folded into invalid JSON
         out.print(dump(result, output), markup=False, highlight=False, soft_wrap=True)
@@ -72,7 +84,12 @@ async def list_(
     all_: Annotated[bool, typer.Option("--all", "-a", help="include deleted clusters")] = False,
 ) -> None:
     """List tenant clusters (from search attributes)."""
-    rows = await clusters.list_clusters(await temporal(load_settings()), include_closed=all_)
+    from config.settings import load_settings
+    from starter import clusters
+    from starter.render import clusters_table, dump
+
+    settings = load_settings()
+    rows = await clusters.list_clusters(await clusters.connect(settings, need_worker=False), include_closed=all_)
     if output is OutputFormat.TABLE:
         out.print(clusters_table(rows))
     else:
@@ -83,15 +100,23 @@ async def list_(
 @run
 async def watch_command(cluster_id: ClusterArg) -> None:
     """Follow a cluster's current operation until it settles."""
+    from config.settings import load_settings
+    from models.naming import entity_workflow_id
+    from starter import clusters
+    from starter.watch import watch
+
     settings = load_settings()
-    out.print(f"Temporal UI: {settings.workflow_ui_url(entity_workflow_id(cluster_id))}")
-    status = await watch(await temporal(settings), cluster_id)
+    client = await clusters.connect(settings)
+    out.print(f"Temporal UI: {escape(settings.workflow_ui_url(entity_workflow_id(cluster_id)))}", soft_wrap=True)
+    status = await watch(client, cluster_id)
     _exit_for(status.phase, status.message)
 
 
 def _exit_for(phase: ClusterPhase, message: str) -> None:
+    from models.cluster import ClusterPhase
+
     if phase is ClusterPhase.FAILED:
-        err.print(f"[red]failed:[/] {message}")
+        err.print(f"[red]failed:[/] {escape(message)}")
         raise typer.Exit(1)
     out.print(f"[green]{phase}[/]")
 

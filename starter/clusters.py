@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
-from typing import Any
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -19,32 +25,83 @@ from models.cluster import ClusterPhase, ClusterStatus, OperationStatus
 from models.durations import format_duration
 from models.errors import innermost_message
 from models.naming import entity_workflow_id
-from models.operations import ClusterInput
-from models.spec import ClusterSpec
-from workflows import search_attributes as sa
-from workflows.cluster import ClusterWorkflow
+from starter.errors import (
+    ClusterExists,
+    ClusterNotFound,
+    NoWorkerPolling,
+    RequestRefused,
+    TemporalUnreachable,
+    UserError,
+    WorkerDidNotAnswer,
+)
+from worker.clients import connect_temporal
 from workflows.names import PROGRESS_QUERY
 
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from models.spec import ClusterSpec
 
-class UserError(Exception):
-    """An error the user can act on: printed as one line, exit code 1, no traceback."""
+__all__ = [
+    "ClusterExists",
+    "ClusterNotFound",
+    "RequestRefused",
+    "UserError",
+    "connect",
+    "entity",
+    "get_status",
+    "list_clusters",
+    "require_worker",
+    "start_cluster",
+    "update",
+    "whoami",
+]
+
+STATUS_QUERY = "status"
+"""``ClusterWorkflow.get_status``'s query name: ``status`` sends it by name, so that the command does not
+import the workflow modules (a test holds the two equal)."""
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""A Temporal frontend that takes longer than this to accept a connection is reported unreachable."""
+DESCRIBE_TIMEOUT = timedelta(seconds=5)
+QUERY_TIMEOUT = timedelta(seconds=10)
+"""A worker answers a status query in milliseconds; this long means none is there to answer."""
+POLLER_STALE_SECONDS = 90.0
+"""A live worker's long polls return and renew at least every ~70 s; a poller older than this is gone."""
 
 
-class ClusterNotFound(UserError, LookupError):
-    def __init__(self, cluster_id: str) -> None:
-        super().__init__(f"cluster {cluster_id} not found (no workflow {entity_workflow_id(cluster_id)})")
+async def connect(settings: Settings, *, need_worker: bool = True) -> Client:
+    """A Temporal client; with ``need_worker``, also the check that a worker polls the task queue,
+    so a command that needs one says so in seconds instead of waiting for a reply that never comes."""
+    try:
+        client = await asyncio.wait_for(connect_temporal(settings), timeout=CONNECT_TIMEOUT_SECONDS)
+    except TimeoutError:
+        raise TemporalUnreachable(
+            settings.temporal_address, f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f}s"
+        ) from None
+    except RuntimeError as exc:
+        raise TemporalUnreachable(settings.temporal_address, str(exc)) from None
+    if need_worker:
+        await require_worker(client, settings.temporal_task_queue)
+    return client
 
 
-class ClusterExists(UserError):
-    def __init__(self, cluster_id: str) -> None:
-        super().__init__(
-            f"cluster {cluster_id} already exists (workflow {entity_workflow_id(cluster_id)} is running); "
-            f"nothing was created. See 'tenantctl status {cluster_id}'."
-        )
-
-
-class RequestRefused(UserError):
-    """The entity refused an update; the message says why (and nothing changed)."""
+async def require_worker(client: Client, task_queue: str) -> None:
+    """Raise NoWorkerPolling unless a worker polled ``task_queue`` recently (Temporal's DescribeTaskQueue)."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    try:
+        described = await client.workflow_service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.UNIMPLEMENTED:
+            return  # a server without it (the time-skipping test server): the query timeout still bounds waits
+        raise
+    now = time.time()
+    ages = [now - poller.last_access_time.ToSeconds() for poller in described.pollers]
+    if not any(age < POLLER_STALE_SECONDS for age in ages):
+        detail = f" (the last poll was {min(ages):.0f}s ago)" if ages else ""
+        raise NoWorkerPolling(task_queue, detail)
 
 
 def whoami() -> str:
@@ -57,6 +114,10 @@ def whoami() -> str:
 async def start_cluster(client: Client, spec: ClusterSpec, task_queue: str) -> WorkflowHandle[Any, Any]:
     """Start the cluster's entity workflow; a running one with the same id is an error, not a no-op."""
     from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from models.operations import ClusterInput
+    from workflows import search_attributes as sa
+    from workflows.cluster import ClusterWorkflow
 
     try:
         return await client.start_workflow(
@@ -88,10 +149,12 @@ def entity(client: Client, cluster_id: str) -> WorkflowHandle[Any, Any]:
 async def get_status(client: Client, cluster_id: str) -> ClusterStatus:
     handle = entity(client, cluster_id)
     try:
-        status: ClusterStatus = await handle.query(ClusterWorkflow.get_status)
+        status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise ClusterNotFound(cluster_id) from None
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise WorkerDidNotAnswer(QUERY_TIMEOUT.total_seconds()) from None
         raise
     if status.current is not None:
         status.current = await live_operation(client, status.current)
@@ -124,6 +187,8 @@ async def update(client: Client, cluster_id: str, method: Any, request: Any) -> 
 
 async def list_clusters(client: Client, include_closed: bool = False) -> list[dict[str, str]]:
     """One row per cluster, from search attributes alone (no query per cluster)."""
+    from workflows import search_attributes as sa
+
     query = 'WorkflowType = "Cluster"'
     if not include_closed:
         query += ' AND ExecutionStatus = "Running"'

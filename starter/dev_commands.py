@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from config.settings import state_dir_from_env
-from devstack.stack import MOTO_NOTE, LocalStack, PortInUseError, ServiceStatus, StackError, StackPorts
+if TYPE_CHECKING:
+    # The supervisor is imported when a dev command runs: 'tenantctl --help' must not pay for it.
+    from devstack.stack import LocalStack, ServiceStatus, StackError, StackPorts
 
 dev_app = typer.Typer(
     name="dev",
@@ -35,6 +35,9 @@ FORMATS = ("table", "json", "yaml")
 
 
 def _stack(state_dir: Path | None, ports: StackPorts | None = None, with_worker: bool = False) -> LocalStack:
+    from config.settings import state_dir_from_env
+    from devstack.stack import LocalStack
+
     return LocalStack(state_dir or state_dir_from_env(), ports=ports, with_worker=with_worker)
 
 
@@ -47,6 +50,8 @@ def _check_format(output: str) -> str:
 def _parse_ports(stack: LocalStack, overrides: list[str]) -> StackPorts | None:
     if not overrides:
         return None
+    from devstack.stack import StackPorts
+
     values: dict[str, Any] = stack.ports.model_dump()
     for item in overrides:
         name, sep, port = item.partition("=")
@@ -63,6 +68,8 @@ def _parse_ports(stack: LocalStack, overrides: list[str]) -> StackPorts | None:
 
 
 def _fail(exc: StackError) -> typer.Exit:
+    from devstack.stack import PortInUseError
+
     err.print(f"[red]error:[/] {escape(str(exc))}")
     if isinstance(exc, PortInUseError) and exc.field:
         err.print(f"  e.g. [bold]tenantctl dev up --port {exc.field}=<free port>[/]")
@@ -88,6 +95,8 @@ def _table(rows: list[ServiceStatus], title: str | None = None) -> Table:
 
 
 def _print_data(data: Any, output: str) -> None:
+    import yaml
+
     text = json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False)
     out.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -103,13 +112,15 @@ def up(
     output: OutputOption = "table",
 ) -> None:
     """Start every service (keeping those already running) and write stack.env and the kubeconfig."""
+    from devstack.stack import MOTO_NOTE, StackError
+
     _check_format(output)
     stack = _stack(state_dir, with_worker=worker)
     stack = _stack(state_dir, ports=_parse_ports(stack, port or []), with_worker=worker)
     began = time.monotonic()
     try:
         if output == "table":
-            with err.status(f"starting the local stack in {stack.state_dir} …"):
+            with err.status(f"starting the local stack in {escape(str(stack.state_dir))} …"):
                 endpoints = stack.up()
         else:
             endpoints = stack.up()
@@ -132,9 +143,9 @@ def up(
         )
         return
     out.print(_table(rows))
-    out.print(f"\n[bold]Temporal UI:[/] [bold cyan]{endpoints.temporal_ui_url}[/]")
-    out.print(f"settings:    {stack.env_file}  (the worker and CLI read it; no flags needed)")
-    out.print(f"kubeconfig:  {endpoints.kubeconfig}")
+    out.print(f"\n[bold]Temporal UI:[/] [bold cyan]{escape(endpoints.temporal_ui_url)}[/]")
+    out.print(f"settings:    {escape(str(stack.env_file))}  (the worker and CLI read it; no flags needed)")
+    out.print(f"kubeconfig:  {escape(str(endpoints.kubeconfig))}")
     out.print(f"[dim]moto is {MOTO_NOTE}[/]")
     started = ", ".join(stack.started) or "nothing"
     kept = f"; already running: {', '.join(stack.kept)}" if stack.kept else ""
@@ -145,6 +156,8 @@ def up(
 @dev_app.command()
 def status(state_dir: StateDirOption = None, output: OutputOption = "table") -> None:
     """Health of every service; exits 1 if any is not healthy."""
+    from devstack.stack import StackError
+
     _check_format(output)
     stack = _stack(state_dir)
     try:
@@ -152,10 +165,10 @@ def status(state_dir: StateDirOption = None, output: OutputOption = "table") -> 
     except StackError as exc:
         raise _fail(exc) from None
     if output == "table":
-        out.print(_table(rows, title=f"local stack in {stack.state_dir}"))
+        out.print(_table(rows, title=escape(f"local stack in {stack.state_dir}")))
         temporal = next((row for row in rows if row.name == "temporal" and row.healthy), None)
         if temporal is not None:
-            out.print(f"[bold]Temporal UI:[/] [bold cyan]{temporal.url}[/]")
+            out.print(f"[bold]Temporal UI:[/] [bold cyan]{escape(temporal.url or '')}[/]")
     else:
         _print_data([row.model_dump(mode="json") for row in rows], output)
     if not all(row.healthy for row in rows):
@@ -168,6 +181,8 @@ def down(
     purge: Annotated[bool, typer.Option("--purge", help="also delete the state folder (all data)")] = False,
 ) -> None:
     """Stop exactly the processes 'up' started; keep the data unless --purge."""
+    from devstack.stack import StackError
+
     stack = _stack(state_dir)
     try:
         messages = stack.down(purge=purge)

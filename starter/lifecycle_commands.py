@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from config.settings import load_settings
-from models.cluster import ClusterPhase
-from models.naming import entity_workflow_id
-from models.operations import (
-    ConfigureRequest,
-    ConfigureResult,
-    DeleteRequest,
-    RunningOperationPolicy,
-    TeardownResult,
-)
-from starter import clusters
 from starter.command import ClusterArg, err, out, run_command
-from starter.watch import update_and_watch
-from worker.clients import connect_temporal
-from workflows.cluster import ClusterWorkflow
+
+if TYPE_CHECKING:
+    from models.operations import ConfigureResult
 
 
 async def delete(
@@ -38,17 +28,25 @@ async def delete(
     Refused while deletion protection is on ('tenantctl protect ID --off' first). Safe to run again
     on a cluster whose create or earlier delete died halfway.
     """
+    from config.settings import load_settings
+    from models.cluster import ClusterPhase
+    from models.naming import entity_workflow_id
+    from models.operations import DeleteRequest, RunningOperationPolicy, TeardownResult
+    from starter import clusters
+    from starter.watch import update_and_watch
+    from workflows.cluster import ClusterWorkflow
+
     settings = load_settings()
-    client = await connect_temporal(settings)
+    client = await clusters.connect(settings)
     request = DeleteRequest(
         running_operation=RunningOperationPolicy.CANCEL if cancel_running else RunningOperationPolicy.WAIT,
         requested_by=clusters.whoami(),
     )
     out.print(f"deleting cluster [bold]{cluster_id}[/]")
-    out.print(f"Temporal UI: {settings.workflow_ui_url(entity_workflow_id(cluster_id))}")
+    out.print(f"Temporal UI: {escape(settings.workflow_ui_url(entity_workflow_id(cluster_id)))}", soft_wrap=True)
     status, report = await update_and_watch(client, cluster_id, ClusterWorkflow.delete, request)
     if status.phase is not ClusterPhase.DELETED or not isinstance(report, TeardownResult):
-        err.print(f"[red]teardown did not finish:[/] {status.message}")
+        err.print(f"[red]teardown did not finish:[/] {escape(status.message)}")
         err.print(f"run 'tenantctl delete {cluster_id}' again once the cause is fixed; it resumes where it stopped")
         raise typer.Exit(1)
     out.print(
@@ -62,7 +60,12 @@ async def protect(
     off: Annotated[bool, typer.Option("--off", help="turn deletion protection off")] = False,
 ) -> None:
     """Turn deletion protection on (or off with --off)."""
-    client = await connect_temporal(load_settings())
+    from config.settings import load_settings
+    from models.operations import ConfigureRequest
+    from starter import clusters
+    from workflows.cluster import ClusterWorkflow
+
+    client = await clusters.connect(load_settings())
     result: ConfigureResult = await clusters.update(
         client,
         cluster_id,

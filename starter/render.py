@@ -1,25 +1,24 @@
-"""How the CLI shows things: rich tables for people, JSON/YAML for scripts."""
+"""How the CLI shows things: rich tables for people, JSON/YAML for scripts.
+
+Text that comes from users or backends (messages, names, owners) goes into cells as ``Text``, which
+rich never reads as markup: a message holding ``[/]`` is shown as it is.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from models.cluster import ClusterPhase, ClusterStatus, OperationStatus, StepState
+from starter.command import OutputFormat, console
 
-
-class OutputFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    YAML = "yaml"
+__all__ = ["OutputFormat", "clusters_table", "console", "dump", "status_view"]
 
 
 PHASE_STYLE = {
@@ -43,6 +42,8 @@ def dump(data: Any, fmt: OutputFormat) -> str:
         plain = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in plain]
     if fmt is OutputFormat.JSON:
         return json.dumps(plain, indent=2)
+    import yaml
+
     return yaml.safe_dump(plain, sort_keys=False)
 
 
@@ -65,11 +66,11 @@ def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    facts.add_row("cluster", f"{status.cluster_id} (owner {spec.owner}, provider {spec.provider})")
+    facts.add_row("cluster", Text(f"{status.cluster_id} (owner {spec.owner}, provider {spec.provider})"))
     facts.add_row("phase", phase)
     facts.add_row("kubernetes", status.kubernetes_version)
     facts.add_row("api", spec.api_domain)
-    facts.add_row("nodes", ", ".join(sorted(status.nodes)) or f"{len(spec.node_names())} planned")
+    facts.add_row("nodes", Text(", ".join(sorted(status.nodes)) or f"{len(spec.node_names())} planned"))
     facts.add_row(
         "certificates",
         f"{len(status.certificates)} issued; earliest expiry {_at(status.earliest_expiry)} "
@@ -78,9 +79,9 @@ def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
     facts.add_row("next rotation", f"{_at(status.next_rotation)} ({ago(status.next_rotation)})")
     facts.add_row("deletion protection", "on" if spec.deletion_protection else "off")
     if status.message:
-        facts.add_row("message", status.message)
+        facts.add_row("message", Text(status.message))
     if ui_url:
-        facts.add_row("temporal ui", ui_url)
+        facts.add_row("temporal ui", Text(ui_url))
     parts: list[Any] = [facts]
     if status.current:
         parts.append(operation_view(status.current))
@@ -90,17 +91,19 @@ def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
 
 
 def operation_view(op: OperationStatus) -> Table:
-    table = Table(title=f"{op.kind} ({op.state})", title_justify="left", show_header=False, box=None)
+    table = Table(title=Text(f"{op.kind} ({op.state})"), title_justify="left", show_header=False, box=None)
     table.add_column(width=2)
     table.add_column()
     table.add_column(style="dim")
     for step in op.steps:
-        table.add_row(STEP_MARK[step.state], step.name, step.message)
+        table.add_row(STEP_MARK[step.state], Text(step.name), Text(step.message))
     if op.progress.total:
         p = op.progress
-        table.add_row("", f"{p.done}/{p.total} {p.unit}", f"{p.current}: {p.phase}" if p.phase else p.current)
+        table.add_row(
+            "", Text(f"{p.done}/{p.total} {p.unit}"), Text(f"{p.current}: {p.phase}" if p.phase else p.current)
+        )
     if op.message:
-        table.add_row("", "[bold]note[/]", op.message)
+        table.add_row("", "[bold]note[/]", Text(op.message))
     return table
 
 
@@ -111,12 +114,12 @@ def recent_view(ops: list[OperationStatus]) -> Table:
     for op in ops:
         took = (op.finished_at - op.started_at).total_seconds() if op.finished_at and op.started_at else None
         table.add_row(
-            op.kind,
-            op.state,
+            Text(op.kind),
+            Text(op.state),
             _at(op.started_at),
             f"{took:.1f}s" if took is not None else "-",
-            op.requested_by,
-            op.message[:80],
+            Text(op.requested_by),
+            Text(op.message[:80]),
         )
     return table
 
@@ -126,13 +129,9 @@ def clusters_table(rows: list[dict[str, str]]) -> Table:
     for col in ("id", "owner", "provider", "version", "phase", "running", "started"):
         table.add_column(col)
     for row in rows:
-        table.add_row(*(row[c] for c in ("id", "owner", "provider", "version", "phase", "running", "started")))
+        table.add_row(*(Text(row[c]) for c in ("id", "owner", "provider", "version", "phase", "running", "started")))
     return table
 
 
 def _at(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
-
-
-def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)

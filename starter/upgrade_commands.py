@@ -16,47 +16,36 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from temporalio.client import (
-    Client,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
-from temporalio.service import RPCError, RPCStatusCode
+from rich.markup import escape
 
-from config.settings import load_settings
-from models.cluster import ClusterStatus, OperationKind, OperationState
-from models.durations import parse_duration
-from models.errors import innermost_message
-from models.naming import entity_workflow_id
-from models.operations import (
-    UpgradeAction,
-    UpgradeControl,
-    UpgradeControlResult,
-    UpgradeOutcome,
-    UpgradeRequest,
-    UpgradeResult,
-)
-from models.versions import SemVer
-from starter import clusters
 from starter.command import err, out, run_command
-from starter.watch import watch
-from worker.clients import connect_temporal
-from workflows.cluster import ClusterWorkflow
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowUpdateHandle
+
+    from models.cluster import ClusterStatus
+    from models.operations import UpgradeAction, UpgradeRequest
 
 EXIT_FAILED = 1
 EXIT_PAUSED = 4
 """``--watch`` ends with this code when the upgrade paused: it waits for an operator."""
 REFUSAL_CHECK_SECONDS = 0.5
 """A refusal by the entity's validator is known as soon as the request returns; this bounds the look."""
-ACTIONS = {a.value: a for a in UpgradeAction}
+ACTION_NAMES = ("pause", "resume", "abort")
+
+
+def _action(name: str) -> UpgradeAction | None:
+    from models.operations import UpgradeAction
+
+    return next((a for a in UpgradeAction if a.value == name), None)
 
 
 def upgrade_paused(status: ClusterStatus) -> bool:
+    from models.cluster import OperationKind, OperationState
+
     op = status.current
     return op is not None and op.kind is OperationKind.UPGRADE and op.state is OperationState.PAUSED
 
@@ -81,17 +70,18 @@ async def upgrade(
     Patch versions upgrade freely; minors one at a time; no downgrades.
     """
     if second is not None:
-        action = ACTIONS.get(first)
+        action = _action(first)
         if action is None:
             raise typer.BadParameter(
-                f"'{first}' is not an action: use 'upgrade ID --version X.Y.Z' or 'upgrade pause|resume|abort ID'"
+                f"{first[:64]!r} is not an action: use 'upgrade ID --version X.Y.Z' or 'upgrade pause|resume|abort ID'"
             )
         if version or node_ready_timeout or drain_timeout:
             raise typer.BadParameter(f"'upgrade {first}' takes no --version or timeouts")
-        await _control(second, action, reason, watch_)
+        await _control(_cluster_id(second), action, reason, watch_)
         return
+    _cluster_id(first)
     if version is None:
-        hint = f" (to {first} the running upgrade: 'tenantctl upgrade {first} ID')" if first in ACTIONS else ""
+        hint = f" (to {first} the running upgrade: 'tenantctl upgrade {first} ID')" if first in ACTION_NAMES else ""
         raise typer.BadParameter(f"--version is required to upgrade cluster '{first}'{hint}", param_hint="--version")
     await _start(first, _version(version), watch_, _duration(node_ready_timeout, "--node-ready-timeout"),
                  _duration(drain_timeout, "--drain-timeout"))  # fmt: skip
@@ -100,9 +90,21 @@ async def upgrade(
 async def _start(
     cluster_id: str, version: str, watch_: bool, node_ready_timeout: timedelta | None, drain_timeout: timedelta | None
 ) -> None:
+    from config.settings import load_settings
+    from models.cluster import OperationKind
+    from models.naming import entity_workflow_id
+    from models.operations import UpgradeRequest
+    from starter import clusters
+
     settings = load_settings()
-    client = await connect_temporal(settings)
+    client = await clusters.connect(settings)
     before = await clusters.get_status(client, cluster_id)
+    if before.current is not None and before.current.kind is OperationKind.UPGRADE:
+        # The entity would queue it and refuse it later, when its turn came: say no now, and say why.
+        raise clusters.RequestRefused(
+            f"an upgrade of {cluster_id} is already {before.current.state.lower()} ({before.current.workflow_id}); "
+            f"wait for it to end, or stop it with 'tenantctl upgrade abort {cluster_id}'; nothing was changed"
+        )
     request = UpgradeRequest(
         version=version,
         requested_by=clusters.whoami(),
@@ -110,11 +112,15 @@ async def _start(
         drain_timeout=drain_timeout,
     )
     update = await _start_update(client, cluster_id, request)
-    out.print(
-        f"upgrade of [bold]{cluster_id}[/] from {before.kubernetes_version} to [bold]{version}[/] accepted; "
-        "it runs after any operation ahead of it"
+    ahead = (
+        f"queued behind the running {before.current.kind}; the version is checked again when its turn comes"
+        if before.current is not None
+        else "starting"
     )
-    out.print(f"Temporal UI: {settings.workflow_ui_url(entity_workflow_id(cluster_id))}")
+    out.print(
+        f"upgrade of [bold]{cluster_id}[/] from {before.kubernetes_version} to [bold]{version}[/] accepted: {ahead}"
+    )
+    out.print(f"Temporal UI: {escape(settings.workflow_ui_url(entity_workflow_id(cluster_id)))}", soft_wrap=True)
     if not watch_:
         out.print(f"follow it with 'tenantctl watch {cluster_id}'; progress in 'tenantctl status {cluster_id}'")
         return
@@ -123,8 +129,13 @@ async def _start(
 
 
 async def _control(cluster_id: str, action: UpgradeAction, reason: str, watch_: bool) -> None:
+    from config.settings import load_settings
+    from models.operations import UpgradeAction, UpgradeControl, UpgradeControlResult
+    from starter import clusters
+    from workflows.cluster import ClusterWorkflow
+
     settings = load_settings()
-    client = await connect_temporal(settings)
+    client = await clusters.connect(settings)
     result: UpgradeControlResult = await clusters.update(
         client,
         cluster_id,
@@ -137,7 +148,7 @@ async def _control(cluster_id: str, action: UpgradeAction, reason: str, watch_: 
         UpgradeAction.ABORT: "abort requested: every node upgraded so far goes back to the previous version, "
         "last first",
     }[action]
-    out.print(f"{cluster_id}: {said} ({result.workflow_id})")
+    out.print(f"{cluster_id}: {said} ({escape(result.workflow_id)})")
     if watch_:
         await _follow(client, cluster_id, None, None, aborting=action is UpgradeAction.ABORT)
 
@@ -151,10 +162,17 @@ async def _follow(
     aborting: bool = False,
 ) -> None:
     """Watch until the upgrade ends (exit 0 when it did what was asked) or pauses (exit 4)."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from models.cluster import OperationKind, OperationState
+    from models.errors import innermost_message
+    from models.operations import UpgradeOutcome, UpgradeResult
+    from starter.watch import watch
+
     status = await watch(client, cluster_id, since=since, until=upgrade_paused)
     if upgrade_paused(status):
         assert status.current is not None
-        err.print(f"[yellow]paused:[/] {status.current.message}")
+        err.print(f"[yellow]paused:[/] {escape(status.current.message)}")
         raise typer.Exit(EXIT_PAUSED)
     if update is None:  # following a control: the status tells how it ended
         last = status.recent[0] if status.recent else None
@@ -167,7 +185,7 @@ async def _follow(
     try:
         result: UpgradeResult = await update.result()
     except WorkflowUpdateFailedError as exc:
-        err.print(f"[red]upgrade failed:[/] {innermost_message(exc)}")
+        err.print(f"[red]upgrade failed:[/] {escape(innermost_message(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
     if result.outcome is UpgradeOutcome.ABORTED:
         err.print(f"[yellow]aborted:[/] every node rolled back to Kubernetes {result.kubernetes_version}")
@@ -179,6 +197,17 @@ async def _follow(
 
 
 async def _start_update(client: Client, cluster_id: str, request: UpgradeRequest) -> WorkflowUpdateHandle[Any]:
+    from temporalio.client import (
+        WorkflowUpdateFailedError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        WorkflowUpdateStage,
+    )
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from models.errors import innermost_message
+    from starter import clusters
+    from workflows.cluster import ClusterWorkflow
+
     try:
         update: WorkflowUpdateHandle[Any] = await clusters.entity(client, cluster_id).start_update(
             ClusterWorkflow.upgrade, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
@@ -200,7 +229,18 @@ async def _start_update(client: Client, cluster_id: str, request: UpgradeRequest
     return update
 
 
+def _cluster_id(value: str) -> str:
+    from models.spec import cluster_id_problem
+
+    problem = cluster_id_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="ID")
+    return value
+
+
 def _version(text: str) -> str:
+    from models.versions import SemVer
+
     try:
         return str(SemVer.parse(text))
     except ValueError as exc:
@@ -208,11 +248,16 @@ def _version(text: str) -> str:
 
 
 def _duration(text: str | None, option: str) -> timedelta | None:
+    from models.durations import parse_duration
+
     if text is None:
         return None
-    value = parse_duration(text)
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text[:64]!r} {exc}", param_hint=option) from None
     if not isinstance(value, timedelta) or value <= timedelta(0):
-        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 10m or 1h", param_hint=option)
+        raise typer.BadParameter(f"{text[:64]!r} is not a duration such as 90s, 10m or 1h", param_hint=option)
     return value
 
 

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 
@@ -62,7 +63,7 @@ class Watcher:
             key = (op.workflow_id, step.name)
             if step.state in MARKS and key not in self.printed:
                 self.printed.add(key)
-                line = f"  {MARKS[step.state]} {op.kind}: {step.name} {step.message}".rstrip()
+                line = f"  {MARKS[step.state]} {escape(f'{op.kind}: {step.name} {step.message}'.rstrip())}"
                 self.progress.console.print(line)
 
     def _print_outcome(self, op: OperationStatus) -> None:
@@ -72,7 +73,7 @@ class Watcher:
             took = (op.finished_at - op.started_at).total_seconds() if op.finished_at and op.started_at else 0.0
             style = "green" if op.state is OperationState.SUCCEEDED else "red"
             message = f": {op.message}" if op.message else ""
-            self.progress.console.print(f"  [{style}]{op.kind} {op.state}[/] in {took:.1f}s{message}")
+            self.progress.console.print(f"  [{style}]{op.kind} {op.state}[/] in {took:.1f}s{escape(message)}")
 
     def _update_bar(self, op: OperationStatus) -> None:
         finished = sum(1 for s in op.steps if s.state in (StepState.DONE, StepState.SKIPPED))
@@ -84,6 +85,7 @@ class Watcher:
         description = f"{op.kind}: {running.name if running else op.state}{detail}"
         if op.state is OperationState.PAUSED:
             description = f"{op.kind}: PAUSED - {op.message}"
+        description = escape(description)  # the progress bar renders its description as markup
         self.progress.update(
             self.bar,
             total=max(len(op.steps), 1),

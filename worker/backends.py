@@ -8,7 +8,7 @@ from typing import Any
 from temporalio.client import Client
 
 from config.settings import Settings
-from worker.clients import aws_clients, kube_api_client, vault_client
+from worker.clients import aws_clients, kube_api_client, vault_client, with_tenant_api_retries
 from worker.registry import activities_of
 
 
@@ -43,9 +43,8 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
     schedules = RotationSchedules(temporal, settings.temporal_task_queue)
     # Tenant APIs: plain HTTP where the URL template says http:// (the local stack's emulator),
     # else TLS with each cluster's admin key pair, read where its provider stores it, per call.
-    tenants = TenantClusters(
-        tenant_api_factory(
-            providers.tenant_admin_credentials, lambda spec: settings.tenant_api_url(spec.id, spec.base_domain)
-        )
+    tenant_apis = tenant_api_factory(
+        providers.tenant_admin_credentials, lambda spec: settings.tenant_api_url(spec.id, spec.base_domain)
     )
+    tenants = TenantClusters(with_tenant_api_retries(tenant_apis, settings))
     return activities_of(pki, schedules, tenants, FleetRequests(temporal)) + providers.activities()

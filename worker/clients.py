@@ -1,30 +1,38 @@
 """Backend clients built from settings: Temporal, Vault/OpenBao, host Kubernetes, AWS.
 
 Only the worker (and the CLI, for Temporal) builds clients; activity classes receive them.
+Each backend library is imported by the function that builds its client: the CLI imports this module
+for Temporal alone and must not pay for boto3, hvac and kubernetes (about a second of start-up).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import boto3
-import hvac
-from botocore.config import Config as BotoConfig
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import TLSConfig
+from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    import boto3
+    import hvac
+    from botocore.config import Config as BotoConfig
+    from kubernetes import client as k8s
+    from temporalio.client import Client
+
+    from models.spec import ClusterSpec
+    from worker.retries import CallRetries, RateLimit
 
 log = logging.getLogger(__name__)
 
 
 async def connect_temporal(settings: Settings) -> Client:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.service import TLSConfig
+
     tls: TLSConfig | bool = False
     if settings.temporal_tls:
         tls = TLSConfig(
@@ -43,8 +51,15 @@ async def connect_temporal(settings: Settings) -> Client:
 
 def vault_client(settings: Settings) -> hvac.Client:
     """An authenticated hvac client: a token, or an AppRole login."""
+    import hvac
+
+    from worker.retries import RateLimit, vault_session
+
     verify: bool | str = str(settings.vault_ca_cert) if settings.vault_ca_cert else True
-    vault = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify)
+    session = vault_session(
+        call_retries(settings), RateLimit(settings.vault_qps), pool_size=max(settings.activity_threads, 10)
+    )
+    vault = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify, session=session)
     if settings.vault_token is not None:
         vault.token = settings.vault_token.get_secret_value()
     elif settings.vault_role_id and settings.vault_secret_id:
@@ -60,6 +75,11 @@ def vault_client(settings: Settings) -> hvac.Client:
 
 def kube_api_client(settings: Settings) -> k8s.ApiClient:
     """A client of the host cluster: in-cluster service account, or a kubeconfig."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    from worker.retries import RateLimit
+
     configuration = k8s.Configuration()
     if settings.kube_in_cluster:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -71,7 +91,39 @@ def kube_api_client(settings: Settings) -> k8s.ApiClient:
         )
     # The blocking client is shared by the activity thread pool: size its connection pool to match.
     configuration.connection_pool_maxsize = max(settings.activity_threads, 4)
-    return k8s.ApiClient(configuration)
+    return kube_client(configuration, call_retries(settings), RateLimit(settings.kube_api_qps))
+
+
+def call_retries(settings: Settings) -> CallRetries:
+    from worker.retries import CallRetries
+
+    return CallRetries(attempts=settings.call_retries)
+
+
+def kube_client(configuration: Any, policy: CallRetries, limit: RateLimit | None = None) -> k8s.ApiClient:
+    """An ``ApiClient`` of the host API with per-call retries (worker/retries.py) and a rate limit."""
+    from kubernetes import client as k8s
+
+    from worker.retries import KUBERNETES_METHODS, call_retry, install_kubernetes_retries
+
+    configuration.retries = call_retry(policy, KUBERNETES_METHODS)
+    return install_kubernetes_retries(k8s.ApiClient(configuration), None, limit)
+
+
+def with_tenant_api_retries(
+    factory: Callable[[ClusterSpec], k8s.ApiClient], settings: Settings
+) -> Callable[[ClusterSpec], k8s.ApiClient]:
+    """Tenant API clients (made per call by the activities' factory) with per-call retries. No shared
+    rate limit: every tenant cluster is its own API server."""
+    from worker.retries import tenant_api_with_retries
+
+    return tenant_api_with_retries(factory, call_retries(settings))
+
+
+def _boto_config(**options: Any) -> BotoConfig:
+    from botocore.config import Config as BotoConfig
+
+    return BotoConfig(**options)
 
 
 @dataclass(frozen=True)
@@ -81,7 +133,7 @@ class AwsClients:
 
     session: boto3.Session
     endpoint_url: str | None
-    config: BotoConfig = field(default_factory=BotoConfig)
+    config: BotoConfig = field(default_factory=_boto_config)
     _made: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -98,6 +150,10 @@ class AwsClients:
 
 
 def aws_clients(settings: Settings) -> AwsClients:
+    import boto3
+
+    from worker.retries import botocore_retries
+
     session = boto3.Session(
         region_name=settings.aws_region,
         aws_access_key_id=settings.aws_access_key_id,
@@ -105,10 +161,11 @@ def aws_clients(settings: Settings) -> AwsClients:
             settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
         ),
     )
-    # Throttling and 5xx are retried by botocore first (standard mode, jittered backoff), then by
-    # Temporal's activity retries; the pool matches the activity threads that share each client.
-    config = BotoConfig(
-        retries={"mode": "standard", "max_attempts": 5},
+    # Throttling and 5xx are retried by botocore first (jittered backoff; adaptive mode also slows
+    # this client down while AWS throttles it), then by Temporal's activity retries; the pool matches
+    # the activity threads that share each client.
+    config = _boto_config(
+        retries=botocore_retries(settings.aws_retry_mode, call_retries(settings)),
         connect_timeout=5,
         read_timeout=30,
         max_pool_connections=max(settings.activity_threads, 10),

@@ -1,0 +1,94 @@
+"""An HTTP proxy that answers a share of requests with an error instead of forwarding them.
+
+For backends without a fault switch of their own (OpenBao): the real server sits behind it, and the
+proxy records every request it forwarded or failed, so a test can tell a retried call from one that
+was sent once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+
+@dataclass
+class FaultPlan:
+    error_rate: float = 0.0
+    status: int = 503
+    seed: int = 14
+    forwarded: Counter[str] = field(default_factory=Counter)  # "METHOD /path" -> count
+    failed: Counter[str] = field(default_factory=Counter)
+    _random: random.Random = field(init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def decide(self, key: str) -> bool:
+        """True: fail this request (before it reaches the server)."""
+        with self._lock:
+            fail = self._random.random() < self.error_rate
+            (self.failed if fail else self.forwarded)[key] += 1
+            return fail
+
+
+@contextmanager
+def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
+    """Serve on a free local port; yields the proxy's base URL."""
+    target = urlsplit(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet
+            pass
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            key = f"{self.command} {self.path.split('?')[0]}"
+            if plan.decide(key):
+                payload = b'{"errors":["injected fault"]}'
+                self.send_response(plan.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            finally:
+                connection.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+        def do_LIST(self) -> None:  # Vault's LIST verb
+            self._handle()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
