@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     metrics_address: str | None = Field(
         default=None, description="host:port of the worker's Prometheus /metrics; unset: not served"
     )
+    metrics_refresh_seconds: float = Field(
+        default=30.0, gt=0, description="how often the worker reads the fleet (clusters, schedules) for /metrics"
+    )
     vault_kubernetes_role: str | None = Field(
         default=None, description="Vault Kubernetes auth role (log in with the pod's service account token)"
     )
