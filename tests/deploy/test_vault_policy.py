@@ -3,7 +3,10 @@ and it refuses what the worker has no business doing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -18,9 +21,17 @@ from activities.vault_pki import VaultPki
 from models.pki import CaInput, pki_mount, vault_policy_name
 from models.spec import Provider
 from tests.deploy.lifecycle import kvm_lifecycle
-from tests.deploy.vault_helpers import WORKER_POLICY, install_worker_policy, worker_token
-from tests.servers import OpenBao
+from tests.deploy.vault_helpers import (
+    AUDIT_CONFIG,
+    ROOT,
+    WORKER_POLICY,
+    WORKER_POLICY_FILE,
+    install_worker_policy,
+    worker_token,
+)
+from tests.servers import OpenBao, binary, free_port, process, wait_http
 from tests.specs import small_kvm, unique_id
+from worker.vault_auth import approle_login, kept_vault_client
 
 
 @pytest.fixture
@@ -113,3 +124,79 @@ def test_the_policy_refuses_what_the_worker_must_not_do(
     forbidden(worker_vault.auth.token.create, policies=[WORKER_POLICY])
     forbidden(worker_vault.read, "secret/data/anything")
     root.sys.disable_secrets_engine(mount)
+
+
+def test_setup_script_gives_the_worker_its_identity(tmp_path: Path) -> None:
+    """deploy/vault/setup.sh on a fresh OpenBao (its own: the script enables auth methods at their
+    default paths) that declares deploy/vault/openbao-audit.hcl's audit device; then the worker
+    logs in with AppRole and works, and the audit log shows it without its secrets."""
+    audit_log = tmp_path / "audit.log"
+    config = tmp_path / "audit.hcl"
+    config.write_text(AUDIT_CONFIG.read_text().replace("/openbao/audit/audit.log", str(audit_log)))
+    port, token = free_port(), "setup-root"
+    args = [binary("bao"), "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address=127.0.0.1:{port}"]
+    with process([*args, f"-config={config}"], tmp_path / "openbao.log", env={"HOME": str(tmp_path)}):
+        addr = f"http://127.0.0.1:{port}"
+        wait_http(f"{addr}/v1/sys/health")
+        env = {
+            **os.environ,
+            "VAULT_CLI": binary("bao"),
+            "BAO_ADDR": addr,
+            "BAO_TOKEN": token,
+            "HOME": str(tmp_path),
+            "KUBERNETES_HOST": "https://127.0.0.1:6443",
+            "KUBERNETES_CA_CERT": str(_ca_file(tmp_path)),
+        }
+        script = ROOT / "deploy" / "vault" / "setup.sh"
+        ran = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert ran.returncode == 0, ran.stderr
+        assert "audit device not enabled" not in ran.stderr  # the declared device was found
+        root = hvac.Client(url=addr, token=token)
+        assert root.sys.read_policy(WORKER_POLICY)["data"]["rules"] == WORKER_POLICY_FILE.read_text()
+        role = root.read("auth/approle/role/tenantctl-worker")["data"]
+        assert role["token_policies"] == [WORKER_POLICY] and role["token_no_default_policy"] is True
+        kubernetes = root.read("auth/kubernetes/role/tenantctl-worker")["data"]
+        assert kubernetes["bound_service_account_names"] == ["tenantctl-worker"]
+        assert kubernetes["bound_service_account_namespaces"] == ["tenantctl"]
+        assert kubernetes["token_policies"] == [WORKER_POLICY]
+
+        role_id = root.read("auth/approle/role/tenantctl-worker/role-id")["data"]["role_id"]
+        secret_id = root.write("auth/approle/role/tenantctl-worker/secret-id")["data"]["secret_id"]
+        vault, keeper = kept_vault_client(addr, approle_login(role_id, secret_id))
+        try:
+            spec = small_kvm(id=unique_id("setup"))
+            assert VaultPki(vault, sinks={}).ensure_ca(CaInput(spec=spec)).created
+            assert vault.auth.token.lookup_self()["data"]["policies"] == [WORKER_POLICY]
+        finally:
+            keeper.stop()
+    audit = audit_log.read_text()
+    assert "root/generate/internal" in audit and secret_id not in audit  # logged, secrets HMAC'd
+    assert oct(audit_log.stat().st_mode & 0o777) == "0o600"
+
+
+def _ca_file(directory: Path) -> Path:
+    """A CA certificate file, standing in for the management cluster's (Vault outside the cluster)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "kubernetes-ca.crt"
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path

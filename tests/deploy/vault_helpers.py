@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_POLICY_FILE = ROOT / "deploy" / "vault" / "tenantctl-worker.hcl"
+AUDIT_CONFIG = ROOT / "deploy" / "vault" / "openbao-audit.hcl"
 WORKER_POLICY = "tenantctl_worker"
 SERVICE_ACCOUNT_SUBJECT = "system:serviceaccount:tenantctl:tenantctl-worker"
 
