@@ -1,5 +1,6 @@
 """A real worker process's probes and Prometheus endpoint, scraped while it creates, pauses and
-deletes a KVM cluster on the local stack (Temporal dev server, OpenBao, host API emulator)."""
+deletes a KVM cluster on the local stack (Temporal dev server, OpenBao, host API emulator), the
+worker logged in to OpenBao with an AppRole of deploy/vault's policy, not the stack's root token."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import hvac
 import pytest
+from dotenv import dotenv_values
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.promql import exported_names
 from tests.deploy.test_monitoring import all_named_metrics
+from tests.deploy.vault_helpers import approle, install_worker_policy
 from tests.e2e.conftest import Stack, WorkerProcess, write_spec
 from tests.servers import free_port
 from tests.specs import small_kvm, unique_id
@@ -64,10 +68,35 @@ def endpoints() -> dict[str, str]:
 
 
 @pytest.fixture
-def worker(local_stack: Stack, endpoints: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
+def worker_identity(local_stack: Stack, tmp_path: Path) -> Path:
+    """A state folder whose stack.env gives the worker an AppRole of deploy/vault's policy instead of
+    the stack's root token, with a TTL that runs out several times during the test."""
+    env = {**dotenv_values(local_stack.state_dir / "stack.env"), **local_stack.env}
+    env = {k: v for k, v in env.items() if k.startswith("TENANTCTL_") and v is not None}
+    root = hvac.Client(url=env["TENANTCTL_VAULT_ADDR"], token=env["TENANTCTL_VAULT_TOKEN"])
+    install_worker_policy(root)
+    mount, role_id, secret_id = approle(root, token_ttl="3s", token_max_ttl="8s")
+    state = tmp_path / "worker-state"
+    state.mkdir()
+    lines = [f"{key}={value}" for key, value in env.items() if key != "TENANTCTL_VAULT_TOKEN"]
+    lines += [
+        f"TENANTCTL_VAULT_ROLE_ID={role_id}",
+        f"TENANTCTL_VAULT_SECRET_ID={secret_id}",
+        f"TENANTCTL_VAULT_APPROLE_MOUNT={mount}",
+    ]
+    (state / "stack.env").write_text("\n".join(lines) + "\n")
+    (state / "stack.env").chmod(0o600)
+    return state
+
+
+@pytest.fixture
+def worker(
+    local_stack: Stack, endpoints: dict[str, str], worker_identity: Path, tmp_path: Path
+) -> Iterator[WorkerProcess]:
     process = WorkerProcess(
         env={
-            **local_stack.env,
+            **{k: v for k, v in local_stack.env.items() if k != "TENANTCTL_VAULT_TOKEN"},
+            "TENANTCTL_STATE_DIR": str(worker_identity),
             "TENANTCTL_HEALTH_ADDRESS": endpoints["health"],
             "TENANTCTL_METRICS_ADDRESS": endpoints["metrics"],
             "TENANTCTL_METRICS_REFRESH_SECONDS": "0.5",
@@ -131,4 +160,7 @@ def test_probes_and_metrics_follow_a_cluster_through_its_life(
     assert not missing, f"deploy/monitoring names metrics the worker does not export: {sorted(missing)}"
 
     assert worker.stop() == 0
-    assert "worker stopped" in worker.output()
+    output = worker.output()
+    assert "worker stopped" in output
+    # the worker ran under the least-privilege policy, its short-lived token replaced on the way
+    assert output.count("logged in to Vault") >= 2 and "policies tenantctl_worker" in output
