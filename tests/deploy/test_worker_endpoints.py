@@ -4,6 +4,8 @@ worker logged in to OpenBao with an AppRole of deploy/vault's policy, not the st
 
 from __future__ import annotations
 
+import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -16,13 +18,17 @@ import pytest
 from dotenv import dotenv_values
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.naming import entity_workflow_id
 from tests.deploy.promql import exported_names
 from tests.deploy.test_monitoring import all_named_metrics
 from tests.deploy.vault_helpers import approle, install_worker_policy
-from tests.e2e.conftest import Stack, WorkerProcess, write_spec
+from tests.e2e.conftest import Stack, WorkerProcess, slow_host_api, stack_settings, wait_for, write_spec
 from tests.servers import free_port
 from tests.specs import small_kvm, unique_id
 from worker import metrics as m
+from worker.clients import connect_temporal
+from worker.health import TERMINATION_GRACE
+from workflows.cluster import ClusterWorkflow
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -100,6 +106,7 @@ def worker(
             "TENANTCTL_HEALTH_ADDRESS": endpoints["health"],
             "TENANTCTL_METRICS_ADDRESS": endpoints["metrics"],
             "TENANTCTL_METRICS_REFRESH_SECONDS": "0.5",
+            "TENANTCTL_STICKY_QUEUE_TIMEOUT_SECONDS": "1",  # a restarted worker takes over at once
         },
         log=tmp_path / "worker",
     )
@@ -164,3 +171,43 @@ def test_probes_and_metrics_follow_a_cluster_through_its_life(
     assert "worker stopped" in output
     # the worker ran under the least-privilege policy, its short-lived token replaced on the way
     assert output.count("logged in to Vault") >= 2 and "policies tenantctl_worker" in output
+
+
+async def test_sigterm_makes_the_worker_unready_and_hands_its_work_on(
+    local_stack: Stack, worker: WorkerProcess, endpoints: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM mid-operation: not ready at once, exit 0 within the pod's grace period, and the
+    operation finishes on the next worker (what a rolling update of the Deployment does)."""
+    health = f"http://{endpoints['health']}/readyz"
+    spec = small_kvm(id=unique_id("sigterm"))
+    client = await connect_temporal(stack_settings(local_stack))
+    handle = client.get_workflow_handle(entity_workflow_id(spec.id))
+
+    async def provisioning_nodes() -> bool:
+        current = (await handle.query(ClusterWorkflow.get_status)).current
+        return current is not None and any(s.name == "nodes" and s.state == "running" for s in current.steps)
+
+    with slow_host_api(local_stack, 400):
+        local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
+        await wait_for(provisioning_nodes, f"{spec.id} to provision its nodes")
+        assert worker.proc is not None
+        signalled = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        seen = []
+        while worker.proc.poll() is None and len(seen) < 20:
+            try:
+                seen.append(get(health)[0])
+            except OSError:
+                break  # the probe server is gone: the worker is leaving
+            time.sleep(0.05)
+        code = worker.proc.wait(timeout=TERMINATION_GRACE.total_seconds())
+        took = time.monotonic() - signalled
+    assert seen and set(seen) == {503}, seen
+    assert code == 0 and took < TERMINATION_GRACE.total_seconds()
+    assert "shutting down: in-flight activities get up to" in worker.output()
+
+    worker.start()  # the next worker picks the operation up where it was
+    local_stack.cli("watch", spec.id, timeout=300)
+    status = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)
+    assert status["phase"] == "Ready"
+    local_stack.cli("delete", spec.id)
