@@ -41,6 +41,8 @@ RELOGIN_BELOW: Final = 1 / 3
 MIN_CHECK_SECONDS: Final = 0.5
 MAX_CHECK_SECONDS: Final = 300.0
 """The background thread looks at least this often, whatever the TTL (a clock jump is caught)."""
+STATIC_LEASE_RETRY_SECONDS: Final = 5.0
+"""How often a static token's lease is asked for while Vault cannot be reached."""
 
 Login = Callable[[hvac.Client], Mapping[str, Any]]
 """Logs the client in (it then holds the new token) and returns the response's ``auth`` block."""
@@ -118,8 +120,8 @@ class VaultTokenKeeper:
         """Log in (or learn the static token's lease) and start the background renewal."""
         if self._login_fn is not None:
             self.login()
-        else:
-            self._learn_static_lease()
+        # A static token's lease is learned by the background thread: building the client does
+        # not need Vault to be up (as with a plain token before).
         self._thread = threading.Thread(target=self._run, name="vault-token", daemon=True)
         self._thread.start()
         return self
@@ -184,6 +186,14 @@ class VaultTokenKeeper:
         return True
 
     def _run(self) -> None:
+        while self._login_fn is None and not self._stop.is_set():
+            try:
+                self._learn_static_lease()
+                break
+            except Exception as exc:  # Vault not reachable yet: the first calls will say so
+                log.debug("Vault token lease not readable yet: %s", _first_line(exc))
+                if self._stop.wait(STATIC_LEASE_RETRY_SECONDS):
+                    return
         while not self._stop.is_set():
             wait = self._lease.seconds_until_due(self._clock())
             if self._stop.wait(min(max(wait, MIN_CHECK_SECONDS), MAX_CHECK_SECONDS)):
