@@ -89,6 +89,25 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="log level")
     state_dir: Path = Field(default=DEFAULT_STATE_DIR, description="local stack state (endpoints, data)")
 
+    # --- running in a cluster (deploy/) ------------------------------------------------------------
+    health_address: str | None = Field(
+        default=None, description="host:port of the worker's /livez and /readyz (probes); unset: not served"
+    )
+    metrics_address: str | None = Field(
+        default=None, description="host:port of the worker's Prometheus /metrics; unset: not served"
+    )
+    metrics_refresh_seconds: float = Field(
+        default=30.0, gt=0, description="how often the worker reads the fleet (clusters, schedules) for /metrics"
+    )
+    vault_kubernetes_role: str | None = Field(
+        default=None, description="Vault Kubernetes auth role (log in with the pod's service account token)"
+    )
+    vault_kubernetes_mount: str = Field(default="kubernetes", description="mount path of the Kubernetes auth method")
+    vault_kubernetes_token_path: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="service account token file presented to Vault's Kubernetes auth",
+    )
+
     @model_validator(mode="after")
     def _auth_complete(self) -> Settings:
         if (self.vault_role_id is None) != (self.vault_secret_id is None):

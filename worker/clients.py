@@ -50,27 +50,16 @@ async def connect_temporal(settings: Settings) -> Client:
 
 
 def vault_client(settings: Settings) -> hvac.Client:
-    """An authenticated hvac client: a token, or an AppRole login."""
-    import hvac
-
+    """An authenticated hvac client whose calls ride out transient errors (worker/retries.py) and whose
+    token is renewed, or re-acquired, for as long as it runs (worker/vault_auth.py: a token,
+    Kubernetes auth or AppRole)."""
     from worker.retries import RateLimit, vault_session
+    from worker.vault_auth import vault_client_from
 
-    verify: bool | str = str(settings.vault_ca_cert) if settings.vault_ca_cert else True
     session = vault_session(
         call_retries(settings), RateLimit(settings.vault_qps), pool_size=max(settings.activity_threads, 10)
     )
-    vault = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify, session=session)
-    if settings.vault_token is not None:
-        vault.token = settings.vault_token.get_secret_value()
-    elif settings.vault_role_id and settings.vault_secret_id:
-        vault.auth.approle.login(
-            role_id=settings.vault_role_id,
-            secret_id=settings.vault_secret_id.get_secret_value(),
-            mount_point=settings.vault_approle_mount,
-        )
-    else:
-        raise ValueError("no Vault credentials: set TENANTCTL_VAULT_TOKEN or TENANTCTL_VAULT_ROLE_ID/SECRET_ID")
-    return vault
+    return vault_client_from(settings, session)
 
 
 def kube_api_client(settings: Settings) -> k8s.ApiClient:
