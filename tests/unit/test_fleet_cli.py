@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from models.fleet import ClusterSnapshot, FleetOperation, RolloutCluster, RolloutClusterState, plan_rollout
 from models.maintenance import MaintenanceWindow
 from starter.cli import app
-from starter.fleet_commands import parse_ids, plan_table, rollout_workflow_id, selection_query
+from starter.fleet_rollouts import parse_ids, plan_table, rollout_workflow_id, selection_query
 
 
 def rendered(table: object) -> str:
@@ -87,3 +87,13 @@ def test_bad_options_are_refused_before_anything_connects(args: list[str], words
     result = CliRunner().invoke(app, args, env={"TENANTCTL_TEMPORAL_ADDRESS": "127.0.0.1:9", "COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert words in result.output
+
+
+def test_the_approval_timeout_option_defaults_to_the_models_default() -> None:
+    """The CLI module spells the default as text so that ``--help`` imports no model."""
+    from models.durations import format_duration, parse_duration
+    from models.fleet import DEFAULT_APPROVAL_TIMEOUT
+    from starter.fleet_commands import DEFAULT_APPROVAL_TIMEOUT_TEXT
+
+    assert parse_duration(DEFAULT_APPROVAL_TIMEOUT_TEXT) == DEFAULT_APPROVAL_TIMEOUT
+    assert format_duration(DEFAULT_APPROVAL_TIMEOUT) == DEFAULT_APPROVAL_TIMEOUT_TEXT
