@@ -13,9 +13,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from activities.host_cluster import KvmProvider
-from activities.tenant_cluster import admin_certificate_factory
-from activities.vault_pki import VaultPki
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,7 +20,10 @@ from cryptography.x509.oid import NameOID
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, NetworkingV1Api
 from temporalio.testing import ActivityEnvironment
 
-from activities import kvm_manifests as m
+from activities.kvm import manifests as m
+from activities.kvm.provider import KvmProvider
+from activities.pki.vault import VaultPki
+from activities.tenant.clusters import admin_certificate_factory
 from models.naming import kvm_namespace
 from models.pki import (
     CaInput,
@@ -102,7 +102,9 @@ def kvm_lifecycle(
     facts["ready"] = [n.name for n in env.run(provider.wait_nodes_ready, _wait(spec, spec.kubernetes_version)).nodes]
 
     # --- read and update -------------------------------------------------------------------------
-    admin_certificate_factory(core, lambda s: f"https://api.{s.id}.{s.base_domain}")(spec).close()
+    admin_certificate_factory(provider.tenant_admin_credentials, lambda s: f"https://api.{s.id}.{s.base_domain}")(
+        spec
+    ).close()
     env.run(provider.list_nodes, ref)
     env.run(provider.list_resources, ref)
     # drift on every kind the provider owns; the ensure_* steps repair it

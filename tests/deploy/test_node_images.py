@@ -1,8 +1,8 @@
 """The node images (images/) against what tenantctl hands them, checked statically.
 
 Neither image can be built or booted here (no Docker engine, no KVM, no AWS): this holds the
-contract between the manifests and cloud-configs the providers write (activities/kvm_manifests.py,
-activities/aws_resources.py) and the image definitions — env names, ports, mount points, paths,
+contract between the manifests and cloud-configs the providers write (activities/kvm/manifests.py,
+activities/aws/resources.py) and the image definitions — env names, ports, mount points, paths,
 the 9p tag, graceful stop, image and AMI names — so a change on one side fails here.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from activities import aws_resources as aws
-from activities import kvm_manifests as m
-from models.naming import NODE_LABEL
+from activities.aws import resources as aws
+from activities.kvm import manifests as m
+from models.naming import NODE_LABEL, ROLES
 from models.spec import AwsSettings, ClusterSpec, KvmSettings
 from tests.specs import example, small_kvm
 
@@ -95,7 +95,7 @@ def test_ports_probe_and_mounts_match_the_image(spec: ClusterSpec, node: str) ->
 
 
 def test_the_guest_gets_the_cloud_config_and_key_pairs_where_it_looks(spec: ClusterSpec) -> None:
-    for role in m.ROLES:
+    for role in ROLES:
         document = yaml.safe_load(m.cloud_config(spec, role, VERSION))
         ((tag, target, fstype, options, *_),) = document["mounts"]
         assert (tag, target, fstype) == (shell_value("CERTS_TAG"), m.CERTS_DIR, "9p") and "virtio" in options

@@ -14,13 +14,13 @@ from typing import Any
 
 import hvac
 import pytest
-from activities.certificate_sinks import KubernetesSecretSink
-from activities.host_cluster import KvmProvider
-from activities.vault_pki import VaultPki
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
 from temporalio.testing import ActivityEnvironment
 
-from models.spec import Provider
+from activities.kvm.provider import KvmProvider
+from activities.pki.vault import VaultPki
+from activities.providers.contract import Providers
+from devstack.tenant_kubelets import LocalStackNodes, SimulatedKubelets
 from tests.deploy.lifecycle import kvm_lifecycle
 from tests.deploy.recording_proxy import RecordingProxy, rbac_request
 from tests.deploy.rendering import DEPLOY, KUBECTL, NO_KUBECTL, one, rbac_rules, render
@@ -56,10 +56,13 @@ def test_shipped_cluster_role_is_exactly_what_the_kvm_lifecycle_uses(
     config = Configuration(host=proxy.url)
     with ApiClient(config) as api:
         core, apps = CoreV1Api(api), AppsV1Api(api)
-        provider = KvmProvider(core, apps, NetworkingV1Api(api), simulate_node_registration=True, poll_interval=0.05)
-        pki = VaultPki(
-            hvac.Client(url=openbao.addr, token=openbao.token), sinks={Provider.KVM: KubernetesSecretSink(core)}
+        # node registration is simulated through the proxy too (the annotation is a host API write); the
+        # simulated kubelets talk to the tenant API directly, which is not the host API's RBAC
+        kubelets = SimulatedKubelets(lambda cluster_id: f"{kube_emulator.url}/tenants/{cluster_id}")
+        provider = KvmProvider(
+            core, apps, NetworkingV1Api(api), simulated_nodes=LocalStackNodes(apps, kubelets), poll_interval=0.05
         )
+        pki = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), Providers([provider]))
         with ApiClient(Configuration(host=kube_emulator.url)) as direct:
             proxy.requests.clear()
             facts = kvm_lifecycle(ActivityEnvironment(), pki, provider, core, direct, spec, upgrade_to="1.32.5")

@@ -9,8 +9,9 @@ from pathlib import Path
 import hvac
 import hvac.exceptions
 import pytest
-from activities.vault_pki import VaultPki
 
+from activities.pki.vault import VaultPki
+from activities.providers.contract import Providers
 from config.settings import Settings
 from models.pki import CaInput
 from models.provider import ClusterRef
@@ -59,7 +60,7 @@ def test_approle_token_is_renewed_then_replaced_at_its_max_ttl(root: hvac.Client
         assert accessor(vault) != first
         # a real activity with the kept client, after all that
         spec = small_kvm(id=unique_id("kept"))
-        pki = VaultPki(vault, sinks={})
+        pki = VaultPki(vault, Providers([]))
         assert pki.ensure_ca(CaInput(spec=spec)).created
         pki.ensure_pki_absent(ClusterRef(spec=spec))
     finally:

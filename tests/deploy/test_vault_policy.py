@@ -12,14 +12,14 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import pytest
-from activities.certificate_sinks import KubernetesSecretSink
-from activities.host_cluster import KvmProvider
-from activities.vault_pki import VaultPki
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
 from temporalio.testing import ActivityEnvironment
 
+from activities.kvm.provider import KvmProvider
+from activities.pki.vault import VaultPki
+from activities.providers.contract import Providers
 from models.pki import CaInput, pki_mount, vault_policy_name
-from models.spec import Provider
+from tests.activities.provider_helpers import local_stack_nodes
 from tests.deploy.lifecycle import kvm_lifecycle
 from tests.deploy.vault_helpers import (
     AUDIT_CONFIG,
@@ -53,7 +53,7 @@ def api(kube_emulator: Any) -> Iterator[ApiClient]:
 
 
 def pki_of(vault: hvac.Client, api: ApiClient) -> VaultPki:
-    return VaultPki(vault, sinks={Provider.KVM: KubernetesSecretSink(CoreV1Api(api))})
+    return VaultPki(vault, Providers([KvmProvider(CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api))]))
 
 
 def test_a_whole_kvm_lifecycle_runs_under_the_worker_policy(
@@ -61,7 +61,7 @@ def test_a_whole_kvm_lifecycle_runs_under_the_worker_policy(
 ) -> None:
     spec = small_kvm(id=unique_id("policy"))
     provider = KvmProvider(
-        CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api), simulate_node_registration=True, poll_interval=0.05
+        CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api), simulated_nodes=local_stack_nodes(api), poll_interval=0.05
     )
     facts = kvm_lifecycle(
         ActivityEnvironment(), pki_of(worker_vault, api), provider, CoreV1Api(api), api, spec, upgrade_to="1.32.5"
@@ -165,7 +165,7 @@ def test_setup_script_gives_the_worker_its_identity(tmp_path: Path) -> None:
         vault, keeper = kept_vault_client(addr, approle_login(role_id, secret_id))
         try:
             spec = small_kvm(id=unique_id("setup"))
-            assert VaultPki(vault, sinks={}).ensure_ca(CaInput(spec=spec)).created
+            assert VaultPki(vault, Providers([])).ensure_ca(CaInput(spec=spec)).created
             assert vault.auth.token.lookup_self()["data"]["policies"] == [WORKER_POLICY]
         finally:
             keeper.stop()
