@@ -38,6 +38,15 @@ class Conflict(PermanentError):
     """An object exists that tenantctl did not create and will not take over (name clash)."""
 
 
+class ResourcesRemain(PermanentError):
+    """A teardown found objects it could not remove; the message lists them and how to finish."""
+
+
+class OperationStopped(PermanentError):
+    """An operator stopped an operation partway (a second abort during a rollback); the message says
+    where the cluster stands."""
+
+
 class NodesNotReady(PermanentError):
     """Nodes did not become ready within their deadline; details name them (upgrades pause on it)."""
 
@@ -61,6 +70,8 @@ PERMANENT_ERRORS: tuple[type[PermanentError], ...] = (
     QuotaExceeded,
     Conflict,
     MissingPrerequisite,
+    ResourcesRemain,
+    OperationStopped,
     NodesNotReady,
     DrainBlocked,
 )

@@ -21,7 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from models.errors import Conflict
+from models.errors import MissingPrerequisite
 from models.pki import (
     CaInput,
     CaResult,
@@ -144,7 +144,9 @@ class SimulatedPki(FakeBackends):
             now = simulated_now()
             issuer = backend.default_issuer
             if backend.bundle is not None and issuer not in backend.bundle:
-                raise ApplicationError("default issuer not in the bundle", type=Conflict.__name__, non_retryable=True)
+                raise ApplicationError(
+                    "default issuer not in the bundle", type=MissingPrerequisite.__name__, non_retryable=True
+                )
             issued, kept = [], []
             with backend.lock:
                 for request in arg.requests:
@@ -208,7 +210,9 @@ class SimulatedPki(FakeBackends):
             with backend.lock:
                 untrusted = [n for n, r in backend.leaves.items() if r.issuer_id not in arg.issuer_ids]
                 if untrusted:
-                    raise ApplicationError(f"would not verify {untrusted}", type=Conflict.__name__, non_retryable=True)
+                    raise ApplicationError(
+                        f"would not verify {untrusted}", type=MissingPrerequisite.__name__, non_retryable=True
+                    )
                 backend.bundle = list(arg.issuer_ids)
                 for name in backend.leaves:
                     backend.chains[name] = list(arg.issuer_ids)

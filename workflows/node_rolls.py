@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from temporalio.exceptions import ApplicationError
 
-from models.errors import Conflict
+from models.errors import MissingPrerequisite
 from models.naming import node_order
 from models.provider import ResourceChange
 from models.spec import ClusterSpec
@@ -54,7 +54,7 @@ async def roll_nodes(
             raise ApplicationError(
                 f"node {node} of {spec.id} does not exist in the {spec.provider} provider, so it cannot load "
                 "its new certificates; repair the node (or the cluster's node list) and rotate again",
-                type=Conflict.__name__,
+                type=MissingPrerequisite.__name__,
                 non_retryable=True,
             )
         await act.wait_nodes_ready(spec, [node], policies.NODE_READY_TIMEOUT)

@@ -43,8 +43,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from models.cluster import NodeRecord, OperationKind, OperationState, OperationStatus, StepState
-from models.errors import Conflict, innermost_message
-from models.naming import node_role
+from models.errors import InvalidInput, OperationStopped, innermost_message
+from models.naming import node_index, node_role
 from models.operations import (
     NodeUpgrade,
     NodeUpgradeState,
@@ -57,7 +57,7 @@ from models.operations import (
 )
 from models.pki import CertificateRecord, certificate_requests
 from models.spec import ClusterSpec
-from models.versions import SemVer
+from models.versions import SemVer, reported_version
 from workflows import activity_stubs as act
 from workflows import policies
 from workflows.journal import OperationJournal
@@ -71,8 +71,11 @@ FORWARD_STEPS = ("plan", "masters", "workers", "verify")
 
 # --- the plan: a pure function of the input ---------------------------------------------------------
 def _index(name: str) -> int:
-    _, _, number = name.rpartition("-")
-    return int(number) if number.isdigit() else -1
+    """A node's number; a name that is no node name (never from this project) sorts first."""
+    try:
+        return node_index(name)
+    except InvalidInput:
+        return -1
 
 
 def plan_upgrade(spec: ClusterSpec, nodes: Sequence[NodeRecord], target_version: str) -> UpgradePlan:
@@ -375,7 +378,7 @@ class RollingUpgradeWorkflow:
                         raise ApplicationError(
                             f"rollback of {self.plan.cluster_id} stopped by a second abort at {phase.subject} "
                             f"({phase.name}); nodes now: {self._node_versions()}",
-                            type=Conflict.__name__,
+                            type=OperationStopped.__name__,
                             non_retryable=True,
                         ) from None
                     raise _Aborted from None
@@ -468,7 +471,7 @@ class RollingUpgradeWorkflow:
             node = observed.get(entry.replacement)
             if node is None:
                 problems.append(f"{entry.replacement} does not exist")
-            elif _normal(node.kubernetes_version) != target:
+            elif reported_version(node.kubernetes_version) != target:
                 problems.append(f"{entry.replacement} runs {node.kubernetes_version or 'an unknown version'}")
             elif not node.ready:
                 problems.append(f"{entry.replacement} is not ready: {node.detail}")
@@ -478,7 +481,7 @@ class RollingUpgradeWorkflow:
             raise _GateFailed(f"verification of {spec.id} at {target} failed: {'; '.join(problems)}")
         expected = [e.replacement for e in self.plan.nodes]
         health = await act.check_health(spec, expected)
-        stale = [n.name for n in health.nodes if n.name in expected and _normal(n.kubelet_version) != target]
+        stale = [n.name for n in health.nodes if n.name in expected and reported_version(n.kubelet_version) != target]
         if not health.healthy or stale:
             problems = [health.describe()] if not health.healthy else []
             problems += [f"{n} registered with another kubelet version" for n in stale]
@@ -582,10 +585,3 @@ def _drift(plan: UpgradePlan, observed: list[str]) -> str:
     if missing:
         parts.append(f"the provider lacks {', '.join(missing)} (they are brought up at the new version)")
     return "; ".join(parts)
-
-
-def _normal(version: str) -> str:
-    try:
-        return str(SemVer.parse(version.split("+", 1)[0]))
-    except ValueError:
-        return version

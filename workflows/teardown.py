@@ -19,7 +19,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from models.cluster import OperationKind, OperationStatus
-from models.errors import Conflict
+from models.errors import ResourcesRemain
 from models.operations import TeardownInput, TeardownResult
 from models.provider import EnsureResult, ResourceChange
 from workflows import activity_stubs as act
@@ -100,7 +100,7 @@ class TeardownWorkflow:
                 raise ApplicationError(
                     f"teardown of {spec.id} left {len(leftovers)} resources behind: {', '.join(leftovers[:20])}; "
                     "run 'tenantctl delete' again once they can be removed",
-                    type=Conflict.__name__,
+                    type=ResourcesRemain.__name__,
                     non_retryable=True,
                 )
 
