@@ -8,7 +8,7 @@ in-sync check writes next to nothing into history.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
@@ -62,37 +62,20 @@ class ObserveInput(FrozenModel):
     nodes: dict[str, str] = Field(description="node name -> Kubernetes version it should run")
 
 
-class ReconcileRequest(FrozenModel):
-    dry_run: bool = False
-    requested_by: str = ""
-    if_busy: str = Field(default="wait", description="'wait' behind a running operation, or 'skip'")
-
-
-class ReconcileInput(FrozenModel):
-    spec: ClusterSpec
-    nodes: dict[str, str]
-    dry_run: bool = False
-
-
-class ReconcileResult(Model):
-    drift: list[DriftItem] = Field(default_factory=list, description="what the check found")
-    repaired: list[str] = Field(default_factory=list, description="the repair steps that ran")
-    restarted: list[str] = Field(default_factory=list, description="nodes restarted for re-issued certificates")
-    dry_run: bool = False
-    skipped: str = Field(default="", description="why no check ran (another operation was running)")
-
-    @property
-    def in_sync(self) -> bool:
-        return not self.drift
+class CheckOutcome(StrEnum):
+    IN_SYNC = "in sync"
+    REPAIRED = "repaired"
+    DRIFT = "drift found (dry run, nothing changed)"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class DriftCheckRecord(Model):
-    """The last drift check, as ``status`` shows it."""
+    """The last drift check, as ``status`` shows it (also the ``DriftCheck`` search attribute)."""
 
     at: datetime
-    result: str = Field(description="'in sync', 'repaired', 'drift (dry run)', 'failed', 'skipped'")
-    drift: list[str] = Field(default_factory=list)
-    repaired: list[str] = Field(default_factory=list)
-
-
-DEFAULT_DRIFT_CHECK_INTERVAL = timedelta(minutes=5)
+    outcome: CheckOutcome
+    drift: list[str] = Field(default_factory=list, description="what differed, as observed")
+    repaired: list[str] = Field(default_factory=list, description="the repair steps that ran")
+    restarted: list[str] = Field(default_factory=list, description="nodes restarted for re-issued certificates")
+    message: str = Field(default="", description="why it was skipped or failed")
