@@ -68,6 +68,11 @@ class FakeBackends:
         if name in self.fail:
             raise self.fail[name]
 
+    def stored_key_pairs(self) -> set[str]:
+        """Names of the certificates whose key pair is stored (what ``pki.observe`` finds)."""
+        with self.lock:
+            return {o.removeprefix("secret/cert-") for o in self.objects if o.startswith("secret/cert-")}
+
     def names(self) -> list[str]:
         return [n for n, _ in self.calls]
 
@@ -259,8 +264,7 @@ class FakeBackends:
         def observe_pki(arg: ObserveInput) -> DriftReport:
             backend._record("pki.observe")
             expected = {f"secret/cert-{r.name}" for r in certificate_requests(arg.spec, list(arg.nodes))}
-            with backend.lock:
-                have = {o for o in backend.objects if o.startswith("secret/")}
+            have = {f"secret/cert-{name}" for name in backend.stored_key_pairs()}
             mount = set() if arg.spec.id in backend.pki_mounts else {f"vault:mount/pki/{arg.spec.id}"}
             return observed(Backend.VAULT, (expected - have) | mount, have - expected)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 from models.cluster import OperationKind, OperationStatus, StepState
-from models.drift import DriftItem, DriftKind, DriftReport
+from models.drift import Backend, DriftItem, DriftKind, DriftReport
 from models.pki import CertificateRecord, certificate_requests
 from models.reconcile import ReconcileInput, ReconcileResult
 from models.spec import ClusterSpec
@@ -44,35 +44,39 @@ CLOUD_CONFIG_PREFIX = "configmap/cloud-config-"
 class RepairPlan:
     """Which of the create's steps the findings call for (pure: the unit of the repair logic)."""
 
-    def __init__(self, findings: list[DriftItem], nodes: dict[str, str]) -> None:
+    def __init__(self, reports: list[DriftReport], nodes: dict[str, str]) -> None:
         self.ca = self.roles = self.policy = self.certificates = False
         self.foundation = self.endpoint = self.schedule = False
         self.nodes: list[str] = []
-        for item in findings:
-            if item.kind is DriftKind.EXTRA:
-                continue  # reported, never deleted
-            obj = item.object
-            kind, _, name = obj.partition("/")
+        for report in reports:
+            for item in report.items:
+                if item.kind is not DriftKind.EXTRA:  # extras are reported, never deleted
+                    self._add(report.backend, item, nodes)
+        self.nodes = sorted(set(self.nodes), key=list(nodes).index)
+
+    def _add(self, backend: Backend, item: DriftItem, nodes: dict[str, str]) -> None:
+        obj = item.object
+        kind, _, name = obj.partition("/")
+        if backend is Backend.SCHEDULE:
+            self.schedule = True
+        elif backend is Backend.VAULT:
             if obj.startswith("vault:mount/"):
                 self.ca = self.roles = self.policy = self.certificates = True  # a new root: every leaf again
             elif obj.startswith("vault:role/"):
                 self.roles = True
             elif obj.startswith("vault:policy/"):
                 self.policy = True
-            elif obj.startswith("schedule/"):
-                self.schedule = True
-            elif obj.startswith(("secret ", "secretsmanager secret ")):
+            else:  # a stored key pair
                 self.certificates = True
-            elif obj.startswith(CLOUD_CONFIG_PREFIX):
-                self.nodes += list(nodes)
-            elif kind in NODE_KINDS:
-                node = name.split(" ")[0]
-                self.nodes += [node] if node in nodes else []
-            elif kind in ENDPOINT_KINDS:
-                self.endpoint = True
-            else:
-                self.foundation = True
-        self.nodes = sorted(set(self.nodes), key=list(nodes).index)
+        elif obj.startswith(CLOUD_CONFIG_PREFIX):
+            self.nodes += list(nodes)
+        elif kind in NODE_KINDS:
+            node = name.split(" ")[0]
+            self.nodes += [node] if node in nodes else []
+        elif kind in ENDPOINT_KINDS:
+            self.endpoint = True
+        else:
+            self.foundation = True
 
     @property
     def empty(self) -> bool:
@@ -100,7 +104,7 @@ class ReconcileWorkflow:
             )
         findings = [item for report in reports for item in report.items]
         self.journal.status.step("observe").message = _summary(reports)
-        plan = RepairPlan(findings, nodes)
+        plan = RepairPlan(reports, nodes)
         if input.dry_run or plan.empty:
             why = "dry run: nothing changed" if input.dry_run else "nothing to repair"
             self.journal.mark_skipped("repair", why)
