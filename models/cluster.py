@@ -14,6 +14,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from models.base import FrozenModel, Model
+from models.drift import DriftCheckRecord
 from models.pki import CertificateRecord
 from models.spec import ClusterSpec
 
@@ -36,6 +37,7 @@ class OperationKind(StrEnum):
     ROTATE_CA = "rotate-ca"
     UPGRADE = "upgrade"
     DELETE = "delete"
+    RECONCILE = "reconcile"
 
 
 # The phase a cluster shows while an operation of each kind runs.
@@ -45,6 +47,7 @@ PHASE_OF_OPERATION: dict[OperationKind, ClusterPhase] = {
     OperationKind.ROTATE_CA: ClusterPhase.ROTATING,
     OperationKind.UPGRADE: ClusterPhase.UPGRADING,
     OperationKind.DELETE: ClusterPhase.DELETING,
+    OperationKind.RECONCILE: ClusterPhase.READY,  # a check disrupts nothing; a repair says so in its steps
 }
 
 
@@ -140,6 +143,8 @@ class ClusterStatus(Model):
     nodes: dict[str, NodeRecord] = Field(default_factory=dict)
     earliest_expiry: datetime | None = Field(default=None, description="first not-after of any leaf")
     next_rotation: datetime | None = None
+    last_check: DriftCheckRecord | None = Field(default=None, description="the last drift check (issue 12)")
+    next_check: datetime | None = Field(default=None, description="when the periodic drift check runs next")
 
     def record_certificates(self, records: list[CertificateRecord]) -> None:
         """Merge issued certificates; the earliest expiry follows them."""

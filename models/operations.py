@@ -17,7 +17,7 @@ from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationSta
 from models.durations import Duration
 from models.pki import CaResult, CertificateRecord
 from models.schedules import RotationScheduleResult
-from models.spec import Certificates, ClusterSpec
+from models.spec import Certificates, ClusterSpec, DriftCheck
 
 DEFAULT_MAX_HISTORY_EVENTS = 4000
 """The entity continues-as-new past this many events (well before Temporal's 51,200 limit)."""
@@ -231,6 +231,7 @@ class ConfigureRequest(FrozenModel):
     certificates: Certificates | None = None
     deletion_protection: bool | None = None
     requested_by: str = ""
+    drift_check: DriftCheck | None = Field(default=None, description="the periodic drift check (pause, interval)")
 
 
 class ConfigureResult(FrozenModel):

@@ -37,6 +37,8 @@ class ProviderOp(StrEnum):
     """The nodes that exist for the cluster, with their versions (upgrade resume, teardown)."""
     LIST_RESOURCES = "list_resources"
     """Everything labelled or tagged with the cluster id (teardown verification)."""
+    OBSERVE = "observe"
+    """Drift check: list by label/tag, diff against the spec inside the activity (``DriftReport``)."""
 
 
 def provider_activity(provider: Provider | str, op: ProviderOp) -> str:

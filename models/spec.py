@@ -286,6 +286,19 @@ class AwsSettings(Model):
         return self
 
 
+class DriftCheck(Model):
+    """How often the cluster entity compares the backends with the spec and repairs what differs."""
+
+    interval: Duration = Field(default=timedelta(minutes=5), description="time between two drift checks")
+    paused: bool = Field(default=False, description="no periodic check (on-demand 'tenantctl reconcile' still runs)")
+
+    @model_validator(mode="after")
+    def _interval_rules(self) -> DriftCheck:
+        if self.interval < timedelta(minutes=1):
+            raise ValueError("drift_check.interval must be at least 1m")
+        return self
+
+
 class ClusterSpec(Model):
     """A tenant cluster as its owner wants it."""
 
@@ -303,6 +316,9 @@ class ClusterSpec(Model):
     deletion_protection: bool = False
     maintenance: Maintenance | None = Field(
         default=None, description="when upgrades and CA rotations may disrupt the cluster (none: any time)"
+    )
+    drift_check: DriftCheck = Field(
+        default_factory=DriftCheck, description="the periodic drift check and repair (issue 12)"
     )
 
     @model_validator(mode="before")

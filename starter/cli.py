@@ -138,6 +138,9 @@ def _mount_optional_groups() -> None:
     from starter import fleet_commands
 
     fleet_commands.register(app)  # fleet upgrade|rotate|approve|reject|status|list|pause|resume|abort
+    from starter import reconcile_commands
+
+    reconcile_commands.register(app)  # reconcile ID [--dry-run] [--watch] [--pause-checks|--resume-checks]
 
 
 _mount_optional_groups()

@@ -78,6 +78,13 @@ def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
     )
     facts.add_row("next rotation", f"{_at(status.next_rotation)} ({ago(status.next_rotation)})")
     facts.add_row("deletion protection", "on" if spec.deletion_protection else "off")
+    if status.last_check is not None:  # drift check (issue 12); Text: object names are not markup
+        check = status.last_check
+        detail = "; ".join(check.repaired) or check.message or "; ".join(check.drift)
+        facts.add_row(
+            "last drift check", Text(f"{_at(check.at)}: {check.outcome}" + (f" ({detail})" if detail else ""))
+        )
+    facts.add_row("next drift check", "paused" if spec.drift_check.paused else _at(status.next_check))
     if status.message:
         facts.add_row("message", Text(status.message))
     if ui_url:

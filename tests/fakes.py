@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
+from models.drift import Backend, DriftItem, DriftKind, DriftReport, ObserveInput
 from models.pki import (
     CaInput,
     CaResult,
@@ -21,6 +22,7 @@ from models.pki import (
     CertificatesResult,
     EnsureCertificatesInput,
     RevokeResult,
+    certificate_requests,
 )
 from models.provider import (
     ClusterRef,
@@ -65,6 +67,11 @@ class FakeBackends:
             self.calls.append((name, detail))
         if name in self.fail:
             raise self.fail[name]
+
+    def stored_key_pairs(self) -> set[str]:
+        """Names of the certificates whose key pair is stored (what ``pki.observe`` finds)."""
+        with self.lock:
+            return {o.removeprefix("secret/cert-") for o in self.objects if o.startswith("secret/cert-")}
 
     def names(self) -> list[str]:
         return [n for n, _ in self.calls]
@@ -238,7 +245,39 @@ class FakeBackends:
                 outcomes=[ResourceOutcome(kind="schedule", name=f"cert-rotation/{arg.cluster_id}", change=change)]
             )
 
+        def observed(backend_name: Backend, missing: set[str], extra: set[str]) -> DriftReport:
+            items = [DriftItem(kind=DriftKind.MISSING, object=o) for o in sorted(missing)]
+            return DriftReport(
+                backend=backend_name, items=items + [DriftItem(kind=DriftKind.EXTRA, object=o) for o in sorted(extra)]
+            )
+
+        @defn(f"{provider}.observe", ObserveInput, DriftReport)
+        def observe_provider(arg: ObserveInput) -> DriftReport:
+            backend._record(f"{provider}.observe")
+            expected = {f"namespace/tenant-{arg.spec.id}", "service/api", "ingress/api"}
+            expected |= {f"deployment/{n}" for n in arg.nodes}
+            with backend.lock:
+                have = {o for o in backend.objects if not o.startswith("secret/")}
+            return observed(Backend.PROVIDER, expected - have, have - expected)
+
+        @defn("pki.observe", ObserveInput, DriftReport)
+        def observe_pki(arg: ObserveInput) -> DriftReport:
+            backend._record("pki.observe")
+            expected = {f"secret/cert-{r.name}" for r in certificate_requests(arg.spec, list(arg.nodes))}
+            have = {f"secret/cert-{name}" for name in backend.stored_key_pairs()}
+            mount = set() if arg.spec.id in backend.pki_mounts else {f"vault:mount/pki/{arg.spec.id}"}
+            return observed(Backend.VAULT, (expected - have) | mount, have - expected)
+
+        @defn("schedule.observe", ObserveInput, DriftReport)
+        def observe_schedule(arg: ObserveInput) -> DriftReport:
+            backend._record("schedule.observe")
+            missing = set() if arg.spec.id in backend.schedules else {f"schedule/cert-rotation/{arg.spec.id}"}
+            return observed(Backend.SCHEDULE, missing, set())
+
         return [
+            observe_provider,
+            observe_pki,
+            observe_schedule,
             ensure_ca,
             ensure_roles,
             ensure_policy,

@@ -112,6 +112,9 @@ class SimulatedPki(FakeBackends):
             raise failure
 
     # --- activities ---------------------------------------------------------------------------------
+    def stored_key_pairs(self) -> set[str]:
+        return set(self.leaves)  # the drift check's view of the simulated key-pair store
+
     def activities(self, provider: str = "kvm") -> list[Callable[..., Any]]:
         replaced: dict[str, Callable[..., Any]] = {}
         backend = self

@@ -16,6 +16,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from workflows.cluster import ClusterWorkflow
 from workflows.fleet import FleetRolloutWorkflow
 from workflows.provision import ProvisionWorkflow
+from workflows.reconcile import ReconcileWorkflow
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
 from workflows.rotate_ca import RotateCaWorkflow
 from workflows.rotate_certificates import RotateCertificatesWorkflow
@@ -25,6 +26,7 @@ from workflows.teardown import TeardownWorkflow
 WORKFLOWS: list[type] = [
     ClusterWorkflow,
     FleetRolloutWorkflow,
+    ReconcileWorkflow,
     ProvisionWorkflow,
     RotateCaWorkflow,
     RotateCertificatesWorkflow,

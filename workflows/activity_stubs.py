@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from models.drift import DriftReport, ObserveInput
 from models.naming import rotation_schedule_id
 from models.operations import RotateCertificatesResult
 from models.pki import (
@@ -404,3 +405,27 @@ async def wait_node_registered(spec: ClusterSpec, node: str, version: str, timeo
         heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
         retry=policies.WAIT_RETRY,
     )
+
+
+# --- drift check: one observe per backend ---------------------------------------------------------
+async def observe(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
+    return await call(
+        name,
+        ObserveInput(spec=spec, nodes=nodes),
+        DriftReport,
+        f"compare {what} of {spec.id} with its spec",
+        start_to_close=policies.OBSERVE_CALL_TIMEOUT,
+        deadline=policies.OBSERVE_DEADLINE,
+    )
+
+
+async def observe_provider(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
+    return await observe(_provider(spec, ProviderOp.OBSERVE), spec, nodes, f"the {spec.provider} resources")
+
+
+async def observe_pki(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
+    return await observe("pki.observe", spec, nodes, "the Vault mount, roles, policy and stored key pairs")
+
+
+async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
+    return await observe("schedule.observe", spec, nodes, "the rotation schedule")

@@ -29,6 +29,7 @@ from models.cluster import (
     ProgressReport,
     StepState,
 )
+from models.drift import CheckOutcome, DriftCheckRecord
 from models.errors import InvalidInput, innermost_message
 from models.naming import operation_workflow_id
 from models.operations import (
@@ -57,6 +58,7 @@ from models.operations import (
     UpgradeResult,
 )
 from models.pki import SignedUserCertificate, SignUserCertificateRequest
+from models.reconcile import IfBusy, ReconcileInput, ReconcileRequest, ReconcileResult
 from models.schedules import RotationScheduleResult, SyncScheduleRequest, SyncScheduleResult
 from models.spec import ClusterSpec, describe_validation_error
 from models.versions import upgrade_refusal
@@ -68,6 +70,7 @@ from workflows.names import (
     LEGACY_PROGRESS_SIGNAL,
     OPERATION_SIGNAL,
     PROVISION_WORKFLOW,
+    RECONCILE_WORKFLOW,
     ROTATE_CA_WORKFLOW,
     ROTATE_CERTIFICATES_WORKFLOW,
     TEARDOWN_WORKFLOW,
@@ -78,6 +81,8 @@ from workflows.names import (
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 RECENT_OPERATIONS_KEPT = 10
+DRIFT_CHECK_PATCH = "entity-periodic-drift-check"
+"""Entities started before drift checks waited without a timer; their histories replay that way."""
 
 
 class Refused(ApplicationError):
@@ -106,6 +111,7 @@ class ClusterWorkflow:
         self._deleting = False
         self._teardown: TeardownResult | None = None
         self._published: tuple[str, str] | None = None
+        self._published_check: CheckOutcome | None = None
 
     # --- the entity's life ------------------------------------------------------------------------
     @workflow.run
@@ -115,7 +121,10 @@ class ClusterWorkflow:
             # A failed create is recorded as phase Failed; the entity stays up so it can be deleted.
             with contextlib.suppress(ApplicationError):
                 await self._create(input.requested_by)
-        await workflow.wait_condition(lambda: self.status.phase is ClusterPhase.DELETED or self._history_is_long())
+        if workflow.patched(DRIFT_CHECK_PATCH):
+            await self._check_periodically()
+        else:  # an entity from before drift checks: it only waits
+            await workflow.wait_condition(self._should_stop)
         # Updates in flight (queued operations) finish before the entity completes or continues.
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.status.phase is ClusterPhase.DELETED:
@@ -131,6 +140,41 @@ class ClusterWorkflow:
         workflow.continue_as_new(
             ClusterInput(spec=self.status.spec, status=self.status, max_history_events=self._max_history_events)
         )
+
+    def _should_stop(self) -> bool:
+        return self.status.phase is ClusterPhase.DELETED or self._history_is_long()
+
+    async def _check_periodically(self) -> None:
+        """The periodic drift check: a durable timer per interval, until deleted or continuing as new.
+
+        A change of the setting (pause, interval) wakes the timer and starts a new one. A check due
+        while another operation runs is skipped (and says so): the next one comes soon enough.
+        """
+        while not self._should_stop():
+            if await self._check_is_due():
+                with contextlib.suppress(ApplicationError):
+                    await self._reconcile(ReconcileRequest(requested_by="periodic drift check", if_busy=IfBusy.SKIP))
+
+    async def _check_is_due(self) -> bool:
+        """Wait one interval (a durable timer); False when woken early by a change of setting or state."""
+        setting, checkable = self.status.spec.drift_check, self._checkable()
+        checking = checkable and not setting.paused
+        self.status.next_check = workflow.now() + setting.interval if checking else None
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    self._should_stop() or self.status.spec.drift_check != setting or self._checkable() != checkable
+                ),
+                timeout=setting.interval if checking else None,
+                timeout_summary="next drift check",
+            )
+        except TimeoutError:
+            return True
+        return False
+
+    def _checkable(self) -> bool:
+        phase = self.status.phase
+        return not self._deleting and phase not in (ClusterPhase.FAILED, ClusterPhase.DELETED, ClusterPhase.DELETING)
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -298,6 +342,69 @@ class ClusterWorkflow:
             raise Refused(f"no upgrade of {self.status.cluster_id} is running, nothing to {control.action}")
         if control.action is UpgradeAction.RESUME and current.state is not OperationState.PAUSED:
             raise Refused(f"the upgrade of {self.status.cluster_id} is not paused")
+
+    @workflow.update
+    async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
+        """Check for drift now and repair it (``tenantctl reconcile``); waits behind a running operation."""
+        return await self._reconcile(request)
+
+    @reconcile.validator
+    def _validate_reconcile(self, request: ReconcileRequest) -> None:
+        self._refuse_unless_operable("check for drift")
+
+    async def _reconcile(self, request: ReconcileRequest) -> ReconcileResult:
+        busy = self.status.current
+        if self._lock.locked() and request.if_busy is IfBusy.SKIP:
+            what = f"{busy.kind} ({busy.workflow_id})" if busy else "another operation"
+            result = ReconcileResult(skipped=f"{what} was running; the check was skipped, the next one follows")
+            self._record_check(result)
+            return result
+        waited_for = f"{busy.kind} ({busy.workflow_id})" if busy and self._lock.locked() else ""
+        try:
+            result = await self._operate(
+                OperationKind.RECONCILE,
+                RECONCILE_WORKFLOW,
+                lambda: ReconcileInput(
+                    spec=self.status.spec,
+                    nodes={n: r.kubernetes_version for n, r in self.status.nodes.items()}
+                    or {n: self.status.kubernetes_version for n in self.status.spec.node_names()},
+                    dry_run=request.dry_run,
+                ),
+                ReconcileResult,
+                request.requested_by,
+            )
+        except ApplicationError as err:
+            self._record_check(ReconcileResult(), failed=err.message)
+            raise
+        result.waited_for = waited_for
+        if result.in_sync and self.status.recent and self.status.recent[0].kind is OperationKind.RECONCILE:
+            # An in-sync check is not an operation worth a line of 'recent': it is the last check.
+            self.status.recent.pop(0)
+        self.status.record_certificates(result.certificates)
+        self._record_check(result)
+        return result
+
+    def _record_check(self, result: ReconcileResult, failed: str = "") -> None:
+        if failed:
+            outcome = CheckOutcome.FAILED
+        elif result.skipped:
+            outcome = CheckOutcome.SKIPPED
+        elif result.in_sync:
+            outcome = CheckOutcome.IN_SYNC
+        else:
+            outcome = CheckOutcome.DRIFT if result.dry_run or not result.repaired else CheckOutcome.REPAIRED
+        self.status.last_check = DriftCheckRecord(
+            at=workflow.now(),
+            outcome=outcome,
+            drift=[str(i) for i in result.drift],
+            repaired=result.repaired,
+            restarted=result.restarted,
+            message=failed or result.skipped,
+        )
+        if self._published_check != outcome:  # one event when the outcome changes, none per in-sync check
+            workflow.upsert_search_attributes([sa.DRIFT_CHECK.value_set(outcome.value)])
+            self._published_check = outcome
+        self._publish()
 
     @workflow.update
     async def delete(self, request: DeleteRequest) -> TeardownResult:
@@ -473,6 +580,8 @@ class ClusterWorkflow:
             changes["certificates"] = request.certificates.model_dump()
         if request.deletion_protection is not None:
             changes["deletion_protection"] = request.deletion_protection
+        if request.drift_check is not None:
+            changes["drift_check"] = request.drift_check.model_dump()
         try:
             spec = ClusterSpec.model_validate({**current, **changes})
         except ValidationError as exc:
@@ -511,6 +620,12 @@ def render_status(status: ClusterStatus) -> str:
         lines.append(f"earliest certificate expiry: {_iso(status.earliest_expiry)}")
     if status.next_rotation:
         lines.append(f"next scheduled rotation: {_iso(status.next_rotation)}")
+    if status.last_check:
+        check = status.last_check
+        detail = "; ".join(check.repaired) or check.message or "; ".join(check.drift)
+        lines.append(f"last drift check: {_iso(check.at)}, {check.outcome}" + (f" ({detail})" if detail else ""))
+    if status.next_check:
+        lines.append(f"next drift check: {_iso(status.next_check)}")
     if status.current:
         lines += ["", render_operation(status.current)]
         if not status.current.state.finished:

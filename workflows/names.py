@@ -15,6 +15,7 @@ ROTATE_CA_WORKFLOW = "RotateCa"
 UPGRADE_WORKFLOW = "RollingUpgrade"
 TEARDOWN_WORKFLOW = "TeardownCluster"
 SCHEDULED_ROTATION_WORKFLOW = "ScheduledRotation"
+RECONCILE_WORKFLOW = "ReconcileCluster"
 
 # --- signals --------------------------------------------------------------------------------------
 OPERATION_SIGNAL = "report_operation"

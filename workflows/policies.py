@@ -131,3 +131,10 @@ to the same update (same id), so the operation runs once."""
 
 FLEET_CONTROL_TIMEOUT = timedelta(minutes=1)
 """Start-to-close of a quick request to an entity (its status, an abort of its upgrade)."""
+
+OBSERVE_CALL_TIMEOUT = timedelta(minutes=2)
+"""One attempt of a drift-check observe (a few list calls against one backend)."""
+
+OBSERVE_DEADLINE = timedelta(minutes=4)
+"""A drift check gives up (and says so in status) within one default check interval instead of
+retrying for hours: the next check comes soon enough."""

@@ -15,6 +15,8 @@ CLUSTER_PHASE = SearchAttributeKey.for_keyword("ClusterPhase")
 CLUSTER_OWNER = SearchAttributeKey.for_keyword("ClusterOwner")
 OPERATION = SearchAttributeKey.for_keyword("TenantctlOperation")
 FLEET_ROLLOUT_STATE = SearchAttributeKey.for_keyword("FleetRolloutState")  # fleet rollouts (workflows/fleet.py)
+DRIFT_CHECK = SearchAttributeKey.for_keyword("DriftCheck")
+"""Outcome of the cluster's last drift check ('in sync', 'repaired', ...); set on the entity."""
 
 ALL_KEYS: tuple[SearchAttributeKey[str], ...] = (
     CLUSTER_ID,
@@ -24,6 +26,7 @@ ALL_KEYS: tuple[SearchAttributeKey[str], ...] = (
     CLUSTER_OWNER,
     OPERATION,
     FLEET_ROLLOUT_STATE,
+    DRIFT_CHECK,
 )
 
 

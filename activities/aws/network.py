@@ -352,6 +352,32 @@ def _security_group(c: AwsContext, vpc_id: str, name: str) -> Obj | None:
 def _converge_rules(c: AwsContext, part: Part, ids: dict[Part, str]) -> bool:
     """Ingress rules exactly as desired: missing ones added, others' ones revoked (drift)."""
     group_id = ids[part]
+    missing, extra = rule_drift(c, part, ids)
+    name = resources.security_group_name(c.spec, part)
+    if missing:
+        call(
+            f"allow {len(missing)} rules into {name}",
+            c.ec2.authorize_security_group_ingress,
+            ok={"InvalidPermission.Duplicate"},
+            GroupId=group_id,
+            IpPermissions=[resources.ip_permission(rule, ids) for rule in sorted(missing)],
+        )
+    if extra:
+        activity.logger.warning("security group %s: revoking %d rules tenantctl did not make", name, len(extra))
+        call(
+            f"revoke {len(extra)} foreign rules of {name}",
+            c.ec2.revoke_security_group_ingress,
+            ok={"InvalidPermission.NotFound"},
+            GroupId=group_id,
+            SecurityGroupRuleIds=extra,
+        )
+    return bool(missing or extra)
+
+
+def rule_drift(c: AwsContext, part: Part, ids: dict[Part, str]) -> tuple[list[resources.Rule], list[str]]:
+    """The desired ingress rules of ``part``'s group that are missing, and the ids of live ones
+    nothing desired explains (for ``_converge_rules`` and the drift check alike)."""
+    group_id = ids[part]
     parts_by_id = {group: p for p, group in ids.items()}
     live = [
         rule
@@ -373,25 +399,7 @@ def _converge_rules(c: AwsContext, part: Part, ids: dict[Part, str]) -> bool:
     have = {key(rule): rule for rule in live}
     missing = [rule for k, rule in desired.items() if k not in have]
     extra = [str(rule["SecurityGroupRuleId"]) for k, rule in have.items() if k not in desired]
-    name = resources.security_group_name(c.spec, part)
-    if missing:
-        call(
-            f"allow {len(missing)} rules into {name}",
-            c.ec2.authorize_security_group_ingress,
-            ok={"InvalidPermission.Duplicate"},
-            GroupId=group_id,
-            IpPermissions=[resources.ip_permission(rule, ids) for rule in sorted(missing)],
-        )
-    if extra:
-        activity.logger.warning("security group %s: revoking %d rules tenantctl did not make", name, len(extra))
-        call(
-            f"revoke {len(extra)} foreign rules of {name}",
-            c.ec2.revoke_security_group_ingress,
-            ok={"InvalidPermission.NotFound"},
-            GroupId=group_id,
-            SecurityGroupRuleIds=extra,
-        )
-    return bool(missing or extra)
+    return missing, extra
 
 
 def find_network(c: AwsContext) -> Network:

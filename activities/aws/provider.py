@@ -52,6 +52,7 @@ from activities.aws.resources import Kind, Part
 from activities.common.errors import classify
 from activities.common.waits import wait_for_nodes
 from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
+from models.drift import Backend, DriftItem, DriftKind, DriftReport, ObserveInput
 from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady, PermanentError
 from models.naming import NODE_LABEL, ROLE_LABEL, VERSION_LABEL, aws_secret_name, node_order, node_role
 from models.provider import (
@@ -450,6 +451,111 @@ class AwsProvider:
             found.append(f"{Kind.BUCKET.value}/{bucket}")
         found += [f"{Kind.SECRET.value}/{name}" for name in self._secrets(c)]
         return ResourceList(resources=sorted(found))
+
+    def observe(self, input: ObserveInput) -> DriftReport:
+        """Drift check: the cluster's tagged resources compared with what the spec implies.
+
+        Found by tag in a handful of list calls and diffed here: the VPC, a public and a private
+        subnet per zone, the three security groups and each one's ingress rules, the API load
+        balancer, and one running instance per node at its version; a tagged instance of a node the
+        spec does not explain is extra. Key pairs (Secrets Manager) are the PKI observe's.
+        """
+        c = self._context(input.spec)
+        items: list[DriftItem] = []
+
+        def missing(what: str, detail: str = "") -> None:
+            items.append(DriftItem(kind=DriftKind.MISSING, object=what, detail=detail))
+
+        vpc = c.one(Kind.VPC, c.id, c.describe("describe_vpcs", "Vpcs", filters(c.spec, Part.VPC)), "VpcId")
+        if vpc is None:
+            missing(f"{Kind.VPC.value}/{c.id}")
+        else:
+            vpc_id = str(vpc["VpcId"])
+            subnets = c.describe(
+                "describe_subnets", "Subnets", [*filters(c.spec), {"Name": "vpc-id", "Values": [vpc_id]}]
+            )
+            have = {
+                (
+                    resources.tag_dict(s.get("Tags")).get(ROLE_LABEL),
+                    resources.tag_dict(s.get("Tags")).get(resources.ZONE_TAG),
+                )
+                for s in subnets
+            }
+            for zone in resources.aws_settings(c.spec).availability_zones:
+                for part in (Part.PUBLIC_SUBNET, Part.PRIVATE_SUBNET):
+                    if (part.value, zone) not in have:
+                        missing(f"{Kind.SUBNET.value}/{part.value} {zone}")
+            groups: dict[Part, str] = {}
+            for part in network.SECURITY_GROUPS:
+                name = resources.security_group_name(c.spec, part)
+                group = network._security_group(c, vpc_id, name)
+                if group is None:
+                    missing(f"{Kind.SECURITY_GROUP.value}/{name}")
+                else:
+                    groups[part] = str(group["GroupId"])
+            if len(groups) == len(network.SECURITY_GROUPS):
+                for part in network.SECURITY_GROUPS:
+                    name = resources.security_group_name(c.spec, part)
+                    absent, foreign = network.rule_drift(c, part, groups)
+                    if absent:
+                        detail = ", ".join(
+                            f"{r.protocol} {r.from_port}-{r.to_port} from {r.source}" for r in sorted(absent)
+                        )
+                        items.append(
+                            DriftItem(
+                                kind=DriftKind.CHANGED,
+                                object=f"{Kind.SECURITY_GROUP.value}/{name}",
+                                detail=f"missing rules: {detail}",
+                            )
+                        )
+                    if foreign:
+                        items.append(
+                            DriftItem(
+                                kind=DriftKind.CHANGED,
+                                object=f"{Kind.SECURITY_GROUP.value}/{name}",
+                                detail=f"rules nothing explains: {', '.join(foreign)}",
+                            )
+                        )
+        if not any(kind is Kind.LOAD_BALANCER for kind, _ in endpoint.tagged_elb_resources(c)):
+            missing(f"{Kind.LOAD_BALANCER.value}/{c.id}", "the API load balancer")
+        by_node: dict[str, list[Obj]] = {}
+        for instance in self._instances(c, node=None, states=("pending", "running", "stopping", "stopped")):
+            by_node.setdefault(resources.tag_dict(instance.get("Tags")).get(NODE_LABEL, ""), []).append(instance)
+        for node, wanted in sorted(input.nodes.items(), key=lambda item: node_order(item[0])):
+            live = by_node.pop(node, [])
+            where = f"{Kind.INSTANCE.value}/{node}"
+            if not live:
+                missing(where)
+                continue
+            version = normalize_version(wanted)
+            keep, rest = self._pick(live, version)
+            assert keep is not None
+            state = keep["State"]["Name"]
+            running = resources.tag_dict(keep.get("Tags")).get(VERSION_LABEL, "")
+            if state not in ("pending", "running"):
+                items.append(
+                    DriftItem(kind=DriftKind.CHANGED, object=where, detail=f"instance {keep['InstanceId']} is {state}")
+                )
+            elif running != version:
+                items.append(
+                    DriftItem(
+                        kind=DriftKind.CHANGED, object=where, detail=f"runs {running or 'unknown'}, not {version}"
+                    )
+                )
+            items += [
+                DriftItem(
+                    kind=DriftKind.EXTRA,
+                    object=f"{Kind.INSTANCE.value}/{node} ({i['InstanceId']})",
+                    detail="a second instance",
+                )
+                for i in rest
+            ]
+        for node, extra in sorted(by_node.items()):
+            items += [
+                DriftItem(kind=DriftKind.EXTRA, object=f"{Kind.INSTANCE.value}/{node or '?'} ({i['InstanceId']})")
+                for i in extra
+            ]
+        return DriftReport(backend=Backend.PROVIDER, items=items)
 
     # --- foundation: network ---------------------------------------------------------------------
     # --- foundation: bucket and IAM --------------------------------------------------------------

@@ -46,6 +46,7 @@ from activities.common.waits import WaitBudget, wait_for_nodes
 from activities.kvm import manifests
 from activities.kvm.key_pairs import KubernetesSecretSink
 from activities.providers.contract import AdminCredentials, SimulatedNodes, admin_credentials_from
+from models.drift import Backend, DriftItem, DriftKind, DriftReport, ObserveInput
 from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady
 from models.naming import (
     CLUSTER_LABEL,
@@ -566,6 +567,51 @@ class KvmProvider:
                 meta = item["metadata"]
                 found.append("/".join(p for p in (kind, meta.get("namespace"), meta["name"]) if p))
         return ResourceList(resources=sorted(found))
+
+    def observe(self, input: ObserveInput) -> DriftReport:
+        """Drift check: every object the spec implies, compared with what carries the cluster label.
+
+        One list per kind (by label), the diff done here: missing objects, owned fields that differ
+        (``OWNED``, as ``ensure_*`` would converge them), and labelled objects nothing explains.
+        Key-pair Secrets are the PKI observe's (it reads them through the key-pair store); they are
+        only skipped here.
+        """
+        spec = input.spec
+        manifests.kvm_settings(spec)
+        selector = f"{CLUSTER_LABEL}={spec.id}"
+        live: dict[tuple[str, str], Obj] = {}
+        for kind in LISTED_KINDS:
+            if kind == "secret":
+                continue
+            for item in self._list(f"list {kind}s labelled {selector}", self._list_all[kind], label_selector=selector):
+                live[(kind, item["metadata"]["name"])] = item
+        desired: list[tuple[str, Obj]] = [
+            ("namespace", manifests.namespace_manifest(spec)),
+            ("networkpolicy", manifests.network_policy_manifest(spec)),
+            ("serviceaccount", manifests.service_account_manifest(spec)),
+            ("configmap", manifests.cluster_configmap_manifest(spec)),
+            ("service", manifests.api_service_manifest(spec)),
+            ("service", manifests.etcd_service_manifest(spec)),
+            ("ingress", manifests.api_ingress_manifest(spec)),
+        ]
+        for node, wanted in sorted(input.nodes.items(), key=lambda item: node_order(item[0])):
+            role, version = node_role(node), normalize_version(wanted)
+            config = manifests.cloud_config_manifest(spec, role, version)
+            if all(config["metadata"]["name"] != m["metadata"]["name"] for k, m in desired if k == "configmap"):
+                desired.append(("configmap", config))
+            desired.append(("deployment", manifests.node_deployment_manifest(spec, node, version)))
+        items: list[DriftItem] = []
+        for kind, manifest in desired:
+            name = manifest["metadata"]["name"]
+            found = live.pop((kind, name), None)
+            if found is None:
+                items.append(DriftItem(kind=DriftKind.MISSING, object=f"{kind}/{name}"))
+                continue
+            plan = plan_changes(found, manifest, OWNED[kind])
+            if plan.changed:
+                items.append(DriftItem(kind=DriftKind.CHANGED, object=f"{kind}/{name}", detail=", ".join(plan.changed)))
+        items += [DriftItem(kind=DriftKind.EXTRA, object=f"{kind}/{name}") for kind, name in sorted(live)]
+        return DriftReport(backend=Backend.PROVIDER, items=items)
 
     # --- converging one object -----------------------------------------------------------------
     def _ensure(self, kind: _Kind, desired: Obj, spec: ClusterSpec) -> tuple[ResourceOutcome, Obj]:

@@ -33,6 +33,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from models.drift import Backend, DriftItem, DriftKind, DriftReport, ObserveInput
 from models.errors import InvalidInput, innermost_message
 from models.naming import entity_workflow_id, rotation_schedule_id
 from models.operations import RotateCertificatesRequest, RotateCertificatesResult
@@ -124,6 +125,26 @@ class RotationSchedules:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
             return RotationScheduleResult(schedule_id=handle.id, exists=False)
+
+    @activity.defn(name="schedule.observe")
+    async def observe(self, input: ObserveInput) -> DriftReport:
+        """Drift check of the rotation schedule: it exists and rotates at the spec's interval.
+        A paused schedule is not drift (an operator paused it)."""
+        schedule_id = rotation_schedule_id(input.spec.id)
+        where = f"schedule/{schedule_id}"
+        try:
+            current = await self.client.get_schedule_handle(schedule_id).describe()
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return DriftReport(backend=Backend.SCHEDULE, items=[DriftItem(kind=DriftKind.MISSING, object=where)])
+        if _differs(current, RotationScheduleInput(spec=input.spec)):
+            every = [str(i.every) for i in current.schedule.spec.intervals]
+            detail = f"intervals {every}, not {input.spec.certificates.rotation_interval}"
+            return DriftReport(
+                backend=Backend.SCHEDULE, items=[DriftItem(kind=DriftKind.CHANGED, object=where, detail=detail)]
+            )
+        return DriftReport(backend=Backend.SCHEDULE)
 
     @activity.defn(name="entity.request_rotation")
     async def request_rotation(self, input: RequestRotationInput) -> RotateCertificatesResult:

@@ -26,6 +26,7 @@ from temporalio import activity
 from activities.common.errors import translated
 from activities.providers.contract import KeyPairStores
 from activities.providers.key_pairs import CertificateSink, KeyPair, StoredCertificate
+from models.drift import Backend, DriftItem, DriftKind, DriftReport, ObserveInput
 from models.errors import Conflict, InvalidInput, MissingPrerequisite
 from models.pki import (
     CaInput,
@@ -43,6 +44,7 @@ from models.pki import (
     SignUserCsrInput,
     TrustBundleInput,
     TrustBundleResult,
+    certificate_requests,
     next_issuer_name,
     pki_mount,
     role_specs,
@@ -223,6 +225,50 @@ class VaultPki:
             change = ResourceChange.CREATED if current is None else ResourceChange.UPDATED
             activity.logger.info("policy %s %s", name, change.value)
         return EnsureResult(outcomes=[ResourceOutcome(kind=KIND_POLICY, name=name, change=change)])
+
+    @activity.defn(name="pki.observe")
+    def observe(self, input: ObserveInput) -> DriftReport:
+        """Drift check of the cluster's PKI: the mount, each role, the policy, and every
+        certificate's stored key pair (present, with the private key that belongs to it).
+
+        Read only; a stored key pair no certificate of the spec explains (a removed node's) is
+        extra. Expiry is not drift: the rotation schedule renews what is due.
+        """
+        spec = input.spec
+        mount, sink = self.mount(spec.id), self._sink(spec)
+        items: list[DriftItem] = []
+        if self._mount_config(mount) is None:
+            items.append(DriftItem(kind=DriftKind.MISSING, object=f"vault:mount/{mount}"))
+        else:
+            desired_roles = role_specs(spec)
+            for role in desired_roles:
+                where = f"vault:role/{role.name.value}"
+                current = self._read(f"{mount}/roles/{role.name.value}", f"read role {role.name.value} of {mount}")
+                if current is None:
+                    items.append(DriftItem(kind=DriftKind.MISSING, object=where))
+                elif changed := _diff(current, role_body(role)):
+                    items.append(DriftItem(kind=DriftKind.CHANGED, object=where, detail=", ".join(changed)))
+            unmanaged = set(self._list(f"{mount}/roles", f"list roles of {mount}")) - {
+                r.name.value for r in desired_roles
+            }
+            items += [DriftItem(kind=DriftKind.EXTRA, object=f"vault:role/{name}") for name in sorted(unmanaged)]
+        policy = vault_policy_name(spec.id)
+        current_policy = self._read(f"sys/policies/acl/{policy}", f"read policy {policy}")
+        if current_policy is None:
+            items.append(DriftItem(kind=DriftKind.MISSING, object=f"vault:policy/{policy}"))
+        elif str(current_policy.get("policy", "")).strip() != policy_document(mount).strip():
+            items.append(DriftItem(kind=DriftKind.CHANGED, object=f"vault:policy/{policy}", detail="document differs"))
+        expected = [r.name for r in certificate_requests(spec, list(input.nodes))]
+        for name in expected:
+            stored = sink.read(spec.id, name)
+            if stored is None:
+                items.append(DriftItem(kind=DriftKind.MISSING, object=sink.destination(spec.id, name)))
+            elif not stored.key_matches:
+                detail = "the stored private key is missing or does not belong to the certificate"
+                items.append(DriftItem(kind=DriftKind.CHANGED, object=sink.destination(spec.id, name), detail=detail))
+        leftovers = sorted(set(sink.list_names(spec.id)) - set(expected))
+        items += [DriftItem(kind=DriftKind.EXTRA, object=sink.destination(spec.id, name)) for name in leftovers]
+        return DriftReport(backend=Backend.VAULT, items=items)
 
     @activity.defn(name="pki.ensure_certificates")
     def ensure_certificates(self, input: EnsureCertificatesInput) -> CertificatesResult:

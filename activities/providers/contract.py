@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 from temporalio import activity
 
 from activities.providers.key_pairs import CertificateSink
+from models.drift import DriftReport, ObserveInput
 from models.errors import MissingPrerequisite, PermanentError
 from models.provider import (
     ClusterRef,
@@ -96,6 +97,7 @@ class InfrastructureProvider(Protocol):
     def restart_node(self, input: NodeRef) -> EnsureResult: ...
     def list_nodes(self, input: ClusterRef) -> NodesResult: ...
     def list_resources(self, input: ClusterRef) -> ResourceList: ...
+    def observe(self, input: ObserveInput) -> DriftReport: ...
 
 
 BROUGHT: Final = ("provider", "key_pairs", "tenant_admin_credentials")

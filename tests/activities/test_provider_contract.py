@@ -31,8 +31,9 @@ from activities.providers.contract import InfrastructureProvider
 from config.settings import Settings
 from devstack.aws_seed import seed_amis
 from devstack.kube_emulator import Emulator
+from models.drift import DriftKind, ObserveInput
 from models.errors import NodesNotReady
-from models.naming import kvm_namespace
+from models.naming import CLUSTER_LABEL, kvm_namespace
 from models.provider import ClusterRef, EnsureResult, ResourceChange
 from models.spec import ClusterSpec
 from tests.activities.provider_helpers import changes, node_ref, run, wait_input
@@ -54,6 +55,8 @@ class Subject:
     delete_node_behind_its_back: Callable[[ClusterSpec, str], None]
     delete_cloud_config_behind_its_back: Callable[[ClusterSpec, str], None]
     node_exists: Callable[[ClusterSpec, str], bool]
+    add_extra_labelled_object: Callable[[ClusterSpec], str]
+    """Make an object with the cluster's label/tag that the spec does not explain; returns its name as reported."""
 
 
 # --- the two providers ----------------------------------------------------------------------------
@@ -76,7 +79,14 @@ def kvm_subject(emulator: Emulator) -> Iterator[Subject]:
             listed = apps.list_namespaced_deployment(kvm_namespace(spec.id), _preload_content=False)
             return node in {d["metadata"]["name"] for d in _json(listed)["items"]}
 
-        yield Subject(provider, small_kvm, delete_node, delete_config, node_exists)
+        def add_extra(spec: ClusterSpec) -> str:
+            core.create_namespaced_config_map(
+                kvm_namespace(spec.id),
+                {"metadata": {"name": "stray", "labels": {CLUSTER_LABEL: spec.id}}, "data": {"a": "b"}},
+            )
+            return "configmap/stray"
+
+        yield Subject(provider, small_kvm, delete_node, delete_config, node_exists, add_extra)
 
 
 def aws_subject(moto_url: str) -> Iterator[Subject]:
@@ -107,7 +117,21 @@ def aws_subject(moto_url: str) -> Iterator[Subject]:
     def node_exists(spec: ClusterSpec, node: str) -> bool:
         return node in instance_ids(clients, spec)
 
-    yield Subject(provider, new_spec, delete_node, delete_config, node_exists)
+    def add_extra(spec: ClusterSpec) -> str:
+        ec2 = clients.client("ec2", REGION)
+        model = ec2.describe_instances(InstanceIds=[instance_ids(clients, spec)["worker-0"]])
+        instance = model["Reservations"][0]["Instances"][0]
+        tags = resources.node_tags(spec, "worker-9", spec.kubernetes_version)
+        made = ec2.run_instances(
+            ImageId=instance["ImageId"],
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=instance["SubnetId"],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": resources.tag_list(tags)}],
+        )
+        return f"ec2:instance/worker-9 ({made['Instances'][0]['InstanceId']})"
+
+    yield Subject(provider, new_spec, delete_node, delete_config, node_exists, add_extra)
 
 
 @pytest.fixture(params=["kvm", "aws"])
@@ -234,6 +258,54 @@ def test_waits_honour_their_deadline_also_across_attempts(
         run(env, p.wait_nodes_ready, wait_input(spec, ["worker-9"], timeout=60))
     assert [h["started_at"] for h in heartbeats] == [earlier]
     env.info = dataclasses.replace(env.info, heartbeat_details=[])
+    teardown(env, p, spec)
+
+
+def observe_input(spec: ClusterSpec) -> ObserveInput:
+    return ObserveInput(spec=spec, nodes={n: spec.kubernetes_version for n in spec.node_names()})
+
+
+def test_observe_reports_nothing_in_sync_then_a_deleted_node_and_an_extra_object(
+    env: ActivityEnvironment, subject: Subject
+) -> None:
+    p, spec = subject.provider, subject.new_spec()
+    create(env, p, spec)
+    assert run(env, p.observe, observe_input(spec)).items == []  # in sync: an empty report
+
+    subject.delete_node_behind_its_back(spec, "worker-1")
+    _eventually(lambda: not subject.node_exists(spec, "worker-1"), "worker-1 to be gone")
+    extra = subject.add_extra_labelled_object(spec)
+    report = run(env, p.observe, observe_input(spec))
+    assert [i.object for i in report.items if i.kind is DriftKind.MISSING and "worker-1" in i.object], report
+    assert report.of(DriftKind.EXTRA) == [extra], report
+    assert not report.of(DriftKind.CHANGED), report
+
+    # the create's own ensure repairs the node; the extra object stays (reported, never deleted)
+    run(env, p.ensure_node, node_ref(spec, "worker-1"))
+    after = run(env, p.observe, observe_input(spec))
+    assert not after.of(DriftKind.MISSING) and after.of(DriftKind.EXTRA) == [extra], after
+    teardown(env, p, spec)
+
+
+def test_observe_reports_a_revoked_security_group_rule(env: ActivityEnvironment, moto_url: str) -> None:
+    subject = next(aws_subject(moto_url))
+    p, spec = subject.provider, subject.new_spec()
+    create(env, p, spec)
+    clients = _aws_clients(moto_url)
+    ec2 = clients.client("ec2", REGION)
+    name = resources.security_group_name(spec, resources.Part.WORKERS_GROUP)
+    group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"][0]
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group["GroupId"]]}])
+    ingress = [r for r in rules["SecurityGroupRules"] if not r["IsEgress"]]
+    ec2.revoke_security_group_ingress(
+        GroupId=group["GroupId"], SecurityGroupRuleIds=[ingress[0]["SecurityGroupRuleId"]]
+    )
+
+    report = run(env, p.observe, observe_input(spec))
+    assert [(i.kind, i.object) for i in report.items] == [(DriftKind.CHANGED, f"ec2:security-group/{name}")], report
+    assert "missing rules" in report.items[0].detail
+    run(env, p.ensure_foundation, ClusterRef(spec=spec))  # the create's step puts the rule back
+    assert run(env, p.observe, observe_input(spec)).items == []
     teardown(env, p, spec)
 
 

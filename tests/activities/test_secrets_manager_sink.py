@@ -28,6 +28,7 @@ from activities.providers.key_pairs import (
     key_matches_certificate,
 )
 from config.settings import Settings
+from models.drift import DriftKind, ObserveInput
 from models.errors import Conflict
 from models.naming import CLUSTER_LABEL, COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from models.pki import (
@@ -225,3 +226,17 @@ def test_a_secret_scheduled_for_deletion_is_restored_and_rewritten(
     value, tags = stored(secrets, spec, "scheduler")
     assert value["tls.crt"] == "c2" and tags[SERIAL_ANNOTATION] == "02"
     assert sink.delete_all(spec.id) == ["scheduler"]
+
+
+def test_pki_observe_reports_a_deleted_secrets_manager_entry(pki: VaultPki, secrets: Any, spec: ClusterSpec) -> None:
+    provision(pki, spec)
+    pki.ensure_certificates(certificates(spec))
+    observe = ObserveInput(spec=spec, nodes={n: spec.kubernetes_version for n in spec.node_names()})
+    assert pki.observe(observe).items == []
+
+    secrets.delete_secret(SecretId=f"tenantctl/{spec.id}/apiserver", ForceDeleteWithoutRecovery=True)
+    report = pki.observe(observe)
+    assert report.of(DriftKind.MISSING) == [f"secretsmanager secret tenantctl/{spec.id}/apiserver"], report
+
+    pki.ensure_certificates(certificates(spec))  # the create's step writes it again
+    assert pki.observe(observe).items == []
