@@ -227,7 +227,13 @@ class Run:
 
     # --- 3. the CLI ---------------------------------------------------------------------------------
     def cli(self, cluster_id: str | None) -> list[CliResult]:
-        env = {**os.environ, "TENANTCTL_STATE_DIR": str(self.state_dir), "NO_COLOR": "1"}
+        # the product worker polls its own queue: the CLI must ask that one (it refuses when none polls)
+        env = {
+            **os.environ,
+            "TENANTCTL_STATE_DIR": str(self.state_dir),
+            "TENANTCTL_TEMPORAL_TASK_QUEUE": self.product_queue,
+            "NO_COLOR": "1",
+        }
         commands = [["--help"]] + ([["status", cluster_id]] if cluster_id else [])
         results = []
         for command in commands:

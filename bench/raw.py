@@ -11,11 +11,13 @@ with those recorded inputs, a wave's calls at once, in ``temporalio.testing.Acti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -26,6 +28,8 @@ from temporalio.testing import ActivityEnvironment
 
 from config.settings import Settings
 
+RAW_ATTEMPT = timedelta(minutes=10)
+"""Each replayed call's start-to-close: the product's longest waits fit in it."""
 RAW_POLL_SECONDS = 0.02
 
 
@@ -77,6 +81,8 @@ class RawBackends:
         types = [hints.get(name, Any) for name in inspect.signature(method).parameters]
         args = await self.client.data_converter.decode(call.payloads, types)
         environment = ActivityEnvironment()
+        # the test environment's default attempt is 1 s; waits are bounded by their attempt (activities/common/waits.py)
+        environment.info = dataclasses.replace(environment.info, start_to_close_timeout=RAW_ATTEMPT)
         if inspect.iscoroutinefunction(method):
             await environment.run(method, *args)
         else:
