@@ -26,6 +26,7 @@ class ClusterPhase(StrEnum):
     ROTATING = "Rotating"
     UPGRADING = "Upgrading"
     DELETING = "Deleting"
+    SCALING = "Scaling"
     DELETED = "Deleted"
     FAILED = "Failed"
 
@@ -36,6 +37,7 @@ class OperationKind(StrEnum):
     ROTATE_CA = "rotate-ca"
     UPGRADE = "upgrade"
     DELETE = "delete"
+    SCALE = "scale"
 
 
 # The phase a cluster shows while an operation of each kind runs.
@@ -45,6 +47,7 @@ PHASE_OF_OPERATION: dict[OperationKind, ClusterPhase] = {
     OperationKind.ROTATE_CA: ClusterPhase.ROTATING,
     OperationKind.UPGRADE: ClusterPhase.UPGRADING,
     OperationKind.DELETE: ClusterPhase.DELETING,
+    OperationKind.SCALE: ClusterPhase.SCALING,
 }
 
 

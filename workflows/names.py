@@ -15,6 +15,7 @@ ROTATE_CA_WORKFLOW = "RotateCa"
 UPGRADE_WORKFLOW = "RollingUpgrade"
 TEARDOWN_WORKFLOW = "TeardownCluster"
 SCHEDULED_ROTATION_WORKFLOW = "ScheduledRotation"
+SCALE_WORKFLOW = "ScaleCluster"
 
 # --- signals --------------------------------------------------------------------------------------
 OPERATION_SIGNAL = "report_operation"
