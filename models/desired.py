@@ -94,6 +94,8 @@ def plan_apply(live: ClusterSpec, wanted: ClusterSpec) -> ApplyPlan:
             refusals.append(f"{change.describe()}: cannot change on a live cluster")
         elif not (_is(change.field, SETTINGS_PREFIXES) or change.field in ("workers.count", "kubernetes_version")):
             refusals.append(f"{change.describe()}: apply cannot change this field on a live cluster yet")
+    if live.maintenance is not None and wanted.maintenance is None:
+        refusals.append("maintenance: apply cannot remove maintenance settings yet; set the window you want instead")
     if refusals:
         return ApplyPlan(changes=changes, refusals=refusals)
     operations: list[PlannedOperation] = []

@@ -15,6 +15,7 @@ from pydantic import Field
 from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationStatus
 from models.durations import Duration
+from models.maintenance import Maintenance
 from models.pki import CaResult, CertificateRecord
 from models.schedules import RotationScheduleResult
 from models.spec import Certificates, ClusterSpec
@@ -231,6 +232,7 @@ class ConfigureRequest(FrozenModel):
     certificates: Certificates | None = None
     deletion_protection: bool | None = None
     requested_by: str = ""
+    maintenance: Maintenance | None = Field(default=None, description="new maintenance settings (None: unchanged)")
 
 
 class ConfigureResult(FrozenModel):

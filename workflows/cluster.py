@@ -527,6 +527,8 @@ class ClusterWorkflow:
             changes["certificates"] = request.certificates.model_dump()
         if request.deletion_protection is not None:
             changes["deletion_protection"] = request.deletion_protection
+        if request.maintenance is not None:
+            changes["maintenance"] = request.maintenance.model_dump()
         try:
             spec = ClusterSpec.model_validate({**current, **changes})
         except ValidationError as exc:
