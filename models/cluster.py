@@ -27,6 +27,7 @@ class ClusterPhase(StrEnum):
     ROTATING = "Rotating"
     UPGRADING = "Upgrading"
     DELETING = "Deleting"
+    SCALING = "Scaling"
     DELETED = "Deleted"
     FAILED = "Failed"
 
@@ -38,6 +39,7 @@ class OperationKind(StrEnum):
     UPGRADE = "upgrade"
     DELETE = "delete"
     RECONCILE = "reconcile"
+    SCALE = "scale"
 
 
 # The phase a cluster shows while an operation of each kind runs.
@@ -48,6 +50,7 @@ PHASE_OF_OPERATION: dict[OperationKind, ClusterPhase] = {
     OperationKind.UPGRADE: ClusterPhase.UPGRADING,
     OperationKind.DELETE: ClusterPhase.DELETING,
     OperationKind.RECONCILE: ClusterPhase.READY,  # a check disrupts nothing; a repair says so in its steps
+    OperationKind.SCALE: ClusterPhase.SCALING,
 }
 
 

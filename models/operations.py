@@ -15,6 +15,7 @@ from pydantic import Field
 from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationStatus
 from models.durations import Duration
+from models.maintenance import Maintenance
 from models.pki import CaResult, CertificateRecord
 from models.schedules import RotationScheduleResult
 from models.spec import Certificates, ClusterSpec, DriftCheck
@@ -232,8 +233,39 @@ class ConfigureRequest(FrozenModel):
     deletion_protection: bool | None = None
     requested_by: str = ""
     drift_check: DriftCheck | None = Field(default=None, description="the periodic drift check (pause, interval)")
+    maintenance: Maintenance | None = Field(default=None, description="new maintenance settings (None: unchanged)")
 
 
 class ConfigureResult(FrozenModel):
     changed: list[str] = Field(default_factory=list, description="dotted spec fields that changed")
     spec: ClusterSpec
+
+
+# --- scaling the worker pool ---------------------------------------------------------------------
+class ScaleRequest(FrozenModel):
+    workers: int = Field(description="the worker count wanted")
+    requested_by: str = ""
+    node_ready_timeout: PositiveDuration | None = Field(
+        default=None, description="how long new workers may take to become ready before the scale pauses"
+    )
+    drain_timeout: PositiveDuration | None = Field(
+        default=None, description="how long one worker's drain may take before the scale pauses"
+    )
+
+
+class ScaleInput(FrozenModel):
+    spec: ClusterSpec = Field(description="the spec before the scale (its worker count is the old one)")
+    nodes: list[NodeRecord]
+    workers: int
+    node_ready_timeout: PositiveDuration | None = Field(default=None, description="None: the policy's default")
+    drain_timeout: PositiveDuration | None = Field(default=None, description="None: the policy's default")
+
+
+class ScaleResult(FrozenModel):
+    outcome: UpgradeOutcome = Field(description="completed, or aborted by the operator (nodes as they are now)")
+    workers: int = Field(description="the worker count the cluster has now")
+    nodes: list[NodeRecord] = Field(default_factory=list, description="every node the cluster has now")
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    certificates: list[CertificateRecord] = Field(default_factory=list)
+    operation: OperationStatus | None = None

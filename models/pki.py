@@ -179,9 +179,9 @@ def certificate_requests(spec: ClusterSpec, nodes: list[str] | None = None) -> l
     for node in nodes:
         requests.append(
             CertificateRequest(
-                name=f"node-{node}",
+                name=node_certificate_name(node),
                 component=Component.NODE,
-                common_name=f"system:node:{node}",
+                common_name=node_common_name(node),
                 alt_names=[f"{node}.nodes.{spec.cluster_domain}"],
                 consumers=[node],
             )
@@ -243,6 +243,28 @@ class CertificatesResult(FrozenModel):
 class RevokeResult(FrozenModel):
     revoked: int = 0
     already_revoked_or_expired: int = 0
+
+
+def node_certificate_name(node: str) -> str:
+    """Name of a node's kubelet key pair (and, through it, of its Secret / Secrets Manager entry)."""
+    return f"node-{node}"
+
+
+def node_common_name(node: str) -> str:
+    """CN of a node's kubelet certificate: what the tenant API's Node authorizer reads."""
+    return f"system:node:{node}"
+
+
+class NodeCertificatesInput(FrozenModel):
+    """Nodes that are gone (replaced by an upgrade, removed by a scale-down): their credentials go too."""
+
+    spec: ClusterSpec
+    nodes: list[str] = Field(description="node names, e.g. ['worker-0']")
+
+
+class NodeCertificatesResult(FrozenModel):
+    revoked: list[str] = Field(default_factory=list, description="serials revoked in Vault by this call")
+    deleted: list[str] = Field(default_factory=list, description="stored key pairs deleted by this call")
 
 
 # --- CA rotation: a second issuer in the same mount, and the trust bundle every consumer reads ------

@@ -135,6 +135,12 @@ def _mount_optional_groups() -> None:
     from starter import upgrade_commands
 
     upgrade_commands.register(app)  # upgrade ID --version X.Y.Z, upgrade pause|resume|abort ID
+    from starter import scale_commands
+
+    scale_commands.register(app)  # scale ID --workers N
+    from starter import apply_commands
+
+    apply_commands.register(app)  # apply -f FILE [--dry-run]
     from starter import fleet_commands
 
     fleet_commands.register(app)  # fleet upgrade|rotate|approve|reject|status|list|pause|resume|abort

@@ -21,6 +21,8 @@ from models.pki import (
     CertificateRecord,
     CertificatesResult,
     EnsureCertificatesInput,
+    NodeCertificatesInput,
+    NodeCertificatesResult,
     RevokeResult,
     certificate_requests,
 )
@@ -60,6 +62,8 @@ class FakeBackends:
     objects: set[str] = field(default_factory=set)
     node_versions: dict[str, str] = field(default_factory=dict)
     pki_mounts: set[str] = field(default_factory=set)
+    issued: dict[str, list[str]] = field(default_factory=dict)  # certificate name -> serials, oldest first
+    revoked: set[str] = field(default_factory=set)  # serials
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _record(self, name: str, detail: str = "") -> None:
@@ -131,6 +135,7 @@ class FakeBackends:
             for request in arg.requests:
                 backend.serial += 1
                 backend._add(f"secret/cert-{request.name}")
+                backend.issued.setdefault(request.name, []).append(f"{backend.serial:02x}")
                 records.append(
                     CertificateRecord(
                         name=request.name,
@@ -148,6 +153,17 @@ class FakeBackends:
         def ensure_certificates_absent(arg: ClusterRef) -> EnsureResult:
             backend._record("pki.ensure_certificates_absent")
             return backend._remove(*sorted(k for k in backend.objects if k.startswith("secret/")))
+
+        @defn("pki.ensure_node_certificates_absent", NodeCertificatesInput, NodeCertificatesResult)
+        def ensure_node_certificates_absent(arg: NodeCertificatesInput) -> NodeCertificatesResult:
+            backend._record("pki.ensure_node_certificates_absent", ",".join(arg.nodes))
+            with backend.lock:
+                serials = [s for n in arg.nodes for s in backend.issued.get(f"node-{n}", [])]
+                revoked = [s for s in serials if s not in backend.revoked]
+                backend.revoked.update(revoked)
+            removed = backend._remove(*(f"secret/cert-node-{n}" for n in arg.nodes))
+            deleted = [o.name for o in removed.outcomes if o.change is ResourceChange.DELETED]
+            return NodeCertificatesResult(revoked=revoked, deleted=deleted)
 
         @defn("pki.revoke_certificates", ClusterRef, RevokeResult)
         def revoke_certificates(arg: ClusterRef) -> RevokeResult:
@@ -283,6 +299,7 @@ class FakeBackends:
             ensure_policy,
             ensure_certificates,
             ensure_certificates_absent,
+            ensure_node_certificates_absent,
             revoke_certificates,
             ensure_pki_absent,
             ensure_foundation,

@@ -230,6 +230,14 @@ class FakeFleet(FakeBackends):
                     live.unschedulable, change = value, ResourceChange.UPDATED
             return EnsureResult(outcomes=[ResourceOutcome(kind="node", name=node, change=change)])
 
+        @defn("tenant.remove_node", TenantNodeInput, EnsureResult)
+        def remove_node(arg: TenantNodeInput) -> EnsureResult:
+            backend._record("tenant.remove_node", arg.node)
+            with backend.lock:
+                existed = backend.tenant.pop(arg.node, None) is not None
+            change = ResourceChange.DELETED if existed else ResourceChange.ABSENT
+            return EnsureResult(outcomes=[ResourceOutcome(kind="node", name=arg.node, change=change)])
+
         @defn("tenant.cordon_node", TenantNodeInput, EnsureResult)
         def cordon_node(arg: TenantNodeInput) -> EnsureResult:
             return set_unschedulable("tenant.cordon_node", arg.node, True)

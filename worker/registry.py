@@ -20,6 +20,7 @@ from workflows.reconcile import ReconcileWorkflow
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
 from workflows.rotate_ca import RotateCaWorkflow
 from workflows.rotate_certificates import RotateCertificatesWorkflow
+from workflows.scale import ScaleWorkflow
 from workflows.scheduled_rotation import ScheduledRotationWorkflow
 from workflows.teardown import TeardownWorkflow
 
@@ -31,6 +32,7 @@ WORKFLOWS: list[type] = [
     RotateCaWorkflow,
     RotateCertificatesWorkflow,
     RollingUpgradeWorkflow,
+    ScaleWorkflow,
     ScheduledRotationWorkflow,
     TeardownWorkflow,
 ]

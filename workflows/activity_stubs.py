@@ -24,6 +24,8 @@ from models.pki import (
     EnsureCertificatesInput,
     IssuerResult,
     NextIssuerInput,
+    NodeCertificatesInput,
+    NodeCertificatesResult,
     RevokeResult,
     SetDefaultIssuerInput,
     SignedUserCertificate,
@@ -145,6 +147,18 @@ async def revoke_certificates(spec: ClusterSpec) -> RevokeResult:
         RevokeResult,
         f"revoke every unexpired leaf issued by {pki_mount(spec.id)}",
         start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
+    )
+
+
+async def ensure_node_certificates_absent(spec: ClusterSpec, nodes: list[str]) -> NodeCertificatesResult:
+    return await call(
+        "pki.ensure_node_certificates_absent",
+        NodeCertificatesInput(spec=spec, nodes=nodes),
+        NodeCertificatesResult,
+        f"revoke and delete the certificates of {', '.join(nodes)} (gone from {spec.id})",
+        start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        deadline=policies.PKI_CALL_DEADLINE,
     )
 
 
@@ -352,6 +366,16 @@ async def cordon_node(spec: ClusterSpec, node: str) -> EnsureResult:
         TenantNodeInput(spec=spec, node=node),
         EnsureResult,
         f"cordon node {node} in the tenant cluster {spec.id}",
+        start_to_close=policies.TENANT_CALL_TIMEOUT,
+    )
+
+
+async def remove_tenant_node(spec: ClusterSpec, node: str) -> EnsureResult:
+    return await call(
+        "tenant.remove_node",
+        TenantNodeInput(spec=spec, node=node),
+        EnsureResult,
+        f"remove node {node} from the tenant cluster {spec.id}",
         start_to_close=policies.TENANT_CALL_TIMEOUT,
     )
 

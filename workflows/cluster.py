@@ -47,6 +47,9 @@ from models.operations import (
     RotateCertificatesRequest,
     RotateCertificatesResult,
     RunningOperationPolicy,
+    ScaleInput,
+    ScaleRequest,
+    ScaleResult,
     TeardownInput,
     TeardownResult,
     UpgradeAction,
@@ -73,6 +76,7 @@ from workflows.names import (
     RECONCILE_WORKFLOW,
     ROTATE_CA_WORKFLOW,
     ROTATE_CERTIFICATES_WORKFLOW,
+    SCALE_WORKFLOW,
     TEARDOWN_WORKFLOW,
     UPGRADE_CONTROL_SIGNAL,
     UPGRADE_WORKFLOW,
@@ -83,6 +87,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 RECENT_OPERATIONS_KEPT = 10
 DRIFT_CHECK_PATCH = "entity-periodic-drift-check"
 """Entities started before drift checks waited without a timer; their histories replay that way."""
+_CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
+"""Operations that pause on a failure and take the upgrade's resume/abort controls."""
 
 
 class Refused(ApplicationError):
@@ -328,9 +334,57 @@ class ClusterWorkflow:
             raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
 
     @workflow.update
+    async def scale(self, request: ScaleRequest) -> ScaleResult:
+        def scale_input() -> ScaleInput:
+            # Checked again once it is this request's turn (an operation queued before it may
+            # have changed the pool).
+            self._scaled_spec(request.workers)
+            return ScaleInput(
+                spec=self.status.spec,
+                nodes=list(self.status.nodes.values()),
+                workers=request.workers,
+                node_ready_timeout=request.node_ready_timeout,
+                drain_timeout=request.drain_timeout,
+            )
+
+        result = await self._operate(
+            OperationKind.SCALE, SCALE_WORKFLOW, scale_input, ScaleResult, request.requested_by
+        )
+        self.status.nodes = {n.name: n for n in result.nodes}
+        for gone in result.removed:
+            self.status.certificates.pop(f"node-{gone}", None)  # revoked and deleted with the node
+        self.status.record_certificates(result.certificates)
+        workers = self.status.spec.workers.model_copy(update={"count": result.workers})
+        self.status.spec = self.status.spec.model_copy(update={"workers": workers})
+        self._publish()
+        return result
+
+    @scale.validator
+    def _validate_scale(self, request: ScaleRequest) -> None:
+        self._refuse_unless_operable("scale")
+        self._scaled_spec(request.workers)
+
+    def _scaled_spec(self, workers: int) -> ClusterSpec:
+        """The spec with ``workers`` workers; refused (naming the field and why) when it cannot be."""
+        cid = self.status.cluster_id
+        if self._deleting:
+            raise Refused(f"cannot scale: cluster {cid} is being deleted")
+        current = self.status.spec.workers.count
+        if workers == current:
+            raise Refused(f"cluster {cid} already has {workers} workers; nothing to scale")
+        data = self.status.spec.model_dump()
+        data["workers"]["count"] = workers
+        try:
+            return ClusterSpec.model_validate(data)
+        except ValidationError as exc:
+            raise Refused(
+                f"cannot scale {cid} to {workers} workers: " + "; ".join(describe_validation_error(exc))
+            ) from None
+
+    @workflow.update
     async def control_upgrade(self, control: UpgradeControl) -> UpgradeControlResult:
         current = self.status.current
-        if current is None or current.kind is not OperationKind.UPGRADE or self._child is None:
+        if current is None or current.kind not in _CONTROLLED or self._child is None:
             raise Refused(f"no upgrade of {self.status.cluster_id} is running")
         await self._child.signal(UPGRADE_CONTROL_SIGNAL, control)
         return UpgradeControlResult(workflow_id=current.workflow_id, action=control.action)
@@ -338,10 +392,10 @@ class ClusterWorkflow:
     @control_upgrade.validator
     def _validate_control_upgrade(self, control: UpgradeControl) -> None:
         current = self.status.current
-        if current is None or current.kind is not OperationKind.UPGRADE:
+        if current is None or current.kind not in _CONTROLLED:
             raise Refused(f"no upgrade of {self.status.cluster_id} is running, nothing to {control.action}")
         if control.action is UpgradeAction.RESUME and current.state is not OperationState.PAUSED:
-            raise Refused(f"the upgrade of {self.status.cluster_id} is not paused")
+            raise Refused(f"the {current.kind} of {self.status.cluster_id} is not paused")
 
     @workflow.update
     async def reconcile(self, request: ReconcileRequest) -> ReconcileResult:
@@ -582,6 +636,8 @@ class ClusterWorkflow:
             changes["deletion_protection"] = request.deletion_protection
         if request.drift_check is not None:
             changes["drift_check"] = request.drift_check.model_dump()
+        if request.maintenance is not None:
+            changes["maintenance"] = request.maintenance.model_dump()
         try:
             spec = ClusterSpec.model_validate({**current, **changes})
         except ValidationError as exc:

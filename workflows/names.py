@@ -16,6 +16,7 @@ UPGRADE_WORKFLOW = "RollingUpgrade"
 TEARDOWN_WORKFLOW = "TeardownCluster"
 SCHEDULED_ROTATION_WORKFLOW = "ScheduledRotation"
 RECONCILE_WORKFLOW = "ReconcileCluster"
+SCALE_WORKFLOW = "ScaleCluster"
 
 # --- signals --------------------------------------------------------------------------------------
 OPERATION_SIGNAL = "report_operation"

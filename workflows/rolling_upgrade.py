@@ -62,6 +62,7 @@ from workflows import activity_stubs as act
 from workflows import policies
 from workflows.journal import OperationJournal
 from workflows.names import PROGRESS_QUERY, UPGRADE_CONTROL_SIGNAL, UPGRADE_WORKFLOW
+from workflows.node_removal import removal_steps, removes_credentials
 from workflows.side_by_side import together
 
 STEPS = ["plan", "masters", "workers", "verify"]
@@ -173,6 +174,7 @@ class RollingUpgradeWorkflow:
         self.ready_timeout = input.node_ready_timeout or policies.NODE_READY_TIMEOUT
         self.drain_timeout = input.drain_timeout or policies.DRAIN_TIMEOUT
         self.health_wait = min(self.ready_timeout, policies.HEALTH_GATE_WAIT)
+        self.removes_credentials = removes_credentials()
 
     # --- queries and signals --------------------------------------------------------------------
     @workflow.query(name=PROGRESS_QUERY)
@@ -284,10 +286,8 @@ class RollingUpgradeWorkflow:
         return phases
 
     def _removal_phases(self, spec: ClusterSpec, node: str, version: str) -> list[Phase]:
-        return [
-            *self._drain_phases(spec, node),
-            Phase("remove", node, lambda: act.ensure_node_absent(spec, node, version)),
-        ]
+        steps = removal_steps(spec, node, version, credentials=self.removes_credentials)
+        return [*self._drain_phases(spec, node), *(Phase(name, node, run) for name, run in steps)]
 
     def _drain_phases(self, spec: ClusterSpec, node: str, *, interruptible: bool = True) -> list[Phase]:
         drain = Phase(

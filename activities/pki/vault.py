@@ -37,6 +37,8 @@ from models.pki import (
     EnsureCertificatesInput,
     IssuerResult,
     NextIssuerInput,
+    NodeCertificatesInput,
+    NodeCertificatesResult,
     RevokeResult,
     RoleSpec,
     SetDefaultIssuerInput,
@@ -46,6 +48,8 @@ from models.pki import (
     TrustBundleResult,
     certificate_requests,
     next_issuer_name,
+    node_certificate_name,
+    node_common_name,
     pki_mount,
     role_specs,
     vault_policy_name,
@@ -309,6 +313,47 @@ class VaultPki:
             revoked += 1
         activity.logger.info("mount %s: %d revoked, %d already revoked or expired", mount, revoked, skipped)
         return RevokeResult(revoked=revoked, already_revoked_or_expired=skipped)
+
+    @activity.defn(name="pki.ensure_node_certificates_absent")
+    def ensure_node_certificates_absent(self, input: NodeCertificatesInput) -> NodeCertificatesResult:
+        """Revoke every unexpired leaf issued to the nodes, then delete their stored key pairs.
+
+        For nodes that no longer exist (replaced by an upgrade, removed by a scale-down): their
+        kubelet certificates must not stay valid for days nor lie in a Secret. Every leaf whose CN
+        names the node is revoked, not only the stored one (an earlier rotation's leaf is as valid);
+        revocation comes first, so a crash between the two steps leaves nothing valid behind and the
+        next attempt only deletes. Already revoked, expired, or nothing stored: success.
+        """
+        spec, mount, sink = input.spec, self.mount(input.spec.id), self._sink(input.spec)
+        common_names = {node_common_name(n) for n in input.nodes}
+        revoked: list[str] = []
+        now = datetime.now(UTC)
+        if self._mount_config(mount) is not None:
+            for serial in self._list(f"{mount}/certs", f"list certificates of {mount}"):
+                _heartbeat(serial)
+                found = self._read(f"{mount}/cert/{serial}", f"read certificate {serial} of {mount}")
+                if found is None or int(found.get("revocation_time") or 0):
+                    continue  # tidied away meanwhile, or revoked already
+                certificate = x509.load_pem_x509_certificate(str(found["certificate"]).encode())
+                if _is_ca(certificate) or certificate.not_valid_after_utc <= now:
+                    continue
+                if _common_name(certificate.subject) not in common_names:
+                    continue
+                self._write(f"{mount}/revoke", {"serial_number": serial}, f"revoke certificate {serial} of {mount}")
+                revoked.append(serial)
+        deleted = [
+            sink.destination(spec.id, name)
+            for name in (node_certificate_name(n) for n in input.nodes)
+            if sink.delete(spec.id, name)
+        ]
+        activity.logger.info(
+            "certificates of %s in %s: %d revoked, %d stored key pairs deleted",
+            ", ".join(input.nodes),
+            spec.id,
+            len(revoked),
+            len(deleted),
+        )
+        return NodeCertificatesResult(revoked=revoked, deleted=deleted)
 
     @activity.defn(name="pki.ensure_pki_absent")
     def ensure_pki_absent(self, input: ClusterRef) -> EnsureResult:

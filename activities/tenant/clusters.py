@@ -86,6 +86,23 @@ class TenantClusters:
         with self.api_client_factory(input.spec) as api:
             return EnsureResult(outcomes=[_set_unschedulable(CoreV1Api(api), input.spec, input.node, False)])
 
+    @activity.defn(name="tenant.remove_node")
+    def remove_node(self, input: TenantNodeInput) -> EnsureResult:
+        """Delete the Node object of a node whose VM/instance is gone; ABSENT if there is none."""
+        spec, node = input.spec, input.node
+        with self.api_client_factory(spec) as api:
+            try:
+                with translated(f"tenant {spec.id}: delete node {node}"):
+                    CoreV1Api(api).delete_node(node, _preload_content=False)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return EnsureResult(
+                        outcomes=[ResourceOutcome(kind="node", name=node, change=ResourceChange.ABSENT)]
+                    )
+                raise
+        activity.logger.info("removed node %s from the tenant API of %s", node, spec.id)
+        return EnsureResult(outcomes=[ResourceOutcome(kind="node", name=node, change=ResourceChange.DELETED)])
+
     @activity.defn(name="tenant.drain_node")
     def drain_node(self, input: DrainInput) -> DrainResult:
         """Cordon the node, then evict every pod on it through the Eviction API until none is left.

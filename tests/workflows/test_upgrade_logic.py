@@ -60,6 +60,8 @@ NODE_CALLS = (
     "tenant.check_health",
     "pki.ensure_certificates",
     "kvm.list_nodes",
+    "tenant.remove_node",
+    "pki.ensure_node_certificates_absent",
 )
 
 
@@ -151,7 +153,13 @@ def master_procedure(node: str, version: str) -> list[tuple[str, str]]:
 
 
 def removal(node: str) -> list[tuple[str, str]]:
-    return [("tenant.drain_node", node), ("kvm.ensure_node_absent", node)]
+    """The one node-removal path: drain, VM, Node object, then the node's certificates."""
+    return [
+        ("tenant.drain_node", node),
+        ("kvm.ensure_node_absent", node),
+        ("tenant.remove_node", node),
+        ("pki.ensure_node_certificates_absent", node),
+    ]
 
 
 def without_health(calls: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -225,6 +233,13 @@ async def test_patch_upgrade_runs_masters_in_place_then_surges_workers(time_skip
     assert not any(n.unschedulable for n in fleet.tenant.values())
     assert sorted(fleet.evicted) == sorted(f"worker-{w}-workload-{i}" for w in range(3) for i in range(3))
     assert [r.name for r in result.nodes] == [*MASTERS, "worker-3", "worker-4", "worker-5"]
+    # the replaced workers' credentials do not outlive them: every serial revoked, key pairs deleted
+    for gone in ("worker-0", "worker-1", "worker-2"):
+        assert fleet.issued[f"node-{gone}"] and set(fleet.issued[f"node-{gone}"]) <= fleet.revoked
+        assert f"secret/cert-node-{gone}" not in fleet.objects
+    for kept in ("worker-3", "worker-4", "worker-5", "master-0"):
+        assert f"secret/cert-node-{kept}" in fleet.objects
+        assert not set(fleet.issued[f"node-{kept}"]) & fleet.revoked
 
     # the entity: version, spec, nodes, certificates of replaced workers gone, search attribute
     assert status.phase is ClusterPhase.READY

@@ -1,0 +1,125 @@
+"""``tenantctl apply -f FILE [--dry-run] [--watch]``: make a cluster what its spec file says.
+
+A cluster that does not exist is created. Otherwise the file is compared with the spec the
+cluster's entity holds (``models.desired``); the plan (each changed field old -> new, then the
+operations) is printed, fields that cannot change on a live cluster are refused before anything
+starts, and the operations run through the entity one at a time, in a safe order. ``--dry-run``
+prints the plan and changes nothing; an unchanged file says "no changes" and starts nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from config.settings import load_settings
+from models.cluster import ClusterPhase
+from models.desired import ApplyPlan, ApplyStep, PlannedOperation, plan_apply
+from models.operations import ConfigureRequest, ScaleRequest, UpgradeOutcome, UpgradeRequest
+from models.spec import ClusterSpec
+from starter import clusters
+from starter.command import err, out, run_command
+from starter.scale_commands import report, start_scale
+from starter.spec_file import load_spec
+from starter.upgrade_commands import EXIT_FAILED
+from starter.watch import watch
+from worker.clients import connect_temporal
+from workflows.cluster import ClusterWorkflow
+
+EXIT_REFUSED = 2
+
+
+def render_plan(cluster_id: str, plan: ApplyPlan) -> list[str]:
+    """The plan as printed (plain text: every value in it came from a file)."""
+    if plan.unchanged:
+        return [f"{cluster_id}: no changes"]
+    lines = [f"{cluster_id}: {len(plan.changes)} changed fields"]
+    lines += [f"  {c.describe()}" for c in plan.changes]
+    if plan.refusals:
+        lines.append("refused, nothing was started:")
+        lines += [f"  {r}" for r in plan.refusals]
+        return lines
+    lines.append("operations, one at a time:")
+    lines += [f"  {i}. {o.description}" for i, o in enumerate(plan.operations, 1)]
+    return lines
+
+
+async def apply(
+    file: Annotated[Path, typer.Option("--file", "-f", help="cluster spec (YAML)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, change nothing")] = False,
+    watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow each operation as it runs")] = False,
+) -> None:
+    """Create a cluster, or change a live one to match its spec file."""
+    wanted = load_spec(file)
+    settings = load_settings()
+    client = await connect_temporal(settings)
+    try:
+        status = await clusters.get_status(client, wanted.id)
+    except clusters.ClusterNotFound:
+        status = None
+    if status is None or status.phase is ClusterPhase.DELETED:
+        if dry_run:
+            out.print(f"{escape(wanted.id)}: does not exist; apply would create it", markup=True)
+            return
+        handle = await clusters.start_cluster(client, wanted, settings.temporal_task_queue)
+        out.print(f"creating cluster [bold]{escape(wanted.id)}[/] (workflow {handle.id})")
+        if watch_:
+            await watch(client, wanted.id, since=0)
+        return
+    plan = plan_apply(status.spec, wanted)
+    for line in render_plan(wanted.id, plan):
+        (err if plan.refusals else out).print(line, markup=False)
+    if plan.refusals:
+        raise typer.Exit(EXIT_REFUSED)
+    if dry_run or plan.unchanged:
+        return
+    for operation in plan.operations:
+        await run_operation(client, wanted, operation, watch_)
+
+
+async def run_operation(client: Any, wanted: ClusterSpec, operation: PlannedOperation, watch_: bool) -> None:
+    cid = wanted.id
+    out.print(f"{operation.description} ...", markup=False)
+    before = await clusters.get_status(client, cid)
+    since = before.operations_started
+    if operation.step is ApplyStep.CONFIGURE:
+        request = ConfigureRequest(
+            certificates=wanted.certificates,
+            deletion_protection=wanted.deletion_protection,
+            maintenance=wanted.maintenance,
+            requested_by=clusters.whoami(),
+        )
+        result = await clusters.update(client, cid, ClusterWorkflow.configure, request)
+        out.print(f"configured: {', '.join(result.changed) or 'nothing changed'}", markup=False)
+        return
+    if operation.step is ApplyStep.SCALE:
+        assert operation.workers is not None
+        update = await start_scale(client, cid, ScaleRequest(workers=operation.workers, requested_by=clusters.whoami()))
+        if watch_:
+            await watch(client, cid, since=since)
+        await report(cid, update)
+        return
+    assert operation.version is not None
+    try:
+        upgraded = await clusters.update(
+            client,
+            cid,
+            ClusterWorkflow.upgrade,
+            UpgradeRequest(version=operation.version, requested_by=clusters.whoami()),
+        )
+    except clusters.RequestRefused:
+        raise
+    if watch_:
+        await watch(client, cid, since=since)
+    if upgraded.outcome is not UpgradeOutcome.COMPLETED:
+        err.print(f"upgrade of {cid} ended {upgraded.outcome.value}", markup=False)
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"upgraded {cid} to Kubernetes {upgraded.kubernetes_version}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``apply`` to the ``tenantctl`` app."""
+    app.command("apply")(run_command(apply))
