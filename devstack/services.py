@@ -233,6 +233,8 @@ class StackEndpoints(BaseModel):
     # gives that to whoever asks for it explicitly (setup, tests that inspect).
     vault_role_id: str | None = None
     vault_secret_id: SecretStr | None = None
+    # each cluster's certificates are issued with a child token of its own policy (devstack.vault_identity)
+    vault_cluster_token_role: str = "tenantctl-cluster"
     kubeconfig: Path
     tenant_api_url_template: str
     aws_endpoint_url: str

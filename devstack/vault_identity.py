@@ -37,6 +37,16 @@ WORKER_ROLE_SETTINGS: Final[dict[str, Any]] = {
     "token_max_ttl": "24h",
     "secret_id_ttl": "0",
 }
+CLUSTER_TOKEN_ROLE: Final = "tenantctl-cluster"
+"""Token role for per-cluster child tokens: policies tenantctl-<id> only (deploy/vault/setup.sh)."""
+CLUSTER_TOKEN_ROLE_SETTINGS: Final[dict[str, Any]] = {
+    "allowed_policies_glob": ["tenantctl-*"],
+    "disallowed_policies": [WORKER_POLICY, "root"],
+    "token_no_default_policy": True,
+    "orphan": False,
+    "renewable": False,
+    "token_explicit_max_ttl": "15m",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ def ensure_worker_identity(addr: str, root_token: str, identity_file: Path) -> W
     if f"{APPROLE_MOUNT}/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle", path=APPROLE_MOUNT)
     client.auth.approle.create_or_update_approle(WORKER_ROLE, mount_point=APPROLE_MOUNT, **WORKER_ROLE_SETTINGS)
+    client.write_data(f"auth/token/roles/{CLUSTER_TOKEN_ROLE}", data=CLUSTER_TOKEN_ROLE_SETTINGS)
     role_id = str(client.auth.approle.read_role_id(WORKER_ROLE, mount_point=APPROLE_MOUNT)["data"]["role_id"])
     recorded = _recorded(identity_file)
     if recorded is not None and recorded.role_id == role_id and _secret_id_known(client, recorded.secret_id):

@@ -14,9 +14,10 @@ import hvac
 import hvac.exceptions
 import pytest
 
+from activities.pki.vault import CLUSTER_TOKEN_TTL, policy_document
 from config.settings import ENV_PREFIX
 from devstack.stack import BASE_SERVICES, PROJECT_ROOT, WORKER, LocalStack
-from devstack.vault_identity import WORKER_POLICY, WORKER_ROLE
+from devstack.vault_identity import CLUSTER_TOKEN_ROLE, WORKER_POLICY, WORKER_ROLE
 from tests.devstack.conftest import wait_until
 
 pytestmark = pytest.mark.stack
@@ -148,3 +149,33 @@ def test_state_files_are_the_owners_only(stack: LocalStack) -> None:
         stack.log_file("openbao"),
     ):
         assert stat.S_IMODE(must.stat().st_mode) == 0o600, must
+
+
+def test_a_cluster_token_issues_from_its_own_clusters_mount_only(stack: LocalStack) -> None:
+    worker = worker_client(stack)
+    a, b = (f"wid{uuid.uuid4().hex[:6]}" for _ in range(2))
+    issuers = {}
+    for cluster in (a, b):  # as the worker's pki activities set a cluster up (policy: policy_document)
+        mount = f"pki/{cluster}"
+        worker.sys.enable_secrets_engine("pki", path=mount)
+        worker.secrets.pki.generate_root("internal", common_name=f"{cluster} CA", mount_point=mount)
+        worker.write_data(f"{mount}/roles/probe", data={"allow_any_name": True, "ttl": "1h"})
+        worker.sys.create_or_update_acl_policy(f"tenantctl-{cluster}", policy_document(mount))
+        issuers[cluster] = worker.list(f"{mount}/issuers")["data"]["keys"][0]
+    created = worker.write_data(
+        f"auth/token/create/{CLUSTER_TOKEN_ROLE}", data={"policies": [f"tenantctl-{a}"], "ttl": CLUSTER_TOKEN_TTL}
+    )["auth"]
+    assert created["policies"] == [f"tenantctl-{a}"] and not created["renewable"]
+    token_a = hvac.Client(url=stack.endpoints().vault_addr, token=created["client_token"])
+    issued = token_a.write_data(f"pki/{a}/issuer/{issuers[a]}/issue/probe", data={"common_name": "a.example"})
+    assert "BEGIN CERTIFICATE" in issued["data"]["certificate"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        token_a.write_data(f"pki/{b}/issuer/{issuers[b]}/issue/probe", data={"common_name": "b.example"})
+    with pytest.raises(hvac.exceptions.Forbidden):  # nor can it mint tokens of its own
+        token_a.write_data(f"auth/token/create/{CLUSTER_TOKEN_ROLE}", data={"policies": [f"tenantctl-{b}"]})
+    for policy in (WORKER_POLICY, "default", "root"):  # the role mints tenantctl-<id> tokens only
+        with pytest.raises((hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest)):
+            worker.write_data(f"auth/token/create/{CLUSTER_TOKEN_ROLE}", data={"policies": [policy]})
+    token_a.auth.token.revoke_self()
+    with pytest.raises(hvac.exceptions.Forbidden):
+        token_a.write_data(f"pki/{a}/issuer/{issuers[a]}/issue/probe", data={"common_name": "a.example"})
