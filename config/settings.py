@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
         description="service account token file presented to Vault's Kubernetes auth",
     )
+    vault_cluster_token_role: str | None = Field(
+        default=None,
+        description="Vault token role: issue each cluster's certificates with a child token of its policy only",
+    )
 
     @model_validator(mode="after")
     def _auth_complete(self) -> Settings:

@@ -194,7 +194,8 @@ def spawn_detached(
     """Start ``argv`` in its own session (it outlives the caller), output appended to ``log_path``
     after a start marker line; the Popen is kept in ``CHILDREN`` so it can be reaped."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
+    # owner-only: logs may quote tokens or keys; the child's umask keeps what it creates private too
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         out.write(f"\n=== {stamp} devstack starting {name}: {' '.join(argv)}\n".encode())
         out.flush()
@@ -207,6 +208,7 @@ def spawn_detached(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            umask=0o077,
         )
     CHILDREN[proc.pid] = proc
     return proc

@@ -136,14 +136,18 @@ def service_url(name: str, ports: dict[str, int]) -> str:
 class StackLayout:
     """Where a stack keeps its state (``<state_dir>``)::
 
-    stack.json                 what was started: pid, start time and cmdline per service, ports
-    stack.env                  TENANTCTL_* settings of the running stack (0600: holds the root token)
-    kubeconfig                 the host cluster (the emulator)
-    logs/<service>.log         stdout+stderr of each service, appended across restarts
-    temporal/temporal.db       Temporal's SQLite file
-    openbao/config.hcl         OpenBao server config (raft storage in openbao/data)
-    openbao/init.json          unseal key and root token (0600)
-    kube-emulator/state.json   the emulator's objects
+        stack.json                 what was started: pid, start time and cmdline per service, ports
+        stack.env                  TENANTCTL_* settings of the running stack (0600: the worker's AppRole secret id)
+        kubeconfig                 the host cluster (the emulator)
+        logs/<service>.log         stdout+stderr of each service, appended across restarts
+        temporal/temporal.db       Temporal's SQLite file
+        openbao/config.hcl         OpenBao server config (raft storage in openbao/data)
+        openbao/init.json          unseal key and root token (0600; for setup and inspection, never the worker's)
+        openbao/worker-approle.json  the worker's AppRole role id and secret id (0600)
+        openbao/audit/audit.log    OpenBao's audit log: every request and response, secrets HMAC'd (0600)
+
+    Every file is the owner's only (0600), every folder 0700.
+        kube-emulator/state.json   the emulator's objects
     """
 
     state_dir: Path
@@ -181,6 +185,14 @@ class StackLayout:
         return self.openbao_dir / "init.json"
 
     @property
+    def openbao_worker_identity(self) -> Path:
+        return self.openbao_dir / "worker-approle.json"
+
+    @property
+    def openbao_audit_log(self) -> Path:
+        return self.openbao_dir / "audit" / "audit.log"
+
+    @property
     def emulator_state_file(self) -> Path:
         return self.state_dir / "kube-emulator" / "state.json"
 
@@ -195,6 +207,7 @@ class StackLayout:
             self.temporal_db.parent,
             self.openbao_dir,
             self.openbao_dir / "data",
+            self.openbao_audit_log.parent,
             self.emulator_state_file.parent,
         )
 
@@ -216,7 +229,12 @@ class StackEndpoints(BaseModel):
     temporal_namespace: str
     temporal_ui_url: str
     vault_addr: str
-    vault_token: SecretStr
+    # The worker's AppRole (policy tenantctl_worker), never the root token: LocalStack.vault_root_token()
+    # gives that to whoever asks for it explicitly (setup, tests that inspect).
+    vault_role_id: str | None = None
+    vault_secret_id: SecretStr | None = None
+    # each cluster's certificates are issued with a child token of its own policy (devstack.vault_identity)
+    vault_cluster_token_role: str = "tenantctl-cluster"
     kubeconfig: Path
     tenant_api_url_template: str
     aws_endpoint_url: str
@@ -235,6 +253,8 @@ class StackEndpoints(BaseModel):
         env: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if value is None:
+                continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             elif isinstance(value, bool):
@@ -243,14 +263,17 @@ class StackEndpoints(BaseModel):
         return env
 
 
-def stack_endpoints(layout: StackLayout, ports: StackPorts, vault_token: str) -> StackEndpoints:
+def stack_endpoints(
+    layout: StackLayout, ports: StackPorts, vault_role_id: str | None, vault_secret_id: str | None
+) -> StackEndpoints:
     return StackEndpoints(
         state_dir=layout.state_dir,
         temporal_address=f"{LOOPBACK}:{ports.temporal}",
         temporal_namespace=NAMESPACE,
         temporal_ui_url=f"http://{LOOPBACK}:{ports.temporal_ui}",
         vault_addr=f"http://{LOOPBACK}:{ports.openbao}",
-        vault_token=SecretStr(vault_token),
+        vault_role_id=vault_role_id,
+        vault_secret_id=SecretStr(vault_secret_id) if vault_secret_id is not None else None,
         kubeconfig=layout.kubeconfig,
         tenant_api_url_template=f"http://{LOOPBACK}:{ports.kube_emulator}/tenants/{{cluster_id}}",
         aws_endpoint_url=f"http://{LOOPBACK}:{ports.moto}",
@@ -351,6 +374,8 @@ def service_launch(name: str, layout: StackLayout, ports: StackPorts, emulator_r
 
 def worker_launch(layout: StackLayout, endpoints: StackEndpoints) -> Launch:
     env = {**_base_env(layout), **endpoints.as_env()}
+    # the worker logs in with its AppRole: a token from the caller's shell would take precedence
+    env.pop(ENV_PREFIX + "VAULT_TOKEN", None)
     _with_project_path(env)
     env["PYTHONUNBUFFERED"] = "1"
     argv = [sys.executable, "-m", "worker"]
@@ -375,6 +400,15 @@ listener "tcp" {{
 api_addr      = "http://{LOOPBACK}:{ports.openbao}"
 cluster_addr  = "http://{LOOPBACK}:{ports.openbao_cluster}"
 ui            = false
+
+# OpenBao 2.x takes audit devices from its configuration only (deploy/vault/openbao-audit.hcl)
+audit "file" "tenantctl-audit" {{
+  description = "tenantctl: every request and response (secrets HMAC'd)"
+  options {{
+    file_path = "{layout.openbao_audit_log}"
+    mode      = "0600"
+  }}
+}}
 """
     path = layout.openbao_config
     if not path.exists() or path.read_text() != config:

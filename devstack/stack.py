@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +79,7 @@ from devstack.services import (
     write_openbao_config,
 )
 from devstack.state import ProcessRecord, StackState, load_state, locked, save_state
+from devstack.vault_identity import WorkerIdentity, ensure_worker_identity, recorded_identity
 
 __all__ = [
     "BASE_SERVICES",
@@ -180,7 +183,7 @@ class LocalStack:
         began = time.monotonic()
         for directory in self.layout.directories:
             directory.mkdir(parents=True, exist_ok=True)
-        self.layout.openbao_dir.chmod(0o700)
+            directory.chmod(0o700)
         self.started, self.kept, self.stopped = [], [], []
         self._cancel.clear()
         with locked(self.state_dir):
@@ -190,7 +193,7 @@ class LocalStack:
             write_openbao_config(self.layout, ports)
             launches = [service_launch(name, self.layout, ports, self.emulator_ready_delay) for name in BASE_SERVICES]
             self._ensure(state, launches)
-            endpoints = self._endpoints(ports)
+            endpoints = self._endpoints(ports, self._ensure_worker_identity(ports))
             self._write_env_file(endpoints)
             if self.with_worker:
                 self._ensure(state, [worker_launch(self.layout, endpoints)])
@@ -198,6 +201,7 @@ class LocalStack:
                 log.info("%s", self._stop(state.services.pop(WORKER)))
                 self.stopped.append(WORKER)
                 self._save_state(state)
+            owner_only(self.state_dir)
         log.info(
             "local stack up in %.1fs (started: %s; kept: %s)",
             time.monotonic() - began,
@@ -340,20 +344,29 @@ class LocalStack:
         ]
 
     def endpoints(self) -> StackEndpoints:
-        """The endpoints of this state folder's stack (whether or not it runs right now)."""
-        token = self._readiness.openbao_secrets()["root_token"] if self.openbao_init_file.exists() else ""
-        return self._endpoints(self.ports, token)
+        """The endpoints of this state folder's stack (whether or not it runs right now): Vault
+        through the worker's AppRole (policy ``tenantctl_worker``), recorded by the last ``up``."""
+        identity = recorded_identity(self.layout.openbao_worker_identity)
+        return self._endpoints(self.ports, identity)
 
-    def _endpoints(self, ports: StackPorts, token: str | None = None) -> StackEndpoints:
-        if token is None:
-            token = str(self._readiness.openbao_secrets()["root_token"])
-        return stack_endpoints(self.layout, ports, token)
+    def vault_root_token(self) -> str:
+        """OpenBao's root token: for setup and inspection, asked for explicitly; the worker never gets it."""
+        return str(self._readiness.openbao_secrets()["root_token"])
+
+    def _ensure_worker_identity(self, ports: StackPorts) -> WorkerIdentity:
+        addr = stack_endpoints(self.layout, ports, None, None).vault_addr
+        return ensure_worker_identity(addr, self.vault_root_token(), self.layout.openbao_worker_identity)
+
+    def _endpoints(self, ports: StackPorts, identity: WorkerIdentity | None) -> StackEndpoints:
+        if identity is None:
+            return stack_endpoints(self.layout, ports, None, None)
+        return stack_endpoints(self.layout, ports, identity.role_id, identity.secret_id)
 
     def _write_env_file(self, endpoints: StackEndpoints) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         lines = [
             f"# written by 'tenantctl dev up' at {stamp}: settings of the local stack in {self.state_dir}",
-            "# holds the OpenBao root token of this dev stack: keep it private (mode 0600)",
+            "# holds the worker's AppRole secret id (policy tenantctl_worker; never the root token): mode 0600",
             *(f"{key}={env_quote(value)}" for key, value in endpoints.as_env().items()),
         ]
         write_private(self.env_file, "\n".join(lines) + "\n")
@@ -404,6 +417,25 @@ class LocalStack:
 
     def _save_state(self, state: StackState) -> None:
         save_state(self.stack_file, state)
+
+
+def owner_only(state_dir: Path) -> None:
+    """Every file of the state folder 0600, every folder 0700 (keys, tokens, logs, Temporal's db):
+    files written before this rule, or by a service that set its own mode, are tightened too."""
+    for root, dirs, files in os.walk(state_dir):
+        for name in dirs:
+            _chmod(Path(root) / name, 0o700)
+        for name in files:
+            _chmod(Path(root) / name, 0o600)
+    _chmod(state_dir, 0o700)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) & ~mode:
+            path.chmod(mode)
+    except FileNotFoundError:  # a service removed it meanwhile (a temporary file)
+        pass
 
 
 def _check_purgeable(state_dir: Path) -> None:

@@ -39,7 +39,12 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
             AwsProvider(aws_clients(settings), simulated_nodes=simulated),
         ]
     )
-    pki = VaultPki(vault_client(settings), providers, mount_prefix=settings.vault_pki_mount_prefix)
+    pki = VaultPki(
+        vault_client(settings),
+        providers,
+        mount_prefix=settings.vault_pki_mount_prefix,
+        cluster_token_role=settings.vault_cluster_token_role,
+    )
     schedules = RotationSchedules(temporal, settings.temporal_task_queue)
     # Tenant APIs: plain HTTP where the URL template says http:// (the local stack's emulator),
     # else TLS with each cluster's admin key pair, read where its provider stores it, per call.

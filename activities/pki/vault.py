@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hvac
+import hvac.exceptions
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -77,6 +78,8 @@ USER_KEY_USAGE = ["DigitalSignature"]
 USER_EXT_KEY_USAGE = ["ClientAuth"]
 """A user's key pair only authenticates a client to the tenant API (RBAC reads CN and O)."""
 KIND_MOUNT, KIND_ROLE, KIND_POLICY = "pki-mount", "pki-role", "vault-policy"
+CLUSTER_TOKEN_TTL = "2m"
+"""Lifetime of the child token a certificate is issued with (it is revoked right after, too)."""
 KIND_ISSUER = "pki-default-issuer"
 KIND_UNMANAGED_ROLE = "unmanaged-pki-role"
 
@@ -120,7 +123,10 @@ def policy_document(mount: str) -> str:
         f'path "{mount}/issue/*" {{\n  capabilities = ["create", "update"]\n}}\n\n'
         f'path "{mount}/sign/*" {{\n  capabilities = ["create", "update"]\n}}\n\n'
         f'path "{mount}/cert/ca" {{\n  capabilities = ["read"]\n}}\n\n'
-        f'path "{mount}/ca_chain" {{\n  capabilities = ["read"]\n}}\n'
+        f'path "{mount}/ca_chain" {{\n  capabilities = ["read"]\n}}\n\n'
+        # the worker issues through the issuer's own path, with a child token of this policy
+        f'path "{mount}/issuer/+/issue/*" {{\n  capabilities = ["create", "update"]\n}}\n\n'
+        'path "auth/token/revoke-self" {\n  capabilities = ["update"]\n}\n'
     )
 
 
@@ -172,10 +178,19 @@ class VaultPki:
     """Temporal activities for a cluster's PKI; each cluster's key pairs go where its provider
     stores them (``providers.key_pairs``, the provider contract's key-pair store)."""
 
-    def __init__(self, vault: hvac.Client, providers: KeyPairStores, mount_prefix: str = "pki") -> None:
+    def __init__(
+        self,
+        vault: hvac.Client,
+        providers: KeyPairStores,
+        mount_prefix: str = "pki",
+        cluster_token_role: str | None = None,
+    ) -> None:
         self.vault = vault
         self.providers = providers
         self.mount_prefix = mount_prefix
+        # With a token role (allowed_policies_glob tenantctl-*), each certificate is issued with a
+        # short-lived child token of its cluster's policy only: one cluster's issuing cannot reach another's mount.
+        self.cluster_token_role = cluster_token_role
 
     def mount(self, cluster_id: str) -> str:
         return pki_mount(cluster_id, self.mount_prefix)
@@ -830,7 +845,8 @@ class VaultPki:
             "format": "pem",
         }
         # Issuing through the issuer's own path pins the CA, so the record's issuer_id is certain.
-        issued = self._write(
+        issued = self._cluster_write(
+            spec.id,
             f"{mount}/issuer/{issuer.id}/issue/{request.component.value}",
             body,
             f"issue certificate {request.name} ({request.common_name}) from {mount}",
@@ -866,6 +882,32 @@ class VaultPki:
         )
 
     # --- Vault calls --------------------------------------------------------------------------------
+    def _cluster_write(self, cluster_id: str, path: str, data: dict[str, Any], what: str) -> dict[str, Any]:
+        """``_write`` with a child token bound to the cluster's policy (when a token role is set)."""
+        if self.cluster_token_role is None:
+            return self._write(path, data, what)
+        policy = vault_policy_name(cluster_id)
+        created = self._write_auth(
+            f"auth/token/create/{self.cluster_token_role}",
+            {"policies": [policy], "ttl": CLUSTER_TOKEN_TTL, "display_name": policy},
+            f"create a {policy} token",
+        )
+        child = hvac.Client(url=self.vault.url, token=str(created["client_token"]), session=self.vault.session)
+        try:
+            with translated(what):
+                response = child.write_data(path, data=data)
+        finally:
+            try:
+                child.auth.token.revoke_self()
+            except hvac.exceptions.VaultError:  # it expires within CLUSTER_TOKEN_TTL anyway
+                activity.logger.warning("could not revoke the %s token; it expires by itself", policy)
+        return dict(response.get("data") or {}) if isinstance(response, dict) else {}
+
+    def _write_auth(self, path: str, data: dict[str, Any], what: str) -> dict[str, Any]:
+        with translated(what):
+            response = self.vault.write_data(path, data=data)
+        return dict(response.get("auth") or {}) if isinstance(response, dict) else {}
+
     def _read(self, path: str, what: str) -> dict[str, Any] | None:
         with translated(what):
             response = self.vault.read(path)

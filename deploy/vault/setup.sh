@@ -30,6 +30,12 @@ vault write auth/approle/role/tenantctl-worker \
 echo "role-id:   $(vault read -field=role_id auth/approle/role/tenantctl-worker/role-id)"
 echo "secret-id: run 'vault write -f -field=secret_id auth/approle/role/tenantctl-worker/secret-id'"
 
+# Per-cluster child tokens (TENANTCTL_VAULT_CLUSTER_TOKEN_ROLE=tenantctl-cluster): a cluster's
+# certificates are issued with a short-lived token of that cluster's tenantctl-<id> policy only.
+vault write auth/token/roles/tenantctl-cluster \
+  allowed_policies_glob='tenantctl-*' disallowed_policies=tenantctl_worker,root \
+  token_no_default_policy=true orphan=false renewable=false token_explicit_max_ttl=15m
+
 # Audit: every request and response, secrets HMAC'd (a file device; a socket or syslog in production).
 # OpenBao only takes audit devices from its configuration file: deploy/vault/openbao-audit.hcl.
 if ! vault audit list 2>/dev/null | grep -q '^tenantctl-audit/'; then

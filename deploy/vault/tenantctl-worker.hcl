@@ -69,6 +69,12 @@ path "pki/+/revoke" {
   capabilities = ["create", "update"]
 }
 
+# Child tokens of one cluster's policy (the token role's allowed_policies_glob is tenantctl-*):
+# each certificate is issued with one, bound to that cluster's mount (TENANTCTL_VAULT_CLUSTER_TOKEN_ROLE).
+path "auth/token/create/tenantctl-cluster" {
+  capabilities = ["update"]
+}
+
 # --- the worker's own token ------------------------------------------------------------------------
 # (Also in Vault's "default" policy; here so that roles may set token_no_default_policy.)
 path "auth/token/lookup-self" {

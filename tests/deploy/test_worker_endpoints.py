@@ -73,18 +73,22 @@ def endpoints() -> dict[str, str]:
     return {"health": f"127.0.0.1:{free_port()}", "metrics": f"127.0.0.1:{free_port()}"}
 
 
+# the stack's own worker identity, replaced here by a short-TTL AppRole
+STACK_VAULT_IDENTITY = {"TENANTCTL_VAULT_TOKEN", "TENANTCTL_VAULT_ROLE_ID", "TENANTCTL_VAULT_SECRET_ID"}
+
+
 @pytest.fixture
 def worker_identity(local_stack: Stack, tmp_path: Path) -> Path:
     """A state folder whose stack.env gives the worker an AppRole of deploy/vault's policy instead of
     the stack's root token, with a TTL that runs out several times during the test."""
     env = {**dotenv_values(local_stack.state_dir / "stack.env"), **local_stack.env}
     env = {k: v for k, v in env.items() if k.startswith("TENANTCTL_") and v is not None}
-    root = hvac.Client(url=env["TENANTCTL_VAULT_ADDR"], token=env["TENANTCTL_VAULT_TOKEN"])
+    root = hvac.Client(url=env["TENANTCTL_VAULT_ADDR"], token=local_stack.stack.vault_root_token())
     install_worker_policy(root)
     mount, role_id, secret_id = approle(root, token_ttl="3s", token_max_ttl="8s")
     state = tmp_path / "worker-state"
     state.mkdir()
-    lines = [f"{key}={value}" for key, value in env.items() if key != "TENANTCTL_VAULT_TOKEN"]
+    lines = [f"{key}={value}" for key, value in env.items() if key not in STACK_VAULT_IDENTITY]
     lines += [
         f"TENANTCTL_VAULT_ROLE_ID={role_id}",
         f"TENANTCTL_VAULT_SECRET_ID={secret_id}",
@@ -101,7 +105,7 @@ def worker(
 ) -> Iterator[WorkerProcess]:
     process = WorkerProcess(
         env={
-            **{k: v for k, v in local_stack.env.items() if k != "TENANTCTL_VAULT_TOKEN"},
+            **{k: v for k, v in local_stack.env.items() if k not in STACK_VAULT_IDENTITY},
             "TENANTCTL_STATE_DIR": str(worker_identity),
             "TENANTCTL_HEALTH_ADDRESS": endpoints["health"],
             "TENANTCTL_METRICS_ADDRESS": endpoints["metrics"],

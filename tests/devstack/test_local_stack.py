@@ -68,8 +68,9 @@ def kube_core(kubeconfig: Path) -> k8s.CoreV1Api:
     return k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
 
 
-def vault(endpoints: StackEndpoints) -> hvac.Client:
-    return hvac.Client(url=endpoints.vault_addr, token=endpoints.vault_token.get_secret_value())
+def vault(stack: LocalStack) -> hvac.Client:
+    """OpenBao as root: asked for explicitly (the endpoints carry the worker's AppRole only)."""
+    return hvac.Client(url=stack.endpoints().vault_addr, token=stack.vault_root_token())
 
 
 def ec2(endpoints: StackEndpoints) -> object:
@@ -120,7 +121,8 @@ def test_env_file_holds_only_settings_fields_and_is_private(stack: LocalStack, m
         "TEMPORAL_NAMESPACE",
         "TEMPORAL_UI_URL",
         "VAULT_ADDR",
-        "VAULT_TOKEN",
+        "VAULT_ROLE_ID",
+        "VAULT_SECRET_ID",
         "KUBECONFIG",
         "TENANT_API_URL_TEMPLATE",
         "AWS_ENDPOINT_URL",
@@ -136,12 +138,15 @@ def test_env_file_holds_only_settings_fields_and_is_private(stack: LocalStack, m
     monkeypatch.setenv(f"{ENV_PREFIX}STATE_DIR", str(stack.state_dir))
     settings = load_settings()
     assert settings.temporal_address == endpoints.temporal_address
-    assert settings.vault_token is not None
-    assert settings.vault_token.get_secret_value() == endpoints.vault_token.get_secret_value()
+    assert settings.vault_token is None  # the worker's AppRole, never the root token
+    assert settings.vault_role_id == endpoints.vault_role_id
+    assert settings.vault_secret_id is not None and endpoints.vault_secret_id is not None
+    assert settings.vault_secret_id.get_secret_value() == endpoints.vault_secret_id.get_secret_value()
     assert settings.kubeconfig == stack.state_dir / "kubeconfig"
     assert settings.aws_endpoint_url == endpoints.aws_endpoint_url
     assert settings.tenant_api_url("acme", "example.org") == f"{endpoints.kube_api_url}/tenants/acme"
-    assert endpoints.vault_token.get_secret_value() not in repr(endpoints)
+    assert endpoints.vault_secret_id.get_secret_value() not in repr(endpoints)
+    assert stack.vault_root_token() not in env_file.read_text()
 
 
 async def test_temporal_answers_with_the_search_attributes(stack: LocalStack) -> None:
@@ -155,7 +160,7 @@ async def test_temporal_answers_with_the_search_attributes(stack: LocalStack) ->
 
 
 def test_openbao_is_a_real_unsealed_server(stack: LocalStack) -> None:
-    bao = vault(stack.endpoints())
+    bao = vault(stack)
     health = bao.sys.read_health_status(method="GET")
     assert health["initialized"] and not health["sealed"] and not health["standby"]
     assert bao.is_authenticated()
@@ -323,7 +328,7 @@ async def test_down_leaves_nothing_and_up_brings_the_data_back(stack: LocalStack
         task_queue=f"{probe}-nobody-polls",
         search_attributes=TypedSearchAttributes([SearchAttributePair(CLUSTER_ID, probe)]),
     )
-    vault(endpoints).sys.enable_secrets_engine("pki", path=f"pki/{probe}")
+    vault(stack).sys.enable_secrets_engine("pki", path=f"pki/{probe}")
     kube_core(endpoints.kubeconfig).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=probe)))
     vpc = ec2(endpoints).create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]  # type: ignore[attr-defined]
     time.sleep(0.5)  # the emulator saves its state file debounced
@@ -359,7 +364,7 @@ async def test_down_leaves_nothing_and_up_brings_the_data_back(stack: LocalStack
     description = await client.get_workflow_handle(handle.id, run_id=handle.result_run_id).describe()
     assert description.status == WorkflowExecutionStatus.RUNNING
     assert description.typed_search_attributes.get(CLUSTER_ID) == probe
-    mounts = vault(endpoints).sys.list_mounted_secrets_engines()["data"]
+    mounts = vault(stack).sys.list_mounted_secrets_engines()["data"]
     assert f"pki/{probe}/" in mounts  # raft kept the mount
     restored = kube_core(endpoints.kubeconfig).read_namespace(probe).metadata
     assert restored is not None and restored.name == probe

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from config.settings import Settings
 from devstack.stack import LocalStack, StackPorts
@@ -142,6 +143,12 @@ def stack_settings(stack: Stack) -> Settings:
         _env_file=stack.state_dir / "stack.env",
         temporal_task_queue=stack.env["TENANTCTL_TEMPORAL_TASK_QUEUE"],
     )
+
+
+def root_settings(stack: Stack) -> Settings:
+    """``stack_settings`` with OpenBao's root token, for a test that inspects what the worker's
+    policy does not let it see (the policy listing, a CA certificate); the worker never gets it."""
+    return stack_settings(stack).model_copy(update={"vault_token": SecretStr(stack.stack.vault_root_token())})
 
 
 def write_spec(directory: Path, spec: ClusterSpec) -> Path:

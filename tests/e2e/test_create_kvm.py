@@ -25,7 +25,15 @@ from activities.kvm.manifests import cloud_config_name
 from models.naming import CLUSTER_LABEL, kvm_namespace
 from models.pki import Component, certificate_requests
 from models.spec import ClusterSpec
-from tests.e2e.conftest import Stack, WorkerProcess, kill_worker_at_step, slow_host_api, stack_settings, write_spec
+from tests.e2e.conftest import (
+    Stack,
+    WorkerProcess,
+    kill_worker_at_step,
+    root_settings,
+    slow_host_api,
+    stack_settings,
+    write_spec,
+)
 from tests.history_checks import assert_no_private_key
 from tests.specs import example, unique_id
 from worker.clients import connect_temporal, vault_client
@@ -77,7 +85,7 @@ async def test_create_via_cli_reaches_ready(local_stack: Stack, worker_process: 
 
     settings = stack_settings(local_stack)
     # --- Vault: one mount with one CA, a role per component, the cluster's policy -----------------
-    vault: hvac.Client = vault_client(settings)
+    vault: hvac.Client = vault_client(root_settings(local_stack))  # the policy listing needs root
     mount = f"pki/{spec.id}"
     assert f"{mount}/" in vault.sys.list_mounted_secrets_engines()["data"]
     issuers = vault.secrets.pki.list_issuers(mount_point=mount)["data"]["keys"]

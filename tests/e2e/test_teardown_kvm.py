@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     Stack,
     WorkerProcess,
     kill_worker_at_step,
+    root_settings,
     slow_host_api,
     stack_settings,
     write_spec,
@@ -72,7 +73,7 @@ async def leftovers(stack: Stack, cluster_id: str) -> list[str]:
     for kind, list_all in listings.items():
         found += [f"host {kind}/{o.metadata.name}" for o in list_all(label_selector=selector).items]
     settings = stack_settings(stack)
-    vault = vault_client(settings)
+    vault = vault_client(root_settings(stack))  # the policy listing: root only
     if f"pki/{cluster_id}/" in vault.sys.list_mounted_secrets_engines()["data"]:
         found.append(f"vault mount pki/{cluster_id}")
     if f"tenantctl-{cluster_id}" in vault.sys.list_acl_policies()["data"]["keys"]:
