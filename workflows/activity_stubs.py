@@ -144,6 +144,7 @@ async def revoke_certificates(spec: ClusterSpec) -> RevokeResult:
         RevokeResult,
         f"revoke every unexpired leaf issued by {pki_mount(spec.id)}",
         start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,  # it heartbeats every serial: a lost worker costs seconds
     )
 
 
@@ -168,7 +169,7 @@ async def ensure_foundation(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"ensure the {spec.provider} foundation of {spec.id} (isolation, network, identity)",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -179,7 +180,7 @@ async def ensure_endpoint(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"ensure the API endpoint {spec.api_domain}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -190,7 +191,7 @@ async def ensure_node(spec: ClusterSpec, node: str, version: str, restart_token:
         EnsureResult,
         f"ensure node {node} at Kubernetes {version}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -201,7 +202,7 @@ async def ensure_node_absent(spec: ClusterSpec, node: str, version: str) -> Ensu
         EnsureResult,
         f"remove node {node}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -252,7 +253,7 @@ async def ensure_endpoint_absent(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"remove the API endpoint {spec.api_domain}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -263,7 +264,7 @@ async def ensure_foundation_absent(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"remove the {spec.provider} foundation of {spec.id}",
         start_to_close=policies.FOUNDATION_REMOVAL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -294,7 +295,7 @@ async def request_rotation(cluster_id: str, request_id: str) -> RotateCertificat
         f"ask cluster {cluster_id} to rotate its certificates and wait for it",
         start_to_close=policies.ENTITY_REQUEST_TIMEOUT,
         deadline=policies.ENTITY_REQUEST_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.ENTITY_REQUEST_HEARTBEAT_TIMEOUT,
         retry=policies.ENTITY_REQUEST_RETRY,
     )
 

@@ -46,13 +46,16 @@ Timeout: TypeAlias = timedelta
 NO_WAIT = timedelta(0)
 """A check that looks once instead of waiting for a condition."""
 
-BACKEND_CALL_TIMEOUT = timedelta(seconds=30)
-"""Start-to-close of one backend activity attempt (a few API calls). Also how long a call lost
-with a crashed worker waits before it is retried, so it is kept short."""
+BACKEND_CALL_TIMEOUT = timedelta(seconds=15)
+"""Start-to-close of one backend activity attempt (a few API calls, each retried by the worker for
+about 2.5 s, ``Retry-After`` capped at 5 s). Also how long a call lost with a crashed worker waits
+before it is retried (such calls do not heartbeat), so it is kept short: a hung attempt is retried
+(idempotent) rather than waited on."""
 
 PROVIDER_CALL_TIMEOUT = timedelta(minutes=10)
 """Start-to-close of a provider call that may wait on its backend (AWS instances, namespaces).
-Such calls also get ``WAIT_HEARTBEAT_TIMEOUT``: they heartbeat, or finish within it."""
+Such calls also get ``PROVIDER_HEARTBEAT_TIMEOUT``: they heartbeat while they wait, and their
+stretches without a heartbeat (a handful of API calls) finish well within it."""
 
 BACKEND_CALL_DEADLINE = timedelta(hours=6)
 """Schedule-to-close of a backend activity: how long transient failures are retried."""
@@ -60,8 +63,22 @@ BACKEND_CALL_DEADLINE = timedelta(hours=6)
 PKI_CALL_DEADLINE = timedelta(hours=24)
 """Certificates are issued for hours-to-days lifetimes; ride out a Vault outage of up to a day."""
 
-WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
-"""A dead worker is noticed within this while it waits."""
+# Takeover after a worker dies (README "When a worker dies"): its running activity is retried on a
+# live worker once its heartbeat timeout passes, its cached workflows once the sticky queue timeout
+# (settings.sticky_queue_timeout_seconds) passes. Shorter is faster takeover, but a worker that
+# stalls for longer (a GC pause, a saturated CPU, a slow backend call between heartbeats) has its
+# attempt given away and run again: harmless for idempotent activities, wasted work nonetheless.
+WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+"""Heartbeat timeout of waits and batches that heartbeat every poll (``WAIT_POLL_INTERVAL``) or
+every item (certificates, revocations, trust-bundle consumers): a dead worker is noticed within it."""
+
+PROVIDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+"""Heartbeat timeout of provider calls, which heartbeat while they wait but also make several API
+calls in a row between heartbeats (each retried by the worker for seconds on throttling)."""
+
+ENTITY_REQUEST_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""The schedule's rotation request heartbeats every 10 s while the entity is busy
+(activities/pki/rotation_schedule.py); nobody waits on it at a terminal."""
 
 WAIT_POLL_INTERVAL = timedelta(seconds=2)
 
@@ -116,9 +133,9 @@ def wait_deadline(wait: timedelta) -> timedelta:
     return wait + WAIT_RETRY_SLACK
 
 
-TENANT_CALL_TIMEOUT = timedelta(seconds=30)
+TENANT_CALL_TIMEOUT = timedelta(seconds=15)
 """Start-to-close of one short tenant API activity (cordon: a read and a patch): a hung connection or
-a lost worker is retried after this long, not after the two minutes of bigger backend calls."""
+a lost worker is retried after this long."""
 
 # --- fleet rollouts (workflows/fleet.py) -----------------------------------------------------------
 FLEET_OPERATION_TIMEOUT = timedelta(days=7)
