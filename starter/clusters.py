@@ -182,6 +182,8 @@ class RetryingCall(BaseModel):
     pending activities: no workflow tells this, the server keeps it)."""
 
     activity: str
+    activity_id: str
+    """Tells apart calls of one activity type (``ensure_node`` of each node)."""
     attempt: int
     last_error: str
     next_retry: datetime | None = None
@@ -214,6 +216,7 @@ async def retrying_calls(client: Client, operation: OperationStatus | None) -> l
         calls.append(
             RetryingCall(
                 activity=pending.activity_type.name,
+                activity_id=pending.activity_id,
                 attempt=pending.attempt,
                 last_error=error or "(no error recorded)",
                 next_retry=pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)

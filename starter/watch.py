@@ -79,7 +79,7 @@ class Watcher:
     def _print_retries(self, retrying: Sequence[clusters.RetryingCall]) -> None:
         # One line per failed attempt (not per poll): an operation that keeps retrying says so.
         for call in retrying:
-            key = (call.activity, f"<attempt {call.attempt}>")
+            key = (call.activity_id, f"<attempt {call.attempt}>")
             if key not in self.printed:
                 self.printed.add(key)
                 self.progress.console.print(f"  [yellow]↻[/] {escape(call.describe())}")

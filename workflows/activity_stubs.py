@@ -65,7 +65,7 @@ async def call(
     *,
     start_to_close: policies.Timeout = policies.BACKEND_CALL_TIMEOUT,
     deadline: policies.Timeout = policies.BACKEND_CALL_DEADLINE,
-    heartbeat: policies.Timeout | None = None,
+    heartbeat: policies.Timeout = policies.HEARTBEAT_TIMEOUT,
     retry: RetryPolicy = policies.BACKEND_RETRY,
 ) -> ResultT:
     result: ResultT = await workflow.execute_activity(

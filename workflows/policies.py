@@ -25,7 +25,7 @@ BACKEND_RETRY = RetryPolicy(
 
 # Waits poll inside the activity and heartbeat; a retry only follows a worker loss or a deadline.
 WAIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
+    initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
@@ -46,11 +46,10 @@ Timeout: TypeAlias = timedelta
 NO_WAIT = timedelta(0)
 """A check that looks once instead of waiting for a condition."""
 
-BACKEND_CALL_TIMEOUT = timedelta(seconds=15)
+BACKEND_CALL_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one backend activity attempt (a few API calls, each retried by the worker for
-about 2.5 s, ``Retry-After`` capped at 5 s). Also how long a call lost with a crashed worker waits
-before it is retried (such calls do not heartbeat), so it is kept short: a hung attempt is retried
-(idempotent) rather than waited on."""
+about 2.5 s, ``Retry-After`` capped at 5 s): a hung attempt is retried (idempotent) after this. A
+call lost with a crashed worker is retried after ``HEARTBEAT_TIMEOUT`` instead."""
 
 PROVIDER_CALL_TIMEOUT = timedelta(minutes=10)
 """Start-to-close of a provider call that may wait on its backend (AWS instances, namespaces).
@@ -63,18 +62,19 @@ BACKEND_CALL_DEADLINE = timedelta(hours=6)
 PKI_CALL_DEADLINE = timedelta(hours=24)
 """Certificates are issued for hours-to-days lifetimes; ride out a Vault outage of up to a day."""
 
-# Takeover after a worker dies (README "When a worker dies"): its running activity is retried on a
-# live worker once its heartbeat timeout passes, its cached workflows once the sticky queue timeout
-# (settings.sticky_queue_timeout_seconds) passes. Shorter is faster takeover, but a worker that
-# stalls for longer (a GC pause, a saturated CPU, a slow backend call between heartbeats) has its
-# attempt given away and run again: harmless for idempotent activities, wasted work nonetheless.
-WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=5)
-"""Heartbeat timeout of waits and batches that heartbeat every poll (``WAIT_POLL_INTERVAL``) or
-every item (certificates, revocations, trust-bundle consumers): a dead worker is noticed within it."""
+# Takeover after a worker dies (README "When a worker dies"): every activity heartbeats while its
+# worker process lives (worker/liveness.py), so a killed worker's running call is retried on a live
+# worker once HEARTBEAT_TIMEOUT passes (plus the retry's first interval), and its cached workflows
+# move once the sticky queue timeout (settings.sticky_queue_timeout_seconds) passes. Shorter is
+# faster takeover, but a worker whose event loop stalls for longer (a saturated CPU, a long GC
+# pause) has its calls given away and run again: harmless for idempotent activities, wasted work.
+HEARTBEAT_TIMEOUT = timedelta(seconds=4)
+"""Heartbeat timeout of every activity: a dead worker is noticed within it."""
 
-PROVIDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-"""Heartbeat timeout of provider calls, which heartbeat while they wait but also make several API
-calls in a row between heartbeats (each retried by the worker for seconds on throttling)."""
+WAIT_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
+"""Waits and batches also heartbeat their own progress (a wait's start, which a retry resumes)."""
+
+PROVIDER_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
 
 ENTITY_REQUEST_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 """The schedule's rotation request heartbeats every 10 s while the entity is busy
@@ -133,7 +133,7 @@ def wait_deadline(wait: timedelta) -> timedelta:
     return wait + WAIT_RETRY_SLACK
 
 
-TENANT_CALL_TIMEOUT = timedelta(seconds=15)
+TENANT_CALL_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one short tenant API activity (cordon: a read and a patch): a hung connection or
 a lost worker is retried after this long."""
 
