@@ -68,7 +68,7 @@ PKI_CALL_DEADLINE = timedelta(hours=24)
 # move once the sticky queue timeout (settings.sticky_queue_timeout_seconds) passes. Shorter is
 # faster takeover, but a worker whose event loop stalls for longer (a saturated CPU, a long GC
 # pause) has its calls given away and run again: harmless for idempotent activities, wasted work.
-HEARTBEAT_TIMEOUT = timedelta(seconds=4)
+HEARTBEAT_TIMEOUT = timedelta(seconds=3)
 """Heartbeat timeout of every activity: a dead worker is noticed within it."""
 
 WAIT_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT

@@ -47,7 +47,7 @@ CASES: list[tuple[str, str]] = [
     ("teardown", "pki"),  # the certificate revocation that once stalled 606 s
 ]
 SETTLE_TIMEOUT_SECONDS = 900.0
-HOST_API_LATENCY_MS = 100
+HOST_API_LATENCY_MS = 250
 """Every host-API request this late, in every run: steps last long enough to be caught mid-call."""
 
 
