@@ -63,3 +63,9 @@ bench-fleet: setup
 .PHONY: faults
 faults: setup
 	$(BIN)/python -m tests.faults.create_under_faults
+
+# Worker takeover (issue 14): two workers, one SIGKILLed mid-create/teardown; prints each operation's
+# delay against unkilled runs (target <= 5 s). A measurement, ~5 min per round; `ROUNDS=2` for more.
+.PHONY: takeover
+takeover: setup
+	$(BIN)/python -m tests.faults.takeover

@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=50, ge=1, description="activity slots of a worker")
     activity_threads: int = Field(default=32, ge=1, description="thread pool for blocking activities")
     sticky_queue_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="how long a crashed worker's cached workflows wait before another takes them"
+        default=1.0,
+        gt=0,
+        description="how long a crashed worker's cached workflows wait before another takes them "
+        "(Temporal's default is 10 s; shorter: faster takeover, but a stalled worker's workflows replay elsewhere)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="log level")
     state_dir: Path = Field(default=DEFAULT_STATE_DIR, description="local stack state (endpoints, data)")

@@ -69,12 +69,16 @@ async def status(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TAB
     from starter.render import dump, status_view
 
     settings = load_settings()
-    result = await clusters.get_status(await clusters.connect(settings), cluster_id)
+    client = await clusters.connect(settings)
+    result = await clusters.get_status(client, cluster_id)
+    retrying = await clusters.retrying_calls(client, result.current)
     if output is OutputFormat.TABLE:
-        out.print(status_view(result, settings.workflow_ui_url(entity_workflow_id(cluster_id))), soft_wrap=True)
+        ui_url = settings.workflow_ui_url(entity_workflow_id(cluster_id))
+        out.print(status_view(result, ui_url, retrying), soft_wrap=True)
     else:
+        shown = {**result.model_dump(mode="json"), "retrying": [call.model_dump(mode="json") for call in retrying]}
         # soft_wrap: a long value (an upgrade's pause message) must not be folded into invalid JSON
-        out.print(dump(result, output), markup=False, highlight=False, soft_wrap=True)
+        out.print(dump(shown, output), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("list")

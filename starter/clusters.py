@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import getpass
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
@@ -45,12 +47,14 @@ __all__ = [
     "ClusterExists",
     "ClusterNotFound",
     "RequestRefused",
+    "RetryingCall",
     "UserError",
     "connect",
     "entity",
     "get_status",
     "list_clusters",
     "require_worker",
+    "retrying_calls",
     "start_cluster",
     "update",
     "whoami",
@@ -171,6 +175,63 @@ async def live_operation(client: Client, recorded: OperationStatus) -> Operation
     except (RPCError, WorkflowQueryFailedError):
         return recorded  # not started yet, or just finished: the entity's record is the news
     return recorded.refreshed(live)
+
+
+class RetryingCall(BaseModel):
+    """An activity of the running operation that failed and is being tried again (from Temporal's
+    pending activities: no workflow tells this, the server keeps it)."""
+
+    activity: str
+    activity_id: str
+    """Tells apart calls of one activity type (``ensure_node`` of each node)."""
+    attempt: int
+    last_error: str
+    next_retry: datetime | None = None
+
+    def describe(self) -> str:
+        when = f"; next try {self.next_retry:%H:%M:%S} UTC" if self.next_retry else ""
+        return f"{self.activity} attempt {self.attempt}: {self.last_error}{when}"
+
+
+LAST_ERROR_SHOWN = 200
+"""A backend's error can be long (a whole HTTP body): this much of it is shown."""
+
+
+async def retrying_calls(client: Client, operation: OperationStatus | None) -> list[RetryingCall]:
+    """The running operation's activities past their first attempt, with the error that failed the
+    last one. Empty when nothing retries, nothing runs, or the server cannot be asked now."""
+    if operation is None or not operation.workflow_id:
+        return []
+    try:
+        described = await client.get_workflow_handle(operation.workflow_id).describe(rpc_timeout=DESCRIBE_TIMEOUT)
+    except RPCError:
+        return []  # not started yet, or the server is busy: the status itself is still the news
+    calls = []
+    for pending in described.raw_description.pending_activities:
+        if pending.attempt <= 1:
+            continue
+        error = innermost_message_of(pending.last_failure) if pending.HasField("last_failure") else ""
+        if len(error) > LAST_ERROR_SHOWN:
+            error = error[: LAST_ERROR_SHOWN - 1] + "…"
+        calls.append(
+            RetryingCall(
+                activity=pending.activity_type.name,
+                activity_id=pending.activity_id,
+                attempt=pending.attempt,
+                last_error=error or "(no error recorded)",
+                next_retry=pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
+                if pending.HasField("next_attempt_schedule_time")
+                else None,
+            )
+        )
+    return calls
+
+
+def innermost_message_of(failure: Failure) -> str:
+    """The deepest cause's message of a failure (the activity's own error, not 'activity failed')."""
+    while failure.HasField("cause") and failure.cause.message:
+        failure = failure.cause
+    return str(failure.message)
 
 
 async def update(client: Client, cluster_id: str, method: Any, request: Any) -> Any:

@@ -7,8 +7,9 @@ rich never reads as markup: a message holding ``[/]`` is shown as it is.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from rich.console import Group
@@ -17,6 +18,9 @@ from rich.text import Text
 
 from models.cluster import ClusterPhase, ClusterStatus, OperationStatus, StepState
 from starter.command import OutputFormat, console
+
+if TYPE_CHECKING:
+    from starter.clusters import RetryingCall
 
 __all__ = ["OutputFormat", "clusters_table", "console", "dump", "status_view"]
 
@@ -60,7 +64,7 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     return f"in {text}" if delta.total_seconds() > 0 else f"{text} ago"
 
 
-def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
+def status_view(status: ClusterStatus, ui_url: str | None = None, retrying: Sequence[RetryingCall] = ()) -> Group:
     spec = status.spec
     phase = Text(status.phase.value, style=PHASE_STYLE.get(status.phase, "yellow"))
     facts = Table.grid(padding=(0, 2))
@@ -92,6 +96,8 @@ def status_view(status: ClusterStatus, ui_url: str | None = None) -> Group:
     parts: list[Any] = [facts]
     if status.current:
         parts.append(operation_view(status.current))
+    if retrying:
+        parts.append(retrying_view(retrying))
     if status.recent:
         parts.append(recent_view(status.recent))
     return Group(*parts)
@@ -111,6 +117,17 @@ def operation_view(op: OperationStatus) -> Table:
         )
     if op.message:
         table.add_row("", "[bold]note[/]", Text(op.message))
+    return table
+
+
+def retrying_view(calls: Sequence[RetryingCall]) -> Table:
+    """Calls of the running operation that failed and are tried again: what failed, how often, when next."""
+    table = Table(title=Text("retrying", style="yellow"), title_justify="left")
+    for col in ("call", "attempt", "last error", "next try"):
+        table.add_column(col)
+    for call in calls:
+        next_try = f"{_at(call.next_retry)} ({ago(call.next_retry)})" if call.next_retry else "running now"
+        table.add_row(Text(call.activity), str(call.attempt), Text(call.last_error), next_try)
     return table
 
 

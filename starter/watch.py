@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.markup import escape
@@ -39,7 +39,7 @@ class Watcher:
         self.last_phase: ClusterPhase | None = None
         self.bar: TaskID = progress.add_task(f"{cluster_id}: starting", total=None, count="")
 
-    def show(self, status: ClusterStatus) -> None:
+    def show(self, status: ClusterStatus, retrying: Sequence[clusters.RetryingCall] = ()) -> None:
         if self.since is None:  # attach to what runs now (or to nothing, if the cluster is idle)
             self.since = status.operations_started - (1 if status.current else 0)
         if status.phase is not self.last_phase:
@@ -52,7 +52,8 @@ class Watcher:
             self._print_outcome(op)
         if status.current is not None:
             self._print_steps(status.current)
-            self._update_bar(status.current)
+            self._print_retries(retrying)
+            self._update_bar(status.current, retrying)
         if settled(status):
             self.progress.update(
                 self.bar, description=f"{self.cluster_id}: {status.phase}", completed=1, total=1, count=""
@@ -75,7 +76,15 @@ class Watcher:
             message = f": {op.message}" if op.message else ""
             self.progress.console.print(f"  [{style}]{op.kind} {op.state}[/] in {took:.1f}s{escape(message)}")
 
-    def _update_bar(self, op: OperationStatus) -> None:
+    def _print_retries(self, retrying: Sequence[clusters.RetryingCall]) -> None:
+        # One line per failed attempt (not per poll): an operation that keeps retrying says so.
+        for call in retrying:
+            key = (call.activity_id, f"<attempt {call.attempt}>")
+            if key not in self.printed:
+                self.printed.add(key)
+                self.progress.console.print(f"  [yellow]↻[/] {escape(call.describe())}")
+
+    def _update_bar(self, op: OperationStatus, retrying: Sequence[clusters.RetryingCall] = ()) -> None:
         finished = sum(1 for s in op.steps if s.state in (StepState.DONE, StepState.SKIPPED))
         running = next((s for s in op.steps if s.state is StepState.RUNNING), None)
         fraction = op.progress.done / op.progress.total if op.progress.total else 0.0
@@ -85,6 +94,9 @@ class Watcher:
         description = f"{op.kind}: {running.name if running else op.state}{detail}"
         if op.state is OperationState.PAUSED:
             description = f"{op.kind}: PAUSED - {op.message}"
+        elif retrying:
+            call = retrying[0]
+            description += f" - retrying {call.activity} (attempt {call.attempt})"
         description = escape(description)  # the progress bar renders its description as markup
         self.progress.update(
             self.bar,
@@ -118,7 +130,7 @@ async def watch(
         watcher = Watcher(progress, cluster_id, since)
         while True:
             status = await get_status(client, cluster_id)
-            watcher.show(status)
+            watcher.show(status, await clusters.retrying_calls(client, status.current))
             if settled(status) or (until is not None and until(status)):
                 return status
             await asyncio.sleep(poll)

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from worker.liveness import LivenessHeartbeats
 from workflows.cluster import ClusterWorkflow
 from workflows.fleet import FleetRolloutWorkflow
 from workflows.provision import ProvisionWorkflow
@@ -81,5 +82,7 @@ def build_worker(
         activity_executor=activity_executor or ThreadPoolExecutor(16, thread_name_prefix="activity"),
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # Every activity heartbeats while this worker lives: a killed worker's calls move in seconds.
+        interceptors=[LivenessHeartbeats(), *options.pop("interceptors", ())],
         **options,
     )

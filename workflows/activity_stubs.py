@@ -68,7 +68,7 @@ async def call(
     *,
     start_to_close: policies.Timeout = policies.BACKEND_CALL_TIMEOUT,
     deadline: policies.Timeout = policies.BACKEND_CALL_DEADLINE,
-    heartbeat: policies.Timeout | None = None,
+    heartbeat: policies.Timeout = policies.HEARTBEAT_TIMEOUT,
     retry: RetryPolicy = policies.BACKEND_RETRY,
 ) -> ResultT:
     result: ResultT = await workflow.execute_activity(
@@ -147,6 +147,7 @@ async def revoke_certificates(spec: ClusterSpec) -> RevokeResult:
         RevokeResult,
         f"revoke every unexpired leaf issued by {pki_mount(spec.id)}",
         start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,  # it heartbeats every serial: a lost worker costs seconds
     )
 
 
@@ -183,7 +184,7 @@ async def ensure_foundation(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"ensure the {spec.provider} foundation of {spec.id} (isolation, network, identity)",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -194,7 +195,7 @@ async def ensure_endpoint(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"ensure the API endpoint {spec.api_domain}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -205,7 +206,7 @@ async def ensure_node(spec: ClusterSpec, node: str, version: str, restart_token:
         EnsureResult,
         f"ensure node {node} at Kubernetes {version}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -216,7 +217,7 @@ async def ensure_node_absent(spec: ClusterSpec, node: str, version: str) -> Ensu
         EnsureResult,
         f"remove node {node}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -267,7 +268,7 @@ async def ensure_endpoint_absent(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"remove the API endpoint {spec.api_domain}",
         start_to_close=policies.PROVIDER_CALL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -278,7 +279,7 @@ async def ensure_foundation_absent(spec: ClusterSpec) -> EnsureResult:
         EnsureResult,
         f"remove the {spec.provider} foundation of {spec.id}",
         start_to_close=policies.FOUNDATION_REMOVAL_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.PROVIDER_HEARTBEAT_TIMEOUT,
     )
 
 
@@ -309,7 +310,7 @@ async def request_rotation(cluster_id: str, request_id: str) -> RotateCertificat
         f"ask cluster {cluster_id} to rotate its certificates and wait for it",
         start_to_close=policies.ENTITY_REQUEST_TIMEOUT,
         deadline=policies.ENTITY_REQUEST_TIMEOUT,
-        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,
+        heartbeat=policies.ENTITY_REQUEST_HEARTBEAT_TIMEOUT,
         retry=policies.ENTITY_REQUEST_RETRY,
     )
 

@@ -25,7 +25,7 @@ BACKEND_RETRY = RetryPolicy(
 
 # Waits poll inside the activity and heartbeat; a retry only follows a worker loss or a deadline.
 WAIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
+    initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
@@ -47,12 +47,14 @@ NO_WAIT = timedelta(0)
 """A check that looks once instead of waiting for a condition."""
 
 BACKEND_CALL_TIMEOUT = timedelta(seconds=30)
-"""Start-to-close of one backend activity attempt (a few API calls). Also how long a call lost
-with a crashed worker waits before it is retried, so it is kept short."""
+"""Start-to-close of one backend activity attempt (a few API calls, each retried by the worker for
+about 2.5 s, ``Retry-After`` capped at 5 s): a hung attempt is retried (idempotent) after this. A
+call lost with a crashed worker is retried after ``HEARTBEAT_TIMEOUT`` instead."""
 
 PROVIDER_CALL_TIMEOUT = timedelta(minutes=10)
 """Start-to-close of a provider call that may wait on its backend (AWS instances, namespaces).
-Such calls also get ``WAIT_HEARTBEAT_TIMEOUT``: they heartbeat, or finish within it."""
+Such calls also get ``PROVIDER_HEARTBEAT_TIMEOUT``: they heartbeat while they wait, and their
+stretches without a heartbeat (a handful of API calls) finish well within it."""
 
 BACKEND_CALL_DEADLINE = timedelta(hours=6)
 """Schedule-to-close of a backend activity: how long transient failures are retried."""
@@ -60,8 +62,23 @@ BACKEND_CALL_DEADLINE = timedelta(hours=6)
 PKI_CALL_DEADLINE = timedelta(hours=24)
 """Certificates are issued for hours-to-days lifetimes; ride out a Vault outage of up to a day."""
 
-WAIT_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
-"""A dead worker is noticed within this while it waits."""
+# Takeover after a worker dies (README "When a worker dies"): every activity heartbeats while its
+# worker process lives (worker/liveness.py), so a killed worker's running call is retried on a live
+# worker once HEARTBEAT_TIMEOUT passes (plus the retry's first interval), and its cached workflows
+# move once the sticky queue timeout (settings.sticky_queue_timeout_seconds) passes. Shorter is
+# faster takeover, but a worker whose event loop stalls for longer (a saturated CPU, a long GC
+# pause) has its calls given away and run again: harmless for idempotent activities, wasted work.
+HEARTBEAT_TIMEOUT = timedelta(seconds=3)
+"""Heartbeat timeout of every activity: a dead worker is noticed within it."""
+
+WAIT_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
+"""Waits and batches also heartbeat their own progress (a wait's start, which a retry resumes)."""
+
+PROVIDER_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
+
+ENTITY_REQUEST_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+"""The schedule's rotation request heartbeats every 10 s while the entity is busy
+(activities/pki/rotation_schedule.py); nobody waits on it at a terminal."""
 
 WAIT_POLL_INTERVAL = timedelta(seconds=2)
 
@@ -118,7 +135,7 @@ def wait_deadline(wait: timedelta) -> timedelta:
 
 TENANT_CALL_TIMEOUT = timedelta(seconds=30)
 """Start-to-close of one short tenant API activity (cordon: a read and a patch): a hung connection or
-a lost worker is retried after this long, not after the two minutes of bigger backend calls."""
+a lost worker is retried after this long."""
 
 # --- fleet rollouts (workflows/fleet.py) -----------------------------------------------------------
 FLEET_OPERATION_TIMEOUT = timedelta(days=7)

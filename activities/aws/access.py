@@ -97,7 +97,10 @@ def ensure_bucket(c: AwsContext, outcomes: list[ResourceOutcome]) -> str:
 def existing_bucket(c: AwsContext) -> str:
     name = c.bucket
     if not bucket_exists(c, name):
-        raise MissingPrerequisite(f"bucket {name} does not exist: the cluster's foundation must be ensured first")
+        raise MissingPrerequisite(
+            f"bucket {name} is missing: it existed and was removed outside tenantctl, or the AWS endpoint lost "
+            "its state (a restarted moto); ensuring the foundation again recreates it"
+        )
     return name
 
 

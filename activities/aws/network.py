@@ -18,7 +18,7 @@ from activities.aws import resources
 from activities.aws.context import NOT_FOUND, AwsContext, Obj, call, changed, do, filters, name_of, outcome, worse
 from activities.aws.resources import Kind, Part
 from models.errors import Conflict, InvalidInput, MissingPrerequisite, NotReady
-from models.naming import ROLE_LABEL
+from models.naming import CLUSTER_LABEL, ROLE_LABEL
 from models.provider import ResourceChange, ResourceOutcome
 
 SECURITY_GROUPS: Final = (Part.MASTERS_GROUP, Part.WORKERS_GROUP, Part.LB_GROUP)
@@ -406,7 +406,11 @@ def find_network(c: AwsContext) -> Network:
     """The cluster's VPC, subnets and groups, or InvalidInput when the foundation is missing."""
     vpc = c.one(Kind.VPC, c.id, c.describe("describe_vpcs", "Vpcs", filters(c.spec, Part.VPC)), "VpcId")
     if vpc is None:
-        raise MissingPrerequisite(f"VPC {c.id} does not exist: the cluster's foundation must be ensured first")
+        # Every caller runs after the foundation step ensured the VPC: gone now means lost, not early.
+        raise MissingPrerequisite(
+            f"VPC tagged {CLUSTER_LABEL}={c.spec.id} is missing: it existed and was removed outside tenantctl, "
+            "or the AWS endpoint lost its state (a restarted moto); ensuring the foundation again recreates it"
+        )
     vpc_id = str(vpc["VpcId"])
     public: dict[str, str] = {}
     private: dict[str, str] = {}
