@@ -18,7 +18,7 @@ import pytest
 from dotenv import dotenv_values
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.naming import entity_workflow_id
+from starter.clusters import get_status
 from tests.deploy.promql import exported_names
 from tests.deploy.test_monitoring import all_named_metrics
 from tests.deploy.vault_helpers import approle, install_worker_policy
@@ -28,7 +28,6 @@ from tests.specs import small_kvm, unique_id
 from worker import metrics as m
 from worker.clients import connect_temporal
 from worker.health import TERMINATION_GRACE
-from workflows.cluster import ClusterWorkflow
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -185,10 +184,9 @@ async def test_sigterm_makes_the_worker_unready_and_hands_its_work_on(
     health = f"http://{endpoints['health']}/readyz"
     spec = small_kvm(id=unique_id("sigterm"))
     client = await connect_temporal(stack_settings(local_stack))
-    handle = client.get_workflow_handle(entity_workflow_id(spec.id))
 
     async def provisioning_nodes() -> bool:
-        current = (await handle.query(ClusterWorkflow.get_status)).current
+        current = (await get_status(client, spec.id)).current  # the running operation's own steps
         return current is not None and any(s.name == "nodes" and s.state == "running" for s in current.steps)
 
     with slow_host_api(local_stack, 400):
