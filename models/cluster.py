@@ -128,6 +128,22 @@ class NodeRecord(FrozenModel):
     kubernetes_version: str
 
 
+class RetryingCall(Model):
+    """An activity of the running operation that failed and is being tried again (from Temporal's
+    pending activities: no workflow tells this, the server keeps it)."""
+
+    activity: str
+    activity_id: str
+    """Tells apart calls of one activity type (``ensure_node`` of each node)."""
+    attempt: int
+    last_error: str
+    next_retry: datetime | None = None
+
+    def describe(self) -> str:
+        when = f"; next try {self.next_retry:%H:%M:%S} UTC" if self.next_retry else ""
+        return f"{self.activity} attempt {self.attempt}: {self.last_error}{when}"
+
+
 class ClusterStatus(Model):
     """Everything the control plane knows about one cluster; the answer to the ``status`` query."""
 
@@ -148,6 +164,11 @@ class ClusterStatus(Model):
     next_rotation: datetime | None = None
     last_check: DriftCheckRecord | None = Field(default=None, description="the last drift check (issue 12)")
     next_check: datetime | None = Field(default=None, description="when the periodic drift check runs next")
+    retrying: list[RetryingCall] = Field(
+        default_factory=list,
+        description="calls of the running operation being tried again: filled in by the CLI from the server's "
+        "pending activities (the entity never sets it), so that `status -o json` stays a ClusterStatus",
+    )
 
     def record_certificates(self, records: list[CertificateRecord]) -> None:
         """Merge issued certificates; the earliest expiry follows them."""

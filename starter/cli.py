@@ -76,7 +76,7 @@ async def status(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TAB
         ui_url = settings.workflow_ui_url(entity_workflow_id(cluster_id))
         out.print(status_view(result, ui_url, retrying), soft_wrap=True)
     else:
-        shown = {**result.model_dump(mode="json"), "retrying": [call.model_dump(mode="json") for call in retrying]}
+        shown = result.model_copy(update={"retrying": retrying})
         # soft_wrap: a long value (an upgrade's pause message) must not be folded into invalid JSON
         out.print(dump(shown, output), markup=False, highlight=False, soft_wrap=True)
 

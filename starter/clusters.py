@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import getpass
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -23,7 +22,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.cluster import ClusterPhase, ClusterStatus, OperationStatus
+from models.cluster import ClusterPhase, ClusterStatus, OperationStatus, RetryingCall
 from models.durations import format_duration
 from models.errors import innermost_message
 from models.naming import entity_workflow_id
@@ -175,22 +174,6 @@ async def live_operation(client: Client, recorded: OperationStatus) -> Operation
     except (RPCError, WorkflowQueryFailedError):
         return recorded  # not started yet, or just finished: the entity's record is the news
     return recorded.refreshed(live)
-
-
-class RetryingCall(BaseModel):
-    """An activity of the running operation that failed and is being tried again (from Temporal's
-    pending activities: no workflow tells this, the server keeps it)."""
-
-    activity: str
-    activity_id: str
-    """Tells apart calls of one activity type (``ensure_node`` of each node)."""
-    attempt: int
-    last_error: str
-    next_retry: datetime | None = None
-
-    def describe(self) -> str:
-        when = f"; next try {self.next_retry:%H:%M:%S} UTC" if self.next_retry else ""
-        return f"{self.activity} attempt {self.attempt}: {self.last_error}{when}"
 
 
 LAST_ERROR_SHOWN = 200
