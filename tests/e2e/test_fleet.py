@@ -27,6 +27,7 @@ from models.fleet import FleetState, FleetStatus, RolloutClusterState
 from models.naming import kvm_namespace
 from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, wait_for, write_spec
 from tests.specs import example, small_kvm, unique_id
+from starter.clusters import get_status
 from worker.clients import connect_temporal
 from workflows.cluster import ClusterWorkflow
 
@@ -338,7 +339,7 @@ async def test_abort_rolls_the_upgrade_in_flight_back(
     rollout_id = started_rollout(local_stack.cli("fleet", "upgrade", "--version", TARGET, "--owner", owner).stdout)
 
     async def rolling() -> bool:
-        op = (await entity_status(client, ids[0])).current
+        op = (await get_status(client, ids[0])).current  # the running operation's own progress
         return op is not None and op.kind == "upgrade" and op.progress.total > 0
 
     await wait_for(rolling, f"{ids[0]} to roll its nodes", timeout=60)
