@@ -25,9 +25,9 @@ from devstack.kube_emulator import NEVER_READY, READY_DELAY
 from models.cluster import ClusterPhase, ClusterStatus
 from models.fleet import FleetState, FleetStatus, RolloutClusterState
 from models.naming import kvm_namespace
+from starter.clusters import get_status
 from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, wait_for, write_spec
 from tests.specs import example, small_kvm, unique_id
-from starter.clusters import get_status
 from worker.clients import connect_temporal
 from workflows.cluster import ClusterWorkflow
 
