@@ -23,7 +23,6 @@ log = logging.getLogger("tenantctl.devstack")
 MARKER_ENV = "DEVSTACK_STATE_DIR"  # set in every child's environment: which stack a process belongs to
 PF_EXITING = 0x00000004  # /proc/<pid>/stat flags: the task is inside exit() (its files may still be open)
 EXIT_WAIT_SECONDS = 10.0  # how long a stop waits for a process already exiting (e.g. SIGKILLed) to be gone
-KILL_WAIT_SECONDS = 5.0
 
 # Popen objects of the children this interpreter started, so stopping them reaps them (no zombies).
 CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -183,7 +182,8 @@ def stop_session(name: str, pid: int, start_ticks: int, marker: str, timeout: fl
         "%s did not stop within %.0fs of SIGTERM: sending SIGKILL to %s", name, timeout, [p for p, _ in members]
     )
     signal_all(members, signal.SIGKILL)
-    _wait_gone(members, KILL_WAIT_SECONDS)
+    # a killed process with a large heap can take seconds to be torn down on a loaded machine
+    _wait_gone(members, EXIT_WAIT_SECONDS)
     reap(pid)
     return f"stopped {name} (pid {pid}, killed after {timeout:.0f}s)"
 
