@@ -10,24 +10,17 @@ prints the plan and changes nothing; an unchanged file says "no changes" and sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from config.settings import load_settings
-from models.cluster import ClusterPhase
-from models.desired import ApplyPlan, ApplyStep, PlannedOperation, plan_apply
-from models.operations import ConfigureRequest, ScaleRequest, UpgradeOutcome, UpgradeRequest
-from models.spec import ClusterSpec
-from starter import clusters
 from starter.command import err, out, run_command
-from starter.scale_commands import report, start_scale
-from starter.spec_file import load_spec
-from starter.upgrade_commands import EXIT_FAILED
-from starter.watch import watch
-from worker.clients import connect_temporal
-from workflows.cluster import ClusterWorkflow
+
+if TYPE_CHECKING:
+    from models.desired import ApplyPlan, PlannedOperation
+    from models.spec import ClusterSpec
+
 
 EXIT_REFUSED = 2
 
@@ -53,6 +46,14 @@ async def apply(
     watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow each operation as it runs")] = False,
 ) -> None:
     """Create a cluster, or change a live one to match its spec file."""
+    from config.settings import load_settings
+    from models.cluster import ClusterPhase
+    from models.desired import plan_apply
+    from starter import clusters
+    from starter.spec_file import load_spec
+    from starter.watch import watch
+    from worker.clients import connect_temporal
+
     wanted = load_spec(file)
     settings = load_settings()
     client = await connect_temporal(settings)
@@ -81,6 +82,14 @@ async def apply(
 
 
 async def run_operation(client: Any, wanted: ClusterSpec, operation: PlannedOperation, watch_: bool) -> None:
+    from models.desired import ApplyStep
+    from models.operations import ConfigureRequest, ScaleRequest, UpgradeOutcome, UpgradeRequest
+    from starter import clusters
+    from starter.scale_commands import report, start_scale
+    from starter.upgrade_commands import EXIT_FAILED
+    from starter.watch import watch
+    from workflows.cluster import ClusterWorkflow
+
     cid = wanted.id
     out.print(f"{operation.description} ...", markup=False)
     before = await clusters.get_status(client, cid)

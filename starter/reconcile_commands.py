@@ -7,26 +7,15 @@ changes nothing. ``--pause-checks`` / ``--resume-checks`` switch the periodic ch
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
-from temporalio.service import RPCError, RPCStatusCode
 
-from config.settings import load_settings
-from models.drift import DriftKind
-from models.durations import format_duration, parse_duration
-from models.errors import innermost_message
-from models.naming import entity_workflow_id
-from models.operations import ConfigureRequest
-from models.reconcile import ReconcileRequest, ReconcileResult
-from starter import clusters
-from starter.command import ClusterArg, OutputOption, out, run_command
-from starter.render import OutputFormat, dump
-from starter.watch import watch
-from worker.clients import connect_temporal
-from workflows.cluster import ClusterWorkflow
+from starter.command import ClusterArg, OutputFormat, OutputOption, out, run_command
+
+if TYPE_CHECKING:
+    from models.reconcile import ReconcileResult
 
 
 async def reconcile(
@@ -41,6 +30,21 @@ async def reconcile(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Compare a cluster with its spec now and repair what differs (waits behind a running operation)."""
+    from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from config.settings import load_settings
+    from models.durations import format_duration, parse_duration
+    from models.errors import innermost_message
+    from models.naming import entity_workflow_id
+    from models.operations import ConfigureRequest
+    from models.reconcile import ReconcileRequest
+    from starter import clusters
+    from starter.render import dump
+    from starter.watch import watch
+    from worker.clients import connect_temporal
+    from workflows.cluster import ClusterWorkflow
+
     if pause_checks and resume_checks:
         raise typer.BadParameter("choose one of --pause-checks and --resume-checks", param_hint="--pause-checks")
     if dry_run and (pause_checks or resume_checks or every):
@@ -92,6 +96,8 @@ async def reconcile(
 
 
 def print_result(result: ReconcileResult) -> None:
+    from models.drift import DriftKind
+
     if result.waited_for:
         out.print(f"waited for {escape(result.waited_for)} to finish first")
     if result.skipped:

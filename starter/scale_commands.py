@@ -9,31 +9,25 @@ that pauses (a drain a budget blocks) is resumed or aborted with 'tenantctl upgr
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from temporalio.client import (
-    WorkflowUpdateFailedError,
-    WorkflowUpdateHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
-from temporalio.service import RPCError, RPCStatusCode
 
-from config.settings import load_settings
-from models.cluster import ClusterStatus, OperationKind, OperationState
-from models.errors import innermost_message
-from models.operations import ScaleRequest, ScaleResult, UpgradeOutcome
-from starter import clusters
 from starter.command import err, out, run_command
-from starter.upgrade_commands import EXIT_FAILED, EXIT_PAUSED, REFUSAL_CHECK_SECONDS
-from starter.watch import watch
-from worker.clients import connect_temporal
-from workflows.cluster import ClusterWorkflow
+
+if TYPE_CHECKING:
+    from temporalio.client import (
+        WorkflowUpdateHandle,
+    )
+
+    from models.cluster import ClusterStatus
+    from models.operations import ScaleRequest, ScaleResult
 
 
 def scale_paused(status: ClusterStatus) -> bool:
+    from models.cluster import OperationKind, OperationState
+
     op = status.current
     return op is not None and op.kind is OperationKind.SCALE and op.state is OperationState.PAUSED
 
@@ -44,6 +38,13 @@ async def scale(
     watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow the scale until it ends or pauses")] = False,
 ) -> None:
     """Scale a cluster's workers: 'scale ID --workers N [--watch]'."""
+    from config.settings import load_settings
+    from models.operations import ScaleRequest
+    from starter import clusters
+    from starter.upgrade_commands import EXIT_PAUSED
+    from starter.watch import watch
+    from worker.clients import connect_temporal
+
     settings = load_settings()
     client = await connect_temporal(settings)
     before = await clusters.get_status(client, cluster_id)
@@ -67,6 +68,18 @@ async def scale(
 
 async def start_scale(client: Any, cluster_id: str, request: ScaleRequest) -> WorkflowUpdateHandle[Any]:
     """Ask the entity; a validator's refusal is an error that says why, and nothing changed."""
+    from temporalio.client import (
+        WorkflowUpdateFailedError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        WorkflowUpdateStage,
+    )
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from models.errors import innermost_message
+    from starter import clusters
+    from starter.upgrade_commands import REFUSAL_CHECK_SECONDS
+    from workflows.cluster import ClusterWorkflow
+
     try:
         update: WorkflowUpdateHandle[Any] = await clusters.entity(client, cluster_id).start_update(
             ClusterWorkflow.scale, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
@@ -87,6 +100,12 @@ async def start_scale(client: Any, cluster_id: str, request: ScaleRequest) -> Wo
 
 
 async def report(cluster_id: str, update: WorkflowUpdateHandle[Any]) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from models.errors import innermost_message
+    from models.operations import UpgradeOutcome
+    from starter.upgrade_commands import EXIT_FAILED
+
     try:
         result: ScaleResult = await update.result()
     except WorkflowUpdateFailedError as exc:
