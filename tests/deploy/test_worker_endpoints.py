@@ -84,7 +84,8 @@ def worker_identity(local_stack: Stack, tmp_path: Path) -> Path:
     env = {k: v for k, v in env.items() if k.startswith("TENANTCTL_") and v is not None}
     root = hvac.Client(url=env["TENANTCTL_VAULT_ADDR"], token=local_stack.stack.vault_root_token())
     install_worker_policy(root)
-    mount, role_id, secret_id = approle(root, token_ttl="3s", token_max_ttl="8s")
+    # tokens capped at 4 s: even a fast lifecycle (~6 s, idle machine) outlives one: the worker logs in again
+    mount, role_id, secret_id = approle(root, token_ttl="2s", token_max_ttl="4s")
     state = tmp_path / "worker-state"
     state.mkdir()
     lines = [f"{key}={value}" for key, value in env.items() if key not in STACK_VAULT_IDENTITY]
