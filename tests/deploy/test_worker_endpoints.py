@@ -205,7 +205,8 @@ async def test_sigterm_makes_the_worker_unready_and_hands_its_work_on(
             time.sleep(0.05)
         code = worker.proc.wait(timeout=TERMINATION_GRACE.total_seconds())
         took = time.monotonic() - signalled
-    assert seen and set(seen) == {503}, seen
+    # a probe may still be answered before the signal handler has run; once unready, it stays unready
+    assert 503 in seen and 200 not in seen[seen.index(503) :], seen
     assert code == 0 and took < TERMINATION_GRACE.total_seconds()
     assert "shutting down: in-flight activities get up to" in worker.output()
 
