@@ -42,13 +42,19 @@ whole setting, DELETE clears it. 429 carries ``Retry-After: 1`` (so urllib3, and
 official client, retries idempotent requests on it by default; set ``Configuration.retries = False``
 to see every 429).
 
+Service account tokens (tokens.py): the TokenRequest API (``POST .../serviceaccounts/NAME/token``,
+``kubectl create token``) signs RS256 JWTs with the claims a real apiserver writes; the TokenReview API
+(``POST /apis/authentication.k8s.io/v1/tokenreviews``) checks signature, issuer, expiry, audiences and
+that the ServiceAccount still exists, so OpenBao's ``kubernetes`` auth method logs in against it.
+
 Modelled like kube-apiserver: server-side apply and managedFields (apply.py, fieldsets.py), garbage
 collection (garbage.py), decoding against the real 1.32 OpenAPI schemas with fieldValidation (schema.py),
 422 validation (validation.py), server-side printing (printers.py), /openapi/v2 and /openapi/v3
 (openapi.py). Deliberately not modelled: protobuf and CBOR bodies (415, whose message gives the JSON
-workaround `kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`), real pods behind
-Deployments, authentication/RBAC/admission webhooks, watch bookmarks, pod graceful termination (pods go at
-once), aggregated discovery. See the README's "The host API emulator".
+workaround `kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`; the one exception is
+the TokenRequest of `kubectl create token`), real pods behind Deployments, RBAC (every request is
+allowed; only TokenReview asks who calls) and admission webhooks, watch bookmarks, pod graceful
+termination (pods go at once), aggregated discovery. See the README's "The host API emulator".
 """
 
 from .controllers import KUBELET_VERSION, NEVER_READY, READY_DELAY, TENANT_NODE, TENANT_PODS

@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 
 from .emulator import Emulator
+from .tokens import DEFAULT_ISSUER, MIN_EXPIRATION_SECONDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-delay", type=float, default=0.5, help="seconds until deployments are ready")
     parser.add_argument("--history-size", type=int, default=1000, help="watch events kept per cluster")
     parser.add_argument("--advertise-url", help="server URL written into kubeconfigs (default http://HOST:PORT)")
+    parser.add_argument("--token-issuer", default=DEFAULT_ISSUER, help="iss of service account tokens")
+    parser.add_argument(
+        "--min-token-expiration-seconds",
+        type=int,
+        default=MIN_EXPIRATION_SECONDS,
+        help="shortest TokenRequest accepted (kube-apiserver: 600)",
+    )
+    parser.add_argument("--tls-dir", help="serve https with a CA and certificate kept here (ca.crt for clients)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -33,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.state_file,
         history_size=args.history_size,
         advertise_url=args.advertise_url,
+        token_issuer=args.token_issuer,
+        min_token_expiration_seconds=args.min_token_expiration_seconds,
+        tls_dir=args.tls_dir,
     ).start()
     if args.kubeconfig:
         emulator.write_kubeconfig(args.kubeconfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from .faults import FaultInjector
 from .resources import DNS1123_LABEL
 from .server import Server
 from .store import Store, WatchEvent
+from .tls import ServingCertificate, serving_certificate
+from .tokens import DEFAULT_ISSUER, MIN_EXPIRATION_SECONDS, ServiceAccountTokens
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ class Emulator:
         save_debounce: float = 0.2,
         fault_seed: int | None = None,
         advertise_url: str | None = None,
+        token_issuer: str = DEFAULT_ISSUER,
+        min_token_expiration_seconds: int = MIN_EXPIRATION_SECONDS,
+        tls_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host, self._port = host, port
         # what kubeconfigs point at when clients reach the server by another name (docker compose)
@@ -44,6 +50,14 @@ class Emulator:
         self.store = Store(history_size)
         self.faults = FaultInjector(fault_seed)
         self.controllers = Controllers(self.store, ready_delay)
+        # service account tokens; the signing key lives beside the state file so tokens survive restarts
+        key_file = self.state_file.with_name(f"{self.state_file.name}.sa-key.pem") if self.state_file else None
+        self.tokens = ServiceAccountTokens(
+            self.store, key_file, issuer=token_issuer, min_expiration_seconds=min_token_expiration_seconds
+        )
+        # https with a CA and server certificate kept in tls_dir (made on first start), else plain http
+        self.tls_dir = Path(tls_dir) if tls_dir else None
+        self.tls: ServingCertificate | None = None
         self._server: Server | None = None
         self._threads: list[threading.Thread] = []
         self._dirty = threading.Event()
@@ -56,7 +70,9 @@ class Emulator:
             self.store.restore(json.loads(self.state_file.read_text()))
             log.info("restored state from %s (resourceVersion %s)", self.state_file, self.store.rv)
         self.store.cluster("")  # the host cluster always exists
-        self._server = Server((self.host, self._port), self)
+        if self.tls_dir is not None:
+            self.tls = serving_certificate(self.tls_dir, (self.host,))
+        self._server = Server((self.host, self._port), self, self.tls.server_context() if self.tls else None)
         self._port = int(self._server.server_address[1])
         self.controllers.start()
         self._spawn(lambda: self._server.serve_forever(poll_interval=0.1) if self._server else None, "http")
@@ -110,7 +126,8 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        return self.advertise_url or f"http://{self.host}:{self._port}"
+        scheme = "https" if self.tls_dir is not None else "http"
+        return self.advertise_url or f"{scheme}://{self.host}:{self._port}"
 
     def tenant_url(self, tenant: str) -> str:
         if not DNS1123_LABEL.match(tenant):
@@ -124,11 +141,17 @@ class Emulator:
             "apiVersion": "v1",
             "kind": "Config",
             "preferences": {},
-            "clusters": [{"name": name, "cluster": {"server": server}}],
+            "clusters": [{"name": name, "cluster": self._cluster_entry(server)}],
             "users": [{"name": name, "user": {"token": "emulator"}}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}],
             "current-context": name,
         }
+
+    def _cluster_entry(self, server: str) -> dict[str, str]:
+        entry = {"server": server}
+        if self.tls is not None:
+            entry["certificate-authority-data"] = base64.b64encode(self.tls.ca_pem.encode()).decode()
+        return entry
 
     def write_kubeconfig(self, path: str | os.PathLike[str], tenant: str | None = None) -> Path:
         target = Path(path)

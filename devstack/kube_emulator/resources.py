@@ -82,7 +82,7 @@ class ResourceType:
     plural: str
     namespaced: bool = True
     short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()  # status / scale / eviction
+    subresources: tuple[str, ...] = ()  # status / scale / eviction / token
     generation: bool = False  # metadata.generation tracks spec changes
     name_rule: str = "subdomain"  # "label" for kinds whose names must be DNS-1123 labels
     field_labels: tuple[str, ...] = ()  # fieldSelector fields beyond metadata.name/namespace
@@ -144,7 +144,9 @@ RESOURCES: tuple[ResourceType, ...] = (
         return_deleted=True,
         in_all=True,
     ),
-    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), return_deleted=True),
+    ResourceType(
+        "", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), subresources=("token",), return_deleted=True
+    ),
     ResourceType(
         "",
         "v1",
@@ -246,6 +248,8 @@ FOREGROUND_FINALIZER = "foregroundDeletion"
 ORPHAN_FINALIZER = "orphan"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+# Create-only resources that are never stored (tokens.py answers them): (group, version, plural, kind).
+REVIEWS: tuple[tuple[str, str, str, str], ...] = (("authentication.k8s.io", "v1", "tokenreviews", "TokenReview"),)
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
@@ -340,6 +344,9 @@ def groups() -> dict[str, list[str]]:
     for rt in RESOURCES:
         if rt.group and rt.version not in out.setdefault(rt.group, []):
             out[rt.group].append(rt.version)
+    for group, version, _, _ in REVIEWS:
+        if version not in out.setdefault(group, []):
+            out[group].append(version)
     return out
 
 
@@ -384,7 +391,14 @@ def api_resource_list(group: str, version: str) -> Obj:
                 entry.update(group="autoscaling", version="v1", kind="Scale")
             if sub == "eviction":
                 entry.update(group="policy", version="v1", kind="Eviction", verbs=["create"])
+            if sub == "token":
+                entry.update(group="authentication.k8s.io", version="v1", kind="TokenRequest", verbs=["create"])
             resources.append(entry)
+    for review_group, review_version, plural, kind in REVIEWS:
+        if (review_group, review_version) == (group, version):
+            resources.append(
+                {"name": plural, "singularName": kind.lower(), "namespaced": False, "kind": kind, "verbs": ["create"]}
+            )
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

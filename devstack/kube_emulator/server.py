@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from .resources import (
     DNS1123_LABEL,
     FOREGROUND_FINALIZER,
     ORPHAN_FINALIZER,
+    REVIEWS,
     VERSION_INFO,
     ApiError,
     Obj,
@@ -41,12 +43,14 @@ from .resources import (
 from .schema import field_validation
 from .selectors import object_matcher
 from .store import key_of
+from .tokens import bearer_of, token_request_from_protobuf
 
 if TYPE_CHECKING:
     from .emulator import Emulator
 
 log = logging.getLogger(__name__)
 HEALTH = ("/healthz", "/livez", "/readyz")
+TLS_HANDSHAKE_TIMEOUT = 10.0
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 # kubectl's generators (`kubectl create namespace|configmap|secret|deployment|...`) send protobuf
 PROTOBUF_HINT = (
@@ -66,11 +70,24 @@ def not_allowed() -> ApiError:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+    def __init__(self, address: tuple[str, int], emulator: Emulator, tls: ssl.SSLContext | None = None) -> None:
         self.emulator = emulator
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, Handler)
+        if tls is not None:  # the handshake happens in the request's thread, not the accepting one
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+                request.do_handshake()
+                request.settimeout(None)
+            except OSError as exc:  # ssl.SSLError included: a client that does not trust the CA
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return
+        super().finish_request(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:  # tracked so stop() can cut keep-alive connections and watches
@@ -262,6 +279,11 @@ class Handler(BaseHTTPRequestHandler):
             if self.command != "GET":
                 raise not_allowed()
             return self._send_json(200, api_resource_list(group, version))
+        if any((group, version, rest[0]) == review[:3] for review in REVIEWS) and len(rest) == 1:
+            if self.command != "POST":
+                raise not_allowed()
+            bearer = bearer_of(self.headers.get("Authorization"))
+            return self._send_json(201, self.server.emulator.tokens.review(cluster, self._json(raw), bearer))
         ns: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3 and (nrt := lookup(group, version, rest[2])) and nrt.namespaced:
             ns, rest = rest[1], rest[2:]
@@ -279,6 +301,12 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         store, method = self.server.emulator.store, self.command
         dry = q.get("dryRun") == "All"
+        if sub == "token":  # TokenRequest: create only, nothing stored
+            if method != "POST" or ns is None or name is None:
+                raise not_allowed()
+            protobuf = self.headers.get("Content-Type", "").startswith(PROTOBUF)  # kubectl create token
+            body = token_request_from_protobuf(raw) if protobuf else self._json(raw)
+            return self._send_json(201, self.server.emulator.tokens.request(cluster, ns, name, body))
         if method == "GET" and name is None:
             if q.get("watch") in ("true", "1"):
                 return self._watch(cluster, rt, ns, q)

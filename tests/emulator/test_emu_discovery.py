@@ -14,6 +14,7 @@ GROUPS = {
     "networking.k8s.io": "networking.k8s.io/v1",
     "policy": "policy/v1",
     "coordination.k8s.io": "coordination.k8s.io/v1",
+    "authentication.k8s.io": "authentication.k8s.io/v1",  # TokenReview (test_emu_tokens.py)
 }
 
 
