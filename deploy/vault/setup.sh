@@ -15,11 +15,14 @@ set -- kubernetes_host="${KUBERNETES_HOST:?https://<api-server>:6443}"
 if [ -n "${KUBERNETES_CA_CERT:-}" ]; then set -- "$@" kubernetes_ca_cert=@"$KUBERNETES_CA_CERT" disable_local_ca_jwt=true; fi
 if [ -n "${TOKEN_REVIEWER_JWT:-}" ]; then set -- "$@" token_reviewer_jwt="$TOKEN_REVIEWER_JWT"; fi
 vault write auth/kubernetes/config "$@"
+# Only the worker's ServiceAccount, only with its projected token of audience "vault"
+# (deploy/base/worker-deployment.yaml), which the Kubernetes API itself does not accept.
 vault write auth/kubernetes/role/tenantctl-worker \
   bound_service_account_names=tenantctl-worker \
-  bound_service_account_namespaces=tenantctl \
+  bound_service_account_namespaces="${WORKER_NAMESPACE:-tenantctl}" \
+  audience=vault \
   token_policies=tenantctl_worker token_no_default_policy=true \
-  token_ttl=1h token_max_ttl=24h
+  token_ttl="${WORKER_TOKEN_TTL:-1h}" token_max_ttl="${WORKER_TOKEN_MAX_TTL:-24h}"
 
 # AppRole (a worker outside the cluster, or no Kubernetes auth): the secret id goes into the
 # tenantctl-vault Secret (keys role-id, secret-id).

@@ -1,5 +1,6 @@
 """The worker's Vault login and token upkeep (worker/vault_auth.py) on a real OpenBao, with tokens
-of the worker policy whose TTLs run out within the test: calls keep succeeding throughout."""
+of the worker policy whose TTLs run out within the test: calls keep succeeding throughout.
+Kubernetes auth, against the emulator's TokenReview API: test_kubernetes_auth.py."""
 
 from __future__ import annotations
 
@@ -15,16 +16,10 @@ from activities.providers.contract import Providers
 from config.settings import Settings
 from models.pki import CaInput
 from models.provider import ClusterRef
-from tests.deploy.vault_helpers import (
-    ServiceAccountIssuer,
-    approle,
-    install_worker_policy,
-    service_account_login,
-    worker_token,
-)
+from tests.deploy.vault_helpers import approle, install_worker_policy, worker_token
 from tests.servers import OpenBao
 from tests.specs import small_kvm, unique_id
-from worker.vault_auth import approle_login, kept_vault_client, kubernetes_login, login_of, vault_client_from
+from worker.vault_auth import approle_login, kept_vault_client, login_of, vault_client_from
 
 
 @pytest.fixture
@@ -80,27 +75,6 @@ def test_a_revoked_token_is_replaced_without_failing_the_call(root: hvac.Client,
         assert keeper.logins == 2
     finally:
         keeper.stop()
-
-
-def test_kubernetes_login_rereads_the_rotated_service_account_token(
-    root: hvac.Client, openbao: OpenBao, tmp_path: Path
-) -> None:
-    issuer = ServiceAccountIssuer()
-    mount = service_account_login(root, issuer, token_ttl="2s", token_max_ttl="3s")
-    token_file = tmp_path / "token"
-    token_file.write_text(issuer.token(lifetime=4))  # the kubelet rotates it before it expires
-    vault, keeper = kept_vault_client(openbao.addr, kubernetes_login("tenantctl-worker", token_file, mount))
-    try:
-        keep_calling(vault, 2)
-        token_file.write_text(issuer.token(lifetime=3600))  # rotated; the first one expires soon
-        keep_calling(vault, 5)  # the re-logins after the first JWT expired used the new file
-        assert keeper.logins >= 3
-    finally:
-        keeper.stop()
-    # a token for another service account is refused by the role: the worker's identity is bound
-    token_file.write_text(issuer.token(lifetime=60, subject="system:serviceaccount:other:default"))
-    with pytest.raises(hvac.exceptions.VaultError):
-        kept_vault_client(openbao.addr, kubernetes_login("tenantctl-worker", token_file, mount))
 
 
 def test_a_static_renewable_token_is_renewed(root: hvac.Client, openbao: OpenBao) -> None:
