@@ -11,6 +11,9 @@ COPY activities activities
 COPY worker worker
 COPY starter starter
 COPY devstack devstack
-RUN pip install ".[devstack]" && useradd --uid 10001 --no-create-home tenantctl
+# /state: a fresh named volume (docker-compose.yml) takes the owner of the image's directory, so the
+# emulator running as tenantctl can write its kubeconfig and state file there.
+RUN pip install ".[devstack]" && groupadd --gid 10001 tenantctl \
+    && useradd --uid 10001 --gid 10001 --no-create-home tenantctl && install -d -o 10001 -g 10001 /state
 USER tenantctl
 CMD ["python", "-m", "worker"]

@@ -13,7 +13,7 @@ from .emulator import Emulator
 from .tokens import DEFAULT_ISSUER, MIN_EXPIRATION_SECONDS
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack.kube_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6443, help="0 picks a free port")
@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tls-dir", help="serve https with a CA and certificate kept here (ca.crt for clients)")
     parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
