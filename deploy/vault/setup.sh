@@ -10,7 +10,7 @@ vault policy write tenantctl_worker "$here/tenantctl-worker.hcl"
 # Kubernetes auth: Vault verifies the pod's service account token with the cluster's TokenReview API.
 vault auth enable kubernetes 2>/dev/null || true
 # Vault outside the management cluster: also KUBERNETES_CA_CERT (file) and TOKEN_REVIEWER_JWT (a
-# token allowed to create TokenReviews, e.g. of a ServiceAccount bound to system:auth-delegator).
+# token allowed to create TokenReviews: deploy/vault/token-reviewer.yaml says how to get both).
 set -- kubernetes_host="${KUBERNETES_HOST:?https://<api-server>:6443}"
 if [ -n "${KUBERNETES_CA_CERT:-}" ]; then set -- "$@" kubernetes_ca_cert=@"$KUBERNETES_CA_CERT" disable_local_ca_jwt=true; fi
 if [ -n "${TOKEN_REVIEWER_JWT:-}" ]; then set -- "$@" token_reviewer_jwt="$TOKEN_REVIEWER_JWT"; fi

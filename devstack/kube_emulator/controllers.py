@@ -14,9 +14,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .garbage import GarbageCollector
 from .resources import (
+    BY_KEY,
     DEPLOYMENTS,
     FOREGROUND_FINALIZER,
     NAMESPACES,
@@ -30,6 +32,10 @@ from .resources import (
 )
 from .rollouts import replicaset_name, sync_replicasets
 from .store import NAMESPACED, Store, WatchEvent
+from .tokens import TOKEN_SECRET_ACCOUNT, TOKEN_SECRET_TYPE
+
+if TYPE_CHECKING:
+    from .tokens import ServiceAccountTokens
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +70,7 @@ _OWNED = (
 class _Task:
     due: float
     seq: int
-    action: str = field(compare=False)  # deployment | namespace | unregister | pdb | gc
+    action: str = field(compare=False)  # deployment | namespace | unregister | pdb | gc | token
     cluster: str = field(compare=False)
     ns: str = field(compare=False)
     name: str = field(compare=False)
@@ -99,6 +105,9 @@ class Controllers:
         self._thread: threading.Thread | None = None
         self.garbage = GarbageCollector(store)
         self._gc_pending: set[str] = set()  # clusters with a garbage collection pass queued
+        # the token controller's signer and the CA it puts into token Secrets (set by the Emulator)
+        self.tokens: ServiceAccountTokens | None = None
+        self.ca_pem: str | None = None
         store.listeners.append(self._on_event)
 
     def start(self) -> None:
@@ -149,6 +158,13 @@ class Controllers:
                 self._schedule("deployment", cluster, meta["namespace"], meta["name"])
         elif ev.key == NAMESPACES.key and meta.get("deletionTimestamp") and ev.type != "DELETED":
             self._schedule("namespace", cluster, "", meta["name"])
+        if ev.key == "/secrets" and ev.type != "DELETED" and ev.obj.get("type") == TOKEN_SECRET_TYPE:
+            self._schedule("token", cluster, meta["namespace"], meta["name"])
+        if ev.key == "/serviceaccounts" and ev.type == "DELETED":  # its token Secrets go with it
+            for (ns, name), secret in list(self.store.clusters[cluster].bucket(BY_KEY["/secrets"]).items()):
+                annotations = secret["metadata"].get("annotations") or {}
+                if ns == meta["namespace"] and annotations.get(TOKEN_SECRET_ACCOUNT) == meta["name"]:
+                    self._schedule("token", cluster, ns, name)
         if ev.key in (PODS.key, PDBS.key):
             self._schedule("pdb", cluster, meta["namespace"], "")
         if ev.type == "DELETED" and meta.get("namespace"):  # maybe the last object of a terminating ns
@@ -171,9 +187,14 @@ class Controllers:
                     "unregister": self._unregister,
                     "pdb": self._sync_pdbs,
                     "gc": self._collect_garbage,
+                    "token": self._fill_token_secret,
                 }[task.action](task)
             except Exception:  # a controller bug must not kill the emulator
                 log.exception("controller task %s failed", task)
+
+    def _fill_token_secret(self, t: _Task) -> None:
+        if self.tokens is not None:
+            self.tokens.fill_token_secret(t.cluster, t.ns, t.name, self.ca_pem)
 
     def _collect_garbage(self, t: _Task) -> None:
         with self._cv:

@@ -72,6 +72,7 @@ class Emulator:
         self.store.cluster("")  # the host cluster always exists
         if self.tls_dir is not None:
             self.tls = serving_certificate(self.tls_dir, (self.host,))
+        self.controllers.tokens, self.controllers.ca_pem = self.tokens, self.tls.ca_pem if self.tls else None
         self._server = Server((self.host, self._port), self, self.tls.server_context() if self.tls else None)
         self._port = int(self._server.server_address[1])
         self.controllers.start()

@@ -53,6 +53,11 @@ MAX_EXPIRATION_SECONDS: Final = 2**32
 KUBECONFIG_TOKEN: Final = "emulator"
 """The bearer token of the kubeconfigs the emulator writes: an authenticated cluster admin."""
 BOUND_KINDS: Final = {"Pod": "pods", "Secret": "secrets"}
+LEGACY_ISSUER: Final = "kubernetes/serviceaccount"
+LEGACY_PREFIX: Final = "kubernetes.io/serviceaccount/"
+TOKEN_SECRET_TYPE: Final = "kubernetes.io/service-account-token"
+TOKEN_SECRET_ACCOUNT: Final = "kubernetes.io/service-account.name"
+TOKEN_SECRET_ACCOUNT_UID: Final = "kubernetes.io/service-account.uid"
 
 
 class TokenInvalid(Exception):
@@ -267,6 +272,8 @@ class ServiceAccountTokens:
     def validate(self, cluster: str, token: str, audiences: list[str]) -> Obj:
         """The token's claims if it authenticates for one of ``audiences``; else TokenInvalid."""
         claims = self._verified_claims(token)
+        if claims.get("iss") == LEGACY_ISSUER:
+            return self._validate_legacy(cluster, token, claims, audiences)
         now = time.time()
         if claims.get("iss") != self.issuer:
             raise TokenInvalid(f"token issuer {claims.get('iss')!r} is not {self.issuer!r}")
@@ -285,6 +292,77 @@ class ServiceAccountTokens:
         claims["aud"] = token_audiences
         self._check_still_bound(cluster, claims)
         return claims
+
+    # --- legacy tokens: Secrets of type kubernetes.io/service-account-token ---------------------
+
+    def legacy_token(self, namespace: str, secret: str, account: str, account_uid: str) -> str:
+        """The non-expiring token the token controller writes into a service-account-token Secret."""
+        return self.sign(
+            {
+                "iss": LEGACY_ISSUER,
+                LEGACY_PREFIX + "namespace": namespace,
+                LEGACY_PREFIX + "secret.name": secret,
+                LEGACY_PREFIX + "service-account.name": account,
+                LEGACY_PREFIX + "service-account.uid": account_uid,
+                "sub": f"system:serviceaccount:{namespace}:{account}",
+            }
+        )
+
+    def _validate_legacy(self, cluster: str, token: str, claims: Obj, audiences: list[str]) -> Obj:
+        """Valid for the API audiences only, while its Secret (holding this very token) and its
+        ServiceAccount exist, as the apiserver's legacy validator checks."""
+        if not _intersect(self.api_audiences, audiences):
+            raise TokenInvalid(
+                f"token audiences {json.dumps(self.api_audiences)} is invalid for the target audiences "
+                f"{json.dumps(audiences)}"
+            )
+        namespace = str(claims.get(LEGACY_PREFIX + "namespace", ""))
+        secret_name = str(claims.get(LEGACY_PREFIX + "secret.name", ""))
+        account = {
+            "name": str(claims.get(LEGACY_PREFIX + "service-account.name", "")),
+            "uid": str(claims.get(LEGACY_PREFIX + "service-account.uid", "")),
+        }
+        secret = self.store.find(cluster, BY_KEY["/secrets"], namespace, secret_name)
+        stored = base64.b64decode((secret or {}).get("data", {}).get("token", "")).decode(errors="replace")
+        if secret is None or secret["metadata"].get("deletionTimestamp") or stored != token:
+            raise TokenInvalid(f'secrets "{secret_name}" not found or no longer holds this token')
+        normalized = {
+            **claims,
+            "aud": _intersect(self.api_audiences, audiences),
+            "kubernetes.io": {"namespace": namespace, "serviceaccount": account},
+        }
+        self._check_still_bound(cluster, normalized)
+        return normalized
+
+    def fill_token_secret(self, cluster: str, namespace: str, name: str, ca_pem: str | None) -> None:
+        """The token controller's work for one Secret of type kubernetes.io/service-account-token:
+        token, namespace and ca.crt filled in; deleted if its ServiceAccount does not exist."""
+        secrets, accounts = BY_KEY["/secrets"], BY_KEY["/serviceaccounts"]
+        with self.store.lock:
+            secret = self.store.find(cluster, secrets, namespace, name)
+            if secret is None or secret.get("type") != TOKEN_SECRET_TYPE or secret["metadata"].get("deletionTimestamp"):
+                return
+            annotations = secret["metadata"].get("annotations") or {}
+            account = self.store.find(cluster, accounts, namespace, annotations.get(TOKEN_SECRET_ACCOUNT, ""))
+            wanted_uid = annotations.get(TOKEN_SECRET_ACCOUNT_UID)
+            if account is None or (wanted_uid and wanted_uid != account["metadata"]["uid"]):
+                self.store.remove(cluster, secrets, namespace, name)
+                return
+            if (secret.get("data") or {}).get("token"):
+                return
+            uid = account["metadata"]["uid"]
+            token = self.legacy_token(namespace, name, account["metadata"]["name"], uid)
+            data = {"token": token, "namespace": namespace, **({"ca.crt": ca_pem} if ca_pem else {})}
+
+            def fill(current: Obj | None) -> Obj | None:
+                if current is None:
+                    return None
+                current["metadata"].setdefault("annotations", {})[TOKEN_SECRET_ACCOUNT_UID] = uid
+                encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+                current["data"] = {**(current.get("data") or {}), **encoded}
+                return current
+
+            self.store.mutate(cluster, secrets, namespace, name, fill)
 
     def _verified_claims(self, token: str) -> Obj:
         try:
@@ -330,7 +408,9 @@ def _intersect(have: list[Any], wanted: list[str]) -> list[str]:
 def _user_of(claims: Obj) -> Obj:
     scope = claims["kubernetes.io"]
     namespace, account = scope["namespace"], scope["serviceaccount"]
-    extra: dict[str, list[str]] = {"authentication.kubernetes.io/credential-id": [f"JTI={claims.get('jti', '')}"]}
+    extra: dict[str, list[str]] = {}
+    if claims.get("jti"):
+        extra["authentication.kubernetes.io/credential-id"] = [f"JTI={claims['jti']}"]
     if isinstance(scope.get("pod"), dict):
         extra["authentication.kubernetes.io/pod-name"] = [scope["pod"]["name"]]
         extra["authentication.kubernetes.io/pod-uid"] = [scope["pod"]["uid"]]

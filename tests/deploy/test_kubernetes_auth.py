@@ -2,12 +2,14 @@
 with the host API emulator's TokenReview API (over TLS, with its CA, as in production).
 
 OpenBao is set up by deploy/vault/setup.sh itself (its own server: the script uses the default
-mount paths); the reviewer token, the worker's token and the other accounts' tokens come from the
-emulator's TokenRequest API, as ``kubectl create token`` and the kubelet get them.
+mount paths), with the reviewer token and CA read from deploy/vault/token-reviewer.yaml's Secret as
+that file says; the worker's and the other accounts' tokens come from the emulator's TokenRequest
+API, as the kubelet gets the projected ones.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import time
@@ -18,6 +20,7 @@ from typing import Any
 
 import hvac
 import hvac.exceptions
+import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client, config
@@ -28,16 +31,19 @@ from config.settings import Settings
 from devstack.kube_emulator import Emulator
 from models.pki import CaInput
 from models.provider import ClusterRef
+from tests.deploy.rendering import KUBECTL, NO_KUBECTL
 from tests.deploy.vault_helpers import ROOT, WORKER_POLICY
 from tests.servers import binary, free_port, process, wait_http
 from tests.specs import small_kvm, unique_id
 from worker.vault_auth import kept_vault_client, kubernetes_login, vault_client_from
 
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason=NO_KUBECTL)
+
 BASE = ROOT / "deploy" / "base"
 NAMESPACE = yaml.safe_load((BASE / "kustomization.yaml").read_text())["namespace"]
 SERVICE_ACCOUNT = yaml.safe_load((BASE / "serviceaccount.yaml").read_text())["metadata"]["name"]
 ROLE = "tenantctl-worker"
-REVIEWER = "vault-auth"  # in production bound to system:auth-delegator (README)
+REVIEWER_MANIFEST = ROOT / "deploy" / "vault" / "token-reviewer.yaml"
 TOKEN_TTL, TOKEN_MAX_TTL = 2, 5  # seconds: the worker's Vault token runs out within a test
 
 
@@ -57,28 +63,55 @@ class World:
         self.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
 
 
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    assert KUBECTL is not None, NO_KUBECTL
+    done = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def reviewer_credentials(emulator: Emulator, kubeconfig: Path, workdir: Path) -> tuple[str, Path]:
+    """deploy/vault/token-reviewer.yaml applied and read back as its comment says: (jwt, CA file)."""
+    documents = list(yaml.safe_load_all(REVIEWER_MANIFEST.read_text()))
+    served = [d for d in documents if d["kind"] != "ClusterRoleBinding"]  # the emulator serves no RBAC API
+    assert [d["roleRef"]["name"] for d in documents if d not in served] == ["system:auth-delegator"]
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(served))
+    secret = next(d["metadata"]["name"] for d in served if d["kind"] == "Secret")
+
+    def field(path: str) -> str:
+        return kubectl(kubeconfig, "-n", NAMESPACE, "get", "secret", secret, "-o", f"jsonpath={{.data.{path}}}")
+
+    deadline = time.monotonic() + 10
+    while not field("token"):  # the token controller fills it in
+        assert time.monotonic() < deadline, "the token controller did not fill in the reviewer's token"
+        time.sleep(0.05)
+    ca_file = workdir / "kubernetes-ca.crt"
+    ca_file.write_bytes(base64.b64decode(field("ca\\.crt")))
+    assert emulator.tls is not None and ca_file.read_text() == emulator.tls.ca_pem
+    return base64.b64decode(field("token")).decode(), ca_file
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("kubernetes-auth")
     with Emulator(port=0, tls_dir=workdir / "tls", min_token_expiration_seconds=1) as emulator:
+        kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig")
         cfg = client.Configuration()
-        config.load_kube_config(str(emulator.write_kubeconfig(workdir / "kubeconfig")), client_configuration=cfg)
+        config.load_kube_config(str(kubeconfig), client_configuration=cfg)
         core = client.CoreV1Api(client.ApiClient(cfg))
         core.create_namespace({"metadata": {"name": NAMESPACE}})
-        for name in (SERVICE_ACCOUNT, REVIEWER):
-            core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": name}})
-        # the reviewer's token is for the API itself (its default audiences), as `kubectl create token` makes it
-        reviewer_jwt = core.create_namespaced_service_account_token(
-            REVIEWER, NAMESPACE, {"spec": {"expirationSeconds": 86400}}
-        ).status.token
+        core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": SERVICE_ACCOUNT}})
+        reviewer_jwt, ca_file = reviewer_credentials(emulator, kubeconfig, workdir)
         port, root_token = free_port(), "kubernetes-auth-root"
-        args = [
-            binary("bao"),
-            "server",
-            "-dev",
-            f"-dev-root-token-id={root_token}",
-            f"-dev-listen-address=127.0.0.1:{port}",
-        ]
+        listen = f"-dev-listen-address=127.0.0.1:{port}"
+        args = [binary("bao"), "server", "-dev", f"-dev-root-token-id={root_token}", listen]
         with process(args, workdir / "openbao.log", env={"HOME": str(workdir)}):
             addr = f"http://127.0.0.1:{port}"
             wait_http(f"{addr}/v1/sys/health")
@@ -89,7 +122,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "BAO_TOKEN": root_token,
                 "HOME": str(workdir),
                 "KUBERNETES_HOST": emulator.url,
-                "KUBERNETES_CA_CERT": str(emulator.tls.ca_file if emulator.tls else ""),
+                "KUBERNETES_CA_CERT": str(ca_file),
                 "TOKEN_REVIEWER_JWT": reviewer_jwt,
                 "WORKER_TOKEN_TTL": f"{TOKEN_TTL}s",
                 "WORKER_TOKEN_MAX_TTL": f"{TOKEN_MAX_TTL}s",
@@ -123,6 +156,12 @@ def role_like_the_workers(world: World, account: str) -> str:
         token_no_default_policy=True,
     )
     return account
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "1.33.0"])
+def test_the_reviewer_manifest_passes_strict_schema_validation(version: str) -> None:
+    for document in yaml.safe_load_all(REVIEWER_MANIFEST.read_text()):
+        kubernetes_validate.validate(document, version, strict=True)
 
 
 def test_the_mount_is_configured_as_setup_sh_says(world: World) -> None:

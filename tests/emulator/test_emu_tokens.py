@@ -277,3 +277,41 @@ def _tls_config(kubeconfig: Path) -> client.Configuration:
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     return cfg
+
+
+def test_a_service_account_token_secret_is_filled_and_dies_with_its_account(
+    api: client.ApiClient, core: client.CoreV1Api, ns: str, account: str, kit: Any
+) -> None:
+    """The token controller: a legacy, non-expiring token in the Secret, valid for the API audiences
+    while the Secret and the ServiceAccount exist."""
+    annotations = {"kubernetes.io/service-account.name": account}
+    secret = {
+        "metadata": {"name": "reviewer", "annotations": annotations},
+        "type": "kubernetes.io/service-account-token",
+    }
+    core.create_namespaced_secret(ns, secret)
+
+    def filled() -> Any:
+        data = core.read_namespaced_secret("reviewer", ns).data or {}
+        return data if "token" in data else None
+
+    data = kit.wait_for(filled, what="the token controller")
+    token = base64.b64decode(data["token"]).decode()
+    assert base64.b64decode(data["namespace"]).decode() == ns
+    uid = core.read_namespaced_service_account(account, ns).metadata.uid
+    stored = core.read_namespaced_secret("reviewer", ns).metadata.annotations
+    assert stored["kubernetes.io/service-account.uid"] == uid
+    claims = claims_of(token)
+    assert claims["iss"] == "kubernetes/serviceaccount" and "exp" not in claims
+    assert claims["kubernetes.io/serviceaccount/secret.name"] == "reviewer"
+    status = review(api, token)["status"]
+    assert status["authenticated"] and status["user"]["username"] == f"system:serviceaccount:{ns}:{account}"
+    assert status["audiences"] == [API_AUDIENCE]
+    assert "token audiences" in review(api, token, ["vault"])["status"]["error"]  # the API's only
+    core.delete_namespaced_service_account(account, ns)
+    kit.wait_for(lambda: not core.list_namespaced_secret(ns).items, what="the token Secret to go with its account")
+    assert "no longer holds this token" in review(api, token)["status"]["error"]
+    # a Secret for an account that does not exist is removed, as the token controller does
+    orphan = {**secret, "metadata": {"name": "orphan", "annotations": {"kubernetes.io/service-account.name": "nobody"}}}
+    core.create_namespaced_secret(ns, orphan)
+    kit.wait_for(lambda: not core.list_namespaced_secret(ns).items, what="the orphaned token Secret to be removed")
