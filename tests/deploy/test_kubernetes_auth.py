@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -255,3 +256,25 @@ def test_a_vault_token_that_runs_out_is_renewed_then_replaced(world: World, tmp_
         keeper.stop()
     # the first projected token is dead by now: a worker still holding it could not have logged in
     assert "permission denied" in refused(world, first_jwt)
+
+
+def command_arguments(text: str, command: str) -> dict[str, str]:
+    """The key=value arguments of the shell command starting with ``command`` (continuations joined,
+    quotes dropped, ``${VAR:-default}`` read as its default)."""
+    joined = text.replace("\\\n", " ")
+    line = next(ln for ln in joined.splitlines() if ln.strip().startswith(command))
+    pairs = re.findall(r"(\w+)=(\"[^\"]*\"|'[^']*'|\S+)", line[line.index(command) + len(command) :])
+    values = {key: value.strip("\"'") for key, value in pairs}
+    return {key: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value) for key, value in values.items()}
+
+
+def test_the_readme_commands_are_what_setup_sh_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    script = (ROOT / "deploy" / "vault" / "setup.sh").read_text()
+    role = "vault write auth/kubernetes/role/tenantctl-worker"
+    documented = command_arguments(readme, role)
+    assert documented == command_arguments(script, role)
+    assert documented["audience"] == "vault" and documented["token_policies"] == WORKER_POLICY
+    config_keys = set(command_arguments(readme, "vault write auth/kubernetes/config"))
+    assert config_keys == {"kubernetes_host", "kubernetes_ca_cert", "disable_local_ca_jwt", "token_reviewer_jwt"}
+    assert all(f"{key}=" in script for key in config_keys)
