@@ -365,8 +365,11 @@ class ServiceAccountTokens:
             self.store.mutate(cluster, secrets, namespace, name, fill)
 
     def _verified_claims(self, token: str) -> Obj:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenInvalid("square/go-jose: compact JWS format must have three parts")
+        header_b64, claims_b64, signature_b64 = parts
         try:
-            header_b64, claims_b64, signature_b64 = token.split(".")
             header = json.loads(_unb64(header_b64))
             claims = json.loads(_unb64(claims_b64))
             signature = _unb64(signature_b64)
