@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +25,7 @@ from kubernetes import client
 from devstack.kube_emulator import Emulator
 
 KUBECTL = shutil.which("kubectl")
+REPO = Path(__file__).resolve().parents[2]
 API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 
 
@@ -316,3 +320,30 @@ def test_a_service_account_token_secret_is_filled_and_dies_with_its_account(
     orphan = {**secret, "metadata": {"name": "orphan", "annotations": {"kubernetes.io/service-account.name": "nobody"}}}
     core.create_namespaced_secret(ns, orphan)
     kit.wait_for(lambda: not core.list_namespaced_secret(ns).items, what="the orphaned token Secret to be removed")
+
+
+def test_the_module_entry_point_serves_tls_and_short_tokens(tmp_path: Path, kit: Any) -> None:
+    """`python -m devstack.kube_emulator --tls-dir DIR --min-token-expiration-seconds N`."""
+    kubeconfig = tmp_path / "kubeconfig"
+    args = ["--port", "0", "--kubeconfig", str(kubeconfig), "--tls-dir", str(tmp_path / "tls")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack.kube_emulator", *args, "--min-token-expiration-seconds", "5"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        kit.wait_for(lambda: kubeconfig.exists() and kubeconfig.stat().st_size, timeout=15, what="kubeconfig")
+        with client.ApiClient(_tls_config(kubeconfig)) as api:
+            assert api.configuration.host.startswith("https://")
+            core = client.CoreV1Api(api)
+            core.create_namespaced_service_account("default", {"metadata": {"name": "cli"}})
+            token = token_for(core, "default", "cli", audiences=["vault"], expirationSeconds=5)
+            assert claims_of(token)["exp"] - claims_of(token)["iat"] == 5
+            err, body = kit.api_error(
+                core.create_namespaced_service_account_token, "cli", "default", {"spec": {"expirationSeconds": 4}}
+            )
+            assert err.status == 422 and "less than 5 seconds" in body["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
