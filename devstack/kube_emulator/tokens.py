@@ -209,6 +209,10 @@ class ServiceAccountTokens:
             )
         obj = self.store.get(cluster, BY_KEY[f"/{BOUND_KINDS[kind]}"], namespace, ref["name"])
         uid = obj["metadata"]["uid"]
+        if kind == "Pod" and (obj.get("spec") or {}).get("serviceAccountName", "default") != name:
+            raise ApiError(
+                400, f'cannot bind token for serviceaccount "{name}" to pod running with different serviceaccount name.'
+            )
         if ref.get("uid") and ref["uid"] != uid:
             raise ApiError(
                 409,

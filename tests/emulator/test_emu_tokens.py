@@ -157,7 +157,7 @@ def test_token_review_refuses_tampered_deleted_and_recreated(
 
 
 def test_a_token_bound_to_a_pod_dies_with_the_pod(
-    api: client.ApiClient, core: client.CoreV1Api, ns: str, account: str
+    api: client.ApiClient, core: client.CoreV1Api, ns: str, account: str, kit: Any
 ) -> None:
     pod = core.create_namespaced_pod(
         ns,
@@ -167,6 +167,11 @@ def test_a_token_bound_to_a_pod_dies_with_the_pod(
         },
     )
     ref = {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": pod.metadata.uid}
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "other"}})
+    err, body = kit.api_error(
+        core.create_namespaced_service_account_token, "other", ns, {"spec": {"boundObjectRef": ref}}
+    )
+    assert err.status == 400 and "different serviceaccount name" in body["message"]
     token = token_for(core, ns, account, audiences=["vault"], boundObjectRef=ref)
     assert claims_of(token)["kubernetes.io"]["pod"] == {"name": "p", "uid": pod.metadata.uid}
     status = review(api, token, ["vault"])["status"]
