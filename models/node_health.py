@@ -19,12 +19,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from models.base import Model
 from models.durations import Duration, format_duration
+
+if TYPE_CHECKING:  # models.spec imports this module: these import it back (types only)
+    from models.provider import NodesResult
+    from models.tenant import HealthResult
 
 MIN_UNHEALTHY_AFTER = timedelta(seconds=1)
 MAX_UNHEALTHY_AFTER = timedelta(hours=24)
@@ -112,6 +116,14 @@ def unhealthy_nodes(
         if reasons:
             found[node] = "; ".join(reasons)[:MAX_REASON_LENGTH]
     return found
+
+
+def observed_unhealthy(nodes: list[str], machines: NodesResult, tenant: HealthResult) -> dict[str, str]:
+    """``unhealthy_nodes`` from the two observe activities' results (``<provider>.list_nodes``,
+    ``tenant.check_health``)."""
+    provider = {n.name: (n.ready, n.detail) for n in machines.nodes}
+    registered = {n.name: (n.ready, n.reason) for n in tenant.nodes} if tenant.api_reachable else None
+    return unhealthy_nodes(nodes, provider, registered)
 
 
 def tracked(previous: dict[str, UnhealthyNode], observed: dict[str, str], now: datetime) -> dict[str, UnhealthyNode]:

@@ -33,7 +33,7 @@ from models.cluster import (
 from models.drift import CheckOutcome, DriftCheckRecord
 from models.errors import InvalidInput, innermost_message
 from models.naming import node_role, operation_workflow_id
-from models.node_health import decide, tracked, unhealthy_nodes
+from models.node_health import decide, observed_unhealthy, tracked
 from models.node_repair import NodeRepairInput, NodeRepairResult
 from models.operations import (
     ClusterInput,
@@ -256,15 +256,13 @@ class ClusterWorkflow:
             self._publish()
             return None, ""
         now = workflow.now()
-        provider_view = {n.name: (n.ready, n.detail) for n in machines.nodes}
-        tenant_view = {n.name: (n.ready, n.reason) for n in tenant.nodes} if tenant.api_reachable else None
-        health.unhealthy = tracked(health.unhealthy, unhealthy_nodes(nodes, provider_view, tenant_view), now)
+        health.unhealthy = tracked(health.unhealthy, observed_unhealthy(nodes, machines, tenant), now)
         health.observed_at = now
         decision = decide(nodes, health.unhealthy, spec.node_repair, now)
         health.held = "; ".join(decision.held)
         health.note = (
             f"tenant API unreachable ({tenant.api_detail}): judged by the VMs/instances only"
-            if tenant_view is None
+            if not tenant.api_reachable
             else ""
         )
         self._publish()
