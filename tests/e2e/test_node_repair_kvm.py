@@ -1,0 +1,157 @@
+"""Issue 12 (node auto-repair) end to end on the real local stack, as a user would see it: a worker
+made NotReady through the tenant API (``kubectl patch node --subresource=status``) is replaced by a
+new worker, and the old one's VM, Node and certificates go; with three of six nodes NotReady nothing
+is replaced and ``tenantctl status`` says why, naming the nodes. Short settings (checks every 2s,
+unhealthy after 2s) keep it fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from models.naming import kvm_namespace
+from models.spec import ClusterSpec
+from tests.e2e.conftest import Stack, WorkerProcess
+from tests.specs import small_kvm, unique_id
+
+pytestmark = pytest.mark.stack
+
+FAST: dict[str, Any] = {"drift_check": {"interval": "2s"}, "node_repair": {"unhealthy_after": "2s"}}
+CHECK_SECONDS = UNHEALTHY_AFTER_SECONDS = 2.0
+
+
+def kubectl(stack: Stack, *args: str, server: str | None = None) -> str:
+    where = ["--server", server] if server else []
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(stack.state_dir / "kubeconfig"), *where, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout
+
+
+def tenant_api(stack: Stack, cluster_id: str) -> str:
+    return stack.env["TENANTCTL_TENANT_API_URL_TEMPLATE"].format(cluster_id=cluster_id)
+
+
+def set_ready(stack: Stack, cluster_id: str, node: str, ready: bool) -> None:
+    condition = {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": "KubeletReady" if ready else "TestMadeItNotReady",
+        "message": "set by the node repair e2e test",
+    }
+    patch = json.dumps({"status": {"conditions": [condition]}})
+    kubectl(
+        stack, "patch", "node", node, "--subresource=status", "--type=merge", "-p", patch,
+        server=tenant_api(stack, cluster_id),
+    )  # fmt: skip
+
+
+def status(stack: Stack, cluster_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stack.cli("status", cluster_id, "-o", "json").stdout)
+    return result
+
+
+def names(stack: Stack, kind: str, namespace: str) -> set[str]:
+    listed = json.loads(kubectl(stack, "get", kind, "-n", namespace, "-o", "json"))
+    return {item["metadata"]["name"] for item in listed["items"]}
+
+
+def create(stack: Stack, spec: ClusterSpec, tmp_path: Path) -> None:
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    stack.cli("create", "-f", str(spec_file), "--watch", timeout=600)
+
+
+def wait_until(probe: Any, what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_notready_worker_is_replaced(local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path) -> None:
+    spec = small_kvm(id=unique_id("repair"), **FAST)
+    namespace = kvm_namespace(spec.id)
+    create(local_stack, spec, tmp_path)
+    assert sorted(status(local_stack, spec.id)["nodes"]) == ["master-0", "worker-0", "worker-1"]
+
+    went_bad = time.monotonic()
+    set_ready(local_stack, spec.id, "worker-1", False)
+
+    def replaced() -> dict[str, Any] | None:
+        now = status(local_stack, spec.id)
+        return now if now["current"] is None and sorted(now["nodes"]) == ["master-0", "worker-0", "worker-2"] else None
+
+    after = wait_until(replaced, "worker-1 replaced")
+    took = time.monotonic() - went_bad
+    repair = after["recent"][0]
+    assert repair["kind"] == "repair-node" and repair["state"] == "succeeded", repair
+    assert repair["message"] == "worker-1 replaced by worker-2"
+    assert "worker-1 unhealthy" in repair["requested_by"] and "TestMadeItNotReady" in repair["requested_by"]
+    assert after["node_health"]["unhealthy"] == {}
+    # the old worker's VM, Node and certificates are gone; the new one is in their place
+    assert names(local_stack, "deployments", namespace) == {"master-0", "worker-0", "worker-2"}
+    secrets = names(local_stack, "secrets", namespace)
+    assert "cert-node-worker-2" in secrets and "cert-node-worker-1" not in secrets
+    tenant_nodes = json.loads(
+        kubectl(local_stack, "get", "nodes", "-o", "json", server=tenant_api(local_stack, spec.id))
+    )
+    assert sorted(n["metadata"]["name"] for n in tenant_nodes["items"]) == ["master-0", "worker-0", "worker-2"]
+    shown = local_stack.cli("status", spec.id).stdout
+    assert "worker-1 replaced by worker-2" in shown and "repair-node" in shown, shown
+    local_stack.cli("delete", spec.id, timeout=600)
+    # setting + one check interval, plus the repair itself (a new VM, Ready, drain and removal)
+    print(  # noqa: T201
+        f"\nKVM node repair e2e: NotReady -> replaced in {took:.1f}s "
+        f"(unhealthy_after {UNHEALTHY_AFTER_SECONDS:g}s + check every {CHECK_SECONDS:g}s + the repair)"
+    )
+
+
+async def test_three_of_six_notready_repairs_nothing_and_status_says_why(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    spec = small_kvm(
+        id=unique_id("held"),
+        masters={"count": 3, "cpu": 2, "memory": "4Gi"},
+        workers={"count": 3, "cpu": 2, "memory": "4Gi"},
+        **FAST,
+    )
+    namespace = kvm_namespace(spec.id)
+    create(local_stack, spec, tmp_path)
+    before = names(local_stack, "deployments", namespace)
+    for node in ("worker-0", "worker-1", "worker-2"):
+        set_ready(local_stack, spec.id, node, False)
+
+    def held() -> dict[str, Any] | None:
+        now = status(local_stack, spec.id)
+        return now if "short-circuited" in now["node_health"]["held"] else None
+
+    now = wait_until(held, "auto-repair to short-circuit")
+    time.sleep(UNHEALTHY_AFTER_SECONDS + 3 * CHECK_SECONDS)  # long past due: still nothing replaced
+    now = status(local_stack, spec.id)
+    assert "short-circuited: 3 of 6 nodes unhealthy (worker-0, worker-1, worker-2)" in now["node_health"]["held"]
+    assert not [op for op in now["recent"] if op["kind"] == "repair-node"], now["recent"]
+    assert sorted(now["nodes"]) == sorted(spec.node_names())
+    assert names(local_stack, "deployments", namespace) == before
+    shown = local_stack.cli("status", spec.id).stdout
+    assert "node auto-repair" in shown and "short-circuited: 3 of 6 nodes unhealthy" in shown, shown
+    assert "unhealthy node" in shown and "worker-2 since" in shown
+
+    for node in ("worker-0", "worker-1", "worker-2"):  # cleared: healthy again, nothing was replaced
+        set_ready(local_stack, spec.id, node, True)
+    wait_until(lambda: not status(local_stack, spec.id)["node_health"]["unhealthy"], "the nodes to count as healthy")
+    assert names(local_stack, "deployments", namespace) == before
+    local_stack.cli("delete", spec.id, timeout=600)
