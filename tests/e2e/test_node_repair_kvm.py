@@ -1,8 +1,8 @@
 """Issue 12 (node auto-repair) end to end on the real local stack, as a user would see it: a worker
 made NotReady through the tenant API (``kubectl patch node --subresource=status``) is replaced by a
-new worker, and the old one's VM, Node and certificates go; with three of six nodes NotReady nothing
-is replaced and ``tenantctl status`` says why, naming the nodes. Short settings (checks every 2s,
-unhealthy after 2s) keep it fast."""
+new worker, and the old one's VM, Node and certificates go; a worker SIGKILLed mid-repair leaves no
+node doubled or lost; with three of six nodes NotReady nothing is replaced and ``tenantctl status``
+says why, naming the nodes. Short settings (checks every 2s, unhealthy after 2s) keep it fast."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 
 from models.naming import kvm_namespace
 from models.spec import ClusterSpec
-from tests.e2e.conftest import Stack, WorkerProcess
+from tests.e2e.conftest import Stack, WorkerProcess, kill_worker_at_step, slow_host_api
 from tests.specs import small_kvm, unique_id
 
 pytestmark = pytest.mark.stack
@@ -154,4 +154,29 @@ async def test_three_of_six_notready_repairs_nothing_and_status_says_why(
         set_ready(local_stack, spec.id, node, True)
     wait_until(lambda: not status(local_stack, spec.id)["node_health"]["unhealthy"], "the nodes to count as healthy")
     assert names(local_stack, "deployments", namespace) == before
+    local_stack.cli("delete", spec.id, timeout=600)
+
+
+async def test_a_worker_killed_mid_repair_leaves_no_node_doubled_or_lost(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    spec = small_kvm(id=unique_id("repkill"), **FAST)
+    namespace = kvm_namespace(spec.id)
+    create(local_stack, spec, tmp_path)
+    set_ready(local_stack, spec.id, "worker-0", False)
+    with slow_host_api(local_stack, 300):  # widens the window: the kill lands inside the surge
+        await kill_worker_at_step(local_stack, worker_process, spec.id, "add")
+    worker_process.start()
+
+    def replaced() -> dict[str, Any] | None:
+        now = status(local_stack, spec.id)
+        return now if now["current"] is None and sorted(now["nodes"]) == ["master-0", "worker-1", "worker-2"] else None
+
+    after = wait_until(replaced, "worker-0 replaced after the worker restart", timeout=300)
+    repairs = [op for op in after["recent"] if op["kind"] == "repair-node"]
+    assert [op["state"] for op in repairs] == ["succeeded"], repairs
+    assert names(local_stack, "deployments", namespace) == {"master-0", "worker-1", "worker-2"}
+    listed = json.loads(kubectl(local_stack, "get", "nodes", "-o", "json", server=tenant_api(local_stack, spec.id)))
+    assert sorted(n["metadata"]["name"] for n in listed["items"]) == ["master-0", "worker-1", "worker-2"]
+    assert "cert-node-worker-0" not in names(local_stack, "secrets", namespace)
     local_stack.cli("delete", spec.id, timeout=600)
