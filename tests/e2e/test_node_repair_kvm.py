@@ -9,21 +9,58 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from models.naming import kvm_namespace
 from models.spec import ClusterSpec
 from tests.e2e.conftest import Stack, WorkerProcess, kill_worker_at_step, slow_host_api
+from tests.servers import free_port
 from tests.specs import small_kvm, unique_id
+from worker import metrics as m
 
 pytestmark = pytest.mark.stack
 
 FAST: dict[str, Any] = {"drift_check": {"interval": "2s"}, "node_repair": {"unhealthy_after": "2s"}}
 CHECK_SECONDS = UNHEALTHY_AFTER_SECONDS = 2.0
+
+
+@pytest.fixture
+def metered_worker(local_stack: Stack, tmp_path: Path) -> Iterator[tuple[WorkerProcess, str]]:
+    """The worker with its Prometheus endpoint on (counters are this process's: this test's)."""
+    address = f"127.0.0.1:{free_port()}"
+    worker = WorkerProcess(
+        env={
+            **local_stack.env,
+            "TENANTCTL_METRICS_ADDRESS": address,
+            "TENANTCTL_METRICS_REFRESH_SECONDS": "0.5",
+            "TENANTCTL_STICKY_QUEUE_TIMEOUT_SECONDS": "1",
+        },
+        log=tmp_path / "worker",
+    )
+    worker.start()
+    try:
+        yield worker, f"http://{address}/metrics"
+    finally:
+        worker.stop()
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples carrying ``labels`` (the SDK adds labels of its own)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def kubectl(stack: Stack, *args: str, server: str | None = None) -> str:
@@ -82,7 +119,10 @@ def wait_until(probe: Any, what: str, timeout: float = 120) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_a_notready_worker_is_replaced(local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path) -> None:
+async def test_a_notready_worker_is_replaced(
+    local_stack: Stack, metered_worker: tuple[WorkerProcess, str], tmp_path: Path
+) -> None:
+    _, metrics_url = metered_worker
     spec = small_kvm(id=unique_id("repair"), **FAST)
     namespace = kvm_namespace(spec.id)
     create(local_stack, spec, tmp_path)
@@ -112,6 +152,11 @@ async def test_a_notready_worker_is_replaced(local_stack: Stack, worker_process:
     assert sorted(n["metadata"]["name"] for n in tenant_nodes["items"]) == ["master-0", "worker-0", "worker-2"]
     shown = local_stack.cli("status", spec.id).stdout
     assert "worker-1 replaced by worker-2" in shown and "repair-node" in shown, shown
+    # what the worker counted: one node repair, the operation it was, and the drift checks around it
+    assert metric(metrics_url, f"{m.NODE_REPAIRS}_total", role="worker", outcome="succeeded") == 1
+    assert metric(metrics_url, f"{m.NODE_REPAIRS}_total", outcome="failed") == 0
+    assert metric(metrics_url, f"{m.OPERATIONS_FINISHED}_total", kind="repair-node", outcome="succeeded") == 1
+    assert metric(metrics_url, f"{m.DRIFT_CHECKS}_total", outcome="in sync") >= 1
     local_stack.cli("delete", spec.id, timeout=600)
     # setting + one check interval, plus the repair itself (a new VM, Ready, drain and removal)
     print(  # noqa: T201
@@ -121,8 +166,9 @@ async def test_a_notready_worker_is_replaced(local_stack: Stack, worker_process:
 
 
 async def test_three_of_six_notready_repairs_nothing_and_status_says_why(
-    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+    local_stack: Stack, metered_worker: tuple[WorkerProcess, str], tmp_path: Path
 ) -> None:
+    _, metrics_url = metered_worker
     spec = small_kvm(
         id=unique_id("held"),
         masters={"count": 3, "cpu": 2, "memory": "4Gi"},
@@ -149,6 +195,10 @@ async def test_three_of_six_notready_repairs_nothing_and_status_says_why(
     shown = local_stack.cli("status", spec.id).stdout
     assert "node auto-repair" in shown and "short-circuited: 3 of 6 nodes unhealthy" in shown, shown
     assert "unhealthy node" in shown and "worker-2 since" in shown
+    cluster = {"cluster": spec.id}
+    wait_until(lambda: metric(metrics_url, m.NODE_REPAIR_HELD, **cluster) == 1, "the held gauge", timeout=30)
+    assert metric(metrics_url, m.UNHEALTHY_NODES, **cluster) == 3
+    assert metric(metrics_url, f"{m.NODE_REPAIRS}_total") == 0
 
     for node in ("worker-0", "worker-1", "worker-2"):  # cleared: healthy again, nothing was replaced
         set_ready(local_stack, spec.id, node, True)
