@@ -89,8 +89,11 @@ DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 FLEET_REFRESH_INTERVAL: Final = timedelta(seconds=30)
 STATUS_QUERY_TIMEOUT: Final = timedelta(seconds=5)
 SDK_SCRAPE_TIMEOUT_SECONDS: Final = 5.0
-SERVING_PHASES: Final = frozenset({ClusterPhase.READY, ClusterPhase.ROTATING, ClusterPhase.UPGRADING})
-"""Phases in which the cluster serves: a rotation or upgrade is watched by the operation alerts."""
+SERVING_PHASES: Final = frozenset(
+    {ClusterPhase.READY, ClusterPhase.ROTATING, ClusterPhase.UPGRADING, ClusterPhase.REPAIRING}
+)
+"""Phases in which the cluster serves: a rotation, upgrade or node repair is watched by the operation
+alerts (and node repair by its own)."""
 
 
 # --- the SDK runtime -------------------------------------------------------------------------------

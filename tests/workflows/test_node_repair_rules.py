@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models.node_health import NodeRepair, UnhealthyNode, decide, tracked, unhealthy_nodes
+from models.cluster import ClusterPhase, ClusterStatus
+from models.node_health import NodeHealthStatus, NodeRepair, UnhealthyNode, decide, tracked, unhealthy_nodes
 from models.spec import SpecError
 from tests.specs import small_kvm
+from worker.metrics import SERVING_PHASES, sample_of
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NODES = ["master-0", "master-1", "master-2", "worker-0", "worker-1", "worker-2"]
@@ -92,3 +94,15 @@ def test_masters_first_but_never_without_quorum() -> None:
 def test_paused_reports_and_repairs_nothing() -> None:
     decision = decide(NODES, {"worker-0": since(9)}, NodeRepair(paused=True), NOW)
     assert decision.node is None and decision.held == ["worker-0 unhealthy for 9m: node_repair is paused"]
+
+
+def test_fleet_metrics_count_unhealthy_nodes_and_a_held_repair() -> None:
+    spec = small_kvm()
+    status = ClusterStatus(cluster_id=spec.id, spec=spec, kubernetes_version=spec.kubernetes_version)
+    assert (sample_of(status).unhealthy_nodes, sample_of(status).repair_held) == (0, False)
+    status.node_health = NodeHealthStatus(unhealthy={"worker-0": since(1)})
+    assert (sample_of(status).unhealthy_nodes, sample_of(status).repair_held) == (1, False)  # not due yet
+    status.node_health = NodeHealthStatus(unhealthy={"worker-0": since(9)}, held="short-circuited: ...")
+    assert (sample_of(status).unhealthy_nodes, sample_of(status).repair_held) == (1, True)
+    status.phase = ClusterPhase.REPAIRING
+    assert status.phase in SERVING_PHASES  # a cluster whose worker is being replaced still serves
