@@ -1,8 +1,9 @@
 """Issue 12 (node auto-repair) end to end on the real local stack, as a user would see it: a worker
 made NotReady through the tenant API (``kubectl patch node --subresource=status``) is replaced by a
-new worker, and the old one's VM, Node and certificates go; a worker SIGKILLed mid-repair leaves no
-node doubled or lost; with three of six nodes NotReady nothing is replaced and ``tenantctl status``
-says why, naming the nodes. Short settings (checks every 2s, unhealthy after 2s) keep it fast."""
+new worker, and the old one's VM, Node and certificates go; a NotReady master (one of three) is
+restarted in place; a worker SIGKILLed mid-repair leaves no node doubled or lost; with three of six
+nodes NotReady nothing is replaced and ``tenantctl status`` says why, naming the nodes. Short
+settings (checks every 2s, unhealthy after 2s) keep it fast."""
 
 from __future__ import annotations
 
@@ -229,4 +230,42 @@ async def test_a_worker_killed_mid_repair_leaves_no_node_doubled_or_lost(
     listed = json.loads(kubectl(local_stack, "get", "nodes", "-o", "json", server=tenant_api(local_stack, spec.id)))
     assert sorted(n["metadata"]["name"] for n in listed["items"]) == ["master-0", "worker-1", "worker-2"]
     assert "cert-node-worker-0" not in names(local_stack, "secrets", namespace)
+    local_stack.cli("delete", spec.id, timeout=600)
+
+
+async def test_a_notready_master_is_restarted_in_place(
+    local_stack: Stack, worker_process: WorkerProcess, tmp_path: Path
+) -> None:
+    spec = small_kvm(
+        id=unique_id("master"),
+        masters={"count": 3, "cpu": 2, "memory": "4Gi"},
+        workers={"count": 1, "cpu": 2, "memory": "4Gi"},
+        **FAST,
+    )
+    namespace = kvm_namespace(spec.id)
+    create(local_stack, spec, tmp_path)
+
+    def token() -> str:
+        deployment = json.loads(kubectl(local_stack, "get", "deployment", "master-1", "-n", namespace, "-o", "json"))
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        return str(annotations.get("tenantctl.io/restart-token", ""))
+
+    before = token()
+    set_ready(local_stack, spec.id, "master-1", False)
+
+    def restarted() -> dict[str, Any] | None:
+        now = status(local_stack, spec.id)
+        done = [op for op in now["recent"] if op["kind"] == "repair-node"]
+        return now if now["current"] is None and done else None
+
+    after = wait_until(restarted, "master-1 restarted")
+    repair = after["recent"][0]
+    assert repair["state"] == "succeeded" and repair["message"] == "master-1 restarted in place", repair
+    assert sorted(after["nodes"]) == sorted(spec.node_names())  # in place: no node added or removed
+    assert token() != before  # the VM rolled
+    node = json.loads(
+        kubectl(local_stack, "get", "node", "master-1", "-o", "json", server=tenant_api(local_stack, spec.id))
+    )
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready  # its kubelet posts Ready again after the restart
     local_stack.cli("delete", spec.id, timeout=600)
