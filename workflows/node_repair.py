@@ -102,7 +102,7 @@ class NodeRepairWorkflow:
                     f"it was removed again and {old} stays; the next check tries again",
                     type=NodesNotReady.__name__,
                     non_retryable=True,
-                ) from err
+                ) from None  # the message carries the cause: the operation's message is this one
         drain = ""
         async with self.journal.step("drain", f"cordon and drain {old} (at most {self.drain_timeout})"):
             try:

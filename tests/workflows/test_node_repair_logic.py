@@ -15,7 +15,9 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from models.cluster import ClusterStatus, OperationKind, OperationState
 from models.provider import EnsureResult, NodeRef
@@ -24,7 +26,7 @@ from tests.fakes import typed_activity
 from tests.fakes_upgrade import FakeFleet, _name
 from tests.specs import small_kvm
 from tests.workflows.helpers import start_entity, wait_settled
-from worker.registry import build_worker
+from worker.registry import WORKFLOWS, build_worker, sandbox_runner
 from workflows.cluster import ClusterWorkflow, render_status
 
 CHECK = timedelta(minutes=1)
@@ -121,6 +123,13 @@ async def test_worker_unhealthy_longer_than_the_setting_is_replaced(time_skippin
         assert "node-worker-1" not in status.certificates and "node-worker-2" in status.certificates
         assert status.node_health.unhealthy == {} and status.node_health.last_repair == "worker-1 replaced by worker-2"
         assert status.spec.workers.count == 2
+        # both histories replay on the current code (determinism of the new paths)
+        converter, runner = pydantic_data_converter, sandbox_runner()
+        replayer = Replayer(workflows=WORKFLOWS, data_converter=converter, workflow_runner=runner)
+        for workflow_id in (handle.id, op.workflow_id):
+            history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+            replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+            assert replayed.replay_failure is None, f"{workflow_id}: {replayed.replay_failure}"
     finally:
         await _end(handle, worker)
 
@@ -220,5 +229,36 @@ async def test_no_master_is_repaired_without_quorum(time_skipping_env: WorkflowE
         held = status.node_health.held
         assert "master master-0 not repaired: only 1 of 3 masters are healthy" in held, held
         assert "master master-1 not repaired" in held and "quorum" in held
+    finally:
+        await _end(handle, worker)
+
+
+async def test_a_replacement_that_never_becomes_ready_is_removed_and_the_old_worker_stays(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    env, backend = time_skipping_env, RepairFleet()
+    spec = small_kvm(**SETTINGS)
+    handle, worker = await _run(env, spec, backend)
+    try:
+        backend.down.add("worker-1")
+        backend.never_ready.add("worker-2")  # the replacement does not come up
+        await env.sleep(AFTER + CHECK + timedelta(seconds=15))
+        status = await _until_settled(handle)
+        failed = status.recent[0]
+        assert failed.kind is OperationKind.REPAIR_NODE and failed.state is OperationState.FAILED, failed
+        assert "replacement worker-2 of unhealthy worker-1 did not become Ready" in failed.message
+        assert sorted(status.nodes) == ["master-0", "worker-0", "worker-1"]  # nothing lost, nothing doubled
+        assert "worker-2" not in backend.host_versions()
+        assert ("pki.ensure_node_certificates_absent", "worker-2") in backend.repair_calls()
+        assert status.node_health.last_repair.startswith("worker-1: failed: ")
+        # tried again only once it has been unhealthy for the setting again: no churn meanwhile
+        assert status.node_health.unhealthy["worker-1"].since > status.created_at  # type: ignore[operator]
+        tries = [c for c in backend.repair_calls() if c[0] == "kvm.ensure_node" and c[1].startswith("worker-2")]
+        assert len(tries) == 1
+        backend.never_ready.discard("worker-2")
+        await env.sleep(AFTER + CHECK)
+        status = await _until_settled(handle)
+        assert status.recent[0].message == "worker-1 replaced by worker-2", status.recent[0]
+        assert sorted(status.nodes) == ["master-0", "worker-0", "worker-2"]
     finally:
         await _end(handle, worker)
