@@ -806,6 +806,8 @@ class ClusterWorkflow:
             changes["drift_check"] = request.drift_check.model_dump()
         if request.maintenance is not None:
             changes["maintenance"] = request.maintenance.model_dump()
+        if request.node_repair is not None:
+            changes["node_repair"] = request.node_repair.model_dump()
         try:
             spec = ClusterSpec.model_validate({**current, **changes})
         except ValidationError as exc:

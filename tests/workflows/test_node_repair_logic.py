@@ -20,6 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from models.cluster import ClusterStatus, OperationKind, OperationState
+from models.node_health import NodeRepair
+from models.operations import ConfigureRequest
 from models.provider import EnsureResult, NodeRef
 from models.spec import ClusterSpec
 from tests.fakes import typed_activity
@@ -260,5 +262,27 @@ async def test_a_replacement_that_never_becomes_ready_is_removed_and_the_old_wor
         status = await _until_settled(handle)
         assert status.recent[0].message == "worker-1 replaced by worker-2", status.recent[0]
         assert sorted(status.nodes) == ["master-0", "worker-0", "worker-2"]
+    finally:
+        await _end(handle, worker)
+
+
+async def test_paused_repair_reports_and_resumes_through_configure(time_skipping_env: WorkflowEnvironment) -> None:
+    env, backend = time_skipping_env, RepairFleet()
+    spec = small_kvm(**SETTINGS)
+    handle, worker = await _run(env, spec, backend)
+    try:
+        paused = NodeRepair(unhealthy_after=AFTER, paused=True)
+        result = await handle.execute_update(ClusterWorkflow.configure, ConfigureRequest(node_repair=paused))
+        assert result.changed == ["node_repair"]
+        backend.down.add("worker-0")
+        await env.sleep(AFTER + CHECK * 3)
+        status = await _until_settled(handle)
+        assert not _repairs(status) and "worker-0 unhealthy for" in status.node_health.held
+        assert "node_repair is paused" in status.node_health.held
+        resumed = paused.model_copy(update={"paused": False})
+        await handle.execute_update(ClusterWorkflow.configure, ConfigureRequest(node_repair=resumed))
+        await env.sleep(CHECK + timedelta(seconds=5))  # long due: repaired at the next look
+        status = await _until_settled(handle)
+        assert _repairs(status) == ["worker-0 replaced by worker-2"]
     finally:
         await _end(handle, worker)
