@@ -293,6 +293,8 @@ class ClusterWorkflow:
                 NodeRepairResult,
                 f"node auto-repair: {node} unhealthy ({reason})",
             )
+        except Refused:
+            return False  # not run: the next look decides again
         except ApplicationError as err:
             self._count_node_repair(node, "failed")
             if node in health.unhealthy:  # tried again once it has been unhealthy that long again
