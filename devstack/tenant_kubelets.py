@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 WORKLOAD_PODS = 3
+SIMULATED_MESSAGE = "simulated kubelet (local stack)"
 """Pods the emulator places on each simulated KVM worker, so upgrades have something to drain."""
 
 
@@ -66,7 +67,7 @@ class SimulatedKubelets:
                         "type": "Ready",
                         "status": "True",
                         "reason": "KubeletReady",
-                        "message": "simulated kubelet (local stack)",
+                        "message": SIMULATED_MESSAGE,
                         "lastHeartbeatTime": now,
                         "lastTransitionTime": now,
                     }
@@ -90,8 +91,26 @@ class SimulatedKubelets:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            core.patch_node_status(node, {"status": body["status"]})
+            status = body["status"]
+            if _foreign_not_ready(core, node):
+                # Someone (a test, 'kubectl patch node --subresource=status') made the node NotReady:
+                # that stays until they clear it; only the version follows the instance.
+                status = {"nodeInfo": status["nodeInfo"]}
+            core.patch_node_status(node, {"status": status})
         log.info("simulated kubelet of %s/%s registered at v%s", cluster_id, node, version)
+
+
+def _foreign_not_ready(core: k8s.CoreV1Api, node: str) -> bool:
+    """Whether the Node's Ready condition is not True and was set by someone else than this stand-in."""
+    response: Any = core.read_node(node, _preload_content=False)
+    try:
+        live = json.loads(response.data)
+    finally:
+        response.release_conn()
+    for condition in (live.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") != "True" and condition.get("message") != SIMULATED_MESSAGE)
+    return False
 
 
 class LocalStackNodes:

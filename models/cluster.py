@@ -15,6 +15,7 @@ from pydantic import Field
 
 from models.base import FrozenModel, Model
 from models.drift import DriftCheckRecord
+from models.node_health import NodeHealthStatus
 from models.pki import CertificateRecord
 from models.spec import ClusterSpec
 
@@ -30,6 +31,7 @@ class ClusterPhase(StrEnum):
     SCALING = "Scaling"
     DELETED = "Deleted"
     FAILED = "Failed"
+    REPAIRING = "Repairing"
 
 
 class OperationKind(StrEnum):
@@ -40,6 +42,7 @@ class OperationKind(StrEnum):
     DELETE = "delete"
     RECONCILE = "reconcile"
     SCALE = "scale"
+    REPAIR_NODE = "repair-node"
 
 
 # The phase a cluster shows while an operation of each kind runs.
@@ -51,6 +54,7 @@ PHASE_OF_OPERATION: dict[OperationKind, ClusterPhase] = {
     OperationKind.DELETE: ClusterPhase.DELETING,
     OperationKind.RECONCILE: ClusterPhase.READY,  # a check disrupts nothing; a repair says so in its steps
     OperationKind.SCALE: ClusterPhase.SCALING,
+    OperationKind.REPAIR_NODE: ClusterPhase.REPAIRING,
 }
 
 
@@ -168,6 +172,9 @@ class ClusterStatus(Model):
         default_factory=list,
         description="calls of the running operation being tried again: filled in by the CLI from the server's "
         "pending activities (the entity never sets it), so that `status -o json` stays a ClusterStatus",
+    )
+    node_health: NodeHealthStatus = Field(
+        default_factory=NodeHealthStatus, description="unhealthy nodes and node auto-repair (issue 12)"
     )
 
     def record_certificates(self, records: list[CertificateRecord]) -> None:

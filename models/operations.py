@@ -16,6 +16,7 @@ from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationStatus
 from models.durations import Duration
 from models.maintenance import Maintenance
+from models.node_health import NodeRepair
 from models.pki import CaResult, CertificateRecord
 from models.schedules import RotationScheduleResult
 from models.spec import Certificates, ClusterSpec, DriftCheck
@@ -234,6 +235,7 @@ class ConfigureRequest(FrozenModel):
     requested_by: str = ""
     drift_check: DriftCheck | None = Field(default=None, description="the periodic drift check (pause, interval)")
     maintenance: Maintenance | None = Field(default=None, description="new maintenance settings (None: unchanged)")
+    node_repair: NodeRepair | None = Field(default=None, description="node auto-repair (None: unchanged)")
 
 
 class ConfigureResult(FrozenModel):

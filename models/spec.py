@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from models.base import Model
 from models.durations import Duration, format_duration
 from models.maintenance import Maintenance
+from models.node_health import NodeRepair
 from models.versions import KubernetesVersion
 
 # Every pattern is matched with ``fullmatch`` (``$`` would let a trailing newline through) and only
@@ -294,8 +295,9 @@ class DriftCheck(Model):
 
     @model_validator(mode="after")
     def _interval_rules(self) -> DriftCheck:
-        if self.interval < timedelta(minutes=1):
-            raise ValueError("drift_check.interval must be at least 1m")
+        # Seconds are allowed for tests and demos on the local stack (node auto-repair in seconds).
+        if self.interval < timedelta(seconds=1):
+            raise ValueError("drift_check.interval must be at least 1s")
         return self
 
 
@@ -319,6 +321,10 @@ class ClusterSpec(Model):
     )
     drift_check: DriftCheck = Field(
         default_factory=DriftCheck, description="the periodic drift check and repair (issue 12)"
+    )
+    node_repair: NodeRepair = Field(
+        default_factory=NodeRepair,
+        description="node auto-repair, part of the periodic check (issue 12): paused with the drift check",
     )
 
     @model_validator(mode="before")

@@ -89,6 +89,15 @@ def status_view(status: ClusterStatus, ui_url: str | None = None, retrying: Sequ
             "last drift check", Text(f"{_at(check.at)}: {check.outcome}" + (f" ({detail})" if detail else ""))
         )
     facts.add_row("next drift check", "paused" if spec.drift_check.paused else _at(status.next_check))
+    health = status.node_health  # node auto-repair (issue 12); Text: reasons come from the backends
+    for node, unhealthy in health.unhealthy.items():
+        facts.add_row("unhealthy node", Text(f"{node} since {_at(unhealthy.since)}: {unhealthy.reason}"))
+    if health.held:
+        facts.add_row("node auto-repair", Text(health.held))
+    if health.note:
+        facts.add_row("node health", Text(health.note))
+    if health.last_repair:
+        facts.add_row("last node repair", Text(health.last_repair))
     if status.message:
         facts.add_row("message", Text(status.message))
     if ui_url:

@@ -38,6 +38,7 @@ from models.provider import (
     WaitNodesInput,
 )
 from models.schedules import RotationScheduleInput, RotationScheduleResult, ScheduleRef
+from models.tenant import HealthInput, HealthResult, NodeHealth
 
 
 def typed_activity(name: str, arg_type: type, result_type: type) -> Callable[[Callable[..., Any]], Any]:
@@ -237,6 +238,18 @@ class FakeBackends:
                 ]
             )
 
+        @defn("tenant.check_health", HealthInput, HealthResult)
+        def check_health(arg: HealthInput) -> HealthResult:
+            # Node auto-repair's look at the tenant API: every node with a VM is Ready here.
+            backend._record("tenant.check_health")
+            with backend.lock:
+                names = sorted(set(backend.node_versions) | set(arg.expected_nodes))
+                up = set(backend.node_versions)
+            return HealthResult(
+                api_reachable=True,
+                nodes=[NodeHealth(name=n, ready=n in up, reason="" if n in up else "not registered") for n in names],
+            )
+
         @defn(f"{provider}.list_resources", ClusterRef, ResourceList)
         def list_resources(arg: ClusterRef) -> ResourceList:
             backend._record(f"{provider}.list_resources")
@@ -311,6 +324,7 @@ class FakeBackends:
             restart_node,
             wait_nodes_ready,
             list_nodes,
+            check_health,
             list_resources,
             ensure_rotation_schedule,
             ensure_rotation_schedule_absent,

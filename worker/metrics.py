@@ -48,6 +48,7 @@ from temporalio.worker import (
 from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState
 from models.naming import entity_workflow_id, rotation_schedule_id
 from worker.health import split_address
+from workflows import metric_names
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ SCHEDULE_PRESENT: Final = "tenantctl_rotation_schedule_present"
 SCHEDULE_PAUSED: Final = "tenantctl_rotation_schedule_paused"
 FLEET_REFRESH: Final = "tenantctl_fleet_refresh_timestamp_seconds"
 FLEET_REFRESH_ERRORS: Final = "tenantctl_fleet_refresh_errors"
+UNHEALTHY_NODES: Final = "tenantctl_cluster_unhealthy_nodes"
+NODE_REPAIR_HELD: Final = "tenantctl_cluster_node_repair_held"
+DRIFT_CHECKS: Final = metric_names.DRIFT_CHECKS
+DRIFT_REPAIRS: Final = metric_names.DRIFT_REPAIRS
+NODE_REPAIRS: Final = metric_names.NODE_REPAIRS
+"""Recorded by the cluster entity (workflow code) through the workflow's metric meter."""
 
 OPERATION_KINDS: Final[dict[str, OperationKind]] = {
     "ProvisionCluster": OperationKind.CREATE,
@@ -71,6 +78,9 @@ OPERATION_KINDS: Final[dict[str, OperationKind]] = {
     "RotateCa": OperationKind.ROTATE_CA,
     "RollingUpgrade": OperationKind.UPGRADE,
     "TeardownCluster": OperationKind.DELETE,
+    "ReconcileCluster": OperationKind.RECONCILE,
+    "ScaleCluster": OperationKind.SCALE,
+    "RepairNode": OperationKind.REPAIR_NODE,
 }
 """Operation child workflow types and the kind label they are counted under."""
 
@@ -79,8 +89,11 @@ DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 FLEET_REFRESH_INTERVAL: Final = timedelta(seconds=30)
 STATUS_QUERY_TIMEOUT: Final = timedelta(seconds=5)
 SDK_SCRAPE_TIMEOUT_SECONDS: Final = 5.0
-SERVING_PHASES: Final = frozenset({ClusterPhase.READY, ClusterPhase.ROTATING, ClusterPhase.UPGRADING})
-"""Phases in which the cluster serves: a rotation or upgrade is watched by the operation alerts."""
+SERVING_PHASES: Final = frozenset(
+    {ClusterPhase.READY, ClusterPhase.ROTATING, ClusterPhase.UPGRADING, ClusterPhase.REPAIRING}
+)
+"""Phases in which the cluster serves: a rotation, upgrade or node repair is watched by the operation
+alerts (and node repair by its own)."""
 
 
 # --- the SDK runtime -------------------------------------------------------------------------------
@@ -158,6 +171,8 @@ class ClusterSample:
     version: str
     earliest_expiry: float | None = None
     blocked: tuple[tuple[str, str], ...] = ()  # (kind, state) of a paused or failed operation
+    unhealthy_nodes: int = 0
+    repair_held: bool = False  # node auto-repair holds back (short-circuit, no etcd quorum)
 
 
 @dataclass(frozen=True)
@@ -185,6 +200,8 @@ def sample_of(status: ClusterStatus) -> ClusterSample:
         version=status.kubernetes_version,
         earliest_expiry=status.earliest_expiry.timestamp() if status.earliest_expiry else None,
         blocked=tuple(blocked),
+        unhealthy_nodes=len(status.node_health.unhealthy),
+        repair_held=bool(status.node_health.unhealthy) and bool(status.node_health.held),
     )
 
 
@@ -258,7 +275,17 @@ class FleetCollector(Collector):
         paused = GaugeMetricFamily(
             SCHEDULE_PAUSED, "1 if the cluster's rotation schedule is paused", labels=["cluster"]
         )
+        unhealthy = GaugeMetricFamily(
+            UNHEALTHY_NODES, "nodes not Ready or without a running VM/instance (node auto-repair)", labels=["cluster"]
+        )
+        held = GaugeMetricFamily(
+            NODE_REPAIR_HELD,
+            "1 while node auto-repair holds back (too many unhealthy nodes, or etcd without quorum)",
+            labels=["cluster"],
+        )
         for c in snap.clusters:
+            unhealthy.add_metric([c.cluster], c.unhealthy_nodes)
+            held.add_metric([c.cluster], 1 if c.repair_held else 0)
             info.add_metric([c.cluster, c.phase, c.provider, c.version], 1)
             ready.add_metric([c.cluster], 1 if c.phase in SERVING_PHASES else 0)
             if c.earliest_expiry is not None:
@@ -268,7 +295,7 @@ class FleetCollector(Collector):
             present.add_metric([c.cluster], 1 if c.cluster in snap.schedules_paused else 0)
             if c.cluster in snap.schedules_paused:
                 paused.add_metric([c.cluster], 1 if snap.schedules_paused[c.cluster] else 0)
-        yield from (info, ready, expiry, blocked, present, paused)
+        yield from (info, ready, expiry, blocked, present, paused, unhealthy, held)
         refreshed = GaugeMetricFamily(FLEET_REFRESH, "when the fleet metrics were last read from Temporal (Unix time)")
         refreshed.add_metric([], snap.taken_at)
         yield refreshed

@@ -16,6 +16,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from worker.liveness import LivenessHeartbeats
 from workflows.cluster import ClusterWorkflow
 from workflows.fleet import FleetRolloutWorkflow
+from workflows.node_repair import NodeRepairWorkflow
 from workflows.provision import ProvisionWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
@@ -28,6 +29,7 @@ from workflows.teardown import TeardownWorkflow
 WORKFLOWS: list[type] = [
     ClusterWorkflow,
     FleetRolloutWorkflow,
+    NodeRepairWorkflow,
     ReconcileWorkflow,
     ProvisionWorkflow,
     RotateCaWorkflow,

@@ -23,6 +23,7 @@ from models.cluster import (
     PHASE_OF_OPERATION,
     ClusterPhase,
     ClusterStatus,
+    NodeRecord,
     OperationKind,
     OperationState,
     OperationStatus,
@@ -31,7 +32,9 @@ from models.cluster import (
 )
 from models.drift import CheckOutcome, DriftCheckRecord
 from models.errors import InvalidInput, innermost_message
-from models.naming import operation_workflow_id
+from models.naming import node_role, operation_workflow_id
+from models.node_health import decide, observed_unhealthy, tracked
+from models.node_repair import NodeRepairInput, NodeRepairResult
 from models.operations import (
     ClusterInput,
     ClusterReport,
@@ -66,11 +69,13 @@ from models.schedules import RotationScheduleResult, SyncScheduleRequest, SyncSc
 from models.spec import ClusterSpec, describe_validation_error
 from models.versions import upgrade_refusal
 from workflows import activity_stubs as act
+from workflows import metric_names
 from workflows import search_attributes as sa
 from workflows.journal import render_operation
 from workflows.names import (
     CLUSTER_WORKFLOW,
     LEGACY_PROGRESS_SIGNAL,
+    NODE_REPAIR_WORKFLOW,
     OPERATION_SIGNAL,
     PROVISION_WORKFLOW,
     RECONCILE_WORKFLOW,
@@ -81,12 +86,15 @@ from workflows.names import (
     UPGRADE_CONTROL_SIGNAL,
     UPGRADE_WORKFLOW,
 )
+from workflows.side_by_side import together
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 RECENT_OPERATIONS_KEPT = 10
 DRIFT_CHECK_PATCH = "entity-periodic-drift-check"
 """Entities started before drift checks waited without a timer; their histories replay that way."""
+NODE_REPAIR_PATCH = "entity-node-auto-repair"
+"""Entities whose periodic check ran before node auto-repair only checked for drift; they replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
 """Operations that pause on a failure and take the upgrade's resume/abort controls."""
 
@@ -118,6 +126,7 @@ class ClusterWorkflow:
         self._teardown: TeardownResult | None = None
         self._published: tuple[str, str] | None = None
         self._published_check: CheckOutcome | None = None
+        self._timer_setting: tuple[object, ...] | None = None
 
     # --- the entity's life ------------------------------------------------------------------------
     @workflow.run
@@ -156,10 +165,165 @@ class ClusterWorkflow:
         A change of the setting (pause, interval) wakes the timer and starts a new one. A check due
         while another operation runs is skipped (and says so): the next one comes soon enough.
         """
+        if workflow.patched(NODE_REPAIR_PATCH):
+            await self._check_and_repair_periodically()
+            return
         while not self._should_stop():
             if await self._check_is_due():
                 with contextlib.suppress(ApplicationError):
                     await self._reconcile(ReconcileRequest(requested_by="periodic drift check", if_busy=IfBusy.SKIP))
+
+    async def _check_and_repair_periodically(self) -> None:
+        """The periodic check with node auto-repair: each check looks at drift, then at node health.
+
+        Besides the check's own timer, the entity wakes when an unhealthy node comes due for repair
+        (``unhealthy_after`` after it was first seen), so a node is repaired within the setting plus
+        one check interval of going bad.
+        """
+        while not self._should_stop():
+            due = await self._next_due()
+            if due == "check":
+                with contextlib.suppress(ApplicationError):
+                    await self._reconcile(ReconcileRequest(requested_by="periodic drift check", if_busy=IfBusy.SKIP))
+            if due is not None:
+                await self._watch_nodes()
+
+    async def _next_due(self) -> str | None:
+        """Wait for the next check ("check") or node repair coming due ("repair"); None when woken by a
+        change of setting or state. One durable timer, to whichever comes first."""
+        spec, checkable = self.status.spec, self._checkable()
+        setting = (spec.drift_check, spec.node_repair)
+        checking = checkable and not spec.drift_check.paused
+        now = workflow.now()
+        if not checking:
+            self.status.next_check = None
+        elif self.status.next_check is None or self._timer_setting != setting:
+            self.status.next_check = now + spec.drift_check.interval
+        self._timer_setting = setting
+        wake = self.status.next_check
+        repair_due = self._repair_due() if checking else None
+        if wake is not None and repair_due is not None and repair_due < wake:
+            wake = repair_due
+        if wake is not None and wake <= now:
+            return self._due_now(now)
+        try:
+            await workflow.wait_condition(
+                lambda: (
+                    self._should_stop()
+                    or (self.status.spec.drift_check, self.status.spec.node_repair) != setting
+                    or self._checkable() != checkable
+                ),
+                timeout=(wake - now) if wake is not None else None,
+                timeout_summary="next drift check" if wake == self.status.next_check else "node repair due",
+            )
+        except TimeoutError:
+            return self._due_now(workflow.now())
+        return None
+
+    def _due_now(self, now: datetime) -> str:
+        if self.status.next_check is not None and self.status.next_check <= now:
+            self.status.next_check = None  # the next one is counted from the end of this one
+            return "check"
+        return "repair"
+
+    def _repair_due(self) -> datetime | None:
+        health = self.status.node_health
+        if not health.unhealthy:
+            return None
+        return decide(self._node_names(), health.unhealthy, self.status.spec.node_repair, workflow.now()).next_due
+
+    async def _watch_nodes(self) -> None:
+        """Observe node health (one activity per backend) and repair what is due, one node at a time.
+
+        Skipped while another operation runs (an upgrade or a scale makes nodes unready on purpose):
+        the next check looks again.
+        """
+        for _ in range(len(self._node_names()) + 1):  # each round repairs one node; bounded
+            if self._lock.locked() or not self._checkable():
+                return
+            node, reason = await self._observe_nodes()
+            if node is None:
+                return
+            if not await self._repair_node(node, reason):
+                return
+
+    async def _observe_nodes(self) -> tuple[str | None, str]:
+        spec, nodes, health = self.status.spec, self._node_names(), self.status.node_health
+        try:
+            machines, tenant = await together(act.list_nodes(spec), act.check_health(spec, nodes))
+        except ActivityError as err:
+            health.note = f"node health not observed: {innermost_message(err)}"
+            self._publish()
+            return None, ""
+        now = workflow.now()
+        health.unhealthy = tracked(health.unhealthy, observed_unhealthy(nodes, machines, tenant), now)
+        health.observed_at = now
+        decision = decide(nodes, health.unhealthy, spec.node_repair, now)
+        health.held = "; ".join(decision.held)
+        health.note = (
+            f"tenant API unreachable ({tenant.api_detail}): judged by the VMs/instances only"
+            if not tenant.api_reachable
+            else ""
+        )
+        self._publish()
+        return decision.node, decision.reason
+
+    async def _repair_node(self, node: str, reason: str) -> bool:
+        """Run the repair operation for ``node``; False when it failed or could not run."""
+        health = self.status.node_health
+        repair_number = health.repairs_started + 1
+
+        def repair_input() -> NodeRepairInput:
+            if node not in self._node_names():  # an operation queued before it replaced or removed it
+                raise Refused(f"{node} is no longer a node of {self.status.cluster_id}; nothing to repair")
+            health.repairs_started = repair_number
+            return NodeRepairInput(
+                spec=self.status.spec,
+                node=node,
+                reason=reason,
+                nodes=list(self.status.nodes.values()) or self._spec_node_records(),
+                repair_number=repair_number,
+            )
+
+        try:
+            result = await self._operate(
+                OperationKind.REPAIR_NODE,
+                NODE_REPAIR_WORKFLOW,
+                repair_input,
+                NodeRepairResult,
+                f"node auto-repair: {node} unhealthy ({reason})",
+            )
+        except Refused:
+            return False  # not run: the next look decides again
+        except ApplicationError as err:
+            self._count_node_repair(node, "failed")
+            if node in health.unhealthy:  # tried again once it has been unhealthy that long again
+                health.unhealthy[node] = health.unhealthy[node].model_copy(update={"since": workflow.now()})
+            health.last_repair = f"{node}: failed: {err.message}"
+            self._publish()
+            return False
+        nodes = self.status.nodes or {r.name: r for r in self._spec_node_records()}
+        if result.replacement is not None:
+            nodes = {n: r for n, r in nodes.items() if n != node}
+            nodes[result.replacement.name] = result.replacement
+            self.status.certificates.pop(f"node-{node}", None)  # revoked and deleted with the node
+        self.status.nodes = nodes
+        self.status.record_certificates(result.certificates)
+        health.unhealthy.pop(node, None)
+        health.last_repair = result.describe()
+        self._count_node_repair(node, "succeeded")
+        self._publish()
+        return True
+
+    def _count_node_repair(self, node: str, outcome: str) -> None:
+        counter = workflow.metric_meter().create_counter(metric_names.NODE_REPAIRS, "node auto-repairs, by outcome")
+        counter.add(1, {"role": node_role(node), "outcome": outcome})
+
+    def _spec_node_records(self) -> list[NodeRecord]:
+        version = self.status.kubernetes_version
+        return [
+            NodeRecord(name=n, role=node_role(n), kubernetes_version=version) for n in self.status.spec.node_names()
+        ]
 
     async def _check_is_due(self) -> bool:
         """Wait one interval (a durable timer); False when woken early by a change of setting or state."""
@@ -447,6 +611,12 @@ class ClusterWorkflow:
             outcome = CheckOutcome.IN_SYNC
         else:
             outcome = CheckOutcome.DRIFT if result.dry_run or not result.repaired else CheckOutcome.REPAIRED
+        meter = workflow.metric_meter()
+        meter.create_counter(metric_names.DRIFT_CHECKS, "drift checks, by outcome").add(1, {"outcome": outcome.value})
+        if outcome is CheckOutcome.REPAIRED and result.repaired:
+            meter.create_counter(metric_names.DRIFT_REPAIRS, "repair steps run by drift checks").add(
+                len(result.repaired)
+            )
         self.status.last_check = DriftCheckRecord(
             at=workflow.now(),
             outcome=outcome,
@@ -638,6 +808,8 @@ class ClusterWorkflow:
             changes["drift_check"] = request.drift_check.model_dump()
         if request.maintenance is not None:
             changes["maintenance"] = request.maintenance.model_dump()
+        if request.node_repair is not None:
+            changes["node_repair"] = request.node_repair.model_dump()
         try:
             spec = ClusterSpec.model_validate({**current, **changes})
         except ValidationError as exc:
@@ -682,12 +854,27 @@ def render_status(status: ClusterStatus) -> str:
         lines.append(f"last drift check: {_iso(check.at)}, {check.outcome}" + (f" ({detail})" if detail else ""))
     if status.next_check:
         lines.append(f"next drift check: {_iso(status.next_check)}")
+    lines += render_node_health(status)
     if status.current:
         lines += ["", render_operation(status.current)]
         if not status.current.state.finished:
             # The operation keeps its steps to itself (no signal per step): point at where they are.
             lines.append(f"steps and progress: workflow `{status.current.workflow_id}`")
     return "\n".join(lines)
+
+
+def render_node_health(status: ClusterStatus) -> list[str]:
+    """Unhealthy nodes since when, and why auto-repair holds back (status and the UI alike)."""
+    health, lines = status.node_health, []
+    for node, unhealthy in health.unhealthy.items():
+        lines.append(f"unhealthy node {node} since {_iso(unhealthy.since)}: {unhealthy.reason}")
+    if health.held:
+        lines.append(f"node auto-repair: {health.held}")
+    if health.note:
+        lines.append(f"node health: {health.note}")
+    if health.last_repair:
+        lines.append(f"last node repair: {health.last_repair}")
+    return lines
 
 
 def _iso(moment: datetime) -> str:

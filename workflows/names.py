@@ -17,6 +17,7 @@ TEARDOWN_WORKFLOW = "TeardownCluster"
 SCHEDULED_ROTATION_WORKFLOW = "ScheduledRotation"
 RECONCILE_WORKFLOW = "ReconcileCluster"
 SCALE_WORKFLOW = "ScaleCluster"
+NODE_REPAIR_WORKFLOW = "RepairNode"
 
 # --- signals --------------------------------------------------------------------------------------
 OPERATION_SIGNAL = "report_operation"

@@ -100,6 +100,9 @@ USER_REQUEST_DEADLINE = timedelta(minutes=2)
 DRAIN_TIMEOUT = timedelta(minutes=10)
 """How long an upgrade lets one node's drain be refused (PodDisruptionBudgets) before it pauses and
 names the node and the pods that would not leave."""
+REPAIR_DRAIN_TIMEOUT = timedelta(minutes=2)
+"""How long node auto-repair drains an unhealthy worker before it removes it anyway (its replacement
+is Ready by then; a dead node's pods do not leave)."""
 
 HEALTH_GATE_WAIT = timedelta(minutes=2)
 """After each upgraded node, how long the tenant cluster may take to look healthy again (every node
