@@ -144,6 +144,7 @@ async def test_aws_drift_is_reported_repaired_on_demand_and_by_the_periodic_chec
 
     # --- the periodic check, every minute -----------------------------------------------------------
     before = observed(aws, spec)
+    previous = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)["last_check"]["at"]
     local_stack.cli("reconcile", spec.id, "--every", "1m")
     started = time.monotonic()
     terminated, _ = break_three_things(aws, spec)
@@ -151,7 +152,8 @@ async def test_aws_drift_is_reported_repaired_on_demand_and_by_the_periodic_chec
     def repaired_by_the_check() -> bool:
         status = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)
         check = status.get("last_check") or {}
-        return check.get("outcome") == "repaired" and "node worker-0" in check.get("repaired", [])
+        fresh = check.get("at") != previous  # a check after the ones asked for above
+        return fresh and check.get("outcome") == "repaired" and "node worker-0" in check.get("repaired", [])
 
     wait_until(repaired_by_the_check, "the periodic check to repair the cluster", timeout=240)
     waited = time.monotonic() - started

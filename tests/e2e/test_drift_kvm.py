@@ -14,11 +14,13 @@ from pathlib import Path
 import hvac
 import pytest
 import yaml
+from kubernetes import client as k8s
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.naming import CLUSTER_LABEL, kvm_namespace, rotation_schedule_id
 from models.pki import pki_mount
 from tests.e2e.conftest import Stack, WorkerProcess, root_settings, stack_settings
+from tests.e2e.test_create_kvm import kube
 from tests.specs import small_kvm, unique_id
 from worker.clients import connect_temporal, vault_client
 
@@ -113,8 +115,10 @@ async def test_deleted_role_and_schedule_restored_on_demand_and_periodically_ext
     assert ROLE in all_roles and await schedule_exists()
     root.delete(f"{mount}/roles/{ROLE}")
     await temporal.get_schedule_handle(schedule).delete()
-    kubectl(local_stack, "create", "configmap", "stray", "-n", namespace, "--from-literal=a=b")
-    kubectl(local_stack, "label", "configmap", "stray", "-n", namespace, f"{CLUSTER_LABEL}={spec.id}")
+    core = k8s.CoreV1Api(kube(local_stack))
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "stray", "labels": {CLUSTER_LABEL: spec.id}}, "data": {"a": "b"}}
+    )
 
     dry = local_stack.cli("reconcile", spec.id, "--dry-run").stdout
     assert f"missing  vault:role/{ROLE}" in dry and f"missing  schedule/{schedule}" in dry, dry
@@ -127,9 +131,10 @@ async def test_deleted_role_and_schedule_restored_on_demand_and_periodically_ext
     assert "nodes restarted (one at a time, for re-issued certificates): none" in repaired, repaired
     assert roles() == all_roles and await schedule_exists()
     assert "stray" in names(local_stack, "configmaps", namespace)  # reported, never deleted
-    kubectl(local_stack, "delete", "configmap", "stray", "-n", namespace)
+    core.delete_namespaced_config_map("stray", namespace)
 
     # --- the periodic check, every minute ---------------------------------------------------------------
+    previous = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)["last_check"]["at"]
     local_stack.cli("reconcile", spec.id, "--every", "1m")
     started = time.monotonic()
     kubectl(local_stack, "delete", "deployment", "worker-1", "-n", namespace)
@@ -141,7 +146,7 @@ async def test_deleted_role_and_schedule_restored_on_demand_and_periodically_ext
     check: dict[str, object] = {}
     while time.monotonic() < deadline:
         check = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout).get("last_check") or {}
-        if check.get("outcome") == "repaired":
+        if check.get("at") != previous and check.get("outcome") == "repaired":
             break
         time.sleep(1)
     waited = time.monotonic() - started

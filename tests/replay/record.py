@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -39,6 +40,7 @@ from models.operations import (
 from models.pki import SignUserCertificateRequest
 from models.reconcile import ReconcileRequest
 from models.schedules import ScheduledRotationInput, SyncScheduleRequest
+from models.spec import DriftCheck
 from tests.fakes import FakeBackends
 from tests.fakes_rotation import SimulatedPki
 from tests.fakes_upgrade import FakeFleet
@@ -167,8 +169,34 @@ async def reconcile_in_sync_then_repair(client: Client, queue: str) -> list[Work
     ]
 
 
+async def periodic_checks(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """The entity's own 5-minute checks: two find the cluster in sync (observed in the entity, no
+    child), then a worker's VM goes missing and the third check repairs it through a reconcile child."""
+    spec = small_kvm(id="replay-periodic", drift_check={})  # the default: every 5 minutes
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    await _skip_time(client, timedelta(minutes=11))
+    with PERIODIC.lock:
+        PERIODIC.objects.discard("deployment/worker-1")
+    await _skip_time(client, timedelta(minutes=5))
+    status = await handle.query(ClusterWorkflow.get_status)
+    assert status.last_check is not None and "node worker-1" in status.last_check.repaired, status.last_check
+    await handle.execute_update(ClusterWorkflow.configure, ConfigureRequest(drift_check=DriftCheck(paused=True)))
+    return [handle, client.get_workflow_handle(f"cluster/{spec.id}/reconcile/2")]
+
+
+async def _skip_time(client: Client, span: timedelta) -> None:
+    """``WorkflowEnvironment.sleep`` of the time-skipping server, for a scenario that has its client."""
+    request = SleepRequest()
+    request.duration.FromTimedelta(span)
+    await client.test_service.unlock_time_skipping_with_sleep(request)
+    await asyncio.sleep(0.5)  # the checks that came due run on the worker
+
+
 DRIFTED = FakeBackends()
 """The reconcile scenario's backends: the scenario deletes objects from them between two checks."""
+PERIODIC = FakeBackends()
+"""The periodic-check scenario's backends (likewise)."""
 
 SCENARIOS: dict[str, Scenario] = {
     "create-delete": create_then_delete,
@@ -179,6 +207,7 @@ SCENARIOS: dict[str, Scenario] = {
     "upgrade-abort": upgrade_aborted,
     "scale": scale_up_then_down,
     "reconcile": reconcile_in_sync_then_repair,
+    "periodic-check": periodic_checks,
 }
 BACKENDS: dict[str, Callable[[], FakeBackends]] = {
     # rotations need a PKI that knows what is due and which CA issues (tests/fakes_rotation.py)
@@ -191,6 +220,7 @@ BACKENDS: dict[str, Callable[[], FakeBackends]] = {
     # scaling drains and registers nodes (tests/fakes_upgrade.py)
     "scale": FakeFleet,
     "reconcile": lambda: DRIFTED,
+    "periodic-check": lambda: PERIODIC,
 }
 
 
