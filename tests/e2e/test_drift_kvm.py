@@ -15,10 +15,13 @@ import hvac
 import pytest
 import yaml
 from kubernetes import client as k8s
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.naming import CLUSTER_LABEL, kvm_namespace, rotation_schedule_id
 from models.pki import pki_mount
+from starter.clusters import get_status
 from tests.e2e.conftest import Stack, WorkerProcess, root_settings, stack_settings
 from tests.e2e.test_create_kvm import kube
 from tests.specs import small_kvm, unique_id
@@ -155,7 +158,35 @@ async def test_deleted_role_and_schedule_restored_on_demand_and_periodically_ext
     assert "worker-1" in names(local_stack, "deployments", namespace)
     assert "cert-node-worker-1" in names(local_stack, "secrets", namespace)
     assert roles() == all_roles and await schedule_exists()
+    # the next periodic check finds the repaired cluster in sync, in the entity, restarting nothing
+    repaired_at, operations = check["at"], (await get_status(temporal, spec.id)).operations_started
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and check.get("at") == repaired_at:
+        time.sleep(1)
+        check = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout).get("last_check") or {}
+    assert check.get("outcome") == "in sync" and not check.get("restarted"), check
+    assert (await get_status(temporal, spec.id)).operations_started == operations  # no reconcile child
+    entity_history = await temporal.get_workflow_handle(f"cluster/{spec.id}").fetch_history()
+    in_sync_seconds = last_in_place_check_seconds(entity_history)
     local_stack.cli("reconcile", spec.id, "--pause-checks")
     assert "in sync: nothing differs" in local_stack.cli("reconcile", spec.id).stdout
     local_stack.cli("delete", spec.id, timeout=600)
-    print(f"\nKVM periodic check (1m) repaired 4 findings {waited:.0f}s after they were made")  # noqa: T201
+    print(  # noqa: T201
+        f"\nKVM periodic check (1m) repaired 4 findings {waited:.0f}s after they were made; "
+        f"an in-sync periodic check took {in_sync_seconds * 1000:.0f} ms (timer fired -> task completed)"
+    )
+
+
+def last_in_place_check_seconds(history: WorkflowHistory) -> float:
+    """How long the entity's last in-sync periodic check took: from its timer firing to the
+    workflow task that recorded its three local observes."""
+    events = list(history.events)
+    for i in range(len(events) - 1, -1, -1):
+        if events[i].event_type != EventType.EVENT_TYPE_TIMER_FIRED:
+            continue
+        after = events[i + 1 :]
+        completed = next(e for e in after if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+        marker = after[after.index(completed) + 1] if after.index(completed) + 1 < len(after) else None
+        if marker is not None and marker.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            return (completed.event_time.ToDatetime() - events[i].event_time.ToDatetime()).total_seconds()
+    raise AssertionError("no in-sync periodic check in the entity's history")

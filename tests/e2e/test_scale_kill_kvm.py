@@ -22,7 +22,7 @@ from models.naming import CLUSTER_LABEL, kvm_namespace
 from models.pki import pki_mount
 from models.spec import ClusterSpec
 from starter import clusters
-from tests.e2e.conftest import Stack, WorkerProcess, slow_host_api, stack_settings, write_spec
+from tests.e2e.conftest import Stack, WorkerProcess, slow_host_api, stack_settings, wait_for, write_spec
 from tests.e2e.test_create_kvm import kube
 from tests.faults.takeover import kill_at
 from tests.specs import small_kvm, unique_id
@@ -94,7 +94,16 @@ async def scale_with_a_kill(
     SIGKILLed, then started again once the scale has ended."""
     client = await connect_temporal(stack_settings(stack))
     with slow_host_api(stack, HOST_API_LATENCY_MS):
-        scaling = asyncio.create_task(asyncio.to_thread(stack.cli, "scale", spec.id, "--workers", str(workers)))
+        scaling = asyncio.create_task(
+            asyncio.to_thread(stack.cli, "scale", spec.id, "--workers", str(workers), "--watch")
+        )
+        before = (await clusters.get_status(client, spec.id)).operations_started
+
+        async def scale_started() -> bool:
+            status = await clusters.get_status(client, spec.id)
+            return status.operations_started > before and status.current is not None
+
+        await wait_for(scale_started, f"the scale of {spec.id} to start", timeout=60)
         killed = await kill_at(client, spec.id, step, processes)
         result = await scaling
     for process in processes:
