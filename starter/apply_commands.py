@@ -99,6 +99,7 @@ async def run_operation(client: Any, wanted: ClusterSpec, operation: PlannedOper
             certificates=wanted.certificates,
             deletion_protection=wanted.deletion_protection,
             maintenance=wanted.maintenance,
+            drift_check=wanted.drift_check,
             requested_by=clusters.whoami(),
         )
         result = await clusters.update(client, cid, ClusterWorkflow.configure, request)

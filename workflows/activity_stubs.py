@@ -56,6 +56,7 @@ from models.tenant import (
     WaitRegisteredInput,
 )
 from workflows import policies
+from workflows.side_by_side import together
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -454,3 +455,29 @@ async def observe_pki(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
 
 async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
     return await observe("schedule.observe", spec, nodes, "the rotation schedule")
+
+
+# --- the periodic check's first look, in the entity: the same observes as local activities --------
+async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
+    """One observe run by the entity's own worker, recorded as one marker (not three events)."""
+    result: DriftReport = await workflow.execute_local_activity(
+        name,
+        ObserveInput(spec=spec, nodes=nodes),
+        result_type=DriftReport,
+        start_to_close_timeout=policies.OBSERVE_CALL_TIMEOUT,
+        schedule_to_close_timeout=policies.OBSERVE_DEADLINE,
+        retry_policy=policies.BACKEND_RETRY,
+        summary=f"compare {what} of {spec.id} with its spec",
+    )
+    return result
+
+
+async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:
+    """The three observes of a drift check, side by side, as local activities."""
+    return list(
+        await together(
+            observe_locally(_provider(spec, ProviderOp.OBSERVE), spec, nodes, f"the {spec.provider} resources"),
+            observe_locally("pki.observe", spec, nodes, "the Vault mount, roles, policy and stored key pairs"),
+            observe_locally("schedule.observe", spec, nodes, "the rotation schedule"),
+        )
+    )

@@ -30,6 +30,12 @@ def counted(stack: Stack, spec: ClusterSpec) -> tuple[set[str], set[str], set[st
     ns, selector = kvm_namespace(spec.id), f"{CLUSTER_LABEL}={spec.id}"
     deployments = {d.metadata.name for d in apps.list_namespaced_deployment(ns, label_selector=selector).items}
     secrets = {s.metadata.name for s in core.list_namespaced_secret(ns, label_selector=selector).items}
+    workers = {d for d in deployments if d.startswith("worker-")}
+    return workers, {s for s in secrets if s.startswith("cert-node-worker-")}, valid_worker_leaves(stack, spec)
+
+
+def valid_worker_leaves(stack: Stack, spec: ClusterSpec) -> set[str]:
+    """CNs (``system:node:worker-N``) of the worker leaves the cluster's mount has not revoked."""
     vault: hvac.Client = vault_client(stack_settings(stack))
     mount, valid = pki_mount(spec.id), set()
     for serial in vault.list(f"{mount}/certs")["data"]["keys"]:
@@ -41,8 +47,7 @@ def counted(stack: Stack, spec: ClusterSpec) -> tuple[set[str], set[str], set[st
         )
         if names and str(names[0].value).startswith("system:node:worker-"):
             valid.add(str(names[0].value))
-    workers = {d for d in deployments if d.startswith("worker-")}
-    return workers, {s for s in secrets if s.startswith("cert-node-worker-")}, valid
+    return valid
 
 
 def with_workers(spec: ClusterSpec, count: int) -> ClusterSpec:

@@ -31,6 +31,7 @@ from models.spec import ClusterSpec
 from starter.clusters import get_status
 from starter.upgrade_commands import EXIT_PAUSED
 from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, wait_for, write_spec
+from tests.e2e.test_apply_kvm import counted
 from tests.history_checks import assert_no_private_key
 from tests.specs import example, unique_id
 from worker.clients import connect_temporal
@@ -182,6 +183,10 @@ async def test_patch_and_minor_upgrades_survive_a_worker_kill(
     assert status.kubernetes_version == status.spec.kubernetes_version == PATCH
     assert sorted(status.nodes) == sorted(after_patch) and status.phase.value == "Ready"
     assert "node-worker-0" not in status.certificates and "node-worker-3" in status.certificates
+    # the upgrade leak (issue 12): nothing of a replaced worker stays valid, in the host API or in Vault
+    _, node_secrets, valid_leaves = counted(local_stack, spec)
+    assert node_secrets == {f"cert-node-worker-{i}" for i in (3, 4, 5)}, node_secrets
+    assert valid_leaves == {f"system:node:worker-{i}" for i in (3, 4, 5)}, valid_leaves
     await wait_for(lambda: _version_is(client, spec.id, PATCH), "search attribute KubernetesVersion")
     upgrade = await client.get_workflow_handle(f"cluster/{spec.id}/upgrade/2").fetch_history()
     assert_no_private_key(upgrade)

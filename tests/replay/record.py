@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -31,12 +32,15 @@ from models.operations import (
     DeleteRequest,
     RotateCaRequest,
     RotateCertificatesRequest,
+    ScaleRequest,
     UpgradeAction,
     UpgradeControl,
     UpgradeRequest,
 )
 from models.pki import SignUserCertificateRequest
+from models.reconcile import ReconcileRequest
 from models.schedules import ScheduledRotationInput, SyncScheduleRequest
+from models.spec import DriftCheck
 from tests.fakes import FakeBackends
 from tests.fakes_rotation import SimulatedPki
 from tests.fakes_upgrade import FakeFleet
@@ -135,6 +139,65 @@ async def upgrade_aborted(client: Client, queue: str) -> list[WorkflowHandle[Any
     return [handle, client.get_workflow_handle("cluster/replay-upgrade-abort/upgrade/2")]
 
 
+async def scale_up_then_down(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """A 1+2 cluster scaled to 3 workers (worker-2 added), then to 1 (worker-2, worker-1 removed)."""
+    spec = small_kvm(id="replay-scale")
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    await handle.execute_update(ClusterWorkflow.scale, ScaleRequest(workers=3, requested_by="recorder"))
+    await handle.execute_update(ClusterWorkflow.scale, ScaleRequest(workers=1, requested_by="recorder"))
+    return [
+        handle,
+        client.get_workflow_handle(f"cluster/{spec.id}/scale/2"),
+        client.get_workflow_handle(f"cluster/{spec.id}/scale/3"),
+    ]
+
+
+async def reconcile_in_sync_then_repair(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """An in-sync check, then a check that finds a deleted worker VM and certificate Secret and repairs them
+    (the re-issued certificate restarts the node that loads it)."""
+    spec = small_kvm(id="replay-reconcile")
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    await handle.execute_update(ClusterWorkflow.reconcile, ReconcileRequest(requested_by="recorder"))
+    DRIFTED.objects -= {"deployment/worker-1", "secret/cert-apiserver"}
+    await handle.execute_update(ClusterWorkflow.reconcile, ReconcileRequest(requested_by="recorder"))
+    return [
+        handle,
+        client.get_workflow_handle(f"cluster/{spec.id}/reconcile/2"),
+        client.get_workflow_handle(f"cluster/{spec.id}/reconcile/3"),
+    ]
+
+
+async def periodic_checks(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """The entity's own 5-minute checks: two find the cluster in sync (observed in the entity, no
+    child), then a worker's VM goes missing and the third check repairs it through a reconcile child."""
+    spec = small_kvm(id="replay-periodic", drift_check={})  # the default: every 5 minutes
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    await _skip_time(client, timedelta(minutes=11))
+    with PERIODIC.lock:
+        PERIODIC.objects.discard("deployment/worker-1")
+    await _skip_time(client, timedelta(minutes=5))
+    status = await handle.query(ClusterWorkflow.get_status)
+    assert status.last_check is not None and "node worker-1" in status.last_check.repaired, status.last_check
+    await handle.execute_update(ClusterWorkflow.configure, ConfigureRequest(drift_check=DriftCheck(paused=True)))
+    return [handle, client.get_workflow_handle(f"cluster/{spec.id}/reconcile/2")]
+
+
+async def _skip_time(client: Client, span: timedelta) -> None:
+    """``WorkflowEnvironment.sleep`` of the time-skipping server, for a scenario that has its client."""
+    request = SleepRequest()
+    request.duration.FromTimedelta(span)
+    await client.test_service.unlock_time_skipping_with_sleep(request)
+    await asyncio.sleep(0.5)  # the checks that came due run on the worker
+
+
+DRIFTED = FakeBackends()
+"""The reconcile scenario's backends: the scenario deletes objects from them between two checks."""
+PERIODIC = FakeBackends()
+"""The periodic-check scenario's backends (likewise)."""
+
 SCENARIOS: dict[str, Scenario] = {
     "create-delete": create_then_delete,
     "rotate-scheduled": scheduled_rotation,
@@ -142,6 +205,9 @@ SCENARIOS: dict[str, Scenario] = {
     "rotate-ca": ca_rotation,
     "upgrade": upgrade_paused_then_resumed,
     "upgrade-abort": upgrade_aborted,
+    "scale": scale_up_then_down,
+    "reconcile": reconcile_in_sync_then_repair,
+    "periodic-check": periodic_checks,
 }
 BACKENDS: dict[str, Callable[[], FakeBackends]] = {
     # rotations need a PKI that knows what is due and which CA issues (tests/fakes_rotation.py)
@@ -151,6 +217,10 @@ BACKENDS: dict[str, Callable[[], FakeBackends]] = {
     # upgrades need VMs and a tenant cluster with nodes and pods (tests/fakes_upgrade.py)
     "upgrade": lambda: FakeFleet(drain_refusals={"worker-1": 1}),
     "upgrade-abort": lambda: FakeFleet(blocked_drains={"worker-0"}),
+    # scaling drains and registers nodes (tests/fakes_upgrade.py)
+    "scale": FakeFleet,
+    "reconcile": lambda: DRIFTED,
+    "periodic-check": lambda: PERIODIC,
 }
 
 
@@ -178,11 +248,14 @@ async def record(names: list[str]) -> None:
             ]
             async with build_worker(env.client, queue, activities):
                 handles = await SCENARIOS[name](env.client, queue)
+            seen: dict[str, int] = {}
             for handle in handles:
                 history = await handle.fetch_history()
                 assert_no_private_key(history)
                 kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
-                path = HISTORIES / f"{name}--{kind}.json"
+                seen[kind] = seen.get(kind, 0) + 1
+                # a scenario with two runs of one workflow type keeps both: the second is <kind>-2
+                path = HISTORIES / f"{name}--{kind}{'' if seen[kind] == 1 else f'-{seen[kind]}'}.json"
                 path.write_text(
                     json.dumps(
                         {

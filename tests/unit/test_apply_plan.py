@@ -79,3 +79,12 @@ def test_diff_lists_each_leaf_once() -> None:
     live = spec()
     changes = diff(live, spec(deletion_protection=not live.deletion_protection))
     assert [c.field for c in changes] == ["deletion_protection"]
+
+
+def test_drift_check_setting_is_applied_as_a_setting() -> None:
+    live = spec()
+    wanted = spec(drift_check={"interval": "1m", "paused": False})
+    plan = plan_apply(live, wanted)
+    assert plan.refusals == [] and [o.step for o in plan.operations] == [ApplyStep.CONFIGURE]
+    assert "periodic drift check" in plan.operations[0].description
+    assert {c.field for c in plan.changes} == {"drift_check.interval", "drift_check.paused"}
