@@ -88,6 +88,8 @@ RECENT_OPERATIONS_KEPT = 10
 DRIFT_CHECK_PATCH = "entity-periodic-drift-check"
 """Entities started before drift checks waited without a timer; their histories replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
+PENDING_UPGRADES_PATCH = "entity-refuses-a-second-upgrade"
+"""Upgrade handlers from before it kept no record of their target: their histories replay that way."""
 """Operations that pause on a failure and take the upgrade's resume/abort controls."""
 
 
@@ -118,6 +120,9 @@ class ClusterWorkflow:
         self._teardown: TeardownResult | None = None
         self._published: tuple[str, str] | None = None
         self._published_check: CheckOutcome | None = None
+        # Targets of the upgrade requests accepted and not finished (running or queued), oldest
+        # first. Empty at continue-as-new: the entity waits for every handler to finish first.
+        self._pending_upgrades: list[str] = []
 
     # --- the entity's life ------------------------------------------------------------------------
     @workflow.run
@@ -310,9 +315,16 @@ class ClusterWorkflow:
                 drain_timeout=request.drain_timeout,
             )
 
-        result = await self._operate(
-            OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
-        )
+        tracked = workflow.patched(PENDING_UPGRADES_PATCH)
+        if tracked:
+            self._pending_upgrades.append(request.version)
+        try:
+            result = await self._operate(
+                OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
+            )
+        finally:
+            if tracked:
+                self._pending_upgrades.remove(request.version)
         before = set(self.status.nodes)
         self.status.nodes = {n.name: n for n in result.nodes} or self.status.nodes
         for gone in before - set(self.status.nodes):
@@ -329,6 +341,20 @@ class ClusterWorkflow:
     @upgrade.validator
     def _validate_upgrade(self, request: UpgradeRequest) -> None:
         self._refuse_unless_operable("upgrade")
+        # One upgrade at a time: a second one accepted now would only be refused (or undo the
+        # first) when its turn came, after the CLI had said "accepted".
+        current, cid = self.status.current, self.status.cluster_id
+        if current is not None and current.kind is OperationKind.UPGRADE:
+            raise Refused(
+                f"an upgrade of {cid} is already {current.state.lower()} ({current.workflow_id}); wait for it "
+                f"to end, or stop it with 'tenantctl upgrade abort {cid}'"
+            )
+        if self._pending_upgrades:
+            ahead = f" behind the running {current.kind}" if current is not None else ""
+            raise Refused(
+                f"an upgrade of {cid} to {self._pending_upgrades[0]} is already queued{ahead}; wait for it to "
+                f"end ('tenantctl watch {cid}')"
+            )
         refusal = upgrade_refusal(self.status.kubernetes_version, request.version)
         if refusal:
             raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
