@@ -55,7 +55,11 @@ async def create(
     out.print(f"creating cluster [bold]{spec.id}[/] (workflow {escape(handle.id)})")
     out.print(f"Temporal UI: {escape(settings.workflow_ui_url(handle.id))}", soft_wrap=True)
     if watch_:
-        status = await watch(client, spec.id, since=0)
+        try:
+            status = await watch(client, spec.id, since=0)
+        except NoWorkerPolling as exc:  # the worker stopped after the check above: the create waits for one
+            outcome = f"the cluster's workflow {handle.id} was started and goes on when a worker polls"
+            raise NoWorkerPolling(exc.task_queue, exc.detail, outcome) from None
         _exit_for(status.phase, status.message)
 
 

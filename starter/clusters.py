@@ -67,6 +67,15 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 DESCRIBE_TIMEOUT = timedelta(seconds=5)
 QUERY_TIMEOUT = timedelta(seconds=10)
 """A worker answers a status query in milliseconds; this long means none is there to answer."""
+FIRST_LOOK = timedelta(seconds=3)
+"""How long a status query waits before the CLI asks Temporal whether any worker took it. A live
+worker answers in milliseconds; one that has just stopped still shows in DescribeTaskQueue for a
+minute (a poller's last access is when its last long poll began, and an idle worker's polls last up
+to ~60 s), so the poller list alone cannot tell it from an idle live one: a poll since the question
+was asked can."""
+POLL_CLOCK_SLACK_SECONDS = 1.0
+"""The server's clock and this machine's may differ a little: a poll this much before the question
+still counts as one after it (a false "alive" only means waiting the rest of QUERY_TIMEOUT)."""
 POLLER_STALE_SECONDS = 90.0
 """A live worker's long polls return and renew at least every ~70 s; a poller older than this is gone."""
 
@@ -150,18 +159,59 @@ def entity(client: Client, cluster_id: str) -> WorkflowHandle[Any, Any]:
 
 
 async def get_status(client: Client, cluster_id: str) -> ClusterStatus:
+    """The entity's status (its ``status`` query), with the running operation's live progress.
+
+    When no worker answers within FIRST_LOOK and none has polled the entity's task queue since the
+    question was asked, raises NoWorkerPolling (a worker that just stopped, or none at all) instead
+    of waiting the whole QUERY_TIMEOUT."""
     handle = entity(client, cluster_id)
+    asked_at = time.time()
     try:
-        status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=QUERY_TIMEOUT)
+        status = await _query_status(handle, cluster_id, FIRST_LOOK)
+    except WorkerDidNotAnswer:
+        await _require_poll_since(client, handle, asked_at)
+        status = await _query_status(handle, cluster_id, QUERY_TIMEOUT - FIRST_LOOK)
+    if status.current is not None:
+        status.current = await live_operation(client, status.current)
+    return status
+
+
+async def _query_status(handle: WorkflowHandle[Any, Any], cluster_id: str, timeout: timedelta) -> ClusterStatus:
+    try:
+        status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=timeout)
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise ClusterNotFound(cluster_id) from None
         if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             raise WorkerDidNotAnswer(QUERY_TIMEOUT.total_seconds()) from None
         raise
-    if status.current is not None:
-        status.current = await live_operation(client, status.current)
     return status
+
+
+async def _require_poll_since(client: Client, handle: WorkflowHandle[Any, Any], asked_at: float) -> None:
+    """Raise NoWorkerPolling unless a worker polled the entity's task queue after ``asked_at``.
+
+    A live worker handed the query polls again at once (a new long poll, a fresh last access);
+    a dead one does not. Unanswered after FIRST_LOOK with no poll since: nobody is there."""
+    try:
+        task_queue = (await handle.describe(rpc_timeout=DESCRIBE_TIMEOUT)).task_queue
+        request = DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        described = await client.workflow_service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.UNIMPLEMENTED:
+            return  # a server without it (the time-skipping test server): wait for the query
+        raise
+    last_polls = [poller.last_access_time.ToSeconds() for poller in described.pollers]
+    if any(last >= asked_at - POLL_CLOCK_SLACK_SECONDS for last in last_polls):
+        return  # a worker took it and is slow to answer: wait the rest
+    waited = time.time() - asked_at
+    detail = f" (no worker took a status query within {waited:.0f}s"
+    detail += f"; the last poll was {time.time() - max(last_polls):.0f}s ago)" if last_polls else ")"
+    raise NoWorkerPolling(task_queue, detail)
 
 
 async def live_operation(client: Client, recorded: OperationStatus) -> OperationStatus:

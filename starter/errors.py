@@ -36,11 +36,11 @@ class TemporalUnreachable(Unavailable):
 
 
 class NoWorkerPolling(Unavailable):
-    def __init__(self, task_queue: str, detail: str = "") -> None:
+    def __init__(self, task_queue: str, detail: str = "", outcome: str = "nothing was changed") -> None:
         self.task_queue, self.detail = task_queue, detail
         super().__init__(
             f"no worker is polling task queue {task_queue}{detail}: start one ('python -m worker', or "
-            "'tenantctl dev up' on the local stack); nothing was changed"
+            f"'tenantctl dev up' on the local stack); {outcome}"
         )
 
 

@@ -481,3 +481,15 @@ async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -
             observe_locally("schedule.observe", spec, nodes, "the rotation schedule"),
         )
     )
+
+
+async def revoke_unheld_certificates(spec: ClusterSpec, nodes: dict[str, str]) -> NodeCertificatesResult:
+    return await call(
+        "pki.revoke_unheld_certificates",
+        ObserveInput(spec=spec, nodes=nodes),
+        NodeCertificatesResult,
+        f"revoke the valid leaves of {pki_mount(spec.id)} that no stored key pair holds",
+        start_to_close=policies.PKI_BATCH_CALL_TIMEOUT,
+        heartbeat=policies.WAIT_HEARTBEAT_TIMEOUT,  # it heartbeats every serial
+        deadline=policies.PKI_CALL_DEADLINE,
+    )

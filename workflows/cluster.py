@@ -99,6 +99,8 @@ IN_PLACE_CHECK_PATCH = "entity-periodic-check-observes-in-place"
 """Periodic checks of entities from before this patch started a reconcile child every time; newer
 ones first observe in the entity (local activities, one marker each) and start the child only when
 something differs, so an in-sync check adds about 8 events to the entity's history instead of 14."""
+PENDING_UPGRADES_PATCH = "entity-refuses-a-second-upgrade"
+"""Upgrade handlers from before it kept no record of their target: their histories replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
 """Operations that pause on a failure and take the upgrade's resume/abort controls."""
 
@@ -131,6 +133,9 @@ class ClusterWorkflow:
         self._published: tuple[str, str] | None = None
         self._published_check: CheckOutcome | None = None
         self._timer_setting: tuple[object, ...] | None = None
+        # Targets of the upgrade requests accepted and not finished (running or queued), oldest
+        # first. Empty at continue-as-new: the entity waits for every handler to finish first.
+        self._pending_upgrades: list[str] = []
 
     # --- the entity's life ------------------------------------------------------------------------
     @workflow.run
@@ -478,9 +483,16 @@ class ClusterWorkflow:
                 drain_timeout=request.drain_timeout,
             )
 
-        result = await self._operate(
-            OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
-        )
+        tracked = workflow.patched(PENDING_UPGRADES_PATCH)
+        if tracked:
+            self._pending_upgrades.append(request.version)
+        try:
+            result = await self._operate(
+                OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
+            )
+        finally:
+            if tracked:
+                self._pending_upgrades.remove(request.version)
         before = set(self.status.nodes)
         self.status.nodes = {n.name: n for n in result.nodes} or self.status.nodes
         for gone in before - set(self.status.nodes):
@@ -497,6 +509,20 @@ class ClusterWorkflow:
     @upgrade.validator
     def _validate_upgrade(self, request: UpgradeRequest) -> None:
         self._refuse_unless_operable("upgrade")
+        # One upgrade at a time: a second one accepted now would only be refused (or undo the
+        # first) when its turn came, after the CLI had said "accepted".
+        current, cid = self.status.current, self.status.cluster_id
+        if current is not None and current.kind is OperationKind.UPGRADE:
+            raise Refused(
+                f"an upgrade of {cid} is already {current.state.lower()} ({current.workflow_id}); wait for it "
+                f"to end, or stop it with 'tenantctl upgrade abort {cid}'"
+            )
+        if self._pending_upgrades:
+            ahead = f" behind the running {current.kind}" if current is not None else ""
+            raise Refused(
+                f"an upgrade of {cid} to {self._pending_upgrades[0]} is already queued{ahead}; wait for it to "
+                f"end ('tenantctl watch {cid}')"
+            )
         refusal = upgrade_refusal(self.status.kubernetes_version, request.version)
         if refusal:
             raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")

@@ -9,7 +9,9 @@ entity's periodic check).
    runs, only those a finding calls for, in the create's order: PKI and foundation, then key pairs
    and endpoint, then nodes, then the schedule. They converge what differs and leave the rest
    alone. Extra objects (labelled or tagged, but explained by no spec) are reported, never deleted:
-   a person decides.
+   a person decides. The one exception: a valid certificate of the cluster's mount that no stored
+   key pair holds (``vault:certificate/<serial>``, left by an attempt that failed after issuing) is
+   revoked after the key pairs are ensured: it is a credential nobody holds.
 3. Restart: only nodes that load a certificate the repair re-issued, one at a time, masters
    first, as a rotation does. A check that finds nothing restarts nothing.
 """
@@ -39,6 +41,10 @@ ENDPOINT_KINDS = frozenset(
 NODE_KINDS = frozenset({"deployment", "ec2:instance"})
 CLOUD_CONFIG_PREFIX = "configmap/cloud-config-"
 """A role's cloud-config (KVM): ``ensure_node`` writes it before the node, so every node repairs it."""
+UNHELD_CERTIFICATE_PREFIX = "vault:certificate/"
+"""``pki.observe``'s extra for a valid leaf no stored key pair holds (the repair revokes it)."""
+REVOKE_UNHELD_PATCH = "reconcile-revokes-unheld-certificates"
+"""Asked only when the observe reports such a leaf, which no check recorded before it did."""
 
 
 class RepairPlan:
@@ -48,10 +54,13 @@ class RepairPlan:
         self.ca = self.roles = self.policy = self.certificates = False
         self.foundation = self.endpoint = self.schedule = False
         self.nodes: list[str] = []
+        self.unheld_certificates: list[str] = []
         for report in reports:
             for item in report.items:
                 if item.kind is not DriftKind.EXTRA:  # extras are reported, never deleted
                     self._add(report.backend, item, nodes)
+                elif report.backend is Backend.VAULT and item.object.startswith(UNHELD_CERTIFICATE_PREFIX):
+                    self.unheld_certificates.append(item.object.removeprefix(UNHELD_CERTIFICATE_PREFIX))
         self.nodes = sorted(set(self.nodes), key=list(nodes).index)
 
     def _add(self, backend: Backend, item: DriftItem, nodes: dict[str, str]) -> None:
@@ -105,7 +114,8 @@ class ReconcileWorkflow:
         findings = [item for report in reports for item in report.items]
         self.journal.status.step("observe").message = _summary(reports)
         plan = RepairPlan(reports, nodes)
-        if input.dry_run or plan.empty:
+        revoking = bool(plan.unheld_certificates) and not input.dry_run and workflow.patched(REVOKE_UNHELD_PATCH)
+        if input.dry_run or (plan.empty and not revoking):
             why = "dry run: nothing changed" if input.dry_run else "nothing to repair"
             self.journal.mark_skipped("repair", why)
             self.journal.mark_skipped("restart", why)
@@ -114,7 +124,8 @@ class ReconcileWorkflow:
         repaired: list[str] = []
         issued: list[CertificateRecord] = []
         reissued: list[str] = []
-        async with self.journal.step("repair", ", ".join(str(i) for i in findings if i.kind is not DriftKind.EXTRA)):
+        repairing = [i for i in findings if i.kind is not DriftKind.EXTRA or (revoking and _unheld(i))]
+        async with self.journal.step("repair", ", ".join(str(i) for i in repairing)):
 
             async def pki() -> None:
                 if plan.ca:
@@ -151,6 +162,9 @@ class ReconcileWorkflow:
                     repaired.append("API endpoint")
 
             await together(certificates(), endpoint())
+            if revoking:  # after the key pairs: a leaf stored by this repair is held, and stays valid
+                unheld = await act.revoke_unheld_certificates(spec, nodes)
+                repaired.append(f"revoked {len(unheld.revoked)} certificates no stored key pair held")
             for node in plan.nodes:  # one at a time: a repair never takes several nodes at once
                 await act.ensure_node(spec, node, nodes[node])
                 repaired.append(f"node {node}")
@@ -180,6 +194,10 @@ class ReconcileWorkflow:
             return await roll_nodes(
                 spec, self.journal, affected, lambda node: restart_token(node_serials(requests, serials, node))
             )
+
+
+def _unheld(item: DriftItem) -> bool:
+    return item.kind is DriftKind.EXTRA and item.object.startswith(UNHELD_CERTIFICATE_PREFIX)
 
 
 def _summary(reports: list[DriftReport]) -> str:

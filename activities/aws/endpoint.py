@@ -288,7 +288,8 @@ def require_zone(c: AwsContext) -> str:
     zone_id = hosted_zone(c)
     if zone_id is None:
         raise MissingPrerequisite(
-            f"hosted zone {c.spec.base_domain} does not exist: the endpoint must be ensured first"
+            f"hosted zone {c.spec.base_domain} is missing: not made yet, removed outside tenantctl, or the AWS "
+            "endpoint lost its state (a restarted moto); ensuring the endpoint (again) makes it"
         )
     return zone_id
 

@@ -432,7 +432,10 @@ def find_network(c: AwsContext) -> Network:
         f"security group {resources.security_group_name(c.spec, p)}" for p in SECURITY_GROUPS if p not in groups
     ]
     if missing:
-        raise MissingPrerequisite(f"cluster {c.id} lacks {', '.join(missing)}: its foundation must be ensured first")
+        raise MissingPrerequisite(
+            f"cluster {c.id}: {', '.join(missing)} missing: removed outside tenantctl, or the AWS endpoint lost its "
+            "state (a restarted moto); ensuring the foundation again recreates them"
+        )
     return Network(vpc_id=vpc_id, public=public, private=private, groups=groups)
 
 

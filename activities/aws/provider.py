@@ -273,8 +273,9 @@ class AwsProvider:
         target_group = endpoint.target_group(c) if role == "master" else None
         if role == "master" and target_group is None:
             raise MissingPrerequisite(
-                f"target group {resources.elb_name(spec.id)} does not exist: the cluster's endpoint must be ensured "
-                f"before master {node}"
+                f"target group {resources.elb_name(spec.id)} of master {node} is missing: not made yet, removed "
+                "outside tenantctl, or the AWS endpoint lost its state (a restarted moto); ensuring the endpoint "
+                "(again) makes it"
             )
 
         live = self._instances(c, node)

@@ -28,7 +28,7 @@ from activities.common.errors import translated
 from activities.providers.contract import KeyPairStores
 from activities.providers.key_pairs import CertificateSink, KeyPair, StoredCertificate
 from models.drift import Backend, DriftItem, DriftKind, DriftReport, ObserveInput
-from models.errors import Conflict, InvalidInput, MissingPrerequisite
+from models.errors import Conflict, Forbidden, InvalidInput, MissingPrerequisite
 from models.pki import (
     CaInput,
     CaResult,
@@ -82,6 +82,10 @@ CLUSTER_TOKEN_TTL = "2m"
 """Lifetime of the child token a certificate is issued with (it is revoked right after, too)."""
 KIND_ISSUER = "pki-default-issuer"
 KIND_UNMANAGED_ROLE = "unmanaged-pki-role"
+UNHELD_CERTIFICATE_PREFIX = "vault:certificate/"
+"""Drift object of a valid leaf no stored key pair holds: ``vault:certificate/<serial>``."""
+NODE_COMMON_NAME_PREFIX = node_common_name("")
+"""Every node's kubelet CN starts so (also nodes gone from the spec: theirs are the cluster's too)."""
 
 
 def serial_hex(serial: int) -> str:
@@ -251,12 +255,15 @@ class VaultPki:
         certificate's stored key pair (present, with the private key that belongs to it).
 
         Read only; a stored key pair no certificate of the spec explains (a removed node's) is
-        extra. Expiry is not drift: the rotation schedule renews what is due.
+        extra, and so is a valid leaf of the mount that no stored key pair holds (issued by an
+        attempt that failed before storing it: ``vault:certificate/<serial>``, which the repair
+        revokes). Expiry is not drift: the rotation schedule renews what is due.
         """
         spec = input.spec
         mount, sink = self.mount(spec.id), self._sink(spec)
         items: list[DriftItem] = []
-        if self._mount_config(mount) is None:
+        mounted = self._mount_config(mount) is not None
+        if not mounted:
             items.append(DriftItem(kind=DriftKind.MISSING, object=f"vault:mount/{mount}"))
         else:
             desired_roles = role_specs(spec)
@@ -287,7 +294,85 @@ class VaultPki:
                 items.append(DriftItem(kind=DriftKind.CHANGED, object=sink.destination(spec.id, name), detail=detail))
         leftovers = sorted(set(sink.list_names(spec.id)) - set(expected))
         items += [DriftItem(kind=DriftKind.EXTRA, object=sink.destination(spec.id, name)) for name in leftovers]
+        if mounted:
+            for serial, certificate in self._unheld_certificates(spec, list(input.nodes)):
+                detail = (
+                    f"CN {_common_name(certificate.subject)}, valid until "
+                    f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, held by no stored key pair"
+                )
+                items.append(
+                    DriftItem(kind=DriftKind.EXTRA, object=f"{UNHELD_CERTIFICATE_PREFIX}{serial}", detail=detail)
+                )
         return DriftReport(backend=Backend.VAULT, items=items)
+
+    @activity.defn(name="pki.revoke_unheld_certificates")
+    def revoke_unheld_certificates(self, input: ObserveInput) -> NodeCertificatesResult:
+        """Revoke the cluster's valid leaves that no stored key pair holds (the drift repair of the
+        ``vault:certificate/<serial>`` extras ``observe`` reports).
+
+        Such a leaf was issued by an attempt that failed before it stored the key pair, or was
+        superseded by a later issue of the same name: its private key is in no Secret, so no node
+        can load it again, and a valid credential nobody holds is only a risk. Revoking it is safe
+        because the drift repair runs as one of the entity's operations, never beside another: no
+        ``ensure_certificates`` is between issuing and storing while this runs. The set is computed
+        again here (not taken from the observe report): what was stored meanwhile stays valid.
+        Kubernetes does not check CRLs, so a node still running with a superseded leaf until its
+        restart is not cut off; the revocation stops the leaf from being trusted anywhere that does.
+        Already revoked, expired, or no mount: success.
+        """
+        spec, mount = input.spec, self.mount(input.spec.id)
+        if self._mount_config(mount) is None:
+            return NodeCertificatesResult()
+        revoked: list[str] = []
+        for serial, _certificate in self._unheld_certificates(spec, list(input.nodes)):
+            _heartbeat(serial)
+            self._write(f"{mount}/revoke", {"serial_number": serial}, f"revoke certificate {serial} of {mount}")
+            revoked.append(serial)
+        activity.logger.info("mount %s: %d certificates held by no stored key pair revoked", mount, len(revoked))
+        return NodeCertificatesResult(revoked=revoked)
+
+    def _held_serials(self, spec: ClusterSpec) -> set[str]:
+        """Serials of the certificates the cluster's stored key pairs hold (the spec's and leftovers)."""
+        sink, held = self._sink(spec), set()
+        for name in sink.list_names(spec.id):
+            stored = sink.read(spec.id, name)
+            if stored is None:
+                continue
+            try:
+                held.add(serial_hex(x509.load_pem_x509_certificate(stored.certificate.encode()).serial_number))
+            except ValueError:
+                continue  # an unreadable stored certificate holds nothing (observe reports it changed)
+        return held
+
+    def _unheld_certificates(self, spec: ClusterSpec, nodes: list[str]) -> list[tuple[str, x509.Certificate]]:
+        """The mount's leaves that are valid (unexpired, unrevoked), carry one of the cluster's own
+        component names (the spec's certificates, or any node's), and that no stored key pair holds.
+
+        Users' certificates (``tenantctl kubeconfig``) carry a person's name, are held by that
+        person and never stored here: they are not counted. Cost of an in-sync check: two listings
+        and one read per serial that is neither held nor revoked (the CA, and leaves that expired
+        unrevoked until auto-tidy removes them)."""
+        mount, held = self.mount(spec.id), self._held_serials(spec)
+        try:
+            revoked = set(self._list(f"{mount}/certs/revoked", f"list revoked certificates of {mount}"))
+        except Forbidden:  # a policy without that listing: each serial's own record says it, one read each
+            revoked = set()
+        own_names = {r.common_name for r in certificate_requests(spec, nodes)}
+        now = datetime.now(UTC)
+        unheld: list[tuple[str, x509.Certificate]] = []
+        for serial in self._list(f"{mount}/certs", f"list certificates of {mount}"):
+            if serial in held or serial in revoked:
+                continue
+            found = self._read(f"{mount}/cert/{serial}", f"read certificate {serial} of {mount}")
+            if found is None or int(found.get("revocation_time") or 0):
+                continue  # tidied away meanwhile, or revoked
+            certificate = x509.load_pem_x509_certificate(str(found["certificate"]).encode())
+            if _is_ca(certificate) or certificate.not_valid_after_utc <= now:
+                continue
+            name = _common_name(certificate.subject)
+            if name in own_names or name.startswith(NODE_COMMON_NAME_PREFIX):
+                unheld.append((serial, certificate))
+        return unheld
 
     @activity.defn(name="pki.ensure_certificates")
     def ensure_certificates(self, input: EnsureCertificatesInput) -> CertificatesResult:

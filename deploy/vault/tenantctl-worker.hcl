@@ -62,6 +62,10 @@ path "pki/+/issuer/+/sign-verbatim" {
 path "pki/+/certs/" {
   capabilities = ["list"]
 }
+# The drift check skips revoked leaves by this listing (pki.observe: certificates no key pair holds).
+path "pki/+/certs/revoked/" {
+  capabilities = ["list"]
+}
 path "pki/+/cert/*" {
   capabilities = ["read"]
 }

@@ -658,7 +658,7 @@ def test_permanent_errors_name_what_is_wrong(
     bare = small_aws()
     with pytest.raises(MissingPrerequisite, match=f"VPC tagged tenantctl.io/cluster={bare.id} is missing: it existed"):
         run(env, provider.ensure_endpoint, ClusterRef(spec=bare))
-    with pytest.raises(MissingPrerequisite, match=f"target group {spec.id}-api does not exist"):
+    with pytest.raises(MissingPrerequisite, match=f"target group {spec.id}-api of master master-0 is missing"):
         run(env, provider.ensure_node, node_ref(spec, "master-0"))
     # an AMI nobody built
     unseeded = spec.model_copy(update={"kubernetes_version": UNSEEDED_VERSION})

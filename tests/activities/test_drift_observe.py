@@ -51,7 +51,10 @@ def test_vault_observe_in_sync_then_deleted_role_and_key_pair_and_a_leftover(
     assert sorted(report.of(DriftKind.MISSING)) == sorted(
         [f"vault:role/{role}", f"secret {kvm_namespace(spec.id)}/cert-apiserver"]
     ), report
-    assert report.of(DriftKind.EXTRA) == [f"secret {kvm_namespace(spec.id)}/cert-node-worker-9"], report
+    leftover, lost = report.of(DriftKind.EXTRA)
+    assert leftover == f"secret {kvm_namespace(spec.id)}/cert-node-worker-9", report
+    # the deleted Secret's certificate is still valid in Vault, held by nobody now (issue 14)
+    assert lost.startswith("vault:certificate/") and "CN kube-apiserver" in report.items[-1].detail, report
 
     vault.sys.delete_policy(vault_policy_name(spec.id))
     assert f"vault:policy/{vault_policy_name(spec.id)}" in pki.observe(_observe_input(spec, nodes)).of(
@@ -64,7 +67,7 @@ def test_vault_observe_in_sync_then_deleted_role_and_key_pair_and_a_leftover(
     _issue(pki, spec, nodes)
     after = pki.observe(_observe_input(spec, nodes))
     assert not after.of(DriftKind.MISSING) and not after.of(DriftKind.CHANGED), after
-    assert len(after.items) == 1
+    assert after.of(DriftKind.EXTRA) == [leftover, lost]  # the repair's revocation is not an ensure step
 
 
 async def test_schedule_observe_reports_a_deleted_schedule(temporal_client: Client) -> None:

@@ -1,8 +1,10 @@
 """An HTTP proxy that answers a share of requests with an error instead of forwarding them.
 
-For backends without a fault switch of their own (OpenBao): the real server sits behind it, and the
-proxy records every request it forwarded or failed, so a test can tell a retried call from one that
-was sent once.
+For backends without a fault switch of their own (OpenBao, moto): the real server sits behind it, and
+the proxy records every request it forwarded or failed, so a test can tell a retried call from one
+that was sent once. ``only`` narrows the faults to some requests (e.g. Secret writes), and
+``error_body``/``content_type`` shape the answer as the backend would (AWS: a 400 ``Throttling``
+error document, which botocore's retry modes retry).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import http.client
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+DEFAULT_ERROR_BODY = b'{"errors":["injected fault"]}'
 
 
 @dataclass
@@ -23,6 +27,10 @@ class FaultPlan:
     error_rate: float = 0.0
     status: int = 503
     seed: int = 14
+    only: Callable[[str, bytes], bool] | None = None
+    """Fail only requests for which this holds (given "METHOD /path" and the body); None: any."""
+    error_body: bytes = DEFAULT_ERROR_BODY
+    content_type: str = "application/json"
     forwarded: Counter[str] = field(default_factory=Counter)  # "METHOD /path" -> count
     failed: Counter[str] = field(default_factory=Counter)
     _random: random.Random = field(init=False)
@@ -31,10 +39,11 @@ class FaultPlan:
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
 
-    def decide(self, key: str) -> bool:
+    def decide(self, key: str, body: bytes = b"") -> bool:
         """True: fail this request (before it reaches the server)."""
         with self._lock:
-            fail = self._random.random() < self.error_rate
+            eligible = self.only is None or self.only(key, body)
+            fail = eligible and self._random.random() < self.error_rate
             (self.failed if fail else self.forwarded)[key] += 1
             return fail
 
@@ -54,10 +63,10 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             key = f"{self.command} {self.path.split('?')[0]}"
-            if plan.decide(key):
-                payload = b'{"errors":["injected fault"]}'
+            if plan.decide(key, body or b""):
+                payload = plan.error_body
                 self.send_response(plan.status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", plan.content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
