@@ -458,18 +458,42 @@ async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftRep
 
 
 # --- the periodic check's first look, in the entity: the same observes as local activities --------
-async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
-    """One observe run by the entity's own worker, recorded as one marker (not three events)."""
-    result: DriftReport = await workflow.execute_local_activity(
+async def local(name: str, arg: Any, result_type: type[ResultT], summary: str) -> ResultT:
+    """A short read run by the entity's own worker, recorded as one marker (not three events)."""
+    result: ResultT = await workflow.execute_local_activity(
         name,
-        ObserveInput(spec=spec, nodes=nodes),
-        result_type=DriftReport,
+        arg,
+        result_type=result_type,
         start_to_close_timeout=policies.OBSERVE_CALL_TIMEOUT,
         schedule_to_close_timeout=policies.OBSERVE_DEADLINE,
         retry_policy=policies.BACKEND_RETRY,
-        summary=f"compare {what} of {spec.id} with its spec",
+        summary=summary,
     )
     return result
+
+
+async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
+    """One observe run by the entity's own worker, recorded as one marker (not three events)."""
+    return await local(
+        name, ObserveInput(spec=spec, nodes=nodes), DriftReport, f"compare {what} of {spec.id} with its spec"
+    )
+
+
+async def observe_nodes_locally(spec: ClusterSpec, nodes: list[str]) -> tuple[NodesResult, HealthResult]:
+    """The node-health look of a periodic check: the VMs/instances and the tenant API's Nodes, side
+    by side, as local activities (in the same workflow task as the drift observe: two markers)."""
+    machines, tenant = await together(
+        local(
+            _provider(spec, ProviderOp.LIST_NODES), ClusterRef(spec=spec), NodesResult, f"list the nodes of {spec.id}"
+        ),
+        local(
+            "tenant.check_health",
+            HealthInput(spec=spec, expected_nodes=nodes, wait=policies.NO_WAIT),
+            HealthResult,
+            f"check that every node of {spec.id} is Ready and its API answers",
+        ),
+    )
+    return machines, tenant
 
 
 async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:

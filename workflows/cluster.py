@@ -86,7 +86,6 @@ from workflows.names import (
     UPGRADE_CONTROL_SIGNAL,
     UPGRADE_WORKFLOW,
 )
-from workflows.side_by_side import together
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -98,7 +97,8 @@ NODE_REPAIR_PATCH = "entity-node-auto-repair"
 IN_PLACE_CHECK_PATCH = "entity-periodic-check-observes-in-place"
 """Periodic checks of entities from before this patch started a reconcile child every time; newer
 ones first observe in the entity (local activities, one marker each) and start the child only when
-something differs, so an in-sync check adds about 8 events to the entity's history instead of 14."""
+something differs, so an in-sync check adds about 10 events to the entity's history (with the
+node-health look, also local) instead of 14 for the drift check alone."""
 PENDING_UPGRADES_PATCH = "entity-refuses-a-second-upgrade"
 """Upgrade handlers from before it kept no record of their target: their histories replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
@@ -259,7 +259,7 @@ class ClusterWorkflow:
     async def _observe_nodes(self) -> tuple[str | None, str]:
         spec, nodes, health = self.status.spec, self._node_names(), self.status.node_health
         try:
-            machines, tenant = await together(act.list_nodes(spec), act.check_health(spec, nodes))
+            machines, tenant = await act.observe_nodes_locally(spec, nodes)
         except ActivityError as err:
             health.note = f"node health not observed: {innermost_message(err)}"
             self._publish()
