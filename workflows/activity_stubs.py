@@ -457,54 +457,18 @@ async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftRep
     return await observe("schedule.observe", spec, nodes, "the rotation schedule")
 
 
-# --- the periodic check's first look, in the entity: the same observes as local activities --------
-async def local(name: str, arg: Any, result_type: type[ResultT], summary: str) -> ResultT:
-    """A short read run by the entity's own worker, recorded as one marker (not three events)."""
-    result: ResultT = await workflow.execute_local_activity(
-        name,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=policies.OBSERVE_CALL_TIMEOUT,
-        schedule_to_close_timeout=policies.OBSERVE_DEADLINE,
-        retry_policy=policies.BACKEND_RETRY,
-        summary=summary,
-    )
-    return result
+# --- the periodic check's first look, from the entity itself --------------------------------------
+# Ordinary activities, not local ones: a local activity keeps the entity's workflow task open, a
+# 'status' query waits for it, and a slow backend would make 'status' hang exactly when it matters.
+async def observe_everything(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:
+    """The three observes of a drift check, side by side."""
+    return list(await together(observe_provider(spec, nodes), observe_pki(spec, nodes), observe_schedule(spec, nodes)))
 
 
-async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
-    """One observe run by the entity's own worker, recorded as one marker (not three events)."""
-    return await local(
-        name, ObserveInput(spec=spec, nodes=nodes), DriftReport, f"compare {what} of {spec.id} with its spec"
-    )
-
-
-async def observe_nodes_locally(spec: ClusterSpec, nodes: list[str]) -> tuple[NodesResult, HealthResult]:
-    """The node-health look of a periodic check: the VMs/instances and the tenant API's Nodes, side
-    by side, as local activities (in the same workflow task as the drift observe: two markers)."""
-    machines, tenant = await together(
-        local(
-            _provider(spec, ProviderOp.LIST_NODES), ClusterRef(spec=spec), NodesResult, f"list the nodes of {spec.id}"
-        ),
-        local(
-            "tenant.check_health",
-            HealthInput(spec=spec, expected_nodes=nodes, wait=policies.NO_WAIT),
-            HealthResult,
-            f"check that every node of {spec.id} is Ready and its API answers",
-        ),
-    )
+async def observe_nodes(spec: ClusterSpec, nodes: list[str]) -> tuple[NodesResult, HealthResult]:
+    """The node-health look of a periodic check: the VMs/instances and the tenant API's Nodes, side by side."""
+    machines, tenant = await together(list_nodes(spec), check_health(spec, nodes))
     return machines, tenant
-
-
-async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:
-    """The three observes of a drift check, side by side, as local activities."""
-    return list(
-        await together(
-            observe_locally(_provider(spec, ProviderOp.OBSERVE), spec, nodes, f"the {spec.provider} resources"),
-            observe_locally("pki.observe", spec, nodes, "the Vault mount, roles, policy and stored key pairs"),
-            observe_locally("schedule.observe", spec, nodes, "the rotation schedule"),
-        )
-    )
 
 
 async def revoke_unheld_certificates(spec: ClusterSpec, nodes: dict[str, str]) -> NodeCertificatesResult:

@@ -30,7 +30,7 @@ from models.cluster import (
     ProgressReport,
     StepState,
 )
-from models.drift import CheckOutcome, DriftCheckRecord
+from models.drift import CheckOutcome, DriftCheckRecord, DriftReport
 from models.errors import InvalidInput, innermost_message
 from models.naming import node_role, operation_workflow_id
 from models.node_health import decide, observed_unhealthy, tracked
@@ -64,9 +64,11 @@ from models.operations import (
     UpgradeResult,
 )
 from models.pki import SignedUserCertificate, SignUserCertificateRequest
+from models.provider import NodesResult
 from models.reconcile import IfBusy, ReconcileInput, ReconcileRequest, ReconcileResult
 from models.schedules import RotationScheduleResult, SyncScheduleRequest, SyncScheduleResult
 from models.spec import ClusterSpec, describe_validation_error
+from models.tenant import HealthResult
 from models.versions import upgrade_refusal
 from workflows import activity_stubs as act
 from workflows import metric_names
@@ -86,6 +88,7 @@ from workflows.names import (
     UPGRADE_CONTROL_SIGNAL,
     UPGRADE_WORKFLOW,
 )
+from workflows.side_by_side import together
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -96,9 +99,8 @@ NODE_REPAIR_PATCH = "entity-node-auto-repair"
 """Entities whose periodic check ran before node auto-repair only checked for drift; they replay that way."""
 IN_PLACE_CHECK_PATCH = "entity-periodic-check-observes-in-place"
 """Periodic checks of entities from before this patch started a reconcile child every time; newer
-ones first observe in the entity (local activities, one marker each) and start the child only when
-something differs, so an in-sync check adds about 10 events to the entity's history (with the
-node-health look, also local) instead of 14 for the drift check alone."""
+ones first observe from the entity (the observes as its own activities) and start the child only when
+something differs (the in-sync check costs no child workflow)."""
 PENDING_UPGRADES_PATCH = "entity-refuses-a-second-upgrade"
 """Upgrade handlers from before it kept no record of their target: their histories replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
@@ -133,6 +135,8 @@ class ClusterWorkflow:
         self._published: tuple[str, str] | None = None
         self._published_check: CheckOutcome | None = None
         self._timer_setting: tuple[object, ...] | None = None
+        self._watching_nodes = False  # the periodic check with node auto-repair runs
+        self._node_look: tuple[NodesResult, HealthResult] | str | None = None
         # Targets of the upgrade requests accepted and not finished (running or queued), oldest
         # first. Empty at continue-as-new: the entity waits for every handler to finish first.
         self._pending_upgrades: list[str] = []
@@ -189,6 +193,7 @@ class ClusterWorkflow:
         (``unhealthy_after`` after it was first seen), so a node is repaired within the setting plus
         one check interval of going bad.
         """
+        self._watching_nodes = True
         while not self._should_stop():
             due = await self._next_due()
             if due == "check":
@@ -258,12 +263,14 @@ class ClusterWorkflow:
 
     async def _observe_nodes(self) -> tuple[str | None, str]:
         spec, nodes, health = self.status.spec, self._node_names(), self.status.node_health
-        try:
-            machines, tenant = await act.observe_nodes_locally(spec, nodes)
-        except ActivityError as err:
-            health.note = f"node health not observed: {innermost_message(err)}"
+        look, self._node_look = self._node_look, None  # taken beside this check's drift look, if any
+        if look is None:
+            look = await self._look_at_nodes()
+        if isinstance(look, str):
+            health.note = f"node health not observed: {look}"
             self._publish()
             return None, ""
+        machines, tenant = look
         now = workflow.now()
         health.unhealthy = tracked(health.unhealthy, observed_unhealthy(nodes, machines, tenant), now)
         health.observed_at = now
@@ -276,6 +283,14 @@ class ClusterWorkflow:
         )
         self._publish()
         return decision.node, decision.reason
+
+    async def _look_at_nodes(self) -> tuple[NodesResult, HealthResult] | str:
+        """The VMs/instances and the tenant API's Nodes (two activities whatever the size); the
+        error message when they could not be observed."""
+        try:
+            return await act.observe_nodes(self.status.spec, self._node_names())
+        except ActivityError as err:
+            return innermost_message(err)
 
     async def _repair_node(self, node: str, reason: str) -> bool:
         """Run the repair operation for ``node``; False when it failed or could not run."""
@@ -612,6 +627,7 @@ class ClusterWorkflow:
             if in_sync is not None:
                 self._record_check(in_sync)
                 return in_sync
+            self._node_look = None  # the repair that follows may change the nodes: look again after it
         waited_for = f"{busy.kind} ({busy.workflow_id})" if busy and self._lock.locked() else ""
         try:
             result = await self._operate(
@@ -633,18 +649,26 @@ class ClusterWorkflow:
         return result
 
     async def _observe_in_place(self) -> ReconcileResult | None:
-        """The periodic check's first look, in the entity: the three observes as local activities.
+        """The periodic check's first look, from the entity: the three observes side by side (and,
+        with node auto-repair, the node-health look beside them, in the same workflow tasks).
 
         In sync: the check ends here (no child, no line in 'recent'; the status shows it as the last
         check). None when something differs or an observe failed: the reconcile child looks again
         and repairs, or reports the failure, as every check did before.
         """
-        async with self._lock:  # no operation starts while the backends are being read
+
+        async def drift() -> list[DriftReport] | None:
             try:
-                reports = await act.observe_everything_locally(self.status.spec, self._checked_nodes())
+                return await act.observe_everything(self.status.spec, self._checked_nodes())
             except ActivityError:
                 return None
-        return ReconcileResult() if all(r.in_sync for r in reports) else None
+
+        async def nodes() -> tuple[NodesResult, HealthResult] | str | None:
+            return await self._look_at_nodes() if self._watching_nodes else None
+
+        async with self._lock:  # no operation starts while the backends are being read
+            reports, self._node_look = await together(drift(), nodes())
+        return ReconcileResult() if reports is not None and all(r.in_sync for r in reports) else None
 
     def _checked_nodes(self) -> dict[str, str]:
         """The nodes a check expects: name -> the Kubernetes version each runs."""
