@@ -17,7 +17,13 @@ from pydantic import AfterValidator, Field, model_validator
 from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus
 from models.durations import Duration, format_duration
-from models.maintenance import MaintenanceWindow, StartDecision, decide_start, format_instant
+from models.maintenance import (
+    MaintenanceOverride,
+    MaintenanceWindow,
+    StartDecision,
+    decide_start,
+    format_instant,
+)
 from models.spec import ClusterId
 from models.versions import KubernetesVersion, upgrade_refusal
 
@@ -177,13 +183,6 @@ def start_decision(
 
 
 # --- the rollout's input, updates and result ----------------------------------------------------------
-class MaintenanceOverride(FrozenModel):
-    """``--now --reason TEXT``: run outside the clusters' maintenance windows, on the record."""
-
-    reason: PersonName = Field(description="why the windows are overridden")
-    by: str = ""
-
-
 class FleetRolloutInput(FrozenModel):
     operation: FleetOperation
     version: KubernetesVersion | None = Field(default=None, description="target version (upgrades only)")
@@ -322,6 +321,9 @@ class ClusterOperationRequest(FrozenModel):
     request_id: str = Field(description="update id: a retried request is the same update, run once")
     requested_by: str = ""
     node_ready_timeout: PositiveDuration | None = None
+    maintenance_override: MaintenanceOverride | None = Field(
+        default=None, description="the rollout's --now --reason: the entity runs it outside the window, on the record"
+    )
 
 
 class ClusterOperationOutcome(FrozenModel):

@@ -182,6 +182,7 @@ class FleetRolloutWorkflow:
             request_id=f"{self.status.rollout_id}/{cluster.cluster_id}",
             requested_by=self._requested_by(),
             node_ready_timeout=self._input.node_ready_timeout,
+            maintenance_override=self._input.maintenance_override,
         )
         try:
             outcome = await workflow.execute_activity(

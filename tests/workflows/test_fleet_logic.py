@@ -37,9 +37,9 @@ from models.fleet import (
     FleetRolloutResult,
     FleetState,
     FleetStatus,
-    MaintenanceOverride,
     RolloutClusterState,
 )
+from models.maintenance import MaintenanceOverride
 from tests.specs import small_kvm
 from tests.workflows.fleet_entity import FakeClusterInput, FakeClusterWorkflow, FakeLog
 from worker.registry import WORKFLOWS, activities_of, build_worker, sandbox_runner
