@@ -199,6 +199,10 @@ class FleetRolloutInput(FrozenModel):
     node_ready_timeout: PositiveDuration | None = Field(
         default=None, description="upgrades: a node not ready within this pauses its cluster's upgrade"
     )
+    max_history_events: int | None = Field(
+        default=None, ge=20, description="continue-as-new past this many events (None: when Temporal suggests it)"
+    )
+    carried: FleetCarry | None = Field(default=None, description="the rollout so far, across continue-as-new")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetRolloutInput:
@@ -294,6 +298,20 @@ class FleetStatus(Model):
         return found
 
 
+class FleetCarry(Model):
+    """What a rollout carries across continue-as-new: its status (plan, every cluster's state, log,
+    approval) and what it decided with. Nothing is in flight when it continues, so no cluster is
+    asked twice."""
+
+    status: FleetStatus
+    snapshots: list[ClusterSnapshot] = Field(default_factory=list)
+    paused: bool = False
+    stop_reason: str | None = None
+    aborted: bool = False
+    failures: list[str] = Field(default_factory=list, description="ids of the clusters that failed, in order")
+    runs: int = Field(default=1, description="runs of this rollout so far (this one included)")
+
+
 class FleetControlResult(FrozenModel):
     action: FleetAction
     state: FleetState
@@ -378,3 +396,6 @@ def window_wait_reason(opens_at: datetime) -> str:
 
 def approval_wait_message(timeout: timedelta) -> str:
     return f"canaries done; waiting for 'tenantctl fleet approve' (aborts after {format_duration(timeout)})"
+
+
+FleetRolloutInput.model_rebuild()

@@ -165,7 +165,7 @@ async def _start(
         drain_timeout=drain_timeout,
         maintenance_override=override,
     )
-    update = await _start_update(client, cluster_id, request)
+    update = await start_upgrade_update(client, cluster_id, request)
     queued = await queued_request(client, cluster_id, update.id)
     if queued is not None and queued.window_opens_at is not None:
         ahead = f"{queued.message}; it starts then ('tenantctl upgrade abort {cluster_id}' cancels it)"
@@ -271,7 +271,7 @@ async def _follow(
     )
 
 
-async def _start_update(client: Client, cluster_id: str, request: UpgradeRequest) -> WorkflowUpdateHandle[Any]:
+async def start_upgrade_update(client: Client, cluster_id: str, request: UpgradeRequest) -> WorkflowUpdateHandle[Any]:
     from temporalio.client import (
         WorkflowUpdateFailedError,
         WorkflowUpdateRPCTimeoutOrCancelledError,
