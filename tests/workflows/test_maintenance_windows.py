@@ -18,16 +18,18 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.pki.rotation_schedule import SCHEDULED_ROTATION_REQUEST
 from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState
-from models.maintenance import MaintenanceOverride
+from models.maintenance import Maintenance, MaintenanceOverride
 from models.naming import operation_workflow_id
 from models.operations import (
+    ConfigureRequest,
     RotateCertificatesRequest,
     UpgradeAction,
     UpgradeControl,
@@ -41,8 +43,8 @@ from tests.fakes_rotation import SimulatedPki
 from tests.fakes_upgrade import FakeFleet
 from tests.specs import small_kvm
 from tests.workflows.helpers import start_entity, wait_settled
-from worker.registry import build_worker
-from workflows.cluster import ClusterWorkflow, render_status
+from worker.registry import WORKFLOWS, build_worker, sandbox_runner
+from workflows.cluster import MAINTENANCE_WINDOW_PATCH, ClusterWorkflow, render_status
 
 OLD, PATCH = "1.32.4", "1.32.5"
 Handle = WorkflowHandle[Any, Any]
@@ -321,3 +323,86 @@ async def test_a_rotation_whose_deadline_comes_before_the_window_runs_on_time(
     async with rotation_worker(env, queue), entity(env, spec, queue):
         started = await scheduled_rotation_started_at(env, spec)
     assert started - now < SLACK
+
+
+# --- determinism ---------------------------------------------------------------------------------------------
+async def window_wait_scenario(env: WorkflowEnvironment, queue: str, spec: ClusterSpec) -> WorkflowHistory:
+    """The recorded scenario (tests/histories/upgrade-window-wait--Cluster.json): a window is
+    configured, an upgrade waits for it (two days away), a drift check runs meanwhile, the window
+    opens and the upgrade runs."""
+    now = await now_of(env)
+    opens = (now + timedelta(days=2)).replace(hour=3, minute=0, second=0, microsecond=0)
+    handle = await start_entity(env.client, spec.model_copy(update={"maintenance": None}), queue)
+    await wait_settled(handle)
+    await handle.execute_update(
+        ClusterWorkflow.configure,
+        ConfigureRequest(maintenance=Maintenance.model_validate(window([day_name(opens)], "03:00", "2h"))),
+    )
+    with env.auto_time_skipping_disabled():
+        update = await start_upgrade(handle)
+        await status_when(handle, waiting_for_window, "the upgrade to wait for its window")
+        await handle.execute_update(ClusterWorkflow.reconcile, ReconcileRequest(requested_by="recorder"))
+    await skip_to(env, opens)
+    with env.auto_time_skipping_disabled():
+        result: UpgradeResult = await update.result()
+    assert result.outcome is UpgradeOutcome.COMPLETED
+    history = await handle.fetch_history()
+    await handle.terminate("recorded")
+    return history
+
+
+async def test_an_entity_waiting_for_its_window_replays(time_skipping_env: WorkflowEnvironment) -> None:
+    env, fleet, queue = time_skipping_env, FakeFleet(), f"q-{uuid.uuid4()}"
+    async with build_worker(env.client, queue, fleet.activities()):
+        history = await window_wait_scenario(env, queue, small_kvm(kubernetes_version=OLD))
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    markers = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(MAINTENANCE_WINDOW_PATCH.encode() in m for m in markers)
+    assert any(e.HasField("timer_started_event_attributes") for e in history.events)
+
+
+async def record_history() -> None:
+    """``python -m tests.workflows.test_maintenance_windows``: record the scenario for tests/replay."""
+    import json
+    from pathlib import Path
+
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from tests.servers import binary
+    from workflows import search_attributes as sa
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in sa.ALL_KEYS},
+            )
+        )
+        name, fleet = "upgrade-window-wait", FakeFleet()
+        async with build_worker(env.client, name, fleet.activities()):
+            history = await window_wait_scenario(env, name, small_kvm(id="replay-window", kubernetes_version=OLD))
+        path = Path(__file__).resolve().parents[1] / "histories" / f"{name}--Cluster.json"
+        recorded = {
+            "workflow_id": history.workflow_id,
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scenario": name,
+            "history": json.loads(history.to_json()),
+        }
+        path.write_text(json.dumps(recorded, indent=1))
+        print(f"recorded {path.name}: {len(history.events)} events")  # noqa: T201
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(record_history())
