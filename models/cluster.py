@@ -15,6 +15,7 @@ from pydantic import Field
 
 from models.base import FrozenModel, Model
 from models.drift import DriftCheckRecord
+from models.maintenance import MaintenanceOverride
 from models.node_health import NodeHealthStatus
 from models.pki import CertificateRecord
 from models.spec import ClusterSpec
@@ -109,6 +110,9 @@ class OperationStatus(Model):
     steps: list[StepStatus] = Field(default_factory=list)
     progress: Progress = Field(default_factory=Progress)
     message: str = ""
+    maintenance_override: MaintenanceOverride | None = Field(
+        default=None, description="run outside the maintenance window: who and why (--now --reason)"
+    )
 
     def step(self, name: str) -> StepStatus:
         for existing in self.steps:
@@ -123,7 +127,12 @@ class OperationStatus(Model):
         children do not tell it every step); who asked for it is only known to the entity."""
         if live.workflow_id != self.workflow_id:
             return self
-        return live.model_copy(update={"requested_by": live.requested_by or self.requested_by})
+        return live.model_copy(
+            update={
+                "requested_by": live.requested_by or self.requested_by,
+                "maintenance_override": live.maintenance_override or self.maintenance_override,
+            }
+        )
 
 
 class NodeRecord(FrozenModel):
@@ -146,6 +155,26 @@ class RetryingCall(Model):
     def describe(self) -> str:
         when = f"; next try {self.next_retry:%H:%M:%S} UTC" if self.next_retry else ""
         return f"{self.activity} attempt {self.attempt}: {self.last_error}{when}"
+
+
+class QueuedOperation(Model):
+    """A disruptive operation accepted by the entity and not started yet: it waits for the
+    cluster's maintenance window, or behind the operation that runs now (issue 15)."""
+
+    kind: OperationKind
+    request_id: str = Field(description="the update's id: 'upgrade abort' and retried requests find it by it")
+    requested_by: str = ""
+    detail: str = Field(default="", description="what it will do, e.g. 'to Kubernetes 1.32.5'")
+    queued_at: datetime
+    window_opens_at: datetime | None = Field(default=None, description="set while it waits for the window")
+    deadline: datetime | None = Field(default=None, description="leaf rotations: runs by then, window or not")
+    message: str = Field(default="", description="why it waits, e.g. 'waiting for the maintenance window, ...'")
+    maintenance_override: MaintenanceOverride | None = None
+
+    def describe(self) -> str:
+        what = f"{self.kind}{f' {self.detail}' if self.detail else ''}"
+        by = f" (requested by {self.requested_by})" if self.requested_by else ""
+        return f"{what}{by}: {self.message or 'queued'}"
 
 
 class ClusterStatus(Model):
@@ -175,6 +204,9 @@ class ClusterStatus(Model):
     )
     node_health: NodeHealthStatus = Field(
         default_factory=NodeHealthStatus, description="unhealthy nodes and node auto-repair (issue 12)"
+    )
+    queued: list[QueuedOperation] = Field(
+        default_factory=list, description="accepted operations not started yet (maintenance window, or behind another)"
     )
 
     def record_certificates(self, records: list[CertificateRecord]) -> None:

@@ -17,7 +17,13 @@ from pydantic import AfterValidator, Field, model_validator
 from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus
 from models.durations import Duration, format_duration
-from models.maintenance import MaintenanceWindow, StartDecision, decide_start, format_instant
+from models.maintenance import (
+    MaintenanceOverride,
+    MaintenanceWindow,
+    StartDecision,
+    decide_start,
+    format_instant,
+)
 from models.spec import ClusterId
 from models.versions import KubernetesVersion, upgrade_refusal
 
@@ -177,13 +183,6 @@ def start_decision(
 
 
 # --- the rollout's input, updates and result ----------------------------------------------------------
-class MaintenanceOverride(FrozenModel):
-    """``--now --reason TEXT``: run outside the clusters' maintenance windows, on the record."""
-
-    reason: PersonName = Field(description="why the windows are overridden")
-    by: str = ""
-
-
 class FleetRolloutInput(FrozenModel):
     operation: FleetOperation
     version: KubernetesVersion | None = Field(default=None, description="target version (upgrades only)")
@@ -200,6 +199,10 @@ class FleetRolloutInput(FrozenModel):
     node_ready_timeout: PositiveDuration | None = Field(
         default=None, description="upgrades: a node not ready within this pauses its cluster's upgrade"
     )
+    max_history_events: int | None = Field(
+        default=None, ge=20, description="continue-as-new past this many events (None: when Temporal suggests it)"
+    )
+    carried: FleetCarry | None = Field(default=None, description="the rollout so far, across continue-as-new")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetRolloutInput:
@@ -295,6 +298,20 @@ class FleetStatus(Model):
         return found
 
 
+class FleetCarry(Model):
+    """What a rollout carries across continue-as-new: its status (plan, every cluster's state, log,
+    approval) and what it decided with. Nothing is in flight when it continues, so no cluster is
+    asked twice."""
+
+    status: FleetStatus
+    snapshots: list[ClusterSnapshot] = Field(default_factory=list)
+    paused: bool = False
+    stop_reason: str | None = None
+    aborted: bool = False
+    failures: list[str] = Field(default_factory=list, description="ids of the clusters that failed, in order")
+    runs: int = Field(default=1, description="runs of this rollout so far (this one included)")
+
+
 class FleetControlResult(FrozenModel):
     action: FleetAction
     state: FleetState
@@ -322,6 +339,9 @@ class ClusterOperationRequest(FrozenModel):
     request_id: str = Field(description="update id: a retried request is the same update, run once")
     requested_by: str = ""
     node_ready_timeout: PositiveDuration | None = None
+    maintenance_override: MaintenanceOverride | None = Field(
+        default=None, description="the rollout's --now --reason: the entity runs it outside the window, on the record"
+    )
 
 
 class ClusterOperationOutcome(FrozenModel):
@@ -376,3 +396,6 @@ def window_wait_reason(opens_at: datetime) -> str:
 
 def approval_wait_message(timeout: timedelta) -> str:
     return f"canaries done; waiting for 'tenantctl fleet approve' (aborts after {format_duration(timeout)})"
+
+
+FleetRolloutInput.model_rebuild()

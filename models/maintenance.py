@@ -223,6 +223,43 @@ def decide_start(
     return StartDecision(at=opens, reason=f"waiting for the maintenance window, opens at {format_instant(opens)}")
 
 
+class MaintenanceOverride(FrozenModel):
+    """``--now --reason TEXT``: run outside the maintenance window, on the record (who and why)."""
+
+    reason: str = Field(min_length=1, max_length=500, description="why the window is overridden")
+    by: str = Field(default="", description="who overrode it")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_text(cls, reason: str) -> str:
+        text = reason.strip()
+        if not text:
+            raise ValueError("must not be empty: say why the maintenance window is overridden")
+        return text
+
+    def describe(self) -> str:
+        return f"outside the maintenance window{f' by {self.by}' if self.by else ''}: {self.reason}"
+
+
+def renewal_deadline(earliest_expiry: datetime | None, rotation_interval: timedelta) -> datetime | None:
+    """The latest moment a leaf rotation may start: one rotation interval before the first expiry.
+
+    Waiting past it would leave less than an interval of life on a certificate, so a missed or
+    failed rotation could let it expire before the next one.
+    """
+    return None if earliest_expiry is None else _aware(earliest_expiry) - rotation_interval
+
+
+def leaf_rotation_deadline(
+    earliest_expiry: datetime | None, rotation_interval: timedelta, asked_at: datetime, max_wait: timedelta
+) -> datetime:
+    """How long a scheduled leaf rotation asked for at ``asked_at`` may wait for a window: until
+    the renewal deadline, and never longer than ``max_wait`` (what its requester waits for)."""
+    latest = _aware(asked_at) + max_wait
+    deadline = renewal_deadline(earliest_expiry, rotation_interval)
+    return latest if deadline is None else min(deadline, latest)
+
+
 def format_instant(instant: datetime) -> str:
     return _aware(instant).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 

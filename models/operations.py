@@ -15,7 +15,7 @@ from pydantic import Field
 from models.base import FrozenModel, Model
 from models.cluster import ClusterPhase, ClusterStatus, NodeRecord, OperationStatus
 from models.durations import Duration
-from models.maintenance import Maintenance
+from models.maintenance import Maintenance, MaintenanceOverride
 from models.node_health import NodeRepair
 from models.pki import CaResult, CertificateRecord
 from models.schedules import RotationScheduleResult
@@ -67,6 +67,11 @@ class ProvisionResult(FrozenModel):
 class RotateCertificatesRequest(FrozenModel):
     force: bool = Field(default=False, description="re-issue every leaf, due or not")
     requested_by: str = Field(default="", description="'schedule' or the user's name, for the record")
+    in_window: bool = Field(
+        default=False,
+        description="run in the maintenance window when one opens before the renewal deadline, else on time "
+        "(scheduled and fleet rotations; a person's 'tenantctl rotate' runs at once)",
+    )
 
 
 class RotateCertificatesInput(FrozenModel):
@@ -86,6 +91,9 @@ class RotateCertificatesResult(FrozenModel):
 
 class RotateCaRequest(FrozenModel):
     requested_by: str = ""
+    maintenance_override: MaintenanceOverride | None = Field(
+        default=None, description="run now, outside the maintenance window (who and why are recorded)"
+    )
 
 
 class RotateCaInput(FrozenModel):
@@ -115,6 +123,9 @@ class UpgradeRequest(FrozenModel):
     )
     drain_timeout: PositiveDuration | None = Field(
         default=None, description="how long one node's drain may take before the upgrade pauses"
+    )
+    maintenance_override: MaintenanceOverride | None = Field(
+        default=None, description="run now, outside the maintenance window (who and why are recorded)"
     )
 
 
@@ -157,6 +168,7 @@ class UpgradeControl(FrozenModel):
 class UpgradeControlResult(FrozenModel):
     workflow_id: str
     action: UpgradeAction
+    queued: bool = Field(default=False, description="the upgrade aborted was still queued: it never started")
 
 
 class NodeUpgradeState(StrEnum):

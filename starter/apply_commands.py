@@ -44,8 +44,19 @@ async def apply(
     file: Annotated[Path, typer.Option("--file", "-f", help="cluster spec (YAML)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, change nothing")] = False,
     watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow each operation as it runs")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="the upgrade does not wait for the maintenance window (needs --reason)")
+    ] = False,
+    reason: Annotated[str, typer.Option("--reason", help="with --now: why (recorded with the upgrade)")] = "",
 ) -> None:
-    """Create a cluster, or change a live one to match its spec file."""
+    """Create a cluster, or change a live one to match its spec file.
+
+    An upgrade waits for the cluster's maintenance window (the command says when it opens and waits;
+    Ctrl-C leaves it queued in the cluster); '--now --reason TEXT' runs it at once, on the record.
+    """
+    from starter.upgrade_commands import maintenance_override
+
+    override = maintenance_override(now, reason)
     from config.settings import load_settings
     from models.cluster import ClusterPhase
     from models.desired import plan_apply
@@ -78,15 +89,20 @@ async def apply(
     if dry_run or plan.unchanged:
         return
     for operation in plan.operations:
-        await run_operation(client, wanted, operation, watch_)
+        await run_operation(client, wanted, operation, watch_, override)
 
 
-async def run_operation(client: Any, wanted: ClusterSpec, operation: PlannedOperation, watch_: bool) -> None:
+async def run_operation(
+    client: Any, wanted: ClusterSpec, operation: PlannedOperation, watch_: bool, override: Any = None
+) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
     from models.desired import ApplyStep
+    from models.errors import innermost_message
     from models.operations import ConfigureRequest, ScaleRequest, UpgradeOutcome, UpgradeRequest
     from starter import clusters
     from starter.scale_commands import report, start_scale
-    from starter.upgrade_commands import EXIT_FAILED
+    from starter.upgrade_commands import EXIT_FAILED, queued_request, start_upgrade_update, until_started
     from starter.watch import watch
     from workflows.cluster import ClusterWorkflow
 
@@ -113,17 +129,18 @@ async def run_operation(client: Any, wanted: ClusterSpec, operation: PlannedOper
         await report(cid, update)
         return
     assert operation.version is not None
-    try:
-        upgraded = await clusters.update(
-            client,
-            cid,
-            ClusterWorkflow.upgrade,
-            UpgradeRequest(version=operation.version, requested_by=clusters.whoami()),
-        )
-    except clusters.RequestRefused:
-        raise
+    upgrade = UpgradeRequest(version=operation.version, requested_by=clusters.whoami(), maintenance_override=override)
+    update = await start_upgrade_update(client, cid, upgrade)
+    queued = await queued_request(client, cid, update.id)
+    if queued is not None and queued.window_opens_at is not None:
+        out.print(f"  {queued.message}; waiting (Ctrl-C leaves it queued in the cluster)", markup=False)
+        await until_started(client, cid, update.id)
     if watch_:
         await watch(client, cid, since=since)
+    try:
+        upgraded = await update.result()
+    except WorkflowUpdateFailedError as exc:
+        raise clusters.RequestRefused(innermost_message(exc)) from None
     if upgraded.outcome is not UpgradeOutcome.COMPLETED:
         err.print(f"upgrade of {cid} ended {upgraded.outcome.value}", markup=False)
         raise typer.Exit(EXIT_FAILED)

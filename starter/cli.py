@@ -90,14 +90,20 @@ async def status(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TAB
 async def list_(
     output: OutputOption = OutputFormat.TABLE,
     all_: Annotated[bool, typer.Option("--all", "-a", help="include deleted clusters")] = False,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help="visibility query as in the Temporal UI, e.g. 'ClusterOwner = \"acme\"'"),
+    ] = None,
 ) -> None:
-    """List tenant clusters (from search attributes)."""
+    """List tenant clusters: id, owner, provider, version, phase, current operation, earliest
+    certificate expiry, last drift check (from visibility: search attributes and each entity's memo)."""
     from config.settings import load_settings
     from starter import clusters
     from starter.render import clusters_table, dump
 
     settings = load_settings()
-    rows = await clusters.list_clusters(await clusters.connect(settings, need_worker=False), include_closed=all_)
+    client = await clusters.connect(settings, need_worker=False)
+    rows = await clusters.list_clusters(client, include_closed=all_, where=where)
     if output is OutputFormat.TABLE:
         out.print(clusters_table(rows))
     else:

@@ -279,26 +279,69 @@ async def update(client: Client, cluster_id: str, method: Any, request: Any) -> 
         raise
 
 
-async def list_clusters(client: Client, include_closed: bool = False) -> list[dict[str, str]]:
-    """One row per cluster, from search attributes alone (no query per cluster)."""
+LIST_QUERIES_AT_ONCE = 16
+"""Entities without the list memo (started before it) are asked by query, this many at a time."""
+
+
+async def list_clusters(client: Client, include_closed: bool = False, where: str | None = None) -> list[dict[str, str]]:
+    """One row per cluster, from its visibility row: search attributes and the entity's memo
+    (current operation, earliest expiry, last drift check). Only an entity without that memo (from
+    before it) is asked by query. ``where`` narrows the list (the Temporal UI's query language)."""
     from workflows import search_attributes as sa
 
     query = 'WorkflowType = "Cluster"'
     if not include_closed:
         query += ' AND ExecutionStatus = "Running"'
+    if where and where.strip():
+        query += f" AND ({where.strip()})"
     rows: list[dict[str, str]] = []
-    async for execution in client.list_workflows(query):
-        attrs = execution.typed_search_attributes
-        rows.append(
-            {
+    unremembered: list[dict[str, str]] = []
+    try:
+        async for execution in client.list_workflows(query):
+            attrs = execution.typed_search_attributes
+            memo = await execution.memo()
+            running = execution.status is WorkflowExecutionStatus.RUNNING
+            row = {
                 "id": attrs.get(sa.CLUSTER_ID) or execution.id.removeprefix("cluster/"),
                 "owner": attrs.get(sa.CLUSTER_OWNER) or "",
                 "provider": attrs.get(sa.CLUSTER_PROVIDER) or "",
                 "version": attrs.get(sa.KUBERNETES_VERSION) or "",
                 "phase": attrs.get(sa.CLUSTER_PHASE) or "",
+                "operation": str(memo.get("operation", "")),
+                "earliest_expiry": str(memo.get("earliest_expiry", "")),
+                "last_check": str(memo.get("last_check", "")),
+                "last_check_outcome": str(memo.get("last_check_outcome", "") or attrs.get(sa.DRIFT_CHECK) or ""),
                 "workflow": execution.id,
-                "running": "yes" if execution.status is WorkflowExecutionStatus.RUNNING else "no",
+                "running": "yes" if running else "no",
                 "started": execution.start_time.isoformat(timespec="seconds"),
             }
-        )
+            rows.append(row)
+            if running and "earliest_expiry" not in memo:
+                unremembered.append(row)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.INVALID_ARGUMENT:
+            raise UserError(f"--where is not a valid visibility query: {exc.message}") from None
+        raise
+    await _fill_from_status(client, unremembered)
     return sorted(rows, key=lambda r: (r["id"], r["started"]))
+
+
+async def _fill_from_status(client: Client, rows: list[dict[str, str]]) -> None:
+    """Ask the entities that keep no list memo (started before it) for what the memo would say."""
+    gate = asyncio.Semaphore(LIST_QUERIES_AT_ONCE)
+
+    async def fill(row: dict[str, str]) -> None:
+        async with gate:
+            try:
+                status = await entity(client, row["id"]).query(
+                    STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=DESCRIBE_TIMEOUT
+                )
+            except (RPCError, WorkflowQueryFailedError):
+                return  # no worker answers now: the row keeps what visibility has
+        current, check = status.current, status.last_check
+        row["operation"] = f"{current.kind} ({current.state})" if current else ""
+        row["earliest_expiry"] = status.earliest_expiry.isoformat() if status.earliest_expiry else ""
+        row["last_check"] = check.at.isoformat() if check else ""
+        row["last_check_outcome"] = str(check.outcome) if check else row["last_check_outcome"]
+
+    await asyncio.gather(*(fill(r) for r in rows))

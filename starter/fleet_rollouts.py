@@ -43,7 +43,6 @@ from models.fleet import (
     FleetRolloutInput,
     FleetState,
     FleetStatus,
-    MaintenanceOverride,
     RolloutCluster,
     RolloutClusterState,
     describe_operation,
@@ -51,6 +50,7 @@ from models.fleet import (
     plan_rollout,
     start_decision,
 )
+from models.maintenance import MaintenanceOverride
 from models.spec import describe_validation_error
 from starter import clusters
 from starter.clusters import UserError

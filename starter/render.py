@@ -98,6 +98,10 @@ def status_view(status: ClusterStatus, ui_url: str | None = None, retrying: Sequ
         facts.add_row("node health", Text(health.note))
     if health.last_repair:
         facts.add_row("last node repair", Text(health.last_repair))
+    window = spec.maintenance.window if spec.maintenance else None
+    facts.add_row("maintenance window", Text(window.describe() if window else "any time"))
+    for queued in status.queued:  # accepted, not started: waiting for the window or behind another operation
+        facts.add_row("queued", Text(queued.describe()))
     if status.message:
         facts.add_row("message", Text(status.message))
     if ui_url:
@@ -157,13 +161,42 @@ def recent_view(ops: list[OperationStatus]) -> Table:
     return table
 
 
-def clusters_table(rows: list[dict[str, str]]) -> Table:
+LIST_COLUMNS = ("id", "owner", "provider", "version", "phase", "operation", "earliest expiry", "last drift check")
+
+
+def clusters_table(rows: list[dict[str, str]], now: datetime | None = None) -> Table:
+    """``tenantctl list``: one line per cluster (every value from visibility; none is markup)."""
     table = Table(title="tenant clusters", title_justify="left")
-    for col in ("id", "owner", "provider", "version", "phase", "running", "started"):
+    for col in LIST_COLUMNS:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(Text(row[c]) for c in ("id", "owner", "provider", "version", "phase", "running", "started")))
+        expiry = _parsed(row.get("earliest_expiry", ""))
+        checked = _parsed(row.get("last_check", ""))
+        outcome = row.get("last_check_outcome", "")
+        check = f"{ago(checked, now)}, {outcome}" if checked else (outcome or "-")
+        phase = row["phase"] + ("" if row.get("running", "yes") == "yes" else " (closed)")
+        table.add_row(
+            Text(row["id"]),
+            Text(row["owner"]),
+            Text(row["provider"]),
+            Text(row["version"]),
+            Text(phase, style=PHASE_STYLE.get(ClusterPhase(row["phase"]), "yellow") if _phase(row) else ""),
+            Text(row.get("operation", "") or "-"),
+            Text(f"{_at(expiry)} ({ago(expiry, now)})" if expiry else "-"),
+            Text(check),
+        )
     return table
+
+
+def _phase(row: dict[str, str]) -> bool:
+    return row["phase"] in {p.value for p in ClusterPhase}
+
+
+def _parsed(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _at(moment: datetime | None) -> str:

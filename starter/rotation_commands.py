@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -54,10 +55,26 @@ async def rotate(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="re-issue every leaf, due or not")] = False,
     watch_: Annotated[bool, typer.Option("--watch", "-w", help="follow the rotation step by step")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="CA rotation: do not wait for the maintenance window (needs --reason)")
+    ] = False,
+    reason: Annotated[str, typer.Option("--reason", help="with --now: why (recorded with the operation)")] = "",
 ) -> None:
-    """Rotate a cluster's certificates now (or its CA with --ca); waits behind a running operation."""
+    """Rotate a cluster's certificates now (or its CA with --ca); waits behind a running operation.
+
+    A CA rotation rolls every node three times: it waits for the cluster's maintenance window
+    (spec maintenance.window) unless '--now --reason TEXT' says why not (recorded). A leaf rotation
+    asked for here runs at once (the schedule's own rotations prefer the window).
+    """
     if ca and force:
         raise typer.BadParameter("a CA rotation re-issues every leaf anyway; drop --force", param_hint="--force")
+    if now and not ca:
+        raise typer.BadParameter(
+            "a leaf rotation asked for here runs at once; --now applies to --ca", param_hint="--now"
+        )
+    from starter.upgrade_commands import maintenance_override
+
+    override = maintenance_override(now, reason)
     from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
     from temporalio.service import RPCError, RPCStatusCode
 
@@ -69,18 +86,25 @@ async def rotate(
         RotateCertificatesResult,
     )
     from starter import clusters
+    from starter.upgrade_commands import queued_request, until_started
     from starter.watch import watch
     from workflows.cluster import ClusterWorkflow
 
     settings, client = await _connect()
     handle = clusters.entity(client, cluster_id)
     who = clusters.whoami()
-    request: Any = RotateCaRequest(requested_by=who) if ca else RotateCertificatesRequest(force=force, requested_by=who)
+    request: Any = (
+        RotateCaRequest(requested_by=who, maintenance_override=override)
+        if ca
+        else RotateCertificatesRequest(force=force, requested_by=who)
+    )
     method: Any = ClusterWorkflow.rotate_ca if ca else ClusterWorkflow.rotate_certificates
     what = "CA rotation" if ca else ("forced certificate rotation" if force else "certificate rotation")
     since = (await clusters.get_status(client, cluster_id)).operations_started  # --watch shows what follows
     try:
-        update = await handle.start_update(method, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        update = await handle.start_update(
+            method, request, id=f"rotate-{uuid.uuid4()}", wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
     except WorkflowUpdateFailedError as exc:
         raise clusters.RequestRefused(_cause(exc)) from None
     except RPCError as exc:
@@ -88,8 +112,13 @@ async def rotate(
             raise clusters.ClusterNotFound(cluster_id) from None
         raise
     out.print(f"{what} of [bold]{cluster_id}[/] accepted; it runs after any operation ahead of it")
+    queued = await queued_request(client, cluster_id, update.id) if ca else None
+    if queued is not None and queued.window_opens_at is not None:
+        out.print(f"  {escape(queued.message)}; it starts then", soft_wrap=True)
     out.print(f"Temporal UI: {escape(settings.workflow_ui_url(entity_workflow_id(cluster_id)))}", soft_wrap=True)
     if watch_:
+        if queued is not None and queued.window_opens_at is not None:
+            await until_started(client, cluster_id, update.id)
         await watch(client, cluster_id, since=since)
     try:
         result = await update.result()

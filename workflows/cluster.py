@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -28,10 +29,12 @@ from models.cluster import (
     OperationState,
     OperationStatus,
     ProgressReport,
+    QueuedOperation,
     StepState,
 )
 from models.drift import CheckOutcome, DriftCheckRecord, DriftReport
 from models.errors import InvalidInput, innermost_message
+from models.maintenance import MaintenanceOverride, StartDecision, decide_start, leaf_rotation_deadline
 from models.naming import node_role, operation_workflow_id
 from models.node_health import decide, observed_unhealthy, tracked
 from models.node_repair import NodeRepairInput, NodeRepairResult
@@ -71,7 +74,7 @@ from models.spec import ClusterSpec, describe_validation_error
 from models.tenant import HealthResult
 from models.versions import upgrade_refusal
 from workflows import activity_stubs as act
-from workflows import metric_names
+from workflows import metric_names, policies
 from workflows import search_attributes as sa
 from workflows.journal import render_operation
 from workflows.names import (
@@ -105,6 +108,15 @@ PENDING_UPGRADES_PATCH = "entity-refuses-a-second-upgrade"
 """Upgrade handlers from before it kept no record of their target: their histories replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
 """Operations that pause on a failure and take the upgrade's resume/abort controls."""
+MAINTENANCE_WINDOW_PATCH = "entity-maintenance-window"
+"""Upgrades and CA rotations (and window-minded leaf rotations) queue for the maintenance window
+without holding the operation lock; entities from before ran them in arrival order at once."""
+LIST_MEMO_PATCH = "entity-list-memo"
+"""The memo 'tenantctl list' reads (current operation, earliest expiry, last drift check)."""
+
+
+class _WindowClosed(Exception):
+    """Raised under the lock when a queued operation's turn comes after its window closed again."""
 
 
 class Refused(ApplicationError):
@@ -140,6 +152,11 @@ class ClusterWorkflow:
         # Targets of the upgrade requests accepted and not finished (running or queued), oldest
         # first. Empty at continue-as-new: the entity waits for every handler to finish first.
         self._pending_upgrades: list[str] = []
+        self._published_memo: dict[str, str] | None = None
+        self._queued_runs: dict[str, asyncio.Task[Any]] = {}
+        self._aborted_queued: dict[str, str] = {}  # request id -> why it was aborted before it started
+        self._started_queued: set[str] = set()
+        self.status.queued = []  # carried across continue-as-new only empty: their updates ended with the run
 
     # --- the entity's life ------------------------------------------------------------------------
     @workflow.run
@@ -170,7 +187,11 @@ class ClusterWorkflow:
         )
 
     def _should_stop(self) -> bool:
-        return self.status.phase is ClusterPhase.DELETED or self._history_is_long()
+        # An operation waiting for its maintenance window keeps the entity from continuing as new
+        # (its update would end with the run): the periodic checks go on meanwhile, a window wait
+        # must not delay them.
+        long_history = self._history_is_long() and not any(q.window_opens_at for q in self.status.queued)
+        return self.status.phase is ClusterPhase.DELETED or long_history
 
     async def _check_periodically(self) -> None:
         """The periodic drift check: a durable timer per interval, until deleted or continuing as new.
@@ -447,13 +468,28 @@ class ClusterWorkflow:
     # --- updates ----------------------------------------------------------------------------------
     @workflow.update
     async def rotate_certificates(self, request: RotateCertificatesRequest) -> RotateCertificatesResult:
-        result = await self._operate(
-            OperationKind.ROTATE_CERTIFICATES,
-            ROTATE_CERTIFICATES_WORKFLOW,
-            lambda: RotateCertificatesInput(spec=self.status.spec, nodes=self._node_names(), force=request.force),
-            RotateCertificatesResult,
-            request.requested_by,
-        )
+        def run(starting: Callable[[], None] | None = None) -> Awaitable[RotateCertificatesResult]:
+            def make_input() -> RotateCertificatesInput:
+                if starting is not None:
+                    starting()
+                return RotateCertificatesInput(spec=self.status.spec, nodes=self._node_names(), force=request.force)
+
+            return self._operate(
+                OperationKind.ROTATE_CERTIFICATES,
+                ROTATE_CERTIFICATES_WORKFLOW,
+                make_input,
+                RotateCertificatesResult,
+                request.requested_by,
+            )
+
+        if request.in_window and workflow.patched(MAINTENANCE_WINDOW_PATCH):
+            # In the window when one opens before the renewal deadline, else on time.
+            queued = await self._when_due(OperationKind.ROTATE_CERTIFICATES, request.requested_by, "", None, run, True)
+            if queued is None:
+                raise Refused(f"the certificate rotation of {self.status.cluster_id} was aborted before it started")
+            result = queued
+        else:
+            result = await run()
         self.status.record_certificates(result.certificates)
         await self._sync_schedule()
         return result
@@ -464,15 +500,31 @@ class ClusterWorkflow:
 
     @workflow.update
     async def rotate_ca(self, request: RotateCaRequest) -> RotateCaResult:
-        result = await self._operate(
-            OperationKind.ROTATE_CA,
-            ROTATE_CA_WORKFLOW,
-            lambda: RotateCaInput(
-                spec=self.status.spec, nodes=self._node_names(), old_issuer_id=self.status.ca_issuer_id
-            ),
-            RotateCaResult,
-            request.requested_by,
-        )
+        def run(starting: Callable[[], None] | None = None) -> Awaitable[RotateCaResult]:
+            def make_input() -> RotateCaInput:
+                if starting is not None:
+                    starting()
+                return RotateCaInput(
+                    spec=self.status.spec, nodes=self._node_names(), old_issuer_id=self.status.ca_issuer_id
+                )
+
+            return self._operate(
+                OperationKind.ROTATE_CA,
+                ROTATE_CA_WORKFLOW,
+                make_input,
+                RotateCaResult,
+                request.requested_by,
+                request.maintenance_override,
+            )
+
+        if workflow.patched(MAINTENANCE_WINDOW_PATCH):
+            override = request.maintenance_override
+            queued = await self._when_due(OperationKind.ROTATE_CA, request.requested_by, "", override, run)
+            if queued is None:
+                raise Refused(f"the CA rotation of {self.status.cluster_id} was aborted before it started")
+            result = queued
+        else:
+            result = await run()
         self.status.ca_issuer_id = result.ca_issuer_id
         self.status.certificates = {}
         self.status.record_certificates(result.certificates)
@@ -484,27 +536,50 @@ class ClusterWorkflow:
 
     @workflow.update
     async def upgrade(self, request: UpgradeRequest) -> UpgradeResult:
-        def upgrade_input() -> UpgradeInput:
-            # Checked again once it is this request's turn: an upgrade queued behind another sees
-            # the version that one left behind.
-            refusal = upgrade_refusal(self.status.kubernetes_version, request.version)
-            if refusal:
-                raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
-            return UpgradeInput(
-                spec=self.status.spec,
-                target_version=request.version,
-                nodes=list(self.status.nodes.values()),
-                node_ready_timeout=request.node_ready_timeout,
-                drain_timeout=request.drain_timeout,
+        def run(starting: Callable[[], None] | None = None) -> Awaitable[UpgradeResult]:
+            def upgrade_input() -> UpgradeInput:
+                # Checked again once it is this request's turn: an upgrade queued behind another sees
+                # the version that one left behind.
+                refusal = upgrade_refusal(self.status.kubernetes_version, request.version)
+                if refusal:
+                    raise Refused(f"cannot upgrade {self.status.cluster_id}: {refusal}")
+                if starting is not None:
+                    starting()
+                return UpgradeInput(
+                    spec=self.status.spec,
+                    target_version=request.version,
+                    nodes=list(self.status.nodes.values()),
+                    node_ready_timeout=request.node_ready_timeout,
+                    drain_timeout=request.drain_timeout,
+                )
+
+            return self._operate(
+                OperationKind.UPGRADE,
+                UPGRADE_WORKFLOW,
+                upgrade_input,
+                UpgradeResult,
+                request.requested_by,
+                request.maintenance_override,
             )
 
         tracked = workflow.patched(PENDING_UPGRADES_PATCH)
         if tracked:
             self._pending_upgrades.append(request.version)
         try:
-            result = await self._operate(
-                OperationKind.UPGRADE, UPGRADE_WORKFLOW, upgrade_input, UpgradeResult, request.requested_by
-            )
+            if workflow.patched(MAINTENANCE_WINDOW_PATCH):
+                detail = f"to Kubernetes {request.version}"
+                queued = await self._when_due(
+                    OperationKind.UPGRADE, request.requested_by, detail, request.maintenance_override, run
+                )
+                if queued is None:  # aborted before it started: nothing changed
+                    version = self.status.kubernetes_version
+                    return UpgradeResult(
+                        outcome=UpgradeOutcome.ABORTED, from_version=version, to_version=request.version,
+                        kubernetes_version=version, nodes=list(self.status.nodes.values()),
+                    )  # fmt: skip
+                result = queued
+            else:
+                result = await run()
         finally:
             if tracked:
                 self._pending_upgrades.remove(request.version)
@@ -593,6 +668,11 @@ class ClusterWorkflow:
     @workflow.update
     async def control_upgrade(self, control: UpgradeControl) -> UpgradeControlResult:
         current = self.status.current
+        waiting = self._queued_upgrade()
+        running = current is not None and current.kind in _CONTROLLED and self._child is not None
+        if not running and waiting is not None and control.action is UpgradeAction.ABORT:
+            self._abort_queued(waiting, control.reason)
+            return UpgradeControlResult(workflow_id="", action=control.action, queued=True)
         if current is None or current.kind not in _CONTROLLED or self._child is None:
             raise Refused(f"no upgrade of {self.status.cluster_id} is running")
         await self._child.signal(UPGRADE_CONTROL_SIGNAL, control)
@@ -601,6 +681,9 @@ class ClusterWorkflow:
     @control_upgrade.validator
     def _validate_control_upgrade(self, control: UpgradeControl) -> None:
         current = self.status.current
+        running = current is not None and current.kind in _CONTROLLED
+        if not running and control.action is UpgradeAction.ABORT and self._queued_upgrade() is not None:
+            return  # an upgrade still waiting (for its window, or behind another operation) can be aborted
         if current is None or current.kind not in _CONTROLLED:
             raise Refused(f"no upgrade of {self.status.cluster_id} is running, nothing to {control.action}")
         if control.action is UpgradeAction.RESUME and current.state is not OperationState.PAUSED:
@@ -782,6 +865,7 @@ class ClusterWorkflow:
         make_input: Any,
         result_type: type[ResultT],
         requested_by: str,
+        maintenance_override: MaintenanceOverride | None = None,
     ) -> ResultT:
         """Run one operation as a child workflow, after the ones before it, and record it."""
         async with self._lock:
@@ -791,6 +875,7 @@ class ClusterWorkflow:
                 raise Refused(f"cluster {self.status.cluster_id} is deleted; {kind} was not run")
             arg = make_input() if callable(make_input) else make_input
             op = self._begin(kind, requested_by)
+            op.maintenance_override = maintenance_override
             phase_before = self.status.phase
             self._set_phase(PHASE_OF_OPERATION[kind])
             try:
@@ -826,6 +911,130 @@ class ClusterWorkflow:
             self._finish(op, state, op.message if op.state.finished else "")
             self._set_phase(ClusterPhase.DELETED if kind is OperationKind.DELETE else ClusterPhase.READY, "")
             return result
+
+    # --- maintenance windows (issue 15) -----------------------------------------------------------
+    async def _when_due(
+        self,
+        kind: OperationKind,
+        requested_by: str,
+        detail: str,
+        override: MaintenanceOverride | None,
+        run: Callable[[Callable[[], None]], Awaitable[ResultT]],
+        leaf: bool = False,
+    ) -> ResultT | None:
+        """Run a disruptive operation once the cluster's maintenance window is open (at once with an
+        override); None when it was aborted before it started.
+
+        It waits without the operation lock, so drift checks, repairs and other operations run
+        meanwhile; once open it queues for the lock like any operation, and if the window closed
+        again by its turn (a long operation ahead), it waits for the next one. A leaf rotation
+        (``leaf``) waits only for a window that opens before its renewal deadline.
+        """
+        info = workflow.current_update_info()
+        now = workflow.now()
+        entry = QueuedOperation(
+            kind=kind,
+            request_id=info.id if info else f"{kind}-{self.status.operations_started}",
+            requested_by=requested_by,
+            detail=detail,
+            queued_at=now,
+            maintenance_override=override,
+        )
+        if leaf:
+            interval = self.status.spec.certificates.rotation_interval
+            entry.deadline = leaf_rotation_deadline(
+                self.status.earliest_expiry, interval, now, policies.LEAF_ROTATION_WINDOW_WAIT
+            )
+        self.status.queued.append(entry)
+
+        def starting() -> None:  # under the lock, just before the operation starts
+            if self._window_decision(entry).at > workflow.now():
+                raise _WindowClosed()
+            self._started_queued.add(entry.request_id)
+            self._dequeue(entry)
+
+        try:
+            while True:
+                await self._wait_for_window(entry)
+                if entry.request_id in self._aborted_queued:
+                    return None
+                task = asyncio.ensure_future(run(starting))
+                self._queued_runs[entry.request_id] = task
+                try:
+                    return await task
+                except _WindowClosed:
+                    continue
+                except asyncio.CancelledError:
+                    if entry.request_id in self._aborted_queued and entry.request_id not in self._started_queued:
+                        return None
+                    raise
+                finally:
+                    self._queued_runs.pop(entry.request_id, None)
+        finally:
+            self._dequeue(entry)
+
+    async def _wait_for_window(self, entry: QueuedOperation) -> None:
+        """Wait (a durable timer) until the window lets ``entry`` start; woken early by an abort,
+        a delete, or a change of the maintenance settings."""
+        while entry.request_id not in self._aborted_queued and not self._deleting:
+            if self.status.phase is ClusterPhase.DELETED:
+                return
+            now = workflow.now()
+            decision = self._window_decision(entry)
+            if decision.at <= now:
+                busy = self.status.current if self._lock.locked() else None
+                entry.window_opens_at = None
+                entry.message = f"queued behind the running {busy.kind} ({busy.workflow_id})" if busy else "starting"
+                self._publish()
+                return
+            entry.window_opens_at, entry.message = decision.at, decision.reason
+            self._publish()
+            woken = self._window_wake(entry, self.status.spec.maintenance)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    woken,
+                    timeout=decision.at - now,
+                    timeout_summary=f"maintenance window for {entry.kind}",
+                )
+
+    def _window_wake(self, entry: QueuedOperation, maintenance: Any) -> Callable[[], bool]:
+        """What ends a window wait early: an abort, a delete, new maintenance settings."""
+        return lambda: (
+            entry.request_id in self._aborted_queued or self._deleting or self.status.spec.maintenance != maintenance
+        )
+
+    def _window_decision(self, entry: QueuedOperation) -> StartDecision:
+        now = workflow.now()
+        if entry.maintenance_override is not None:
+            return StartDecision(at=now, reason=entry.maintenance_override.describe())
+        maintenance = self.status.spec.maintenance
+        return decide_start(maintenance.window if maintenance else None, now, entry.deadline)
+
+    def _queued_upgrade(self) -> QueuedOperation | None:
+        return next(
+            (
+                q
+                for q in self.status.queued
+                if q.kind is OperationKind.UPGRADE and q.request_id not in self._aborted_queued
+            ),
+            None,
+        )
+
+    def _abort_queued(self, entry: QueuedOperation, reason: str) -> None:
+        why = reason or "aborted"
+        self._aborted_queued[entry.request_id] = why
+        task = self._queued_runs.get(entry.request_id)
+        if task is not None and entry.request_id not in self._started_queued:
+            task.cancel()  # it waits for the lock: it leaves the queue without starting
+        self._dequeue(entry)
+        self._set_phase(
+            self.status.phase, f"{entry.kind} {entry.detail} was aborted before it started: {why}".replace("  ", " ")
+        )
+
+    def _dequeue(self, entry: QueuedOperation) -> None:
+        if entry in self.status.queued:
+            self.status.queued.remove(entry)
+            self._publish()
 
     def _begin(self, kind: OperationKind, requested_by: str) -> OperationStatus:
         self.status.operations_started += 1
@@ -908,6 +1117,11 @@ class ClusterWorkflow:
                 [sa.CLUSTER_PHASE.value_set(published[0]), sa.KUBERNETES_VERSION.value_set(published[1])]
             )
             self._published = published
+        if workflow.patched(LIST_MEMO_PATCH):
+            memo = list_memo(self.status)
+            if memo != self._published_memo:  # an event only when a value 'tenantctl list' shows changes
+                workflow.upsert_memo(dict(memo))
+                self._published_memo = memo
         workflow.set_current_details(render_status(self.status))
 
 
@@ -929,6 +1143,8 @@ def render_status(status: ClusterStatus) -> str:
     if status.next_check:
         lines.append(f"next drift check: {_iso(status.next_check)}")
     lines += render_node_health(status)
+    for queued in status.queued:
+        lines.append(f"queued: {queued.describe()}")
     if status.current:
         lines += ["", render_operation(status.current)]
         if not status.current.state.finished:
@@ -949,6 +1165,21 @@ def render_node_health(status: ClusterStatus) -> list[str]:
     if health.last_repair:
         lines.append(f"last node repair: {health.last_repair}")
     return lines
+
+
+def list_memo(status: ClusterStatus) -> dict[str, str]:
+    """What ``tenantctl list`` shows beyond the search attributes, as the entity's memo (strings)."""
+    current, check = status.current, status.last_check
+    operation = f"{current.kind} ({current.state})" if current else ""
+    waiting = next((q for q in status.queued if q.window_opens_at), None)
+    if not operation and waiting is not None and waiting.window_opens_at is not None:
+        operation = f"{waiting.kind} (waiting for window, opens {_iso(waiting.window_opens_at)})"
+    return {
+        "operation": operation,
+        "earliest_expiry": status.earliest_expiry.isoformat() if status.earliest_expiry else "",
+        "last_check": check.at.isoformat() if check else "",
+        "last_check_outcome": str(check.outcome) if check else "",
+    }
 
 
 def _iso(moment: datetime) -> str:

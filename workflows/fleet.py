@@ -12,7 +12,12 @@ and waits for the outcome, so a rollout never races a manual operation on the sa
 - ``control`` pauses (no new cluster starts), resumes or aborts (in-flight upgrades are asked to
   abort and roll back);
 - a cluster whose maintenance window is closed waits for it on a durable timer (the status says
-  when it opens), unless the rollout overrides windows on the record (``--now --reason``).
+  when it opens), unless the rollout overrides windows on the record (``--now --reason``). The
+  entity checks the window again when asked (``workflows/cluster.py``, the same ``decide_start``):
+  the rollout decides *when to ask*, so a closed window does not take one of its slots;
+- a big rollout continues-as-new when Temporal suggests it (or past ``max_history_events``): it
+  starts no new cluster, waits for those in flight, and carries its status into the next run, so
+  no cluster is asked twice.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from models.fleet import (
     DescribeClustersInput,
     DescribeClustersResult,
     FleetAction,
+    FleetCarry,
     FleetControl,
     FleetControlResult,
     FleetOperation,
@@ -55,6 +61,8 @@ from workflows import policies
 from workflows import search_attributes as sa
 
 FLEET_WORKFLOW = "FleetRollout"
+CONTINUE_AS_NEW_PATCH = "fleet-continue-as-new"
+"""Rollouts from before continued-as-new never: their histories replay without the check."""
 
 
 class Refused(ApplicationError):
@@ -90,29 +98,42 @@ class FleetRolloutWorkflow:
         self._failures: list[RolloutCluster] = []
         self._published_state: FleetState | None = None
         self._abort_requests: list[workflow.ActivityHandle[AbortClusterResult]] = []
+        self._runs = 1
+        self._may_continue = False
+        carried = input.carried
+        if carried is not None:
+            self.status = carried.status
+            self._snapshots = {s.cluster_id: s for s in carried.snapshots}
+            self._paused, self._stop_reason, self._aborted = carried.paused, carried.stop_reason, carried.aborted
+            by_id = {c.cluster_id: c for c in self.status.clusters}
+            self._failures = [by_id[cid] for cid in carried.failures if cid in by_id]
+            self._runs = carried.runs + 1
 
     # --- the rollout --------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: FleetRolloutInput) -> FleetRolloutResult:
+        self._may_continue = input.carried is not None or workflow.patched(CONTINUE_AS_NEW_PATCH)
         self._publish()
-        described = await workflow.execute_activity(
-            "fleet.describe_clusters",
-            DescribeClustersInput(cluster_ids=list(input.cluster_ids)),
-            result_type=DescribeClustersResult,
-            start_to_close_timeout=policies.FLEET_CONTROL_TIMEOUT,
-            retry_policy=policies.ENTITY_REQUEST_RETRY,
-        )
-        self._snapshots = {s.cluster_id: s for s in described.clusters}
-        self.status.clusters = plan_rollout(input.operation, input.version, described.clusters, input.canary)
-        self._note(f"plan: {', '.join(c.cluster_id for c in self._eligible()) or 'nothing to do'}")
-        self._publish()
+        if input.carried is None:
+            described = await workflow.execute_activity(
+                "fleet.describe_clusters",
+                DescribeClustersInput(cluster_ids=list(input.cluster_ids)),
+                result_type=DescribeClustersResult,
+                start_to_close_timeout=policies.FLEET_CONTROL_TIMEOUT,
+                retry_policy=policies.ENTITY_REQUEST_RETRY,
+            )
+            self._snapshots = {s.cluster_id: s for s in described.clusters}
+            self.status.clusters = plan_rollout(input.operation, input.version, described.clusters, input.canary)
+            self._note(f"plan: {', '.join(c.cluster_id for c in self._eligible()) or 'nothing to do'}")
+            self._publish()
 
         canaries = [c for c in self._eligible() if c.canary]
         rest = [c for c in self._eligible() if not c.canary]
-        await self._run_group(canaries)
-        if canaries and rest and input.approve_after_canary and self._stop_reason is None:
+        await self._run_group([c for c in canaries if _not_begun(c)])
+        approval_pending = self.status.approval is None  # (a continued run may have it already)
+        if canaries and rest and input.approve_after_canary and self._stop_reason is None and approval_pending:
             await self._wait_for_approval()
-        await self._run_group(rest)
+        await self._run_group([c for c in rest if _not_begun(c)])
         self._finish()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return FleetRolloutResult(status=self.status)
@@ -150,6 +171,8 @@ class FleetRolloutWorkflow:
                     cluster.window_opens_at = decision.at
                     wake_at = decision.at if wake_at is None else min(wake_at, decision.at)
             if startable is not None and len(self._in_flight) < self._input.parallel:
+                if self._history_is_long():
+                    await self._continue_as_new()
                 pending.remove(startable)
                 self._start(startable)
                 continue
@@ -182,6 +205,7 @@ class FleetRolloutWorkflow:
             request_id=f"{self.status.rollout_id}/{cluster.cluster_id}",
             requested_by=self._requested_by(),
             node_ready_timeout=self._input.node_ready_timeout,
+            maintenance_override=self._input.maintenance_override,
         )
         try:
             outcome = await workflow.execute_activity(
@@ -243,6 +267,29 @@ class FleetRolloutWorkflow:
         summary = f"{done} of {len(self._eligible())} clusters done"
         self.status.message = f"{summary}; {self._stop_reason}" if self._stop_reason else summary
         self._publish()
+
+    # --- continue-as-new ----------------------------------------------------------------------------
+    def _history_is_long(self) -> bool:
+        if not self._may_continue:
+            return False
+        info, limit = workflow.info(), self._input.max_history_events
+        return info.is_continue_as_new_suggested() or (limit is not None and info.get_current_history_length() >= limit)
+
+    async def _continue_as_new(self) -> None:
+        """Start no new cluster, let those in flight finish, then carry the rollout into a new run."""
+        self._note(f"continuing as new after {workflow.info().get_current_history_length()} events")
+        await workflow.wait_condition(lambda: not self._in_flight)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        carried = FleetCarry(
+            status=self.status,
+            snapshots=list(self._snapshots.values()),
+            paused=self._paused,
+            stop_reason=self._stop_reason,
+            aborted=self._aborted,
+            failures=[c.cluster_id for c in self._failures],
+            runs=self._runs,
+        )
+        workflow.continue_as_new(self._input.model_copy(update={"carried": carried}))
 
     # --- stopping -----------------------------------------------------------------------------------
     def _stop(self, reason: str) -> None:
@@ -358,3 +405,7 @@ class FleetRolloutWorkflow:
             )
             self._published_state = self.status.state
         workflow.set_current_details(render_details(self.status))
+
+
+def _not_begun(cluster: RolloutCluster) -> bool:
+    return cluster.state in (RolloutClusterState.PENDING, RolloutClusterState.WAITING_WINDOW)

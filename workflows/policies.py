@@ -158,3 +158,8 @@ OBSERVE_CALL_TIMEOUT = timedelta(minutes=2)
 OBSERVE_DEADLINE = timedelta(minutes=4)
 """A drift check gives up (and says so in status) within one default check interval instead of
 retrying for hours: the next check comes soon enough."""
+
+# --- maintenance windows (workflows/cluster.py, issue 15) -------------------------------------------
+LEAF_ROTATION_WINDOW_WAIT = ENTITY_REQUEST_TIMEOUT - timedelta(hours=1)
+"""The longest a scheduled leaf rotation waits for a maintenance window (never past its renewal
+deadline either): its request gives up after ENTITY_REQUEST_TIMEOUT, so it must have run by then."""

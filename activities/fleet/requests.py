@@ -179,20 +179,25 @@ async def _paused_or_done(
 
 
 def _update_of(request: ClusterOperationRequest) -> tuple[str, Any, type[BaseModel]]:
-    by = request.requested_by
+    """The entity's update for the request. The rollout asks once the cluster's window is open;
+    the entity checks again (its spec may have changed) and waits if it closed meanwhile."""
+    by, override = request.requested_by, request.maintenance_override
     if request.operation is FleetOperation.UPGRADE:
         if request.version is None:
             raise ValueError("an upgrade request needs a version")
-        return (
-            UPDATE_OF_OPERATION[request.operation],
-            UpgradeRequest(version=request.version, requested_by=by, node_ready_timeout=request.node_ready_timeout),
-            UpgradeResult,
+        upgrade = UpgradeRequest(
+            version=request.version,
+            requested_by=by,
+            node_ready_timeout=request.node_ready_timeout,
+            maintenance_override=override,
         )
+        return UPDATE_OF_OPERATION[request.operation], upgrade, UpgradeResult
     if request.operation is FleetOperation.ROTATE_CA:
-        return UPDATE_OF_OPERATION[request.operation], RotateCaRequest(requested_by=by), RotateCaResult
+        rotate_ca = RotateCaRequest(requested_by=by, maintenance_override=override)
+        return UPDATE_OF_OPERATION[request.operation], rotate_ca, RotateCaResult
     return (
         UPDATE_OF_OPERATION[request.operation],
-        RotateCertificatesRequest(force=request.force, requested_by=by),
+        RotateCertificatesRequest(force=request.force, requested_by=by, in_window=override is None),
         RotateCertificatesResult,
     )
 

@@ -50,6 +50,9 @@ from workflows.search_attributes import CLUSTER_ID
 SCHEDULED_ROTATION_WORKFLOW = "ScheduledRotation"
 ROTATE_UPDATE = "rotate_certificates"
 HEARTBEAT_EVERY = timedelta(seconds=10)
+SCHEDULED_ROTATION_REQUEST = RotateCertificatesRequest(requested_by="schedule", in_window=True)
+"""What the schedule asks of the entity: rotate in the cluster's maintenance window when one opens
+before the renewal deadline, otherwise on time (the entity decides: it knows the expiries)."""
 
 
 class RotationSchedules:
@@ -154,7 +157,7 @@ class RotationSchedules:
             try:
                 result: RotateCertificatesResult = await handle.execute_update(
                     ROTATE_UPDATE,
-                    RotateCertificatesRequest(requested_by="schedule"),
+                    SCHEDULED_ROTATION_REQUEST,
                     id=input.request_id,
                     result_type=RotateCertificatesResult,
                 )

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from models.maintenance import MaintenanceWindow, Weekday, decide_start
+from models.maintenance import (
+    MaintenanceOverride,
+    MaintenanceWindow,
+    Weekday,
+    decide_start,
+    leaf_rotation_deadline,
+    renewal_deadline,
+)
 from models.spec import SpecError, parse_spec
 from tests.specs import EXAMPLES
 
@@ -190,6 +197,36 @@ def test_a_rotation_deadline_before_the_window_runs_on_time() -> None:
 def test_a_rotation_deadline_after_the_window_waits_for_it() -> None:
     decision = decide_start(window(), utc(2026, 12, 2, 12, 0), deadline=utc(2026, 12, 6, 0, 0))
     assert decision.at == utc(2026, 12, 5, 1, 0)
+
+
+def test_the_renewal_deadline_is_one_interval_before_the_first_expiry() -> None:
+    assert renewal_deadline(utc(2026, 12, 5, 12, 0), timedelta(hours=24)) == utc(2026, 12, 4, 12, 0)
+    assert renewal_deadline(None, timedelta(hours=24)) is None
+
+
+def test_a_scheduled_rotation_waits_at_most_its_requests_patience() -> None:
+    asked, patience = utc(2026, 12, 2, 12, 0), timedelta(hours=11)
+    # the renewal deadline (expiry minus one interval) is sooner than the patience: it counts
+    assert leaf_rotation_deadline(utc(2026, 12, 3, 6, 0), timedelta(hours=24), asked, patience) == utc(
+        2026, 12, 2, 6, 0
+    )
+    # a far deadline is capped by the patience; no certificates yet: the patience alone
+    assert leaf_rotation_deadline(utc(2026, 12, 9, 0, 0), timedelta(hours=24), asked, patience) == asked + patience
+    assert leaf_rotation_deadline(None, timedelta(hours=24), asked, patience) == asked + patience
+
+
+def test_a_deadline_already_past_runs_at_once_even_with_a_window_soon() -> None:
+    now = utc(2026, 12, 5, 0, 30)  # the Saturday window opens at 01:00 UTC, the deadline was at 00:00
+    decision = decide_start(window(), now, deadline=utc(2026, 12, 5, 0, 0))
+    assert decision.at == now and "runs on time" in decision.reason
+
+
+def test_an_override_needs_a_reason_and_says_who() -> None:
+    assert MaintenanceOverride(reason="  CVE fix ", by="frank").describe() == (
+        "outside the maintenance window by frank: CVE fix"
+    )
+    with pytest.raises(ValueError, match="say why"):
+        MaintenanceOverride(reason="   ")
 
 
 def test_naive_datetimes_are_refused() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -37,9 +37,9 @@ from models.fleet import (
     FleetRolloutResult,
     FleetState,
     FleetStatus,
-    MaintenanceOverride,
     RolloutClusterState,
 )
+from models.maintenance import MaintenanceOverride
 from tests.specs import small_kvm
 from tests.workflows.fleet_entity import FakeClusterInput, FakeClusterWorkflow, FakeLog
 from worker.registry import WORKFLOWS, activities_of, build_worker, sandbox_runner
@@ -530,6 +530,33 @@ async def test_a_waiting_cluster_does_not_hold_back_one_whose_window_is_open(
     first, second = by_id[anytime[0]].started_at, by_id[closed[0]].started_at
     assert first is not None and second is not None
     assert first - now < timedelta(minutes=1) and opens <= second < opens + timedelta(minutes=1)
+
+
+# --- continue-as-new ---------------------------------------------------------------------------------------
+async def test_a_big_rollout_continues_as_new_and_asks_no_cluster_twice(
+    time_skipping_env: WorkflowEnvironment, queue: str
+) -> None:
+    ids, handles = await clusters(time_skipping_env, queue, 7)
+    fleet = await start_fleet(
+        time_skipping_env, queue, ids, parallel=2, canary=1, approve_after_canary=True, max_history_events=20
+    )
+    await until(fleet, lambda s: s.state is FleetState.WAITING_APPROVAL, "approval wait")
+    await fleet.execute_update(FleetRolloutWorkflow.approve, ApprovalRequest(by="alice"))
+    final = await result_of(fleet, time_skipping_env)
+    assert final.state is FleetState.SUCCEEDED
+    assert [c.state for c in final.clusters] == [RolloutClusterState.SUCCEEDED] * 7
+    assert all(c.kubernetes_version == TARGET for c in final.clusters)
+    assert await held_operations(handles) == [1] * 7  # each entity was asked once, across the runs
+    assert final.approval is not None and final.approval.by == "alice"  # carried into the later runs
+    continued = [line for line in final.log if "continuing as new" in line]
+    assert len(continued) >= 2, final.log
+    # The first run ended by continuing as new, the last one is a different run with a short history.
+    first = time_skipping_env.client.get_workflow_handle(fleet.id, run_id=fleet.result_run_id)
+    assert (await first.describe()).status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+    last = time_skipping_env.client.get_workflow_handle(fleet.id)
+    assert (await last.describe()).run_id != fleet.result_run_id
+    assert len((await last.fetch_history()).events) < 80
+    assert final.max_in_flight <= 2
 
 
 # --- determinism ---------------------------------------------------------------------------------------------
