@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
 
 from models.cluster import (
     PHASE_OF_OPERATION,
@@ -452,7 +452,9 @@ class ClusterWorkflow:
         async with self._lock:  # no operation starts while the backends are being read
             try:
                 reports = await act.observe_everything_locally(self.status.spec, self._checked_nodes())
-            except ActivityError:
+            except FailureError as err:  # a local activity's failure arrives as its cause, unwrapped
+                if isinstance(err, CancelledError):
+                    raise
                 return None
         return ReconcileResult() if all(r.in_sync for r in reports) else None
 
