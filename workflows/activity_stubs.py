@@ -445,18 +445,6 @@ async def observe(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str
     )
 
 
-async def observe_provider(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
-    return await observe(_provider(spec, ProviderOp.OBSERVE), spec, nodes, f"the {spec.provider} resources")
-
-
-async def observe_pki(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
-    return await observe("pki.observe", spec, nodes, "the Vault mount, roles, policy and stored key pairs")
-
-
-async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
-    return await observe("schedule.observe", spec, nodes, "the rotation schedule")
-
-
 # --- the periodic check's first look, in the entity: the same observes as local activities --------
 async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
     """One observe run by the entity's own worker, recorded as one marker (not three events)."""
@@ -481,3 +469,15 @@ async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -
             observe_locally("schedule.observe", spec, nodes, "the rotation schedule"),
         )
     )
+
+
+async def observe_provider(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
+    return await observe(_provider(spec, ProviderOp.OBSERVE), spec, nodes, f"the {spec.provider} resources")
+
+
+async def observe_pki(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
+    return await observe("pki.observe", spec, nodes, "the Vault mount, roles, policy and stored key pairs")
+
+
+async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftReport:
+    return await observe("schedule.observe", spec, nodes, "the rotation schedule")

@@ -87,10 +87,6 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 RECENT_OPERATIONS_KEPT = 10
 DRIFT_CHECK_PATCH = "entity-periodic-drift-check"
 """Entities started before drift checks waited without a timer; their histories replay that way."""
-IN_PLACE_CHECK_PATCH = "entity-periodic-check-observes-in-place"
-"""Periodic checks of entities from before this patch started a reconcile child every time; newer
-ones first observe in the entity (local activities, one marker each) and start the child only when
-something differs, so an in-sync check adds about 8 events to the entity's history instead of 14."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
 """Operations that pause on a failure and take the upgrade's resume/abort controls."""
 
@@ -724,3 +720,9 @@ def _phase_after_failure(kind: OperationKind, before: ClusterPhase) -> ClusterPh
     if kind in (OperationKind.CREATE, OperationKind.DELETE):
         return ClusterPhase.FAILED
     return before
+
+
+IN_PLACE_CHECK_PATCH = "entity-periodic-check-observes-in-place"
+"""Periodic checks of entities from before this patch started a reconcile child every time; newer
+ones first observe in the entity (local activities, one marker each) and start the child only when
+something differs, so an in-sync check adds about 8 events to the entity's history instead of 14."""
