@@ -446,18 +446,36 @@ async def observe(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str
 
 
 # --- the periodic check's first look, in the entity: the same observes as local activities --------
-async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
-    """One observe run by the entity's own worker, recorded as one marker (not three events)."""
-    result: DriftReport = await workflow.execute_local_activity(
+async def local_call(
+    name: str,
+    arg: Any,
+    result_type: type[ResultT],
+    summary: str,
+    *,
+    start_to_close: policies.Timeout = policies.OBSERVE_CALL_TIMEOUT,
+    deadline: policies.Timeout = policies.OBSERVE_DEADLINE,
+    retry: RetryPolicy = policies.BACKEND_RETRY,
+) -> ResultT:
+    """A short read run by the calling workflow's own worker as a local activity: one marker in
+    history instead of three events (for the entity's frequent checks). Its failure arrives as the
+    activity's own error, not wrapped in an ActivityError."""
+    result: ResultT = await workflow.execute_local_activity(
         name,
-        ObserveInput(spec=spec, nodes=nodes),
-        result_type=DriftReport,
-        start_to_close_timeout=policies.OBSERVE_CALL_TIMEOUT,
-        schedule_to_close_timeout=policies.OBSERVE_DEADLINE,
-        retry_policy=policies.BACKEND_RETRY,
-        summary=f"compare {what} of {spec.id} with its spec",
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=start_to_close,
+        schedule_to_close_timeout=deadline,
+        retry_policy=retry,
+        summary=summary,
     )
     return result
+
+
+async def observe_locally(name: str, spec: ClusterSpec, nodes: dict[str, str], what: str) -> DriftReport:
+    """One observe run by the entity's own worker, recorded as one marker (not three events)."""
+    return await local_call(
+        name, ObserveInput(spec=spec, nodes=nodes), DriftReport, f"compare {what} of {spec.id} with its spec"
+    )
 
 
 async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:
