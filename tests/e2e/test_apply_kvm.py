@@ -1,6 +1,7 @@
 """``tenantctl apply`` end to end on the real local stack (KVM): 3 -> 5 -> 2 workers, counted in the
 host API (Deployments, certificate Secrets) and in OpenBao (unrevoked node leaves) before and
-after; ``--dry-run`` and an unchanged file change nothing."""
+after; ``--dry-run``, an unchanged file and an immutable field change nothing; a version change
+runs an upgrade whose replaced workers leave no Secret and no unrevoked leaf."""
 
 from __future__ import annotations
 
@@ -88,3 +89,14 @@ async def test_apply_scales_3_5_2_and_dry_run_changes_nothing(
     )
     assert refused.returncode != 0 and f"base_domain: {spec.base_domain} -> other.example" in refused.stderr
     assert counted(local_stack, spec) == after_two
+
+    # a version change in the file runs an upgrade: the workers are replaced, nothing of the old stays valid
+    newer = with_workers(spec, 2).model_copy(update={"kubernetes_version": "1.32.5"})
+    upgraded = local_stack.cli("apply", "-f", str(write_spec(tmp_path, newer)), timeout=600)
+    assert f"kubernetes_version: {spec.kubernetes_version} -> 1.32.5" in upgraded.stdout
+    assert "upgraded" in upgraded.stdout and "1.32.5" in upgraded.stdout, upgraded.stdout
+    workers, secrets, valid = counted(local_stack, spec)
+    assert len(workers) == 2 and not workers & {"worker-0", "worker-1"}, workers
+    assert secrets == {f"cert-node-{w}" for w in workers}  # the upgrade leak: replaced workers' Secrets gone
+    assert valid == {f"system:node:{w}" for w in workers}  # and their leaves revoked
+    assert "no changes" in local_stack.cli("apply", "-f", str(write_spec(tmp_path, newer))).stdout

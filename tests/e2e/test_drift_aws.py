@@ -18,9 +18,10 @@ from activities.aws import network, resources
 from models.naming import CLUSTER_LABEL, NODE_LABEL
 from models.spec import ClusterSpec
 from tests.aws_inventory import everything, tags_of
-from tests.e2e.conftest import Stack, WorkerProcess, write_spec
+from tests.e2e.conftest import Stack, WorkerProcess, stack_settings, write_spec
 from tests.e2e.test_aws_lifecycle import aws_spec, stack_aws
-from worker.clients import AwsClients
+from tests.e2e.test_drift_kvm import last_in_place_check_seconds
+from worker.clients import AwsClients, connect_temporal
 
 pytestmark = pytest.mark.stack
 
@@ -160,6 +161,24 @@ async def test_aws_drift_is_reported_repaired_on_demand_and_by_the_periodic_chec
     assert_restored(aws, spec, before, terminated)
     status = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)
     assert any("ec2:instance/worker-0" in d for d in status["last_check"]["drift"]), status["last_check"]
+
+    # the next periodic check finds the repaired cluster in sync, in the entity (no child), restarting nothing
+    repaired_at, operations = status["last_check"]["at"], status["operations_started"]
+
+    def checked_again() -> bool:
+        return bool(
+            json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)["last_check"]["at"] != repaired_at
+        )
+
+    wait_until(checked_again, "the next periodic check", timeout=150)
+    status = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)
+    assert status["last_check"]["outcome"] == "in sync" and not status["last_check"]["restarted"], status["last_check"]
+    assert status["operations_started"] == operations
+    temporal = await connect_temporal(stack_settings(local_stack))
+    in_sync = last_in_place_check_seconds(await temporal.get_workflow_handle(f"cluster/{spec.id}").fetch_history())
     local_stack.cli("reconcile", spec.id, "--pause-checks")
     local_stack.cli("delete", spec.id, timeout=600)
-    print(f"\nAWS drift e2e: periodic check (1m) repaired 3 findings {waited:.0f}s after they were made")  # noqa: T201
+    print(  # noqa: T201
+        f"\nAWS drift e2e: periodic check (1m) repaired 3 findings {waited:.0f}s after they were made; "
+        f"an in-sync periodic check took {in_sync * 1000:.0f} ms (timer fired -> task completed)"
+    )

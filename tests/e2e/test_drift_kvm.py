@@ -19,6 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.providers.key_pairs import CERTIFICATE_LABEL
 from models.naming import CLUSTER_LABEL, kvm_namespace, rotation_schedule_id
 from models.pki import pki_mount
 from starter.clusters import get_status
@@ -122,19 +123,28 @@ async def test_deleted_role_and_schedule_restored_on_demand_and_periodically_ext
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "stray", "labels": {CLUSTER_LABEL: spec.id}}, "data": {"a": "b"}}
     )
+    # a key pair of a node that is gone (what the upgrade leak left): a copy of a live one, renamed
+    live = core.read_namespaced_secret("cert-node-worker-0", namespace)
+    labels = {**live.metadata.labels, CERTIFICATE_LABEL: "node-worker-9"}
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "cert-node-worker-9", "labels": labels}, "type": live.type, "data": live.data}
+    )
 
     dry = local_stack.cli("reconcile", spec.id, "--dry-run").stdout
     assert f"missing  vault:role/{ROLE}" in dry and f"missing  schedule/{schedule}" in dry, dry
     assert "extra    configmap/stray" in dry, dry
+    assert f"extra    secret {namespace}/cert-node-worker-9" in dry, dry
     assert roles() == all_roles - {ROLE} and not await schedule_exists()
 
     repaired = local_stack.cli("reconcile", spec.id, timeout=600).stdout
     assert "PKI roles" in repaired and "rotation schedule" in repaired, repaired
-    assert "1 extra object(s) reported, not deleted" in repaired, repaired
+    assert "2 extra object(s) reported, not deleted" in repaired, repaired
     assert "nodes restarted (one at a time, for re-issued certificates): none" in repaired, repaired
     assert roles() == all_roles and await schedule_exists()
     assert "stray" in names(local_stack, "configmaps", namespace)  # reported, never deleted
+    assert "cert-node-worker-9" in names(local_stack, "secrets", namespace)
     core.delete_namespaced_config_map("stray", namespace)
+    core.delete_namespaced_secret("cert-node-worker-9", namespace)
 
     # --- the periodic check, every minute ---------------------------------------------------------------
     previous = json.loads(local_stack.cli("status", spec.id, "-o", "json").stdout)["last_check"]["at"]

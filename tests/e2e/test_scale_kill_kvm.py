@@ -1,13 +1,14 @@
 """Issue 12: a worker SIGKILLed during a scale-up and during a scale-down (KVM, the real local stack,
 two worker processes on one task queue) leaves no node doubled or lost. The worker that runs the
-scale's activity at that moment is the one killed (its pid is the activity's worker identity, as in
-``make takeover``); the other takes over, and the killed one is started again. Counted afterwards in
-the host API (worker Deployments, node certificate Secrets), in the tenant API (Nodes) and in
-OpenBao (unrevoked worker leaves, per node)."""
+scale's VM creation (up) or VM deletion (down) at that moment is the one killed (its pid is the
+activity's worker identity, as in ``make takeover``); the other takes over, and the killed one is
+started again. Counted afterwards in the host API (worker Deployments, node certificate Secrets),
+in the tenant API (Nodes) and in OpenBao (unrevoked worker leaves, per node)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client
 
 from models.naming import CLUSTER_LABEL, kvm_namespace
 from models.pki import pki_mount
@@ -24,7 +27,6 @@ from models.spec import ClusterSpec
 from starter import clusters
 from tests.e2e.conftest import Stack, WorkerProcess, slow_host_api, stack_settings, wait_for, write_spec
 from tests.e2e.test_create_kvm import kube
-from tests.faults.takeover import kill_at
 from tests.specs import small_kvm, unique_id
 from worker.clients import connect_temporal, vault_client
 
@@ -87,11 +89,31 @@ def expected(workers: list[str]) -> dict[str, object]:
     }
 
 
+async def kill_in(client: Client, workflow_id: str, activity: str, processes: list[WorkerProcess]) -> str:
+    """SIGKILL the worker process running ``activity`` of ``workflow_id`` (its pid is the pending
+    activity's worker identity), as soon as one is seen running it; says which."""
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for pending in (await handle.describe()).raw_description.pending_activities:
+            if pending.activity_type.name != activity:
+                continue
+            if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                continue
+            pid = pending.last_worker_identity.split("@", 1)[0]
+            victim = next((p for p in processes if p.proc is not None and str(p.proc.pid) == pid), None)
+            if victim is not None:
+                victim.kill()
+                return f"killed pid {pid} in {activity} (attempt {pending.attempt})"
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{activity} of {workflow_id} was not seen running")
+
+
 async def scale_with_a_kill(
-    stack: Stack, spec: ClusterSpec, workers: int, step: str, processes: list[WorkerProcess]
+    stack: Stack, spec: ClusterSpec, workers: int, activity: str, processes: list[WorkerProcess]
 ) -> str:
-    """``tenantctl scale`` as a user runs it; the worker running the scale's activity in ``step`` is
-    SIGKILLed, then started again once the scale has ended."""
+    """``tenantctl scale`` as a user runs it; the worker running the scale's ``activity`` is
+    SIGKILLed mid-call, then started again once the scale has ended."""
     client = await connect_temporal(stack_settings(stack))
     with slow_host_api(stack, HOST_API_LATENCY_MS):
         scaling = asyncio.create_task(
@@ -104,7 +126,9 @@ async def scale_with_a_kill(
             return status.operations_started > before and status.current is not None
 
         await wait_for(scale_started, f"the scale of {spec.id} to start", timeout=60)
-        killed = await kill_at(client, spec.id, step, processes)
+        operation = (await clusters.get_status(client, spec.id)).current
+        assert operation is not None
+        killed = await kill_in(client, operation.workflow_id, activity, processes)
         result = await scaling
     for process in processes:
         if process.proc is not None and process.proc.poll() is not None:
@@ -123,11 +147,11 @@ async def test_worker_killed_during_scale_up_and_down_leaves_no_node_doubled_or_
     assert counted(local_stack, spec) == expected(["worker-0", "worker-1"])
     processes = [worker_process, second_worker]
 
-    up = await scale_with_a_kill(local_stack, spec, 4, "add", processes)
+    up = await scale_with_a_kill(local_stack, spec, 4, "kvm.ensure_node", processes)  # creating a VM
     assert "killed pid" in up, up
     assert counted(local_stack, spec) == expected(["worker-0", "worker-1", "worker-2", "worker-3"]), up
 
-    down = await scale_with_a_kill(local_stack, spec, 1, "remove", processes)
+    down = await scale_with_a_kill(local_stack, spec, 1, "kvm.ensure_node_absent", processes)  # deleting one
     assert "killed pid" in down, down
     assert counted(local_stack, spec) == expected(["worker-0"]), down
     print(f"\nscale up with a kill: {up}\nscale down with a kill: {down}")  # noqa: T201

@@ -90,32 +90,33 @@ async def test_30_days_of_checks_and_rotations_stay_small_and_restart_nothing_ex
     scheduled: list[str] = []
     async with build_worker(env.client, queue, activities):
         handle = await start_entity(env.client, spec, queue)
-        await wait_settled(handle)
-        first_run_id = (await handle.describe()).run_id
-        after_create = len(backend.calls)
-        for day in range(1, DAYS + 1):
-            for _ in range(ROTATION // STRIDE):  # the server's sleep call has a deadline: skip in strides
-                await env.sleep(STRIDE)
-            scheduled.append(f"cert-rotation/{spec.id}-{day}")
-            await steady.execute_workflow(
-                ScheduledRotationWorkflow.run,
-                ScheduledRotationInput(cluster_id=spec.id),
-                id=scheduled[-1],
-                task_queue=queue,
-            )
-            status = await handle.query(ClusterWorkflow.get_status)
-            assert status.last_check is not None, f"day {day}: no check yet"
-            # a check may come due while the rotation runs: it is skipped, and says so
-            outcomes = (CheckOutcome.IN_SYNC, CheckOutcome.SKIPPED)
-            assert status.last_check.outcome in outcomes, f"day {day}: {status.last_check}"
-            if day == DRIFT_DAY + 1:  # the day's first check repaired it, as an operation of its own
-                repairs = [op for op in status.recent if op.kind is OperationKind.RECONCILE]
-                assert [op.state for op in repairs] == [OperationState.SUCCEEDED], status.recent
-            if day == DRIFT_DAY:  # behind the product's back, as 'kubectl delete deployment' would
-                with backend.lock:
-                    backend.objects.discard(DRIFTED)
-        # its checks would go on without a worker, and pending work stops the shared server's time skipping
-        await handle.terminate("the test is over")
+        try:
+            await wait_settled(handle)
+            first_run_id = (await handle.describe()).run_id
+            after_create = len(backend.calls)
+            for day in range(1, DAYS + 1):
+                for _ in range(ROTATION // STRIDE):  # the server's sleep call has a deadline: skip in strides
+                    await env.sleep(STRIDE)
+                scheduled.append(f"cert-rotation/{spec.id}-{day}")
+                await steady.execute_workflow(
+                    ScheduledRotationWorkflow.run,
+                    ScheduledRotationInput(cluster_id=spec.id),
+                    id=scheduled[-1],
+                    task_queue=queue,
+                )
+                status = await handle.query(ClusterWorkflow.get_status)
+                assert status.last_check is not None, f"day {day}: no check yet"
+                # a check may come due while the rotation runs: it is skipped, and says so
+                outcomes = (CheckOutcome.IN_SYNC, CheckOutcome.SKIPPED)
+                assert status.last_check.outcome in outcomes, f"day {day}: {status.last_check}"
+                if day == DRIFT_DAY + 1:  # the day's first check repaired it, as an operation of its own
+                    repairs = [op for op in status.recent if op.kind is OperationKind.RECONCILE]
+                    assert [op.state for op in repairs] == [OperationState.SUCCEEDED], status.recent
+                if day == DRIFT_DAY:  # behind the product's back, as 'kubectl delete deployment' would
+                    with backend.lock:
+                        backend.objects.discard(DRIFTED)
+        finally:  # its checks would go on without a worker, and pending work stops the shared server's time skipping
+            await handle.terminate("the test is over")
     wall = time.monotonic() - started
 
     runs, run_id = [], first_run_id
