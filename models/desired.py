@@ -3,8 +3,9 @@
 Pure: the spec the entity holds and the spec in the file in, the plan out. Fields that cannot
 change on a live cluster are refused (each named with its old and new value) before anything
 starts; the rest map to entity operations run one at a time, in a safe order: settings first
-(certificate timing, deletion protection, maintenance, the periodic drift check), then a scale-down (fewer workers to
-replace), then the upgrade, then a scale-up (new workers come up at the new version).
+(certificate timing, deletion protection, maintenance, the periodic drift check, node
+auto-repair), then a scale-down (fewer workers to replace), then the upgrade, then a scale-up
+(new workers come up at the new version).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ IMMUTABLE_PREFIXES = (
     "aws.vpc_cidr",
 )
 """Fields a live cluster keeps for life: its names, its network, its etcd membership."""
-SETTINGS_PREFIXES = ("certificates.", "deletion_protection", "maintenance", "drift_check.")
+SETTINGS_PREFIXES = ("certificates.", "deletion_protection", "maintenance", "drift_check.", "node_repair.")
 
 
 class FieldChange(FrozenModel):
@@ -110,6 +111,8 @@ def plan_apply(live: ClusterSpec, wanted: ClusterSpec) -> ApplyPlan:
             what.append("maintenance settings")
         if any(f.startswith("drift_check.") for f in settings):
             what.append("periodic drift check")
+        if any(f.startswith("node_repair.") for f in settings):
+            what.append("node auto-repair")
         operations.append(PlannedOperation(step=ApplyStep.CONFIGURE, description="configure " + "; ".join(what)))
     old_workers, new_workers = live.workers.count, wanted.workers.count
     scale = PlannedOperation(

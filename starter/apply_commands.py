@@ -116,6 +116,7 @@ async def run_operation(
             deletion_protection=wanted.deletion_protection,
             maintenance=wanted.maintenance,
             drift_check=wanted.drift_check,
+            node_repair=wanted.node_repair,
             requested_by=clusters.whoami(),
         )
         result = await clusters.update(client, cid, ClusterWorkflow.configure, request)

@@ -88,3 +88,16 @@ def test_drift_check_setting_is_applied_as_a_setting() -> None:
     assert plan.refusals == [] and [o.step for o in plan.operations] == [ApplyStep.CONFIGURE]
     assert "periodic drift check" in plan.operations[0].description
     assert {c.field for c in plan.changes} == {"drift_check.interval", "drift_check.paused"}
+
+
+def test_node_repair_setting_is_applied_as_a_setting() -> None:
+    live = spec()
+    wanted = spec(node_repair={"unhealthy_after": "10m", "max_unhealthy": "20%", "paused": True})
+    plan = plan_apply(live, wanted)
+    assert plan.refusals == [] and [o.step for o in plan.operations] == [ApplyStep.CONFIGURE]
+    assert "node auto-repair" in plan.operations[0].description
+    assert {c.field for c in plan.changes} == {
+        "node_repair.unhealthy_after",
+        "node_repair.max_unhealthy",
+        "node_repair.paused",
+    }
