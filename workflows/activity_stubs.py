@@ -458,61 +458,15 @@ async def observe_schedule(spec: ClusterSpec, nodes: dict[str, str]) -> DriftRep
 
 
 # --- the periodic check's first look, from the entity itself --------------------------------------
-async def local_call(name: str, arg: Any, result_type: type[ResultT], summary: str) -> ResultT:
-    """A quick read run by the entity's own worker as a local activity: one history marker instead of
-    three events, for the entity's frequent checks.
-
-    A local activity keeps the entity's workflow task open and a ``status`` query waits for that
-    task, so a look gets one short try (``policies.IN_PLACE_LOOK_TIMEOUT``); the caller falls back to
-    the ordinary path, which has the retries. Its failure arrives as the activity's own error (or a
-    timeout), not wrapped in an ActivityError: callers catch ``FailureError``."""
-    result: ResultT = await workflow.execute_local_activity(
-        name,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=policies.IN_PLACE_LOOK_TIMEOUT,
-        schedule_to_close_timeout=policies.IN_PLACE_LOOK_TIMEOUT,
-        retry_policy=policies.IN_PLACE_LOOK_RETRY,
-        summary=summary,
-    )
-    return result
-
-
-async def observe_everything_locally(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:
-    """The three observes of a drift check, side by side, as local activities."""
-
-    async def look(name: str, what: str) -> DriftReport:
-        arg = ObserveInput(spec=spec, nodes=nodes)
-        return await local_call(name, arg, DriftReport, f"compare {what} of {spec.id} with its spec")
-
-    return list(
-        await together(
-            look(_provider(spec, ProviderOp.OBSERVE), f"the {spec.provider} resources"),
-            look("pki.observe", "the Vault mount, roles, policy and stored key pairs"),
-            look("schedule.observe", "the rotation schedule"),
-        )
-    )
-
-
-async def observe_nodes_locally(spec: ClusterSpec, nodes: list[str]) -> tuple[NodesResult, HealthResult]:
-    """The node-health look of a periodic check (the VMs/instances and the tenant API's Nodes), side by
-    side, as local activities."""
-    machines, tenant = await together(
-        local_call(
-            _provider(spec, ProviderOp.LIST_NODES), ClusterRef(spec=spec), NodesResult, f"list the nodes of {spec.id}"
-        ),
-        local_call(
-            "tenant.check_health",
-            HealthInput(spec=spec, expected_nodes=nodes, wait=policies.NO_WAIT),
-            HealthResult,
-            f"check that every node of {spec.id} is Ready and its API answers",
-        ),
-    )
-    return machines, tenant
+# Ordinary activities, not local ones: a local activity keeps the entity's workflow task open, a
+# 'status' query waits for it, and a slow backend would make 'status' hang exactly when it matters.
+async def observe_everything(spec: ClusterSpec, nodes: dict[str, str]) -> list[DriftReport]:
+    """The three observes of a drift check, side by side."""
+    return list(await together(observe_provider(spec, nodes), observe_pki(spec, nodes), observe_schedule(spec, nodes)))
 
 
 async def observe_nodes(spec: ClusterSpec, nodes: list[str]) -> tuple[NodesResult, HealthResult]:
-    """The node-health look with ordinary activities (and their retries): when the quick look was not quick."""
+    """The node-health look of a periodic check: the VMs/instances and the tenant API's Nodes, side by side."""
     machines, tenant = await together(list_nodes(spec), check_health(spec, nodes))
     return machines, tenant
 

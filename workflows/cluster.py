@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 from models.cluster import (
     PHASE_OF_OPERATION,
@@ -102,8 +102,8 @@ NODE_REPAIR_PATCH = "entity-node-auto-repair"
 """Entities whose periodic check ran before node auto-repair only checked for drift; they replay that way."""
 IN_PLACE_CHECK_PATCH = "entity-periodic-check-observes-in-place"
 """Periodic checks of entities from before this patch started a reconcile child every time; newer
-ones first look from inside the entity (quick local activities, one marker each) and start the child
-only when something differs or the look was not quick."""
+ones first observe from the entity (the observes as its own activities) and start the child only when
+something differs (the in-sync check costs no child workflow)."""
 PENDING_UPGRADES_PATCH = "entity-refuses-a-second-upgrade"
 """Upgrade handlers from before it kept no record of their target: their histories replay that way."""
 _CONTROLLED = (OperationKind.UPGRADE, OperationKind.SCALE)
@@ -308,14 +308,8 @@ class ClusterWorkflow:
     async def _look_at_nodes(self) -> tuple[NodesResult, HealthResult] | str:
         """The VMs/instances and the tenant API's Nodes (two activities whatever the size); the
         error message when they could not be observed."""
-        spec, nodes = self.status.spec, self._node_names()
         try:
-            return await act.observe_nodes_locally(spec, nodes)
-        except FailureError as err:  # not quick (a slow backend), or failed: the ordinary way, with retries
-            if isinstance(err, CancelledError):
-                raise
-        try:
-            return await act.observe_nodes(spec, nodes)
+            return await act.observe_nodes(self.status.spec, self._node_names())
         except ActivityError as err:
             return innermost_message(err)
 
@@ -748,10 +742,8 @@ class ClusterWorkflow:
 
         async def drift() -> list[DriftReport] | None:
             try:
-                return await act.observe_everything_locally(self.status.spec, self._checked_nodes())
-            except FailureError as err:  # a local activity's failure arrives as its cause, unwrapped
-                if isinstance(err, CancelledError):
-                    raise
+                return await act.observe_everything(self.status.spec, self._checked_nodes())
+            except ActivityError:
                 return None
 
         async def nodes() -> tuple[NodesResult, HealthResult] | str | None:

@@ -155,15 +155,6 @@ FLEET_CONTROL_TIMEOUT = timedelta(minutes=1)
 OBSERVE_CALL_TIMEOUT = timedelta(minutes=2)
 """One attempt of a drift-check observe (a few list calls against one backend)."""
 
-IN_PLACE_LOOK_TIMEOUT = timedelta(seconds=3)
-"""The periodic check's first look from inside the entity (local activities). A local activity keeps
-the entity's workflow task open, and a ``status`` query waits for that task: a look that is not
-quick is abandoned and the check looks again the ordinary way (the reconcile child, or ordinary
-activities), so a slow backend costs a few more history events, never a ``status`` that hangs."""
-
-IN_PLACE_LOOK_RETRY = RetryPolicy(maximum_attempts=1)
-"""One try: a look that fails falls back to the ordinary path, which has the retries."""
-
 OBSERVE_DEADLINE = timedelta(minutes=4)
 """A drift check gives up (and says so in status) within one default check interval instead of
 retrying for hours: the next check comes soon enough."""

@@ -1,5 +1,5 @@
 """The entity's periodic drift check as workflow logic (time-skipping server, activities replaced by
-name): an in-sync check observes in the entity (quick local activities, no child) and
+name): an in-sync check observes from the entity (its own activities side by side, no child) and
 shows as the last check; a drifted one starts the reconcile child, which repairs; an observe that
 fails makes the check fail, said in ``status``, and the next check runs as usual."""
 
@@ -53,9 +53,17 @@ async def _in_sync_then_drift(env: WorkflowEnvironment, backend: FakeBackends, h
     assert status.last_check is not None and status.last_check.outcome is CheckOutcome.IN_SYNC
     assert status.next_check is not None and status.next_check > status.last_check.at
     history = await handle.fetch_history()
-    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    # each check's quick look from inside the entity: three observes and node auto-repair's two looks
-    assert sum(1 for e in markers if e.marker_recorded_event_attributes.marker_name == "core_local_activity") == 10
+    scheduled = Counter(
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    )
+    # the entity's own activities, not local ones (a local activity holds the workflow task that a
+    # 'status' query waits for): each check's three observes, and node auto-repair's two looks
+    assert {name: scheduled[name] for name in OBSERVES} == dict.fromkeys(OBSERVES, 2), scheduled
+    assert scheduled["kvm.list_nodes"] == scheduled["tenant.check_health"] == 2, scheduled
+    assert not [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and
+                e.marker_recorded_event_attributes.marker_name == "core_local_activity"]  # fmt: skip
     children = [e for e in history.events if e.HasField("start_child_workflow_execution_initiated_event_attributes")]
     assert len(children) == 1, "an in-sync check started a child"  # the create's is the only one
 
