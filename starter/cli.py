@@ -65,13 +65,11 @@ async def status(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TAB
     """Show a cluster's phase, version, certificates and current operation."""
     from config.settings import load_settings
     from models.naming import entity_workflow_id
-    from starter import clusters
     from starter.render import dump, status_view
+    from starter.status_reader import read_status
 
     settings = load_settings()
-    client = await clusters.connect(settings)
-    result = await clusters.get_status(client, cluster_id)
-    retrying = await clusters.retrying_calls(client, result.current)
+    result, retrying = await read_status(settings, cluster_id)  # no temporalio.client: see status_reader
     if output is OutputFormat.TABLE:
         ui_url = settings.workflow_ui_url(entity_workflow_id(cluster_id))
         out.print(status_view(result, ui_url, retrying), soft_wrap=True)

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import time
-from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.failure.v1 import Failure
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -26,15 +20,16 @@ from models.cluster import ClusterPhase, ClusterStatus, OperationStatus, Retryin
 from models.durations import format_duration
 from models.errors import innermost_message
 from models.naming import entity_workflow_id
+from starter import status_reader
 from starter.errors import (
     ClusterExists,
     ClusterNotFound,
-    NoWorkerPolling,
     RequestRefused,
     TemporalUnreachable,
     UserError,
     WorkerDidNotAnswer,
 )
+from starter.status_reader import pending_retries, require_worker_on
 from worker.clients import connect_temporal
 from workflows.names import PROGRESS_QUERY
 
@@ -59,16 +54,11 @@ __all__ = [
     "whoami",
 ]
 
-STATUS_QUERY = "status"
-"""``ClusterWorkflow.get_status``'s query name: ``status`` sends it by name, so that the command does not
-import the workflow modules (a test holds the two equal)."""
-CONNECT_TIMEOUT_SECONDS = 10.0
-"""A Temporal frontend that takes longer than this to accept a connection is reported unreachable."""
-DESCRIBE_TIMEOUT = timedelta(seconds=5)
-QUERY_TIMEOUT = timedelta(seconds=10)
-"""A worker answers a status query in milliseconds; this long means none is there to answer."""
-POLLER_STALE_SECONDS = 90.0
-"""A live worker's long polls return and renew at least every ~70 s; a poller older than this is gone."""
+# The query names and timeouts ``tenantctl status`` uses too (it goes through starter.status_reader).
+STATUS_QUERY = status_reader.STATUS_QUERY
+CONNECT_TIMEOUT_SECONDS = status_reader.CONNECT_TIMEOUT_SECONDS
+DESCRIBE_TIMEOUT = status_reader.DESCRIBE_TIMEOUT
+QUERY_TIMEOUT = status_reader.QUERY_TIMEOUT
 
 
 async def connect(settings: Settings, *, need_worker: bool = True) -> Client:
@@ -89,22 +79,7 @@ async def connect(settings: Settings, *, need_worker: bool = True) -> Client:
 
 async def require_worker(client: Client, task_queue: str) -> None:
     """Raise NoWorkerPolling unless a worker polled ``task_queue`` recently (Temporal's DescribeTaskQueue)."""
-    request = DescribeTaskQueueRequest(
-        namespace=client.namespace,
-        task_queue=TaskQueue(name=task_queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-    )
-    try:
-        described = await client.workflow_service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.UNIMPLEMENTED:
-            return  # a server without it (the time-skipping test server): the query timeout still bounds waits
-        raise
-    now = time.time()
-    ages = [now - poller.last_access_time.ToSeconds() for poller in described.pollers]
-    if not any(age < POLLER_STALE_SECONDS for age in ages):
-        detail = f" (the last poll was {min(ages):.0f}s ago)" if ages else ""
-        raise NoWorkerPolling(task_queue, detail)
+    await require_worker_on(client.service_client, client.namespace, task_queue)
 
 
 def whoami() -> str:
@@ -176,10 +151,6 @@ async def live_operation(client: Client, recorded: OperationStatus) -> Operation
     return recorded.refreshed(live)
 
 
-LAST_ERROR_SHOWN = 200
-"""A backend's error can be long (a whole HTTP body): this much of it is shown."""
-
-
 async def retrying_calls(client: Client, operation: OperationStatus | None) -> list[RetryingCall]:
     """The running operation's activities past their first attempt, with the error that failed the
     last one. Empty when nothing retries, nothing runs, or the server cannot be asked now."""
@@ -189,32 +160,7 @@ async def retrying_calls(client: Client, operation: OperationStatus | None) -> l
         described = await client.get_workflow_handle(operation.workflow_id).describe(rpc_timeout=DESCRIBE_TIMEOUT)
     except RPCError:
         return []  # not started yet, or the server is busy: the status itself is still the news
-    calls = []
-    for pending in described.raw_description.pending_activities:
-        if pending.attempt <= 1:
-            continue
-        error = innermost_message_of(pending.last_failure) if pending.HasField("last_failure") else ""
-        if len(error) > LAST_ERROR_SHOWN:
-            error = error[: LAST_ERROR_SHOWN - 1] + "…"
-        calls.append(
-            RetryingCall(
-                activity=pending.activity_type.name,
-                activity_id=pending.activity_id,
-                attempt=pending.attempt,
-                last_error=error or "(no error recorded)",
-                next_retry=pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
-                if pending.HasField("next_attempt_schedule_time")
-                else None,
-            )
-        )
-    return calls
-
-
-def innermost_message_of(failure: Failure) -> str:
-    """The deepest cause's message of a failure (the activity's own error, not 'activity failed')."""
-    while failure.HasField("cause") and failure.cause.message:
-        failure = failure.cause
-    return str(failure.message)
+    return pending_retries(described.raw_description)
 
 
 async def update(client: Client, cluster_id: str, method: Any, request: Any) -> Any:
