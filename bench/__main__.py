@@ -7,6 +7,8 @@ their CPU and memory are read from ``/proc``), then measures, product and floor 
 1. each operation of a 3 + 3 KVM cluster (create, forced rotation, patch upgrade, teardown);
 2. K creates at once, for each K;
 3. the CLI's start-up (``tenantctl --help``, ``tenantctl status ID``);
+4. drift checks of an in-sync cluster (wall time, activities, history events per check and per day);
+5. a fleet rollout (patch upgrade) against as many single upgrades run one by one;
 
 and prints the tables, writing everything to ``bench/results/<time>.json``. ``--fleet N`` instead
 creates N clusters in batches and holds them with one worker.
@@ -41,13 +43,14 @@ from bench.report import (
     BenchResult,
     CliResult,
     ConcurrencyResult,
+    DriftCheckResult,
     FleetBatch,
+    FleetRolloutBench,
     LoadSide,
     OperationResult,
-    PendingResult,
     render,
 )
-from bench.shapes import CREATE, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
+from bench.shapes import CREATE, DRIFT_CHECK, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
 from config.settings import STACK_ENV_FILE, Settings
 from devstack.stack import TEMPORAL, LocalStack, StackError, StackPorts
 
@@ -56,36 +59,13 @@ TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
 FULL_REPS, QUICK_REPS = 5, 1
 FULL_K, QUICK_K = (1, 10, 50, 100), (1, 10)
 CLI_REPS_FULL, CLI_REPS_QUICK = 5, 3
-PARTS = ("operations", "concurrency", "cli")
+PARTS = ("operations", "concurrency", "cli", "drift", "fleet-rollout")
+CHECK_REPS_FULL, CHECK_REPS_QUICK = 5, 3
+FLEET_ROLLOUT_FULL, FLEET_ROLLOUT_QUICK = 6, 3
+"""Clusters a fleet rollout upgrades (and as many more upgraded one by one to compare)."""
 OPERATION_TIMEOUT = 900.0
 
 log = logging.getLogger("tenantctl.bench")
-
-
-# --- hooks for costs whose features do not exist yet --------------------------------------------------
-async def drift_check_of_in_sync_cluster(run: Run) -> list[float] | None:
-    """Seconds per drift check of a cluster that is in sync (issue: the desired-state operation).
-
-    Hook: once the entity has a drift check (an update or a scheduled run), create one cluster with
-    ``product.create``, run the check ``run.reps`` times through ``starter.clusters.update``, and
-    return the durations (and add its floor: one observe activity per backend). None: not implemented.
-    """
-    return None
-
-
-async def fleet_rollout(run: Run) -> list[float] | None:
-    """Seconds for a fleet rollout (a workflow asking each entity for an operation), once it exists.
-
-    Hook: start the fleet workflow over the clusters the concurrency step left Ready and time it to
-    its result. None: not implemented.
-    """
-    return None
-
-
-PENDING: dict[str, Callable[[Run], Awaitable[list[float] | None]]] = {
-    "drift check of an in-sync cluster": drift_check_of_in_sync_cluster,
-    "fleet rollout": fleet_rollout,
-}
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -113,6 +93,7 @@ class Run:
         )
         self._serial = 0
         self.live_cluster: str | None = None
+        self.ready_clusters: list[str] = []  # created by the concurrency step and still held, at VERSION
 
     def name(self, what: str) -> str:
         self._serial += 1
@@ -210,6 +191,7 @@ class Run:
                 cluster_id = self.name(tag)
                 outcome = await product.create(self.client, cluster_id, self.product_queue)
                 self.live_cluster = cluster_id  # held afterwards: what `tenantctl status ID` looks at
+                self.ready_clusters.append(cluster_id)
                 return outcome
 
             async def one_floor() -> object:
@@ -249,6 +231,78 @@ class Run:
                     result.failures.append(f"{shown} exited {done.returncode}: {done.stderr.strip()[-300:]}")
             results.append(result)
         return results
+
+    # --- 4. a drift check of an in-sync cluster ----------------------------------------------------------
+    async def drift_checks(self, cluster_id: str, reps: int) -> DriftCheckResult:
+        """On-demand checks of a Ready cluster (nothing drifted), each next to a floor of the same shape."""
+        result = DriftCheckResult(floor_activities=DRIFT_CHECK.activities)
+        for rep in range(reps):
+            for side in ("product", "floor") if rep % 2 == 0 else ("floor", "product"):
+                if side == "floor":
+                    outcome = await self.floor_op(DRIFT_CHECK)
+                    result.floor_seconds.append(outcome.seconds)
+                    if outcome.events is not None:
+                        result.floor_events.append(outcome.events)
+                    continue
+                try:
+                    check = await asyncio.wait_for(product.drift_check(self.client, cluster_id), OPERATION_TIMEOUT)
+                except (product.OperationFailed, TimeoutError) as exc:
+                    result.failures.append(f"drift check of {cluster_id}: {exc or 'timed out'}")
+                    return result
+                if not check.in_sync:
+                    result.failures.append(f"drift check of {cluster_id} found drift: not an in-sync check")
+                result.product_seconds.append(check.seconds)
+                for values, value in ((result.entity_events, check.entity_events),
+                                      (result.child_events, check.child_events),
+                                      (result.activities, check.activities)):  # fmt: skip
+                    if value is not None:
+                        values.append(value)
+        log.info("drift checks of %s done", cluster_id)
+        return result
+
+    # --- 5. a fleet rollout against single upgrades ---------------------------------------------------
+    async def fleet_rollout(self, clusters: int, parallel: int) -> FleetRolloutBench:
+        """Upgrade ``clusters`` Ready clusters one by one, then as many others with one fleet rollout."""
+        result = FleetRolloutBench(clusters, parallel)
+        spare = [c for c in self.ready_clusters if c != self.live_cluster]
+        missing = max(0, 2 * clusters - len(spare))
+        if missing:
+            log.info("fleet rollout: creating %d more clusters to upgrade", missing)
+            made = [self.name("fleet-rollout") for _ in range(missing)]
+            outcomes = await asyncio.gather(
+                *(product.create(self.client, c, self.product_queue) for c in made), return_exceptions=True
+            )
+            for cluster_id, outcome in zip(made, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    result.failures.append(f"create of {cluster_id}: {type(outcome).__name__}: {outcome}")
+                else:
+                    spare.append(cluster_id)
+            if len(spare) < 2 * clusters:
+                return result
+        singles, rollout = spare[:clusters], spare[clusters : 2 * clusters]
+        for cluster_id in singles:
+            try:
+                outcome = await asyncio.wait_for(product.patch_upgrade(self.client, cluster_id), OPERATION_TIMEOUT)
+            except (product.OperationFailed, TimeoutError) as exc:
+                result.failures.append(f"upgrade of {cluster_id}: {exc or 'timed out'}")
+                return result
+            result.single_seconds.append(outcome.seconds)
+            if outcome.events is not None:
+                result.single_events.append(outcome.events)
+        workflow_id = f"fleet/{self.name('bench-upgrade')}"
+        try:
+            fleet = await asyncio.wait_for(
+                product.fleet_upgrade(self.client, rollout, self.product_queue, workflow_id, parallel),
+                OPERATION_TIMEOUT,
+            )
+        except TimeoutError:
+            result.failures.append(f"fleet rollout {workflow_id}: timed out")
+            return result
+        result.fleet_seconds, result.fleet_events, result.succeeded = fleet.seconds, fleet.events, fleet.succeeded
+        result.failures += fleet.failures
+        self.ready_clusters = [c for c in self.ready_clusters if c not in singles and c not in rollout]
+        log.info("fleet rollout of %d clusters done in %.2fs", clusters, fleet.seconds)
+        return result
 
     # --- fleet scale ----------------------------------------------------------------------------------
     async def fleet(self, total: int, batch: int) -> list[FleetBatch]:
@@ -315,7 +369,7 @@ async def bench(args: argparse.Namespace) -> BenchResult:
     began = time.monotonic()
     mode = "fleet" if args.fleet else ("quick" if args.quick else "full")
     result = BenchResult(datetime.now(UTC).isoformat(timespec="seconds"), mode, machine(),
-                         [s.as_dict() for s in SHAPES.values()])  # fmt: skip
+                         [s.as_dict() for s in (*SHAPES.values(), DRIFT_CHECK)])  # fmt: skip
     state_dir = Path(tempfile.mkdtemp(prefix="tenantctl-bench-", dir=args.state_parent))
     stack = LocalStack(state_dir, ports=StackPorts.free())
     log.info("starting a local stack in %s", state_dir)
@@ -345,14 +399,15 @@ async def bench(args: argparse.Namespace) -> BenchResult:
                 result.operations = await run.operations()
             if "concurrency" in args.parts:
                 result.concurrency = await run.concurrency(args.k)
-            if "cli" in args.parts:
-                if run.live_cluster is None:  # no concurrency step made one
-                    run.live_cluster = run.name("cli")
-                    await product.create(client, run.live_cluster, run.product_queue)
+            if run.live_cluster is None and ("cli" in args.parts or "drift" in args.parts):
+                run.live_cluster = run.name("cli")  # no concurrency step made one
+                await product.create(client, run.live_cluster, run.product_queue)
+            if "cli" in args.parts and run.live_cluster is not None:
                 result.cli = await asyncio.to_thread(run.cli, run.live_cluster)
-            for name, hook in PENDING.items():
-                measured = await hook(run)
-                result.pending.append(PendingResult(name) if measured is None else PendingResult(name, "", measured))
+            if "drift" in args.parts and run.live_cluster is not None:
+                result.drift_check = await run.drift_checks(run.live_cluster, args.check_reps)
+            if "fleet-rollout" in args.parts:
+                result.fleet_rollout = await run.fleet_rollout(args.fleet_clusters, args.fleet_parallel)
         finished = True
     finally:
         if run is not None:
@@ -376,6 +431,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated: {','.join(PARTS)}")
     parser.add_argument("--fleet", type=int, default=0, metavar="N", help="fleet-scale run: create and hold N clusters")
     parser.add_argument("--fleet-batch", type=int, default=50, metavar="B", help="fleet creates started at once")
+    rollout_help = f"clusters of the fleet rollout (default {FLEET_ROLLOUT_FULL}, quick {FLEET_ROLLOUT_QUICK})"
+    parser.add_argument("--fleet-clusters", type=int, metavar="N", help=rollout_help)
+    parallel_help = "the rollout's clusters in flight at most (default 1: its cost over single upgrades)"
+    parser.add_argument("--fleet-parallel", type=int, default=1, metavar="P", help=parallel_help)
     parser.add_argument("--out", type=Path, help="JSON result file (default bench/results/<time>.json)")
     parser.add_argument("--state-parent", help="where the temporary stack folder goes (default: the system's tmp)")
     parser.add_argument("--keep-state", action="store_true", help="keep the stack's folder (logs) afterwards")
@@ -386,12 +445,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--k takes comma-separated whole numbers such as 1,10,50, not {args.k!r}")
     args.cli_reps = CLI_REPS_QUICK if args.quick else CLI_REPS_FULL
+    args.check_reps = CHECK_REPS_QUICK if args.quick else CHECK_REPS_FULL
+    args.fleet_clusters = args.fleet_clusters or (FLEET_ROLLOUT_QUICK if args.quick else FLEET_ROLLOUT_FULL)
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown or not args.parts:
         parser.error(f"--parts takes some of {','.join(PARTS)}, not {','.join(unknown) or 'nothing'}")
     if args.reps < 1 or any(k < 1 for k in args.k) or args.fleet < 0 or args.fleet_batch < 1:
         parser.error("--reps, --k and --fleet-batch must be positive, --fleet not negative")
+    if args.fleet_clusters < 1 or not 1 <= args.fleet_parallel <= args.fleet_clusters:
+        parser.error("--fleet-clusters must be positive and --fleet-parallel between 1 and --fleet-clusters")
     return args
 
 

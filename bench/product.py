@@ -168,3 +168,87 @@ async def patch_upgrade(client: Client, cluster_id: str) -> Outcome:
 
 async def teardown(client: Client, cluster_id: str) -> Outcome:
     return await _update(client, cluster_id, ClusterWorkflow.delete, DeleteRequest(requested_by=REQUESTED_BY))
+
+
+# --- drift check and fleet rollout ----------------------------------------------------------------------
+@dataclass
+class CheckOutcome:
+    """One on-demand drift check (the entity's ``reconcile`` update) of a cluster."""
+
+    seconds: float
+    entity_events: int | None  # events the check added to the entity's history
+    child_events: int | None  # the check's own (child) workflow history
+    activities: int | None  # activities the check scheduled
+    in_sync: bool
+
+
+async def activities_of(client: Client, workflow_id: str) -> int | None:
+    """How many activities a workflow's history scheduled."""
+    from temporalio.api.enums.v1 import EventType
+
+    try:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError:
+        return None
+    return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+
+
+async def drift_check(client: Client, cluster_id: str) -> CheckOutcome:
+    """A drift check of a cluster, as ``tenantctl reconcile`` asks for it (waits behind a running operation)."""
+    from models.reconcile import ReconcileRequest, ReconcileResult
+
+    entity_id = entity_workflow_id(cluster_id)
+    before = await history_length(client, entity_id)
+    began = time.monotonic()
+    try:
+        result: ReconcileResult = await clusters.update(
+            client, cluster_id, ClusterWorkflow.reconcile, ReconcileRequest(requested_by=REQUESTED_BY)
+        )
+    except clusters.UserError as exc:
+        raise OperationFailed(f"drift check of {cluster_id}: {exc}") from None
+    seconds = time.monotonic() - began
+    after = await history_length(client, entity_id)
+    child_id = result.operation.workflow_id if result.operation else None
+    child = await history_length(client, child_id) if child_id else None
+    activities = await activities_of(client, child_id) if child_id else None
+    added = None if before is None or after is None else after - before
+    return CheckOutcome(seconds, added, child, activities, result.in_sync)
+
+
+@dataclass
+class RolloutOutcome:
+    seconds: float
+    events: int | None  # the fleet workflow's own history
+    succeeded: int
+    failures: list[str]
+
+
+async def fleet_upgrade(
+    client: Client, cluster_ids: list[str], task_queue: str, workflow_id: str, parallel: int
+) -> RolloutOutcome:
+    """A fleet rollout of the patch upgrade over ``cluster_ids``, started as ``tenantctl fleet upgrade`` does."""
+    from models.fleet import FleetOperation, FleetRolloutInput, FleetRolloutResult, RolloutClusterState
+    from workflows.fleet import FleetRolloutWorkflow
+
+    rollout = FleetRolloutInput(
+        operation=FleetOperation.UPGRADE,
+        version=PATCH_VERSION,
+        cluster_ids=cluster_ids,
+        selection="bench",
+        parallel=parallel,
+        max_failures=len(cluster_ids),
+        requested_by=REQUESTED_BY,
+    )
+    began = time.monotonic()
+    result: FleetRolloutResult = await client.execute_workflow(
+        FleetRolloutWorkflow.run, rollout, id=workflow_id, task_queue=task_queue
+    )
+    seconds = time.monotonic() - began
+    events = await history_length(client, workflow_id)
+    done = result.status.in_state(RolloutClusterState.SUCCEEDED)
+    failures = [
+        f"fleet upgrade of {c.cluster_id}: {c.state}: {c.reason}"
+        for c in result.status.clusters
+        if c.state is not RolloutClusterState.SUCCEEDED
+    ]
+    return RolloutOutcome(seconds, events, len(done), failures)

@@ -63,6 +63,48 @@ class PendingResult:
     seconds: list[float] = field(default_factory=list)
 
 
+DAY_SECONDS = 86400.0
+DEFAULT_CHECK_INTERVAL_SECONDS = 300.0
+"""``models.spec.DriftCheck``'s default interval (a unit test holds the two equal)."""
+
+
+@dataclass
+class DriftCheckResult:
+    """Drift checks of one in-sync cluster (the entity's ``reconcile`` update), and their floor."""
+
+    product_seconds: list[float] = field(default_factory=list)
+    floor_seconds: list[float] = field(default_factory=list)
+    entity_events: list[int] = field(default_factory=list)  # added to the entity per check
+    child_events: list[int] = field(default_factory=list)  # the check's own workflow
+    activities: list[int] = field(default_factory=list)
+    floor_events: list[int] = field(default_factory=list)
+    floor_activities: int | None = None
+    interval_seconds: float = DEFAULT_CHECK_INTERVAL_SECONDS
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def checks_per_day(self) -> float:
+        return DAY_SECONDS / self.interval_seconds
+
+    def events_per_check(self) -> float | None:
+        entity, child = _events(self.entity_events), _events(self.child_events)
+        return None if entity is None or child is None else entity + child
+
+
+@dataclass
+class FleetRolloutBench:
+    """A fleet upgrade of ``clusters`` clusters against the same upgrade run on as many clusters one by one."""
+
+    clusters: int
+    parallel: int
+    single_seconds: list[float] = field(default_factory=list)
+    single_events: list[int] = field(default_factory=list)
+    fleet_seconds: float | None = None
+    fleet_events: int | None = None  # the fleet workflow's own history
+    succeeded: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
 @dataclass
 class FleetBatch:
     clusters_total: int
@@ -85,6 +127,8 @@ class BenchResult:
     pending: list[PendingResult] = field(default_factory=list)
     fleet: list[FleetBatch] = field(default_factory=list)
     wall_seconds: float | None = None
+    drift_check: DriftCheckResult | None = None
+    fleet_rollout: FleetRolloutBench | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +145,10 @@ class BenchResult:
         data["cli"] = [CliResult(**c) for c in data.get("cli", [])]
         data["pending"] = [PendingResult(**p) for p in data.get("pending", [])]
         data["fleet"] = [FleetBatch(**b) for b in data.get("fleet", [])]
+        if data.get("drift_check") is not None:
+            data["drift_check"] = DriftCheckResult(**data["drift_check"])
+        if data.get("fleet_rollout") is not None:
+            data["fleet_rollout"] = FleetRolloutBench(**data["fleet_rollout"])
         return cls(**data)
 
 
@@ -218,6 +266,48 @@ def pending_table(results: list[PendingResult]) -> str:
     )
 
 
+def drift_check_table(result: DriftCheckResult) -> str:
+    product, floor = median(result.product_seconds), median(result.floor_seconds)
+    per_check, entity = result.events_per_check(), _events(result.entity_events)
+    day = result.checks_per_day
+    entity_day = None if entity is None else entity * day
+    all_day = None if per_check is None else per_check * day
+    runs = f"{len(result.product_seconds)}" + (f" ({len(result.failures)} failed)" if result.failures else "")
+    row = [
+        seconds(product),
+        seconds(floor),
+        times(ratio(product, floor)),
+        f"{number(_events(result.activities), 0)} / {number(result.floor_activities, 0)}",
+        f"{number(entity, 0)} + {number(_events(result.child_events), 0)} = {number(per_check, 0)}",
+        number(_events(result.floor_events), 0),
+        times(ratio(per_check, _events(result.floor_events))),
+        f"{number(entity_day, 0)} / {number(all_day, 0)}",
+        runs,
+    ]
+    headers = ["tenantctl", "bare floor", "ratio", "activities (product / floor)",
+               "events per check (entity + check = all)", "floor events", "events ratio",
+               f"events per day at {result.interval_seconds / 60:g} min (entity / all)", "checks"]  # fmt: skip
+    return table(headers, [row])
+
+
+def fleet_rollout_table(result: FleetRolloutBench) -> str:
+    singles = sum(result.single_seconds) if result.single_seconds else None
+    per_cluster = per(None if result.fleet_events is None else float(result.fleet_events), result.clusters)
+    row = [
+        f"{result.clusters} (parallel {result.parallel})",
+        seconds(result.fleet_seconds),
+        seconds(singles),
+        times(ratio(result.fleet_seconds, singles)),
+        seconds(median(result.single_seconds)),
+        number(None if result.fleet_events is None else float(result.fleet_events), 0),
+        number(per_cluster, 1),
+        f"{result.succeeded}" + (f" ({len(result.failures)} failed)" if result.failures else ""),
+    ]
+    headers = ["clusters", "fleet upgrade", "sum of single upgrades", "ratio", "single upgrade (median)",
+               "fleet workflow events", "fleet events per cluster", "upgraded"]  # fmt: skip
+    return table(headers, [row])
+
+
 def fleet_table(batches: list[FleetBatch]) -> str:
     rows = []
     for b in batches:
@@ -241,6 +331,12 @@ def render(result: BenchResult) -> str:
         parts += ["", "Concurrent creates (3 + 3 each):", concurrency_table(result.concurrency)]
     if result.cli:
         parts += ["", "CLI start-up:", cli_table(result.cli)]
+    if result.drift_check is not None:
+        parts += ["", "Drift check of an in-sync 3 + 3 cluster (on demand, 'tenantctl reconcile'):",
+                  drift_check_table(result.drift_check)]  # fmt: skip
+    if result.fleet_rollout is not None:
+        parts += ["", "Fleet rollout (patch upgrade, 'tenantctl fleet upgrade') vs single upgrades:",
+                  fleet_rollout_table(result.fleet_rollout)]  # fmt: skip
     if result.pending:
         parts += ["", "Not measured yet:", pending_table(result.pending)]
     if result.operations or result.concurrency or result.cli:
@@ -250,6 +346,8 @@ def render(result: BenchResult) -> str:
     failures = [f for op in result.operations for f in op.failures]
     failures += [f for c in result.concurrency for f in (*c.product.failures, *c.floor.failures)]
     failures += [f for c in result.cli for f in c.failures] + [f for b in result.fleet for f in b.failures]
+    failures += result.drift_check.failures if result.drift_check else []
+    failures += result.fleet_rollout.failures if result.fleet_rollout else []
     if failures:
         parts += ["", f"Failures ({len(failures)}):", *(f"- {f}" for f in failures[:20])]
     if result.wall_seconds is not None:

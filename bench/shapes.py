@@ -18,6 +18,8 @@ Where the shapes come from (``python -m bench.shapes`` prints the waves of every
   ready, wait registered, uncordon, check health; per worker issue its certificates, ensure the new
   node, wait ready, wait registered, cordon and drain the old one, remove it, check health; then
   list nodes and check health again.
+- drift check of an in-sync cluster, from ``workflows/reconcile.py``: the three observe activities
+  side by side, and nothing else.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ PATCH_UPGRADE = Shape(
     (1, 1, *(1,) * (MASTER_UPGRADE_STEPS * MASTERS), *(1,) * (WORKER_UPGRADE_STEPS * WORKERS), 1, 1),
 )
 SHAPES: dict[str, Shape] = {s.operation: s for s in (CREATE, TEARDOWN, FORCED_ROTATION, PATCH_UPGRADE)}
+DRIFT_CHECK = Shape("drift check", (3,))
+"""An in-sync drift check: one observe activity per backend (provider, Vault, schedule) at once, no repair."""
 
 
 def waves_from_events(events: Iterable[Mapping[str, Any]]) -> list[list[str]]:

@@ -37,7 +37,7 @@ async def create(
     """Create a tenant cluster from a spec file."""
     from config.settings import load_settings
     from starter import clusters
-    from starter.errors import NoWorkerPolling
+    from starter.errors import NoWorkerPolling, WorkerDidNotAnswer
     from starter.spec_file import load_spec
     from starter.watch import watch
 
@@ -60,6 +60,9 @@ async def create(
         except NoWorkerPolling as exc:  # the worker stopped after the check above: the create waits for one
             outcome = f"the cluster's workflow {handle.id} was started and goes on when a worker polls"
             raise NoWorkerPolling(exc.task_queue, exc.detail, outcome) from None
+        except WorkerDidNotAnswer as exc:  # likewise, when the worker had only just stopped
+            outcome = f"the cluster's workflow {handle.id} was started and goes on when a worker polls"
+            raise WorkerDidNotAnswer(exc.seconds, outcome) from None
         _exit_for(status.phase, status.message)
 
 
@@ -69,13 +72,11 @@ async def status(cluster_id: ClusterArg, output: OutputOption = OutputFormat.TAB
     """Show a cluster's phase, version, certificates and current operation."""
     from config.settings import load_settings
     from models.naming import entity_workflow_id
-    from starter import clusters
     from starter.render import dump, status_view
+    from starter.status_reader import read_status
 
     settings = load_settings()
-    client = await clusters.connect(settings)
-    result = await clusters.get_status(client, cluster_id)
-    retrying = await clusters.retrying_calls(client, result.current)
+    result, retrying = await read_status(settings, cluster_id)  # no temporalio.client: see status_reader
     if output is OutputFormat.TABLE:
         ui_url = settings.workflow_ui_url(entity_workflow_id(cluster_id))
         out.print(status_view(result, ui_url, retrying), soft_wrap=True)

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import time
-from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.failure.v1 import Failure
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -26,6 +20,7 @@ from models.cluster import ClusterPhase, ClusterStatus, OperationStatus, Retryin
 from models.durations import format_duration
 from models.errors import innermost_message
 from models.naming import entity_workflow_id
+from starter import status_reader
 from starter.errors import (
     ClusterExists,
     ClusterNotFound,
@@ -35,6 +30,7 @@ from starter.errors import (
     UserError,
     WorkerDidNotAnswer,
 )
+from starter.status_reader import pending_retries, require_worker_on
 from worker.clients import connect_temporal
 from workflows.names import PROGRESS_QUERY
 
@@ -59,25 +55,11 @@ __all__ = [
     "whoami",
 ]
 
-STATUS_QUERY = "status"
-"""``ClusterWorkflow.get_status``'s query name: ``status`` sends it by name, so that the command does not
-import the workflow modules (a test holds the two equal)."""
-CONNECT_TIMEOUT_SECONDS = 10.0
-"""A Temporal frontend that takes longer than this to accept a connection is reported unreachable."""
-DESCRIBE_TIMEOUT = timedelta(seconds=5)
-QUERY_TIMEOUT = timedelta(seconds=10)
-"""A worker answers a status query in milliseconds; this long means none is there to answer."""
-FIRST_LOOK = timedelta(seconds=3)
-"""How long a status query waits before the CLI asks Temporal whether any worker took it. A live
-worker answers in milliseconds; one that has just stopped still shows in DescribeTaskQueue for a
-minute (a poller's last access is when its last long poll began, and an idle worker's polls last up
-to ~60 s), so the poller list alone cannot tell it from an idle live one: a poll since the question
-was asked can."""
-POLL_CLOCK_SLACK_SECONDS = 1.0
-"""The server's clock and this machine's may differ a little: a poll this much before the question
-still counts as one after it (a false "alive" only means waiting the rest of QUERY_TIMEOUT)."""
-POLLER_STALE_SECONDS = 90.0
-"""A live worker's long polls return and renew at least every ~70 s; a poller older than this is gone."""
+# The query names and timeouts ``tenantctl status`` uses too (it goes through starter.status_reader).
+STATUS_QUERY = status_reader.STATUS_QUERY
+CONNECT_TIMEOUT_SECONDS = status_reader.CONNECT_TIMEOUT_SECONDS
+DESCRIBE_TIMEOUT = status_reader.DESCRIBE_TIMEOUT
+QUERY_TIMEOUT = status_reader.QUERY_TIMEOUT
 
 
 async def connect(settings: Settings, *, need_worker: bool = True) -> Client:
@@ -98,22 +80,7 @@ async def connect(settings: Settings, *, need_worker: bool = True) -> Client:
 
 async def require_worker(client: Client, task_queue: str) -> None:
     """Raise NoWorkerPolling unless a worker polled ``task_queue`` recently (Temporal's DescribeTaskQueue)."""
-    request = DescribeTaskQueueRequest(
-        namespace=client.namespace,
-        task_queue=TaskQueue(name=task_queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-    )
-    try:
-        described = await client.workflow_service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.UNIMPLEMENTED:
-            return  # a server without it (the time-skipping test server): the query timeout still bounds waits
-        raise
-    now = time.time()
-    ages = [now - poller.last_access_time.ToSeconds() for poller in described.pollers]
-    if not any(age < POLLER_STALE_SECONDS for age in ages):
-        detail = f" (the last poll was {min(ages):.0f}s ago)" if ages else ""
-        raise NoWorkerPolling(task_queue, detail)
+    await require_worker_on(client.service_client, client.namespace, task_queue)
 
 
 def whoami() -> str:
@@ -159,59 +126,33 @@ def entity(client: Client, cluster_id: str) -> WorkflowHandle[Any, Any]:
 
 
 async def get_status(client: Client, cluster_id: str) -> ClusterStatus:
-    """The entity's status (its ``status`` query), with the running operation's live progress.
+    """The entity's status, with the running operation as its own workflow reports it.
 
-    When no worker answers within FIRST_LOOK and none has polled the entity's task queue since the
-    question was asked, raises NoWorkerPolling (a worker that just stopped, or none at all) instead
-    of waiting the whole QUERY_TIMEOUT."""
+    Unanswered within QUERY_TIMEOUT: WorkerDidNotAnswer (a worker that has just stopped, or none
+    polls). The CLI does not guess sooner from the task queue's pollers: a live worker that holds
+    the cluster on its sticky queue and is slow to answer looks the same there as a dead one."""
     handle = entity(client, cluster_id)
-    asked_at = time.time()
     try:
-        status = await _query_status(handle, cluster_id, FIRST_LOOK)
-    except WorkerDidNotAnswer:
-        await _require_poll_since(client, handle, asked_at)
-        status = await _query_status(handle, cluster_id, QUERY_TIMEOUT - FIRST_LOOK)
-    if status.current is not None:
-        status.current = await live_operation(client, status.current)
-    return status
-
-
-async def _query_status(handle: WorkflowHandle[Any, Any], cluster_id: str, timeout: timedelta) -> ClusterStatus:
-    try:
-        status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=timeout)
+        status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise ClusterNotFound(cluster_id) from None
         if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             raise WorkerDidNotAnswer(QUERY_TIMEOUT.total_seconds()) from None
+        if exc.status is RPCStatusCode.FAILED_PRECONDITION and "poller" in exc.message:
+            # the server's own "no poller seen for task queue recently, worker may be down"
+            raise NoWorkerPolling(await _task_queue_of(handle), f" ({exc.message})") from None
         raise
+    if status.current is not None:
+        status.current = await live_operation(client, status.current)
     return status
 
 
-async def _require_poll_since(client: Client, handle: WorkflowHandle[Any, Any], asked_at: float) -> None:
-    """Raise NoWorkerPolling unless a worker polled the entity's task queue after ``asked_at``.
-
-    A live worker handed the query polls again at once (a new long poll, a fresh last access);
-    a dead one does not. Unanswered after FIRST_LOOK with no poll since: nobody is there."""
+async def _task_queue_of(handle: WorkflowHandle[Any, Any]) -> str:
     try:
-        task_queue = (await handle.describe(rpc_timeout=DESCRIBE_TIMEOUT)).task_queue
-        request = DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-        described = await client.workflow_service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.UNIMPLEMENTED:
-            return  # a server without it (the time-skipping test server): wait for the query
-        raise
-    last_polls = [poller.last_access_time.ToSeconds() for poller in described.pollers]
-    if any(last >= asked_at - POLL_CLOCK_SLACK_SECONDS for last in last_polls):
-        return  # a worker took it and is slow to answer: wait the rest
-    waited = time.time() - asked_at
-    detail = f" (no worker took a status query within {waited:.0f}s"
-    detail += f"; the last poll was {time.time() - max(last_polls):.0f}s ago)" if last_polls else ")"
-    raise NoWorkerPolling(task_queue, detail)
+        return (await handle.describe(rpc_timeout=DESCRIBE_TIMEOUT)).task_queue
+    except RPCError:
+        return "of the cluster's workflow"
 
 
 async def live_operation(client: Client, recorded: OperationStatus) -> OperationStatus:
@@ -226,10 +167,6 @@ async def live_operation(client: Client, recorded: OperationStatus) -> Operation
     return recorded.refreshed(live)
 
 
-LAST_ERROR_SHOWN = 200
-"""A backend's error can be long (a whole HTTP body): this much of it is shown."""
-
-
 async def retrying_calls(client: Client, operation: OperationStatus | None) -> list[RetryingCall]:
     """The running operation's activities past their first attempt, with the error that failed the
     last one. Empty when nothing retries, nothing runs, or the server cannot be asked now."""
@@ -239,32 +176,7 @@ async def retrying_calls(client: Client, operation: OperationStatus | None) -> l
         described = await client.get_workflow_handle(operation.workflow_id).describe(rpc_timeout=DESCRIBE_TIMEOUT)
     except RPCError:
         return []  # not started yet, or the server is busy: the status itself is still the news
-    calls = []
-    for pending in described.raw_description.pending_activities:
-        if pending.attempt <= 1:
-            continue
-        error = innermost_message_of(pending.last_failure) if pending.HasField("last_failure") else ""
-        if len(error) > LAST_ERROR_SHOWN:
-            error = error[: LAST_ERROR_SHOWN - 1] + "…"
-        calls.append(
-            RetryingCall(
-                activity=pending.activity_type.name,
-                activity_id=pending.activity_id,
-                attempt=pending.attempt,
-                last_error=error or "(no error recorded)",
-                next_retry=pending.next_attempt_schedule_time.ToDatetime(tzinfo=UTC)
-                if pending.HasField("next_attempt_schedule_time")
-                else None,
-            )
-        )
-    return calls
-
-
-def innermost_message_of(failure: Failure) -> str:
-    """The deepest cause's message of a failure (the activity's own error, not 'activity failed')."""
-    while failure.HasField("cause") and failure.cause.message:
-        failure = failure.cause
-    return str(failure.message)
+    return pending_retries(described.raw_description)
 
 
 async def update(client: Client, cluster_id: str, method: Any, request: Any) -> Any:

@@ -45,8 +45,9 @@ class NoWorkerPolling(Unavailable):
 
 
 class WorkerDidNotAnswer(Unavailable):
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, outcome: str = "") -> None:
+        self.seconds = seconds
         super().__init__(
             f"no worker answered within {seconds:.0f}s (a worker may have just stopped, or none polls this "
-            "task queue); try again, or check the workers"
+            "task queue); try again, or check the workers" + (f"; {outcome}" if outcome else "")
         )

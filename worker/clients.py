@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from botocore.config import Config as BotoConfig
     from kubernetes import client as k8s
     from temporalio.client import Client
+    from temporalio.service import ConnectConfig
 
     from models.spec import ClusterSpec
     from worker.retries import CallRetries, RateLimit
@@ -31,7 +32,20 @@ log = logging.getLogger(__name__)
 async def connect_temporal(settings: Settings) -> Client:
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.service import TLSConfig
+
+    config = temporal_connect_config(settings)
+    return await Client.connect(
+        config.target_host,
+        namespace=settings.temporal_namespace,
+        tls=config.tls,
+        api_key=config.api_key,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def temporal_connect_config(settings: Settings) -> ConnectConfig:
+    """Where and how to reach Temporal (TLS, API key): the full client's and the bare service's."""
+    from temporalio.service import ConnectConfig, TLSConfig
 
     tls: TLSConfig | bool = False
     if settings.temporal_tls:
@@ -40,13 +54,8 @@ async def connect_temporal(settings: Settings) -> Client:
             client_cert=_read(settings.temporal_tls_cert_path),
             client_private_key=_read(settings.temporal_tls_key_path),
         )
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        tls=tls,
-        api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-        data_converter=pydantic_data_converter,
-    )
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    return ConnectConfig(target_host=settings.temporal_address, tls=tls, api_key=api_key)
 
 
 def vault_client(settings: Settings) -> hvac.Client:

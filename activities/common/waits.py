@@ -67,13 +67,16 @@ def pause(seconds: float, what: str) -> None:
 class WaitBudget:
     """One wait's deadline and poll rhythm (see the module docstring)."""
 
-    def __init__(self, timeout: float, *, max_poll: float, resume: bool = True) -> None:
+    def __init__(
+        self, timeout: float, *, max_poll: float, resume: bool = True, first_poll: float = FIRST_POLL_SECONDS
+    ) -> None:
         self.timeout = timeout
         self.started = resumed_start() if resume else time.time()
         self.overall_deadline = self.started + timeout
         self.deadline = min(self.overall_deadline, attempt_deadline())
         self.max_poll = max_poll
-        self._next = min(FIRST_POLL_SECONDS, max_poll)
+        self.first_poll = first_poll
+        self._next = min(first_poll, max_poll)
 
     @property
     def expired(self) -> bool:
@@ -98,7 +101,7 @@ class WaitBudget:
 
     def progressed(self) -> None:
         """Something moved: look again soon, as at the start."""
-        self._next = min(FIRST_POLL_SECONDS, self.max_poll)
+        self._next = min(self.first_poll, self.max_poll)
 
     def next_interval(self) -> float:
         """How long to wait before the next look (never past the deadline); backs off for the one after."""

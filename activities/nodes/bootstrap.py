@@ -85,8 +85,22 @@ def dns_service_ip(spec: ClusterSpec) -> str:
 
 
 # --- cloud-config ----------------------------------------------------------------------------------
+YAML_RENDERED_KEPT: Final = 2048
+"""Rendered YAML texts kept (each a few kB): every node of a role renders the same static pods,
+kubeconfigs and cloud-config, and PyYAML's pure-Python emitter was a large share of a create's CPU."""
+_rendered: dict[str, str] = {}
+
+
 def _yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    # repr tells apart what YAML tells apart (str from int, list from tuple) and keeps the key order
+    key = repr(data)
+    text = _rendered.get(key)
+    if text is None:
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+        if len(_rendered) >= YAML_RENDERED_KEPT:
+            _rendered.clear()  # the working set is a few texts per cluster: start over rather than track use
+        _rendered[key] = text
+    return text
 
 
 def _static_pod(name: str, image: str, command: list[str], env: list[dict[str, Any]] | None = None) -> str:

@@ -9,12 +9,14 @@ first, writes only what differs, and "already there" / "not there" is success.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -81,6 +83,13 @@ KIND_MOUNT, KIND_ROLE, KIND_POLICY = "pki-mount", "pki-role", "vault-policy"
 CLUSTER_TOKEN_TTL = "2m"
 """Lifetime of the child token a certificate is issued with (it is revoked right after, too)."""
 KIND_ISSUER = "pki-default-issuer"
+CONCURRENT_VAULT_CALLS = 8
+"""Certificates issued (and leaves revoked) at once by one worker, over all activities: each is a few
+Vault round trips, so 17 of them one by one cost 17 times the latency; the worker's Vault rate limit
+and connection pool bound them further."""
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 KIND_UNMANAGED_ROLE = "unmanaged-pki-role"
 UNHELD_CERTIFICATE_PREFIX = "vault:certificate/"
 """Drift object of a valid leaf no stored key pair holds: ``vault:certificate/<serial>``."""
@@ -188,6 +197,7 @@ class VaultPki:
         providers: KeyPairStores,
         mount_prefix: str = "pki",
         cluster_token_role: str | None = None,
+        concurrent_calls: int = CONCURRENT_VAULT_CALLS,
     ) -> None:
         self.vault = vault
         self.providers = providers
@@ -195,6 +205,8 @@ class VaultPki:
         # With a token role (allowed_policies_glob tenantctl-*), each certificate is issued with a
         # short-lived child token of its cluster's policy only: one cluster's issuing cannot reach another's mount.
         self.cluster_token_role = cluster_token_role
+        # Shared by every activity of this worker, so K clusters issuing at once stay within it.
+        self._calls = ThreadPoolExecutor(concurrent_calls, thread_name_prefix="vault-pki")
 
     def mount(self, cluster_id: str) -> str:
         return pki_mount(cluster_id, self.mount_prefix)
@@ -385,9 +397,15 @@ class VaultPki:
         records: list[CertificateRecord] = []
         issued: list[str] = []
         kept: list[str] = []
-        for request in input.requests:
-            _heartbeat(request.name)
-            record, was_issued = self._ensure_certificate(input, request, issuer, sink, trust)
+        # Each certificate is looked up and, if need be, issued and stored on its own: side by side,
+        # in the requests' order in the result. A failure of one fails the attempt once the others
+        # have ended (each one stored or, if issued but not stored, revoked): a retry converges.
+        outcomes = self._each(
+            input.requests,
+            lambda request: self._ensure_certificate(input, request, issuer, sink, trust),
+            lambda request: request.name,
+        )
+        for request, (record, was_issued) in zip(input.requests, outcomes, strict=True):
             records.append(record)
             (issued if was_issued else kept).append(request.name)
         _heartbeat(f"{len(records)} certificates")
@@ -396,21 +414,29 @@ class VaultPki:
     @activity.defn(name="pki.revoke_certificates")
     def revoke_certificates(self, input: ClusterRef) -> RevokeResult:
         mount = self.mount(input.spec.id)
-        revoked = skipped = 0
         now = datetime.now(UTC)
-        for serial in self._list(f"{mount}/certs", f"list certificates of {mount}"):
-            _heartbeat(serial)
+
+        def revoke(serial: str) -> bool | None:
+            """True: revoked now; False: already revoked or expired; None: not a leaf (or gone)."""
             found = self._read(f"{mount}/cert/{serial}", f"read certificate {serial} of {mount}")
             if found is None:
-                continue  # tidied away meanwhile
+                return None  # tidied away meanwhile
             certificate = x509.load_pem_x509_certificate(str(found["certificate"]).encode())
             if _is_ca(certificate):
-                continue  # the root itself; revoking an issuer is refused and pointless
+                return None  # the root itself; revoking an issuer is refused and pointless
             if int(found.get("revocation_time") or 0) or certificate.not_valid_after_utc <= now:
-                skipped += 1
-                continue
+                return False
             self._write(f"{mount}/revoke", {"serial_number": serial}, f"revoke certificate {serial} of {mount}")
-            revoked += 1
+            return True
+
+        serials = self._list(f"{mount}/certs", f"list certificates of {mount}")
+        if serials:
+            # Vault rebuilds a mount's CRL on every revocation unless it rebuilds lazily: one rebuild
+            # per leaf made revoking the slowest step of a teardown. The CRL of a mount about to be
+            # deleted is read by nobody (Kubernetes checks none), so lazily it is.
+            self._write(f"{mount}/config/crl", {"auto_rebuild": True}, f"let {mount} rebuild its CRL lazily")
+        outcomes = self._each(serials, revoke, str)
+        revoked, skipped = outcomes.count(True), outcomes.count(False)
         activity.logger.info("mount %s: %d revoked, %d already revoked or expired", mount, revoked, skipped)
         return RevokeResult(revoked=revoked, already_revoked_or_expired=skipped)
 
@@ -462,7 +488,8 @@ class VaultPki:
         if config is not None and config.get("type") != "pki":
             raise Conflict(f"mount {mount} has type {config.get('type')!r}, not pki; tenantctl will not delete it")
         exists = config is not None
-        outcomes = self._delete_roles(mount, spec)  # a missing mount lists no roles: all absent
+        # Disabling the mount deletes its roles with it: they are listed, not deleted one by one.
+        outcomes = self._roles_of_mount(mount, spec)  # a missing mount lists no roles: all absent
         outcomes.append(self._delete_policy(vault_policy_name(spec.id)))
         if exists:
             with translated(f"disable PKI mount {mount}"):
@@ -833,17 +860,39 @@ class VaultPki:
         activity.logger.info("updated role %s on %s: %s", role.name.value, mount, ", ".join(changed))
         return ResourceChange.UPDATED
 
-    def _delete_roles(self, mount: str, spec: ClusterSpec) -> list[ResourceOutcome]:
+    def _roles_of_mount(self, mount: str, spec: ClusterSpec) -> list[ResourceOutcome]:
+        """The outcome for every role of a mount about to be disabled (which deletes them all)."""
         existing = set(self._list(f"{mount}/roles", f"list roles of {mount}"))
         managed = [r.name.value for r in role_specs(spec)]
         outcomes = []
         for name in managed + sorted(existing - set(managed)):  # the mount goes, so unmanaged roles go too
-            if name in existing:
-                with translated(f"delete role {name} of {mount}"):
-                    self.vault.delete(f"{mount}/roles/{name}")
             change = ResourceChange.DELETED if name in existing else ResourceChange.ABSENT
             outcomes.append(ResourceOutcome(kind=KIND_ROLE, name=name, change=change))
         return outcomes
+
+    def _each(
+        self, items: Iterable[ItemT], call: Callable[[ItemT], ResultT], label: Callable[[ItemT], str]
+    ) -> list[ResultT]:
+        """``call`` of every item on the shared Vault threads, results in the items' order.
+
+        Every call ends before this returns (nothing of an attempt runs on after it); then the
+        first failure, if any, is raised. The activity heartbeats each item's ``label`` from its own
+        thread, in the items' order, as their calls end.
+        """
+        listed = list(items)
+        futures: list[Future[ResultT]] = [
+            # each call sees the activity's context (its logger, ``activity.info()``)
+            self._calls.submit(contextvars.copy_context().run, call, item)
+            for item in listed
+        ]
+        failure: BaseException | None = None
+        for item, future in zip(listed, futures, strict=True):
+            exception = future.exception()
+            failure = failure or exception
+            _heartbeat(label(item))
+        if failure is not None:
+            raise failure
+        return [future.result() for future in futures]
 
     def _delete_policy(self, name: str) -> ResourceOutcome:
         path = f"sys/policies/acl/{name}"
@@ -948,7 +997,12 @@ class VaultPki:
             issuer_id=issuer.id,
         )
         del issued  # the response holds the key too: drop it before anything below could fail and show it
-        destination = sink.write(spec.id, request, key_pair)
+        try:
+            destination = sink.write(spec.id, request, key_pair)
+        except BaseException:
+            # Issued but not stored: nobody holds this certificate, and a retry issues another.
+            self._revoke_unheld(mount, record.serial, request.name)
+            raise
         activity.logger.info("stored %s (serial %s) in %s", request.name, record.serial, destination)
         return record.model_copy(update={"destination": destination})
 
@@ -965,6 +1019,16 @@ class VaultPki:
             issuer_id=issuer.id,
             destination=destination,
         )
+
+    def _revoke_unheld(self, mount: str, serial: str, name: str) -> None:
+        """Best effort: revoke a certificate this attempt issued and could not store (the failure
+        that stopped it is what the attempt reports; a leftover is what ``observe`` finds)."""
+        try:
+            self._write(f"{mount}/revoke", {"serial_number": serial}, f"revoke unstored certificate {serial}")
+        except Exception as exc:
+            activity.logger.warning("could not revoke %s (serial %s), issued but not stored: %s", name, serial, exc)
+        else:
+            activity.logger.info("revoked %s (serial %s): issued but not stored", name, serial)
 
     # --- Vault calls --------------------------------------------------------------------------------
     def _cluster_write(self, cluster_id: str, path: str, data: dict[str, Any], what: str) -> dict[str, Any]:

@@ -72,6 +72,10 @@ path "pki/+/cert/*" {
 path "pki/+/revoke" {
   capabilities = ["create", "update"]
 }
+# Teardown: a mount about to be deleted rebuilds its CRL lazily (else every revocation rebuilds it).
+path "pki/+/config/crl" {
+  capabilities = ["create", "update"]
+}
 
 # Child tokens of one cluster's policy (the token role's allowed_policies_glob is tenantctl-*):
 # each certificate is issued with one, bound to that cluster's mount (TENANTCTL_VAULT_CLUSTER_TOKEN_ROLE).

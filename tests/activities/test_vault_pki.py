@@ -22,6 +22,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.common.errors import translated
 from activities.kvm.key_pairs import KubernetesSecretSink
+from activities.kvm.provider import KvmProvider
 from activities.pki.vault import ROOT_ISSUER_NAME, VaultPki, serial_hex
 from activities.providers.contract import Providers
 from activities.providers.key_pairs import (
@@ -594,3 +595,45 @@ def test_teardown_of_a_cluster_that_never_existed(pki: VaultPki, spec: ClusterSp
     assert pki.revoke_certificates(ref).revoked == 0
     assert set(outcome_changes(pki.ensure_pki_absent(ref)).values()) == {ResourceChange.ABSENT}
     assert set(outcome_changes(pki.ensure_certificates_absent(ref)).values()) == {ResourceChange.ABSENT}
+
+
+# --- issuing side by side -----------------------------------------------------------------------------
+class SinkFailingOnce(KubernetesSecretSink):
+    """The host API refusing one write (a 500 while storing one key pair), then working again."""
+
+    def __init__(self, core: k8s.CoreV1Api, name: str) -> None:
+        super().__init__(core)
+        self.failing, self.serials_refused = name, list[str]()
+
+    def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
+        if request.name == self.failing and not self.serials_refused:
+            self.serials_refused.append(key_pair.serial)
+            raise k8s.ApiException(status=500, reason="Internal Server Error")
+        return super().write(cluster_id, request, key_pair)
+
+
+def test_a_certificate_issued_but_not_stored_is_revoked_and_the_retry_converges(
+    vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec
+) -> None:
+    api = core.api_client
+    provider = KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))
+    sink = SinkFailingOnce(core, "apiserver")
+    provider.key_pairs = sink
+    pki = VaultPki(vault, Providers([provider]))
+    provision(pki, spec)
+    create_namespace(core, spec)
+    mount, requests = pki_mount(spec.id), certificate_requests(spec)
+
+    with pytest.raises(k8s.ApiException):
+        pki.ensure_certificates(certificates(spec))
+    [unstored] = sink.serials_refused
+    assert data(vault, f"{mount}/cert/{unstored}")["revocation_time"] > 0  # nobody holds it: revoked
+    # every other certificate of the attempt ended stored (issued side by side, none left half-done)
+    assert sorted(sink.list_names(spec.id)) == sorted(r.name for r in requests if r.name != "apiserver")
+
+    again = pki.ensure_certificates(certificates(spec))
+    assert again.issued == ["apiserver"] and len(again.kept) == len(requests) - 1
+    assert [r.name for r in again.records] == [r.name for r in requests]  # in the requests' order
+    held = {r.serial for r in again.records}
+    revoked = {s for s in leaf_serials(vault, mount) if data(vault, f"{mount}/cert/{s}")["revocation_time"] > 0}
+    assert revoked == {unstored} and unstored not in held

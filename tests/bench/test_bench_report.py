@@ -18,24 +18,29 @@ from temporalio.api.history.v1 import ActivityTaskScheduledEventAttributes, Hist
 from bench.procstat import ProcessMeter, Window, cpu_ticks_from_stat, memory_from_status
 from bench.raw import recorded_waves
 from bench.report import (
+    DEFAULT_CHECK_INTERVAL_SECONDS,
     MIB,
     NOT_DERIVED,
     NOT_IMPLEMENTED,
     BenchResult,
     CliResult,
     ConcurrencyResult,
+    DriftCheckResult,
     FleetBatch,
+    FleetRolloutBench,
     LoadSide,
     OperationResult,
     PendingResult,
     concurrency_table,
+    drift_check_table,
+    fleet_rollout_table,
     fleet_table,
     operations_table,
     render,
     table,
     targets,
 )
-from bench.shapes import CREATE, FORCED_ROTATION, NODES, PATCH_UPGRADE, TEARDOWN, waves_from_events
+from bench.shapes import CREATE, DRIFT_CHECK, FORCED_ROTATION, NODES, PATCH_UPGRADE, TEARDOWN, waves_from_events
 from bench.stats import median, per, percentile, ratio
 
 
@@ -192,6 +197,65 @@ def test_recorded_calls_keep_their_inputs_and_waves() -> None:
     ]
 
 
+def _cells(text: str) -> list[str]:
+    return [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+
+
+def test_a_drift_check_is_three_observes_side_by_side() -> None:
+    assert DRIFT_CHECK.waves == (3,) and DRIFT_CHECK.activities == 3
+
+
+def test_the_report_assumes_the_spec_default_check_interval() -> None:
+    from models.spec import DriftCheck
+
+    assert DriftCheck().interval.total_seconds() == DEFAULT_CHECK_INTERVAL_SECONDS
+
+
+def _drift_check() -> DriftCheckResult:
+    # figures of a real quick run (seconds, events and activities as the bench read them)
+    return DriftCheckResult(
+        product_seconds=[0.412, 0.388, 0.405],
+        floor_seconds=[0.151, 0.139, 0.147],
+        entity_events=[6, 6, 6],
+        child_events=[17, 17, 17],
+        activities=[3, 3, 3],
+        floor_events=[20, 20, 20],
+        floor_activities=3,
+    )
+
+
+def test_drift_check_table_derives_events_per_check_and_per_day() -> None:
+    result = _drift_check()
+    assert result.checks_per_day == 288.0  # every 5 minutes
+    assert result.events_per_check() == 23.0
+    cells = _cells(drift_check_table(result))
+    assert cells == ["405 ms", "147 ms", "2.8x", "3 / 3", "6 + 17 = 23", "20", "1.1x", "1728 / 6624", "3"]
+
+
+def test_a_drift_check_without_history_figures_says_so() -> None:
+    result = DriftCheckResult(product_seconds=[0.4], floor_seconds=[0.2], failures=["drift check of c: boom"])
+    cells = _cells(drift_check_table(result))
+    assert cells[4] == "n/a + n/a = n/a" and cells[7] == "n/a / n/a" and cells[8] == "1 (1 failed)"
+
+
+def test_fleet_rollout_table_compares_with_the_sum_of_single_upgrades() -> None:
+    result = FleetRolloutBench(3, 1, single_seconds=[7.1, 7.5, 7.3], single_events=[311, 309, 312],
+                               fleet_seconds=23.4, fleet_events=61, succeeded=3)  # fmt: skip
+    cells = _cells(fleet_rollout_table(result))
+    assert cells == ["3 (parallel 1)", "23.40 s", "21.90 s", "1.1x", "7.30 s", "61", "20.3", "3"]
+
+
+def test_render_shows_drift_check_and_fleet_rollout_and_their_failures() -> None:
+    rollout = FleetRolloutBench(3, 1, single_seconds=[7.0], failures=["upgrade of b: boom"])
+    result = BenchResult("2026-12-01T00:00:00+00:00", "quick", drift_check=_drift_check(), fleet_rollout=rollout)
+    text = render(result)
+    assert "Drift check of an in-sync 3 + 3 cluster" in text
+    assert "events per day at 5 min (entity / all)" in text
+    assert "Fleet rollout (patch upgrade" in text and "3 (parallel 1)" in text
+    assert "- upgrade of b: boom" in text
+    assert "Not measured yet" not in text
+
+
 def _lifecycle_result() -> BenchResult:
     return BenchResult(
         "2026-12-01T00:00:00+00:00",
@@ -210,6 +274,8 @@ def _lifecycle_result() -> BenchResult:
             ),
         ],
         cli=[CliResult("tenantctl --help", [0.5, 0.6, 0.9])],
+        drift_check=_drift_check(),
+        fleet_rollout=FleetRolloutBench(3, 1, [7.0, 7.2, 7.1], [311, 310, 312], 22.0, 60, 3),
     )
 
 

@@ -14,10 +14,10 @@ from temporalio.client import Client
 
 from bench import floor
 from bench.floor_worker import build_floor_worker
-from bench.shapes import CREATE, TEARDOWN, Shape, waves_from_events
+from bench.shapes import CREATE, DRIFT_CHECK, TEARDOWN, Shape, waves_from_events
 
 
-@pytest.mark.parametrize("shape", [CREATE, TEARDOWN], ids=lambda s: s.operation)
+@pytest.mark.parametrize("shape", [CREATE, TEARDOWN, DRIFT_CHECK], ids=lambda s: s.operation)
 async def test_floor_operation_runs_the_shape_in_one_child(temporal_client: Client, shape: Shape) -> None:
     queue = f"floor-{uuid.uuid4().hex[:8]}"
     workflow_id = f"floor/test-{uuid.uuid4().hex[:8]}"

@@ -43,7 +43,8 @@ def test_status_loads_temporal_but_no_backend_library() -> None:
         "import os\nos.environ['TENANTCTL_TEMPORAL_ADDRESS'] = '127.0.0.1:1'\n"
         "r = CliRunner().invoke(app, ['status', 'acme'])\nassert r.exit_code == 3, r.output"
     )
-    assert "temporalio.client" in loaded
+    # Temporal's service API only: the full client (converters, nexus, workflow machinery) is not needed
+    assert "temporalio.service" in loaded and "temporalio.client" not in loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("boto3", "botocore", "hvac", "kubernetes", "cryptography"))
     assert heavy == [] and "workflows.cluster" not in loaded, heavy
 
@@ -57,3 +58,12 @@ def test_status_query_name_is_the_workflows() -> None:
     from workflows.cluster import ClusterWorkflow
 
     assert ClusterWorkflow.get_status.__temporal_query_definition.name == STATUS_QUERY  # type: ignore[attr-defined]
+
+
+def test_status_reader_query_names_are_the_workflows() -> None:
+    from starter import status_reader
+    from workflows.cluster import ClusterWorkflow
+    from workflows.names import PROGRESS_QUERY
+
+    assert ClusterWorkflow.get_status.__temporal_query_definition.name == status_reader.STATUS_QUERY  # type: ignore[attr-defined]
+    assert status_reader.PROGRESS_QUERY == PROGRESS_QUERY

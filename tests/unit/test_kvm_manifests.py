@@ -433,3 +433,14 @@ def test_node_readiness() -> None:
     assert "availableReplicas=0" in detail
     assert "Available=False MinimumReplicasUnavailable: no" in detail
     assert "Progressing=False ProgressDeadlineExceeded: timed out" in detail
+
+
+def test_cloud_config_rendered_again_is_the_same_text_and_reuses_the_yaml(spec: ClusterSpec) -> None:
+    from activities.nodes import bootstrap
+
+    first = manifests.cloud_config(spec, "worker", spec.kubernetes_version)
+    kept = dict(bootstrap._rendered)
+    again = manifests.cloud_config(spec, "worker", spec.kubernetes_version)
+    assert again == first and bootstrap._rendered == kept  # nothing rendered anew
+    other = manifests.cloud_config(spec, "master", spec.kubernetes_version)
+    assert other != first and "master nodes" in other

@@ -32,12 +32,24 @@ TEARDOWN_ORDER = [
 ]
 
 
-def first_occurrences(names: list[str]) -> list[str]:
-    seen: list[str] = []
-    for name in names:
-        if name not in seen:
-            seen.append(name)
-    return seen
+TEARDOWN_NEEDS = {
+    # a step -> what must be gone (have ended) before it starts
+    "pki.ensure_certificates_absent": {"kvm.ensure_node_absent"},
+    "kvm.ensure_endpoint_absent": {"kvm.ensure_node_absent"},
+    "kvm.ensure_foundation_absent": {"kvm.ensure_endpoint_absent"},
+    "pki.ensure_pki_absent": {"pki.revoke_certificates"},
+    "kvm.list_resources": set(TEARDOWN_ORDER) - {"kvm.list_resources"},
+}
+
+
+def assert_teardown_order(names: list[str]) -> None:
+    """Every teardown step ran, each after the last call of every step it needs gone."""
+    assert set(names) == set(TEARDOWN_ORDER)
+    last = {name: max(i for i, n in enumerate(names) if n == name) for name in names}
+    first = {name: names.index(name) for name in names}
+    for step, needs in TEARDOWN_NEEDS.items():
+        for need in needs:
+            assert last[need] < first[step], f"{step} started before {need} was done: {names}"
 
 
 async def test_protected_cluster_refuses_delete_until_protection_is_off(time_skipping_env: WorkflowEnvironment) -> None:
@@ -64,11 +76,8 @@ async def test_protected_cluster_refuses_delete_until_protection_is_off(time_ski
         report_of_delete: TeardownResult = await handle.execute_update(ClusterWorkflow.delete, DeleteRequest())
         report: ClusterReport = await handle.result()
 
-    order = first_occurrences(backends.names()[mark:])
-    # the endpoint and the stored key pairs go side by side: neither needs the other gone
-    side_by_side = {"kvm.ensure_endpoint_absent", "pki.ensure_certificates_absent"}
-    assert set(order[3:5]) == side_by_side
-    assert [n for n in order if n not in side_by_side] == [n for n in TEARDOWN_ORDER if n not in side_by_side]
+    # independent steps go side by side; each one after what it needs gone
+    assert_teardown_order(backends.names()[mark:])
     assert backends.objects == set() and backends.schedules == {} and backends.pki_mounts == set()
     assert report.phase is ClusterPhase.DELETED
     assert report.teardown == report_of_delete
@@ -120,13 +129,10 @@ async def test_teardown_twice_is_clean(time_skipping_env: WorkflowEnvironment) -
         await handle.execute_update(ClusterWorkflow.delete, DeleteRequest())
         await handle.result()
         assert backends.objects == set()
+        names = backends.names()[mark:]
         # and run again over the remains, it finds everything absent
         second = await time_skipping_env.client.execute_workflow(
             TeardownWorkflow.run, TeardownInput(spec=spec), id=f"teardown-{spec.id}-2", task_queue=queue
         )
         assert second.removed == []
-        order = first_occurrences(backends.names()[mark:])
-    # the endpoint and the stored key pairs go side by side: neither needs the other gone
-    side_by_side = {"kvm.ensure_endpoint_absent", "pki.ensure_certificates_absent"}
-    assert set(order[3:5]) == side_by_side
-    assert [n for n in order if n not in side_by_side] == [n for n in TEARDOWN_ORDER if n not in side_by_side]
+    assert_teardown_order(names)

@@ -158,7 +158,8 @@ async def test_30_days_of_checks_and_rotations_stay_small_and_restart_nothing_ex
     print(  # noqa: T201
         f"\n{DAYS} days in {wall:.0f}s wall: {checks} drift checks ({wall / checks * 1000:.0f} ms each incl. the "
         f"day's rotation), {DAYS} rotations, 1 repair; an in-sync check adds {per_check} events to the entity's "
-        f"history ({per_check * ROTATION // DEFAULT_CHECK}/day of checks at the default 5-minute interval); entity {entity_events / DAYS:.0f} events/day "
+        f"history ({per_check * ROTATION // DEFAULT_CHECK}/day of checks at the default 5-minute interval); "
+        f"entity {entity_events / DAYS:.0f} events/day "
         f"over {len(runs)} runs; largest histories {largest}"
     )
     # a timer (2), its workflow task (3), five activities side by side (three drift observes, two
