@@ -313,6 +313,7 @@ def seal_and_unseal(faults: FaultStack, sealed_seconds: float) -> None:
 class Inventory:
     found: dict[str, int] = field(default_factory=dict)
     expected: dict[str, int] = field(default_factory=dict)
+    unheld: int = 0  # valid leaves beyond the stored key pairs
 
     @property
     def problems(self) -> list[str]:
@@ -342,8 +343,14 @@ def _valid_leaves(vault: hvac.Client, mount: str) -> int:
     return valid
 
 
-def inventory(faults: FaultStack, spec: ClusterSpec, status: ClusterStatus | None) -> Inventory:
-    """What exists of the cluster, and what should (``status`` None or Deleted: nothing)."""
+def inventory(
+    faults: FaultStack, spec: ClusterSpec, status: ClusterStatus | None, leaves_exact: bool = True
+) -> Inventory:
+    """What exists of the cluster, and what should (``status`` None or Deleted: nothing).
+
+    ``leaves_exact=False`` after a rotation or a killed attempt: leaves that no stored key pair
+    holds (superseded, or issued by a failed attempt) stay valid until the next drift repair revokes
+    them; they are counted in ``unheld`` instead of failing the count."""
     alive = status is not None and status.phase is not ClusterPhase.DELETED
     nodes = list(status.nodes) if status is not None and alive else []
     current = status.spec if status is not None else spec
@@ -392,7 +399,11 @@ def inventory(faults: FaultStack, spec: ClusterSpec, status: ClusterStatus | Non
             expected |= {f"aws {k}": v for k, v in expected_counts(sized).items()}
             expected["aws key pair secrets"] = len(requests)
     found = {k: v for k, v in found.items() if v or k in expected}
-    return Inventory(found=found, expected={k: v for k, v in expected.items() if v})
+    leaves = "vault valid leaf certificates"
+    unheld = max(0, found.get(leaves, 0) - expected.get(leaves, 0))
+    if not leaves_exact and leaves in expected:
+        expected[leaves] += unheld
+    return Inventory(found=found, expected={k: v for k, v in expected.items() if v}, unheld=unheld)
 
 
 async def schedule_exists(faults: FaultStack, cluster_id: str) -> bool:
