@@ -35,10 +35,11 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.aws.resources import TRUST_BUNDLE
 from config.settings import Settings, load_settings
 from devstack.stack import LocalStack, StackEndpoints, StackPorts
 from models.cluster import ClusterPhase, ClusterStatus
-from models.naming import CLUSTER_LABEL, rotation_schedule_id
+from models.naming import CLUSTER_LABEL, aws_secret_name, rotation_schedule_id
 from models.operations import (
     DeleteRequest,
     RotateCaRequest,
@@ -391,7 +392,8 @@ def inventory(
         have = {k: v for k, v in counts(everything(aws, spec)).items() if k not in ("tagging-api", "secret")}
         found |= {f"aws {k}": v for k, v in have.items()}
         secrets = everything(aws, spec)["secret"]
-        found["aws key pair secrets"] = len([s for s in secrets if not s.get("DeletedDate")])
+        bundle = aws_secret_name(spec.id, TRUST_BUNDLE)  # a CA rotation's published trust bundle: no key pair
+        found["aws key pair secrets"] = len([s for s in secrets if not s.get("DeletedDate") and s["Name"] != bundle])
         if alive:
             sized = current.model_copy(
                 update={"workers": current.workers.model_copy(update={"count": len(nodes) - current.masters.count})}

@@ -246,17 +246,18 @@ async def backend_cases(faults: FaultStack) -> list[Row]:
     return rows
 
 
-async def measure(rounds: int, state_dir: Path, logs_dir: Path) -> bool:
+async def measure(rounds: int, state_dir: Path, logs_dir: Path, providers: list[str], backends: bool = True) -> bool:
     began = time.monotonic()
     with fault_stack(state_dir, logs_dir) as faults:
         await connect(faults)
         rows: list[Row] = []
-        for provider in PROVIDERS:
+        for provider in providers:
             baseline: dict[str, float] = {}
             rows += await lifecycle(faults, provider, None, baseline)
             for round_ in range(rounds):
                 rows += await lifecycle(faults, provider, random.Random(14 + round_), baseline)
-        rows += await backend_cases(faults)
+        if backends:
+            rows += await backend_cases(faults)
         scanned, events, holding = await private_keys_in_histories(await connect(faults))
         leaked_logs = private_keys_in_logs(faults.logs())
         keys_ok = not holding and not leaked_logs and scanned > 0
@@ -290,12 +291,15 @@ async def measure(rounds: int, state_dir: Path, logs_dir: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "1")))
+    parser.add_argument("--providers", default=",".join(PROVIDERS), help="lifecycles to run, e.g. aws")
+    parser.add_argument("--no-backends", action="store_true", help="only the SIGKILL lifecycles")
     args = parser.parse_args()
+    providers = [p for p in args.providers.split(",") if p]
     with tempfile.TemporaryDirectory(prefix="tenantctl-fault-suite-") as tmp:
         state_dir, logs_dir = Path(tmp) / "stack", Path(tmp) / "logs"
         state_dir.mkdir()
         logs_dir.mkdir()
-        ok = asyncio.run(measure(args.rounds, state_dir, logs_dir))
+        ok = asyncio.run(measure(args.rounds, state_dir, logs_dir, providers, backends=not args.no_backends))
     sys.exit(0 if ok else 1)
 
 
