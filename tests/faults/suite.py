@@ -131,8 +131,10 @@ async def create_case(
     baseline: float | None,
     fault: Callable[[ClusterSpec], Awaitable[str]] | None,
     expect_failure: str = "",
+    clear: Callable[[], None] | None = None,
 ) -> tuple[Row, float]:
-    """A create with ``fault`` beside it, counted; then a teardown, counted (nothing left)."""
+    """A create with ``fault`` beside it, counted; then a teardown, counted (nothing left).
+    ``clear`` ends a fault that lasts the whole create, before anything is counted."""
     faults.restart_workers()
     spec = spec_for(provider)
     await connect(faults)
@@ -141,6 +143,8 @@ async def create_case(
     status, _ = await run_operation(faults, spec, "create")
     took = time.monotonic() - began
     what = await running if running else "no fault"
+    if clear is not None:
+        clear()
     problems: list[str] = []
     if expect_failure:
         if status.phase is not ClusterPhase.FAILED or expect_failure not in status.message:
@@ -229,19 +233,29 @@ async def backend_cases(faults: FaultStack) -> list[Row]:
         rows.append((await create_case(faults, case, provider, kvm_baseline, fault))[0])
 
     # Host API errors: against the same latency without errors (the issue's ratio).
+    def calm_host() -> None:
+        set_faults(faults.endpoints.kube_api_url, None)
+
     set_faults(faults.endpoints.kube_api_url, {"latency_ms": 200})
-    calm, calm_s = await create_case(faults, "host API 200 ms latency", "kvm", None, None)
+    calm, calm_s = await create_case(faults, "host API 200 ms latency", "kvm", None, None, clear=calm_host)
     set_faults(faults.endpoints.kube_api_url, {"latency_ms": 200, "error_rate": 0.2, "error_codes": [500, 503, 429]})
     try:
-        rows += [calm, (await create_case(faults, "host API 20% errors + 200 ms latency", "kvm", calm_s, None))[0]]
+        errors = await create_case(faults, "host API 20% errors + 200 ms latency", "kvm", calm_s, None, clear=calm_host)
+        rows += [calm, errors[0]]
     finally:
-        set_faults(faults.endpoints.kube_api_url, None)
+        calm_host()
+
+    def calm_aws() -> None:
+        faults.aws_faults.error_rate = 0.0
 
     faults.aws_faults.respond, faults.aws_faults.error_rate = aws_throttling, 0.2
     try:
-        rows.append((await create_case(faults, "AWS 20% Throttling/503 (proxy)", "aws", aws_baseline, None))[0])
+        throttled = await create_case(
+            faults, "AWS 20% Throttling/503 (proxy)", "aws", aws_baseline, None, clear=calm_aws
+        )
+        rows.append(throttled[0])
     finally:
-        faults.aws_faults.error_rate = 0.0
+        calm_aws()
     rows.append((await create_case(faults, "moto restart mid-create", "aws", None, moto_restart, "missing"))[0])
     return rows
 
