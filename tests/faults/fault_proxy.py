@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_ERROR_BODY = b'{"errors":["injected fault"]}'
@@ -31,6 +32,8 @@ class FaultPlan:
     """Fail only requests for which this holds (given "METHOD /path" and the body); None: any."""
     error_body: bytes = DEFAULT_ERROR_BODY
     content_type: str = "application/json"
+    respond: Callable[[str, Any], tuple[int, bytes, str]] | None = None
+    """Shape each injected error from the request ("METHOD /path", headers): (status, body, content type)."""
     forwarded: Counter[str] = field(default_factory=Counter)  # "METHOD /path" -> count
     failed: Counter[str] = field(default_factory=Counter)
     _random: random.Random = field(init=False)
@@ -64,9 +67,13 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
             body = self.rfile.read(length) if length else None
             key = f"{self.command} {self.path.split('?')[0]}"
             if plan.decide(key, body or b""):
-                payload = plan.error_body
-                self.send_response(plan.status)
-                self.send_header("Content-Type", plan.content_type)
+                status, payload, content_type = (
+                    plan.respond(key, self.headers)
+                    if plan.respond
+                    else (plan.status, plan.error_body, plan.content_type)
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -92,7 +99,11 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
         def do_LIST(self) -> None:  # Vault's LIST verb
             self._handle()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client killed mid-request (a SIGKILLed worker) resets its connection: not news
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
