@@ -163,5 +163,5 @@ async def test_30_days_of_checks_and_rotations_stay_small_and_restart_nothing_ex
         f"over {len(runs)} runs; largest histories {largest}"
     )
     # a timer (2), its workflow task (3), five activities side by side (three drift observes, two
-    # node-health looks: 3 events each) and the workflow tasks that take their results
-    assert per_check <= 26, per_check
+    # node-health looks: 3 events each) and the workflow tasks that take their results as they come
+    assert per_check <= 32, per_check
