@@ -171,6 +171,11 @@ class FakeBackends:
             backend._record("pki.revoke_certificates")
             return RevokeResult(revoked=backend.serial if arg.spec.id in backend.pki_mounts else 0)
 
+        @defn("pki.revoke_unheld_certificates", ObserveInput, NodeCertificatesResult)
+        def revoke_unheld_certificates(arg: ObserveInput) -> NodeCertificatesResult:
+            backend._record("pki.revoke_unheld_certificates")
+            return NodeCertificatesResult()
+
         @defn("pki.ensure_pki_absent", ClusterRef, EnsureResult)
         def ensure_pki_absent(arg: ClusterRef) -> EnsureResult:
             backend._record("pki.ensure_pki_absent")
@@ -314,6 +319,7 @@ class FakeBackends:
             ensure_certificates_absent,
             ensure_node_certificates_absent,
             revoke_certificates,
+            revoke_unheld_certificates,
             ensure_pki_absent,
             ensure_foundation,
             ensure_foundation_absent,

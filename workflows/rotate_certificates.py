@@ -25,6 +25,8 @@ from workflows.names import PROGRESS_QUERY, ROTATE_CERTIFICATES_WORKFLOW
 from workflows.node_rolls import restart_token, roll_nodes
 
 STEPS = ["reissue", "restart"]
+REVOKE_SUPERSEDED_PATCH = "rotation-revokes-superseded-leaves"
+"""Rotations from before it left the replaced leaves valid until their TTL; they replay that way."""
 
 
 def nodes_to_restart(requests: list[CertificateRequest], reissued: set[str], nodes: list[str]) -> list[str]:
@@ -75,6 +77,13 @@ class RotateCertificatesWorkflow:
                 restarted = await roll_nodes(
                     spec, self.journal, affected, lambda node: restart_token(node_serials(requests, serials, node))
                 )
+        if issued.issued and workflow.patched(REVOKE_SUPERSEDED_PATCH):
+            # The leaves the re-issued ones replace are held by no stored key pair any more, and every
+            # node that loaded one now runs its successor: revoke them at once, instead of leaving
+            # them valid until their TTL (or for the next drift check to find as unheld).
+            async with self.journal.step("revoke", "the leaves the re-issued ones replace"):
+                revoked = await act.revoke_unheld_certificates(spec, {n: spec.kubernetes_version for n in input.nodes})
+            self.journal.status.step("revoke").message = f"{len(revoked.revoked)} superseded leaves revoked"
         return RotateCertificatesResult(
             certificates=issued.records,
             reissued=issued.issued,
