@@ -78,8 +78,11 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    # One server per test module: a workflow another module left with pending work (an activity no
+    # worker will run any more) stops a shared server's time skipping, and then every later test
+    # that waits on a durable timer hangs until its timeout.
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"),
         data_converter=pydantic_data_converter,

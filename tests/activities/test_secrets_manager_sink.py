@@ -239,4 +239,7 @@ def test_pki_observe_reports_a_deleted_secrets_manager_entry(pki: VaultPki, secr
     assert report.of(DriftKind.MISSING) == [f"secretsmanager secret tenantctl/{spec.id}/apiserver"], report
 
     pki.ensure_certificates(certificates(spec))  # the create's step writes it again
+    # the leaf whose entry was deleted is held by no stored key pair now: the repair revokes it
+    assert [i.object.startswith("vault:certificate/") for i in pki.observe(observe).items] == [True]
+    assert len(pki.revoke_unheld_certificates(observe).revoked) == 1
     assert pki.observe(observe).items == []

@@ -79,7 +79,7 @@ async def test_a_second_upgrade_is_refused_while_one_is_queued_or_running(
             tenantctl, time_skipping_env, queue, tmp_path, ["upgrade", spec.id, "--version", NEXT_PATCH]
         )
         assert queued.exit_code == 1, queued.output
-        assert f"already queued behind the running {OperationKind.SCALE}" in queued.output
+        assert f"queued behind the running {OperationKind.SCALE}" in queued.output
         assert PATCH in queued.output and "nothing was changed" in queued.output
         assert "accepted" not in queued.output and "Traceback" not in queued.output
         with pytest.raises(WorkflowUpdateFailedError) as same_target:

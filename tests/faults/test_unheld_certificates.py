@@ -99,6 +99,10 @@ async def test_a_certificate_issued_but_never_stored_is_reported_and_revoked_by_
         )
     plan.error_rate = 0.0
     assert plan.failed, "the Secret write was not refused"
+    assert valid_serials(vault, mount) == held_before  # the failed attempt revoked the leaf it issued
+
+    # An attempt killed between issuing and storing cannot revoke: issue as it would have, store nothing.
+    vault.write(f"{mount}/issue/{apiserver.component.value}", common_name=apiserver.common_name, ttl="1h")
     debris = valid_serials(vault, mount) - held_before
     assert len(debris) == 1
 

@@ -426,8 +426,10 @@ async def run_waiting(env: WorkflowEnvironment, queue: str, ids: list[str], **op
 
 async def test_a_closed_window_waits_for_it_to_open(time_skipping_env: WorkflowEnvironment, queue: str) -> None:
     now = await now_of(time_skipping_env)
-    opens = next_weekday_at(now, 2, 3)  # a Wednesday, 03:00 UTC, two or more days away
-    ids, handles = await clusters(time_skipping_env, queue, 1, spec=window(["wed"], "03:00", "2h"))
+    opens = next_weekday_at(now, (now.weekday() + 2) % 7, 3)  # 03:00 UTC two days away: never open now
+    ids, handles = await clusters(
+        time_skipping_env, queue, 1, spec=window([opens.strftime("%a").lower()], "03:00", "2h")
+    )
     final = await run_waiting(time_skipping_env, queue, ids)
     assert final.state is FleetState.SUCCEEDED
     started = final.clusters[0].started_at
