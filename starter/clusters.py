@@ -24,13 +24,10 @@ from starter import status_reader
 from starter.errors import (
     ClusterExists,
     ClusterNotFound,
-    NoWorkerPolling,
     RequestRefused,
-    TemporalUnreachable,
     UserError,
-    WorkerDidNotAnswer,
 )
-from starter.status_reader import pending_retries, require_worker_on
+from starter.status_reader import pending_retries, require_worker_on, status_query_error, within_connect_timeout
 from worker.clients import connect_temporal
 from workflows.names import PROGRESS_QUERY
 
@@ -65,14 +62,7 @@ QUERY_TIMEOUT = status_reader.QUERY_TIMEOUT
 async def connect(settings: Settings, *, need_worker: bool = True) -> Client:
     """A Temporal client; with ``need_worker``, also the check that a worker polls the task queue,
     so a command that needs one says so in seconds instead of waiting for a reply that never comes."""
-    try:
-        client = await asyncio.wait_for(connect_temporal(settings), timeout=CONNECT_TIMEOUT_SECONDS)
-    except TimeoutError:
-        raise TemporalUnreachable(
-            settings.temporal_address, f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f}s"
-        ) from None
-    except RuntimeError as exc:
-        raise TemporalUnreachable(settings.temporal_address, str(exc)) from None
+    client = await within_connect_timeout(settings, connect_temporal(settings))
     if need_worker:
         await require_worker(client, settings.temporal_task_queue)
     return client
@@ -135,14 +125,7 @@ async def get_status(client: Client, cluster_id: str) -> ClusterStatus:
     try:
         status: ClusterStatus = await handle.query(STATUS_QUERY, result_type=ClusterStatus, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            raise ClusterNotFound(cluster_id) from None
-        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            raise WorkerDidNotAnswer(QUERY_TIMEOUT.total_seconds()) from None
-        if exc.status is RPCStatusCode.FAILED_PRECONDITION and "poller" in exc.message:
-            # the server's own "no poller seen for task queue recently, worker may be down"
-            raise NoWorkerPolling(await _task_queue_of(handle), f" ({exc.message})") from None
-        raise
+        raise status_query_error(exc, cluster_id, await _task_queue_of(handle)) or exc from None
     if status.current is not None:
         status.current = await live_operation(client, status.current)
     return status

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,11 +24,12 @@ from starter.errors import ClusterNotFound, NoWorkerPolling, TemporalUnreachable
 if TYPE_CHECKING:
     from temporalio.api.failure.v1 import Failure
     from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionResponse
-    from temporalio.service import ServiceClient
+    from temporalio.service import RPCError, ServiceClient
 
     from config.settings import Settings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+ClientT = TypeVar("ClientT")
 
 STATUS_QUERY = "status"
 """``ClusterWorkflow.get_status``'s query name (a test holds the two equal)."""
@@ -50,16 +52,33 @@ async def connect_service(settings: Settings) -> ServiceClient:
 
     from worker.clients import temporal_connect_config
 
+    return await within_connect_timeout(settings, ServiceClient.connect(temporal_connect_config(settings)))
+
+
+async def within_connect_timeout(settings: Settings, connecting: Awaitable[ClientT]) -> ClientT:
+    """``connecting``, or TemporalUnreachable when the frontend does not accept it in time."""
     try:
-        return await asyncio.wait_for(
-            ServiceClient.connect(temporal_connect_config(settings)), timeout=CONNECT_TIMEOUT_SECONDS
-        )
+        return await asyncio.wait_for(connecting, timeout=CONNECT_TIMEOUT_SECONDS)
     except TimeoutError:
         raise TemporalUnreachable(
             settings.temporal_address, f"no answer within {CONNECT_TIMEOUT_SECONDS:.0f}s"
         ) from None
     except RuntimeError as exc:
         raise TemporalUnreachable(settings.temporal_address, str(exc)) from None
+
+
+def status_query_error(exc: RPCError, cluster_id: str, task_queue: str) -> Exception | None:
+    """What a failed status query means to a person, or None when it is none of the known cases."""
+    from temporalio.service import RPCStatusCode
+
+    if exc.status is RPCStatusCode.NOT_FOUND:
+        return ClusterNotFound(cluster_id)
+    if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        return WorkerDidNotAnswer(QUERY_TIMEOUT.total_seconds())
+    if exc.status is RPCStatusCode.FAILED_PRECONDITION and "poller" in exc.message:
+        # the server's own "no poller seen for task queue recently, worker may be down"
+        return NoWorkerPolling(task_queue, f" ({exc.message})")
+    return None
 
 
 async def require_worker_on(service: ServiceClient, namespace: str, task_queue: str) -> None:
@@ -108,7 +127,7 @@ async def _query(
 
 async def read_status(settings: Settings, cluster_id: str) -> tuple[ClusterStatus, list[RetryingCall]]:
     """The cluster's status (the running operation as its own workflow reports it) and its retrying calls."""
-    from temporalio.service import RPCError, RPCStatusCode
+    from temporalio.service import RPCError
 
     service = await connect_service(settings)
     namespace = settings.temporal_namespace
@@ -121,14 +140,7 @@ async def read_status(settings: Settings, cluster_id: str) -> tuple[ClusterStatu
         await polling
         status = await asked
     except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            raise ClusterNotFound(cluster_id) from None
-        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            raise WorkerDidNotAnswer(QUERY_TIMEOUT.total_seconds()) from None
-        if exc.status is RPCStatusCode.FAILED_PRECONDITION and "poller" in exc.message:
-            # the server's own "no poller seen for task queue recently, worker may be down"
-            raise NoWorkerPolling(settings.temporal_task_queue, f" ({exc.message})") from None
-        raise
+        raise status_query_error(exc, cluster_id, settings.temporal_task_queue) or exc from None
     finally:
         if not asked.done():
             asked.cancel()

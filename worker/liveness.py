@@ -58,8 +58,8 @@ class _Inbound(ActivityInboundInterceptor):
         super().init(self.outbound)
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        # A local activity (the entity's periodic observes) lives in its workflow task: the server
-        # knows no heartbeat of it, and core would log each one as failed.
+        # A local activity lives in its workflow task: the server knows no heartbeat of it, and core
+        # would log each one as failed.
         if self.outbound is None or activity.info().is_local:
             return await super().execute_activity(input)
         beater = asyncio.create_task(_beat_forever(self.outbound), name="activity-liveness")
