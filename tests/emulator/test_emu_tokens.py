@@ -208,9 +208,13 @@ def test_an_expired_token_is_refused() -> None:
     with Emulator(port=0, min_token_expiration_seconds=1) as emu, client.ApiClient(_config(emu.url)) as api:
         core = client.CoreV1Api(api)
         core.create_namespaced_service_account("default", {"metadata": {"name": "short"}})
-        token = token_for(core, "default", "short", audiences=["vault"], expirationSeconds=1)
+        # expiry has whole-second resolution (as the apiserver's): a token asked for at x.99 with
+        # 1 s would be gone at once, so ask for 3 s and wait until the token's own `exp` has passed
+        token = token_for(core, "default", "short", audiences=["vault"], expirationSeconds=3)
         assert review(api, token, ["vault"])["status"]["authenticated"]
-        time.sleep(1.2)
+        payload = token.split(".")[1]
+        expires = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+        time.sleep(max(0.0, expires - time.time() + 0.1))
         assert "service account token has expired" in review(api, token, ["vault"])["status"]["error"]
 
 

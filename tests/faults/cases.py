@@ -147,6 +147,9 @@ def fault_stack(state_dir: Path, logs_dir: Path) -> Iterator[FaultStack]:
             "TENANTCTL_TEMPORAL_TASK_QUEUE": queue,
             "TENANTCTL_AWS_ENDPOINT_URL": aws_proxy,
         }
+        # the in-process clients (load_settings) read this stack from the environment; it is put
+        # back afterwards, or every later test in the session would talk to a stack that is gone
+        saved = dict(os.environ)
         os.environ.update({**endpoints.as_env(), "TENANTCTL_STATE_DIR": str(state_dir)})
         workers = [WorkerProcess(env=env, log=logs_dir / f"worker-{n}") for n in (1, 2)]
         faults = FaultStack(stack=stack, endpoints=endpoints, env=env, workers=workers, aws_faults=plan, queue=queue)
@@ -158,6 +161,8 @@ def fault_stack(state_dir: Path, logs_dir: Path) -> Iterator[FaultStack]:
             for worker in workers:
                 worker.stop()
             stack.down(purge=True)
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 async def connect(faults: FaultStack) -> Client:

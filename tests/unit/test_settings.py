@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -15,10 +16,15 @@ from workflows.search_attributes import ALL_KEYS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_match_the_local_stack_ports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(__import__("os").environ):
+@pytest.fixture(autouse=True)
+def no_tenantctl_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read settings from scratch: nothing a developer's shell or an earlier test set counts."""
+    for name in list(os.environ):
         if name.startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
+
+
+def test_defaults_match_the_local_stack_ports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TENANTCTL_STATE_DIR", str(tmp_path))
     settings = load_settings()
     assert settings.temporal_address == "127.0.0.1:7233"

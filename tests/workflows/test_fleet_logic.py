@@ -403,6 +403,12 @@ def next_weekday_at(after: datetime, weekday: int, hour: int) -> datetime:
     return moment
 
 
+def closed_window_day(now: datetime, hour: int) -> datetime:
+    """``hour``:00 UTC two days from ``now``: a window opening then (for under a day) is never open now,
+    whatever the day and hour these tests run at."""
+    return next_weekday_at(now, (now.weekday() + 2) % 7, hour)
+
+
 def last_sunday(year: int, month: int) -> date:
     day = date(year, month + 1, 1) - timedelta(days=1)
     while day.weekday() != 6:
@@ -426,7 +432,7 @@ async def run_waiting(env: WorkflowEnvironment, queue: str, ids: list[str], **op
 
 async def test_a_closed_window_waits_for_it_to_open(time_skipping_env: WorkflowEnvironment, queue: str) -> None:
     now = await now_of(time_skipping_env)
-    opens = next_weekday_at(now, (now.weekday() + 2) % 7, 3)  # 03:00 UTC two days away: never open now
+    opens = closed_window_day(now, 3)
     ids, handles = await clusters(
         time_skipping_env, queue, 1, spec=window([opens.strftime("%a").lower()], "03:00", "2h")
     )
@@ -478,7 +484,7 @@ async def test_a_rotation_due_before_the_window_runs_on_time(
 ) -> None:
     now = await now_of(time_skipping_env)
     # The window is days away; the leaves expire in 30h and rotate every 24h: deadline in 6h.
-    spec = window([next_weekday_at(now, 0, 0).strftime("%a").lower()], "02:00", "2h")
+    spec = window([closed_window_day(now, 2).strftime("%a").lower()], "02:00", "2h")
     ids, handles = await clusters(time_skipping_env, queue, 1, spec=spec, earliest_expiry=now + timedelta(hours=30))
     final = await result_of(
         await start_fleet(time_skipping_env, queue, ids, operation=FleetOperation.ROTATE_CERTIFICATES),
@@ -494,7 +500,7 @@ async def test_a_rotation_with_time_to_spare_waits_for_the_window(
     time_skipping_env: WorkflowEnvironment, queue: str
 ) -> None:
     now = await now_of(time_skipping_env)
-    opens = next_weekday_at(now, 3, 2)
+    opens = closed_window_day(now, 2)
     spec = window([opens.strftime("%a").lower()], "02:00", "2h")
     ids, _ = await clusters(time_skipping_env, queue, 1, spec=spec, earliest_expiry=opens + timedelta(days=3))
     final = await run_waiting(time_skipping_env, queue, ids, operation=FleetOperation.ROTATE_CERTIFICATES)
@@ -506,7 +512,7 @@ async def test_now_with_a_reason_overrides_the_window_on_the_record(
     time_skipping_env: WorkflowEnvironment, queue: str
 ) -> None:
     now = await now_of(time_skipping_env)
-    spec = window([next_weekday_at(now, 1, 0).strftime("%a").lower()], "02:00", "2h")
+    spec = window([closed_window_day(now, 2).strftime("%a").lower()], "02:00", "2h")
     ids, _ = await clusters(time_skipping_env, queue, 1, spec=spec)
     override = MaintenanceOverride(reason="CVE-2026-1234 hotfix", by="frank")
     final = await result_of(
@@ -524,7 +530,7 @@ async def test_a_waiting_cluster_does_not_hold_back_one_whose_window_is_open(
     time_skipping_env: WorkflowEnvironment, queue: str
 ) -> None:
     now = await now_of(time_skipping_env)
-    opens = next_weekday_at(now, 4, 5)
+    opens = closed_window_day(now, 5)
     closed, _ = await clusters(time_skipping_env, queue, 1, spec=window([opens.strftime("%a").lower()], "05:00", "1h"))
     anytime, _ = await clusters(time_skipping_env, queue, 1)
     final = await result_of(await start_fleet(time_skipping_env, queue, closed + anytime, parallel=1))
@@ -575,7 +581,7 @@ async def test_a_rollout_with_every_kind_of_wait_replays(time_skipping_env: Work
 async def scenario_history(env: WorkflowEnvironment, queue: str) -> WorkflowHistory:
     """The recorded scenario (tests/histories/fleet-canary-approve-window--FleetRollout.json)."""
     now = await now_of(env)
-    opens = next_weekday_at(now, 5, 2)
+    opens = closed_window_day(now, 2)
     plain, plain_handles = await clusters(env, queue, 2, hold=True)
     windowed, _ = await clusters(env, queue, 1, spec=window([opens.strftime("%a").lower()], "02:00", "2h"))
     fleet = await start_fleet(env, queue, plain + windowed, parallel=2, canary=1, approve_after_canary=True)
