@@ -113,11 +113,13 @@ async def watch(
     since: int | None = None,
     poll: float = POLL_SECONDS,
     until: Callable[[ClusterStatus], bool] | None = None,
+    settle: Callable[[ClusterStatus], bool] = settled,
 ) -> ClusterStatus:
     """Show phases, steps and a progress bar until the cluster is Ready, Failed or Deleted.
 
     ``since``: operations numbered above it are shown (0 for a create); None attaches to the
     operation running now. ``until``: stop earlier when it holds (e.g. an upgrade that paused).
+    ``settle``: what counts as the end (default: no operation running, a settled phase).
     """
     columns = (
         SpinnerColumn(),
@@ -131,7 +133,7 @@ async def watch(
         while True:
             status = await get_status(client, cluster_id)
             watcher.show(status, await clusters.retrying_calls(client, status.current))
-            if settled(status) or (until is not None and until(status)):
+            if settle(status) or (until is not None and until(status)):
                 return status
             await asyncio.sleep(poll)
 
@@ -151,9 +153,16 @@ async def update_and_watch(client: Client, cluster_id: str, method: Any, request
     except WorkflowUpdateFailedError as exc:
         raise clusters.RequestRefused(innermost_message(exc)) from None
     outcome = asyncio.ensure_future(handle.result())
-    # Operations queued ahead of this one are shown too, so waiting for them is never silent.
+    # Operations queued ahead of this one are shown too, so waiting for them is never silent. The
+    # cluster settles between the one ahead and this one (Ready, nothing running): only a settled
+    # cluster whose update has answered is the end.
     following = asyncio.ensure_future(
-        watch(client, cluster_id, since=before.operations_started - (1 if before.current else 0))
+        watch(
+            client,
+            cluster_id,
+            since=before.operations_started - (1 if before.current else 0),
+            settle=lambda status: outcome.done() and settled(status),
+        )
     )
     done, _ = await asyncio.wait({outcome, following}, return_when=asyncio.FIRST_COMPLETED)
     if outcome in done and isinstance(outcome.exception(), WorkflowUpdateFailedError) and not following.done():

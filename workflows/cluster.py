@@ -884,6 +884,7 @@ class ClusterWorkflow:
                     arg,
                     id=op.workflow_id,
                     result_type=result_type,
+                    task_timeout=policies.OPERATION_TASK_TIMEOUT,
                     static_summary=f"{kind} of tenant cluster {self.status.cluster_id}",
                     search_attributes=self._search_attributes(operation=kind),
                 )

@@ -16,8 +16,12 @@ from models.errors import NON_RETRYABLE_ERROR_TYPES
 # --- retry policies -----------------------------------------------------------------------------
 # Backend calls: quick first retry, then back off to a minute; unlimited attempts bounded by the
 # schedule-to-close deadline of each call, so a day-long Vault outage is survived by a rotation.
+# The first retry comes after half a second: by then the call itself has ridden out a flaky backend
+# for seconds (worker/retries.py), and the retry that follows a dead worker's heartbeat timeout
+# should not add a second to the takeover.
+FIRST_RETRY_INTERVAL = timedelta(milliseconds=500)
 BACKEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
+    initial_interval=FIRST_RETRY_INTERVAL,
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
     non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
@@ -25,7 +29,7 @@ BACKEND_RETRY = RetryPolicy(
 
 # Waits poll inside the activity and heartbeat; a retry only follows a worker loss or a deadline.
 WAIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
+    initial_interval=FIRST_RETRY_INTERVAL,
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
@@ -68,6 +72,12 @@ PKI_CALL_DEADLINE = timedelta(hours=24)
 # move once the sticky queue timeout (settings.sticky_queue_timeout_seconds) passes. Shorter is
 # faster takeover, but a worker whose event loop stalls for longer (a saturated CPU, a long GC
 # pause) has its calls given away and run again: harmless for idempotent activities, wasted work.
+OPERATION_TASK_TIMEOUT = timedelta(seconds=3)
+"""Workflow task timeout of an operation's child workflow (Temporal's default is 10 s): a worker
+killed while it holds one of the operation's workflow tasks delays it by this, not 10 s. An
+operation's history is a few hundred events, replayed in well under a second; a task that does take
+longer is retried, not lost. The entity keeps the default: it replays up to a few thousand events."""
+
 HEARTBEAT_TIMEOUT = timedelta(seconds=3)
 """Heartbeat timeout of every activity: a dead worker is noticed within it."""
 

@@ -87,6 +87,11 @@ class SecretsManagerSink:
             destination=self.destination(cluster_id, name),
         )
 
+    def read_all(self, cluster_id: str) -> dict[str, StoredCertificate]:
+        # Secrets Manager lists names and tags, not values: one read each
+        found = {name: self.read(cluster_id, name) for name in self.list_names(cluster_id)}
+        return {name: stored for name, stored in found.items() if stored is not None}
+
     def read_key_pair(self, cluster_id: str, name: str) -> StoredKeyPair | None:
         value = self._value(aws_secret_name(cluster_id, name))
         if value is None:

@@ -72,8 +72,14 @@ class KubernetesSecretSink:
 
     def read(self, cluster_id: str, name: str) -> StoredCertificate | None:
         secret = self._get(kvm_namespace(cluster_id), certificate_secret(name))
-        if secret is None:
-            return None
+        return None if secret is None else self._stored(cluster_id, name, secret)
+
+    def read_all(self, cluster_id: str) -> dict[str, StoredCertificate]:
+        return {
+            name: self._stored(cluster_id, name, secret) for name, secret in sorted(self._listed(cluster_id).items())
+        }
+
+    def _stored(self, cluster_id: str, name: str, secret: k8s.V1Secret) -> StoredCertificate:
         data = secret.data or {}
         certificate = _unb64(data, TLS_CERT)
         return StoredCertificate(
@@ -97,6 +103,10 @@ class KubernetesSecretSink:
         namespace, secret_name = kvm_namespace(cluster_id), certificate_secret(request.name)
         body = self._body(cluster_id, request, key_pair)
         what = f"write {self.destination(cluster_id, request.name)}"
+        # A new certificate's Secret is usually not there yet: create it in one call, and only if it
+        # is (409) read it and replace it, as for a renewal.
+        if self._create(namespace, body, what):
+            return self.destination(cluster_id, request.name)
         for _ in range(WRITE_ATTEMPTS):
             if self._create_or_replace(namespace, secret_name, body, what):
                 return self.destination(cluster_id, request.name)
@@ -197,6 +207,22 @@ class KubernetesSecretSink:
             },
         )
 
+    def _create(self, namespace: str, body: k8s.V1Secret, what: str) -> bool:
+        """Create the Secret; False when one of that name exists (it is not touched)."""
+        try:
+            with translated(what):
+                self.core.create_namespaced_secret(namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            if exc.status == 404:
+                # The workflow creates the namespace first (kvm.ensure_foundation): not there *yet*.
+                raise MissingPrerequisite(
+                    f"{what}: namespace {namespace} does not exist: the cluster's foundation must be ensured first"
+                ) from exc
+            raise
+        return True
+
     def _create_or_replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
         """One attempt; False when a concurrent writer won the race and the caller should retry."""
         existing = self._get(namespace, name)
@@ -261,6 +287,14 @@ class KubernetesSecretSink:
 
     def _secrets(self, cluster_id: str) -> dict[str, str]:
         """Certificate name -> Secret name of every key-pair Secret of the cluster."""
+        return {
+            name: secret.metadata.name
+            for name, secret in self._listed(cluster_id).items()
+            if secret.metadata is not None and secret.metadata.name
+        }
+
+    def _listed(self, cluster_id: str) -> dict[str, k8s.V1Secret]:
+        """Certificate name -> Secret of every key-pair Secret of the cluster: one listing."""
         namespace = kvm_namespace(cluster_id)
         selector = f"{CLUSTER_LABEL}={cluster_id},{MANAGED_BY_LABEL}={MANAGED_BY},{CERTIFICATE_LABEL}"
         with translated(f"list key-pair secrets in {namespace}"):
@@ -269,7 +303,7 @@ class KubernetesSecretSink:
         for item in items:
             meta = item.metadata or k8s.V1ObjectMeta()
             if meta.name and (meta.labels or {}).get(CERTIFICATE_LABEL):
-                found[(meta.labels or {})[CERTIFICATE_LABEL]] = meta.name
+                found[(meta.labels or {})[CERTIFICATE_LABEL]] = item
         return found
 
 

@@ -9,10 +9,12 @@ first, writes only what differs, and "already there" / "not there" is success.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,9 +82,13 @@ USER_KEY_USAGE = ["DigitalSignature"]
 USER_EXT_KEY_USAGE = ["ClientAuth"]
 """A user's key pair only authenticates a client to the tenant API (RBAC reads CN and O)."""
 KIND_MOUNT, KIND_ROLE, KIND_POLICY = "pki-mount", "pki-role", "vault-policy"
-CLUSTER_TOKEN_TTL = "2m"
-"""Lifetime of the child token a certificate is issued with (it is revoked right after, too)."""
+CLUSTER_TOKEN_TTL = "10m"
+"""Lifetime of the child token one activity attempt issues its cluster's certificates with: as long
+as the attempt may run (``PKI_BATCH_CALL_TIMEOUT``). It is revoked when the attempt ends; only a
+worker killed mid-attempt leaves it to expire, and it reaches that one cluster's mount only."""
 KIND_ISSUER = "pki-default-issuer"
+ClusterWrite = Callable[[str, dict[str, Any], str], dict[str, Any]]
+"""A write to a cluster's mount: path, data, what it does (for the error message); the response data."""
 CONCURRENT_VAULT_CALLS = 8
 """Certificates issued (and leaves revoked) at once by one worker, over all activities: each is a few
 Vault round trips, so 17 of them one by one cost 17 times the latency; the worker's Vault rate limit
@@ -297,17 +303,18 @@ class VaultPki:
         elif str(current_policy.get("policy", "")).strip() != policy_document(mount).strip():
             items.append(DriftItem(kind=DriftKind.CHANGED, object=f"vault:policy/{policy}", detail="document differs"))
         expected = [r.name for r in certificate_requests(spec, list(input.nodes))]
+        stored_pairs = sink.read_all(spec.id)
         for name in expected:
-            stored = sink.read(spec.id, name)
+            stored = stored_pairs.get(name)
             if stored is None:
                 items.append(DriftItem(kind=DriftKind.MISSING, object=sink.destination(spec.id, name)))
             elif not stored.key_matches:
                 detail = "the stored private key is missing or does not belong to the certificate"
                 items.append(DriftItem(kind=DriftKind.CHANGED, object=sink.destination(spec.id, name), detail=detail))
-        leftovers = sorted(set(sink.list_names(spec.id)) - set(expected))
+        leftovers = sorted(set(stored_pairs) - set(expected))
         items += [DriftItem(kind=DriftKind.EXTRA, object=sink.destination(spec.id, name)) for name in leftovers]
         if mounted:
-            for serial, certificate in self._unheld_certificates(spec, list(input.nodes)):
+            for serial, certificate in self._unheld_certificates(spec, list(input.nodes), stored_pairs):
                 detail = (
                     f"CN {_common_name(certificate.subject)}, valid until "
                     f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, held by no stored key pair"
@@ -343,20 +350,20 @@ class VaultPki:
         activity.logger.info("mount %s: %d certificates held by no stored key pair revoked", mount, len(revoked))
         return NodeCertificatesResult(revoked=revoked)
 
-    def _held_serials(self, spec: ClusterSpec) -> set[str]:
+    @staticmethod
+    def _held_serials(stored_pairs: Mapping[str, StoredCertificate]) -> set[str]:
         """Serials of the certificates the cluster's stored key pairs hold (the spec's and leftovers)."""
-        sink, held = self._sink(spec), set()
-        for name in sink.list_names(spec.id):
-            stored = sink.read(spec.id, name)
-            if stored is None:
-                continue
+        held = set()
+        for stored in stored_pairs.values():
             try:
                 held.add(serial_hex(x509.load_pem_x509_certificate(stored.certificate.encode()).serial_number))
             except ValueError:
                 continue  # an unreadable stored certificate holds nothing (observe reports it changed)
         return held
 
-    def _unheld_certificates(self, spec: ClusterSpec, nodes: list[str]) -> list[tuple[str, x509.Certificate]]:
+    def _unheld_certificates(
+        self, spec: ClusterSpec, nodes: list[str], stored_pairs: Mapping[str, StoredCertificate] | None = None
+    ) -> list[tuple[str, x509.Certificate]]:
         """The mount's leaves that are valid (unexpired, unrevoked), carry one of the cluster's own
         component names (the spec's certificates, or any node's), and that no stored key pair holds.
 
@@ -364,7 +371,9 @@ class VaultPki:
         person and never stored here: they are not counted. Cost of an in-sync check: two listings
         and one read per serial that is neither held nor revoked (the CA, and leaves that expired
         unrevoked until auto-tidy removes them)."""
-        mount, held = self.mount(spec.id), self._held_serials(spec)
+        if stored_pairs is None:
+            stored_pairs = self._sink(spec).read_all(spec.id)
+        mount, held = self.mount(spec.id), self._held_serials(stored_pairs)
         try:
             revoked = set(self._list(f"{mount}/certs/revoked", f"list revoked certificates of {mount}"))
         except Forbidden:  # a policy without that listing: each serial's own record says it, one read each
@@ -400,11 +409,12 @@ class VaultPki:
         # Each certificate is looked up and, if need be, issued and stored on its own: side by side,
         # in the requests' order in the result. A failure of one fails the attempt once the others
         # have ended (each one stored or, if issued but not stored, revoked): a retry converges.
-        outcomes = self._each(
-            input.requests,
-            lambda request: self._ensure_certificate(input, request, issuer, sink, trust),
-            lambda request: request.name,
-        )
+        with self._cluster_writer(input.spec.id) as write:
+            outcomes = self._each(
+                input.requests,
+                lambda request: self._ensure_certificate(input, request, issuer, sink, trust, write),
+                lambda request: request.name,
+            )
         for request, (record, was_issued) in zip(input.requests, outcomes, strict=True):
             records.append(record)
             (issued if was_issued else kept).append(request.name)
@@ -920,6 +930,7 @@ class VaultPki:
         issuer: Issuer,
         sink: CertificateSink,
         trust: str | None,
+        write: ClusterWrite,
     ) -> tuple[CertificateRecord, bool]:
         """The record of a kept or freshly issued certificate, and whether it was issued now."""
         stored = sink.read(input.spec.id, request.name)
@@ -928,7 +939,7 @@ class VaultPki:
             certificate = x509.load_pem_x509_certificate(stored.certificate.encode())
             return self._record(request, certificate, issuer, stored.destination), False
         activity.logger.info("issuing %s from %s: %s", request.name, issuer.mount, reason)
-        return self._issue(input.spec, request, issuer, sink, trust), True
+        return self._issue(input.spec, request, issuer, sink, trust, write), True
 
     def _reissue_reason(
         self,
@@ -967,7 +978,13 @@ class VaultPki:
         return None
 
     def _issue(
-        self, spec: ClusterSpec, request: CertificateRequest, issuer: Issuer, sink: CertificateSink, trust: str | None
+        self,
+        spec: ClusterSpec,
+        request: CertificateRequest,
+        issuer: Issuer,
+        sink: CertificateSink,
+        trust: str | None,
+        write: ClusterWrite,
     ) -> CertificateRecord:
         mount = self.mount(spec.id)
         body = {
@@ -979,8 +996,7 @@ class VaultPki:
             "format": "pem",
         }
         # Issuing through the issuer's own path pins the CA, so the record's issuer_id is certain.
-        issued = self._cluster_write(
-            spec.id,
+        issued = write(
             f"{mount}/issuer/{issuer.id}/issue/{request.component.value}",
             body,
             f"issue certificate {request.name} ({request.common_name}) from {mount}",
@@ -1031,26 +1047,44 @@ class VaultPki:
             activity.logger.info("revoked %s (serial %s): issued but not stored", name, serial)
 
     # --- Vault calls --------------------------------------------------------------------------------
-    def _cluster_write(self, cluster_id: str, path: str, data: dict[str, Any], what: str) -> dict[str, Any]:
-        """``_write`` with a child token bound to the cluster's policy (when a token role is set)."""
+    @contextlib.contextmanager
+    def _cluster_writer(self, cluster_id: str) -> Iterator[ClusterWrite]:
+        """``_write`` for one activity attempt's writes to a cluster's mount. With a token role, they
+        go with one child token bound to the cluster's policy, made at the first write and revoked
+        when the attempt ends (one token per certificate cost two more Vault calls each)."""
         if self.cluster_token_role is None:
-            return self._write(path, data, what)
+            yield self._write
+            return
         policy = vault_policy_name(cluster_id)
-        created = self._write_auth(
-            f"auth/token/create/{self.cluster_token_role}",
-            {"policies": [policy], "ttl": CLUSTER_TOKEN_TTL, "display_name": policy},
-            f"create a {policy} token",
-        )
-        child = hvac.Client(url=self.vault.url, token=str(created["client_token"]), session=self.vault.session)
-        try:
+        made: list[hvac.Client] = []
+        making = threading.Lock()
+
+        def child() -> hvac.Client:
+            with making:  # the attempt's certificates are issued side by side: one token for all
+                if not made:
+                    created = self._write_auth(
+                        f"auth/token/create/{self.cluster_token_role}",
+                        {"policies": [policy], "ttl": CLUSTER_TOKEN_TTL, "display_name": policy},
+                        f"create a {policy} token",
+                    )
+                    token = str(created["client_token"])
+                    made.append(hvac.Client(url=self.vault.url, token=token, session=self.vault.session))
+                return made[0]
+
+        def write(path: str, data: dict[str, Any], what: str) -> dict[str, Any]:
+            client = child()
             with translated(what):
-                response = child.write_data(path, data=data)
+                response = client.write_data(path, data=data)
+            return dict(response.get("data") or {}) if isinstance(response, dict) else {}
+
+        try:
+            yield write
         finally:
-            try:
-                child.auth.token.revoke_self()
-            except hvac.exceptions.VaultError:  # it expires within CLUSTER_TOKEN_TTL anyway
-                activity.logger.warning("could not revoke the %s token; it expires by itself", policy)
-        return dict(response.get("data") or {}) if isinstance(response, dict) else {}
+            if made:
+                try:
+                    made[0].auth.token.revoke_self()
+                except hvac.exceptions.VaultError:  # it expires within CLUSTER_TOKEN_TTL anyway
+                    activity.logger.warning("could not revoke the %s token; it expires by itself", policy)
 
     def _write_auth(self, path: str, data: dict[str, Any], what: str) -> dict[str, Any]:
         with translated(what):

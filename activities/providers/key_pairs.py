@@ -95,6 +95,11 @@ class CertificateSink(Protocol):
         """Names of every stored pair of the cluster."""
         ...
 
+    def read_all(self, cluster_id: str) -> dict[str, StoredCertificate]:
+        """Every stored pair's public half by name (a drift check reads them all: one listing
+        where the store allows it, not one read each)."""
+        ...
+
     def delete_all(self, cluster_id: str) -> list[str]:
         """Delete every stored pair of the cluster; returns the names that were deleted."""
         ...

@@ -14,10 +14,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
@@ -28,12 +32,14 @@ from activities.aws.provider import AwsProvider
 from activities.kvm import manifests
 from activities.kvm.provider import KvmProvider
 from activities.providers.contract import InfrastructureProvider
+from activities.providers.key_pairs import KeyPair
 from config.settings import Settings
 from devstack.aws_seed import seed_amis
 from devstack.kube_emulator import Emulator
 from models.drift import DriftKind, ObserveInput
 from models.errors import NodesNotReady
 from models.naming import CLUSTER_LABEL, kvm_namespace
+from models.pki import certificate_requests
 from models.provider import ClusterRef, EnsureResult, ResourceChange
 from models.spec import ClusterSpec
 from tests.activities.provider_helpers import changes, node_ref, run, wait_input
@@ -339,3 +345,53 @@ def _eventually(probe: Callable[[], bool], what: str, timeout: float = 10.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def self_signed(common_name: str) -> KeyPair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return KeyPair(
+        certificate=pem,
+        private_key=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+        ca_chain=pem,
+        serial=f"{certificate.serial_number:x}",
+        not_after=certificate.not_valid_after_utc,
+        issuer_id="self",
+    )
+
+
+def test_the_key_pair_store_reads_every_pair_at_once_as_it_reads_each(
+    env: ActivityEnvironment, subject: Subject
+) -> None:
+    """``read_all`` (what a drift check reads) says what ``read`` says of each stored pair; a pair
+    written again (a renewal, over an existing entry) is replaced, not refused."""
+    spec, p = subject.new_spec(), subject.provider
+    run(env, p.ensure_foundation, ClusterRef(spec=spec))
+    sink = p.key_pairs
+    requests = certificate_requests(spec)[:3]
+    assert sink.read_all(spec.id) == {}
+    for request in requests:
+        sink.write(spec.id, request, self_signed(request.common_name))
+    renewed = self_signed(requests[0].common_name)
+    sink.write(spec.id, requests[0], renewed)
+    everything = sink.read_all(spec.id)
+    assert everything == {r.name: sink.read(spec.id, r.name) for r in requests}
+    assert everything[requests[0].name].certificate == renewed.certificate
+    assert all(stored.key_matches for stored in everything.values())
+    assert sorted(sink.delete_all(spec.id)) == sorted(r.name for r in requests)
+    assert sink.read_all(spec.id) == {}
+    teardown(env, p, spec)

@@ -13,12 +13,20 @@ from pathlib import Path
 import hvac
 import hvac.exceptions
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
-from activities.pki.vault import CLUSTER_TOKEN_TTL, policy_document
+from activities.kvm.provider import KvmProvider
+from activities.pki.vault import CLUSTER_TOKEN_TTL, VaultPki, policy_document
+from activities.providers.contract import Providers
 from config.settings import ENV_PREFIX
 from devstack.stack import BASE_SERVICES, PROJECT_ROOT, WORKER, LocalStack
 from devstack.vault_identity import CLUSTER_TOKEN_ROLE, WORKER_POLICY, WORKER_ROLE
+from models.naming import kvm_namespace
+from models.pki import CaInput, EnsureCertificatesInput, certificate_requests, vault_policy_name
+from models.provider import ClusterRef
 from tests.devstack.conftest import wait_until
+from tests.specs import small_kvm
 
 pytestmark = pytest.mark.stack
 
@@ -179,3 +187,38 @@ def test_a_cluster_token_issues_from_its_own_clusters_mount_only(stack: LocalSta
     token_a.auth.token.revoke_self()
     with pytest.raises(hvac.exceptions.Forbidden):
         token_a.write_data(f"pki/{a}/issuer/{issuers[a]}/issue/probe", data={"common_name": "a.example"})
+
+
+def test_an_attempt_issues_its_clusters_certificates_with_one_cluster_token(stack: LocalStack) -> None:
+    """As the worker runs pki.ensure_certificates: its AppRole, the cluster token role, the stack's
+    host API for the key pairs. One child token serves the whole attempt and is revoked at its end
+    (a token per certificate cost two more Vault calls each); every issue carries the cluster's
+    policy only."""
+    spec = small_kvm(id=f"wid{uuid.uuid4().hex[:6]}")
+    with k8s_config.new_client_from_config(config_file=str(stack.kubeconfig)) as api:
+        core = k8s.CoreV1Api(api)
+        pki = VaultPki(
+            worker_client(stack),
+            Providers([KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))]),
+            cluster_token_role=CLUSTER_TOKEN_ROLE,
+        )
+        pki.ensure_ca(CaInput(spec=spec))
+        pki.ensure_roles(ClusterRef(spec=spec))
+        pki.ensure_policy(ClusterRef(spec=spec))
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=kvm_namespace(spec.id))))
+        audit_log = stack.layout.openbao_audit_log
+        before = len(audit_log.read_text().splitlines())
+        requests = certificate_requests(spec)
+        result = pki.ensure_certificates(
+            EnsureCertificatesInput(spec=spec, requests=requests, renew_before=spec.certificates.renew_before)
+        )
+    assert len(result.issued) == len(requests) > 1
+    lines = audit_log.read_text().splitlines()[before:]
+    entries = [json.loads(line) for line in lines]
+    seen = [(e["request"]["path"], (e.get("auth") or {}).get("policies")) for e in entries if e["type"] == "request"]
+    made = [path for path, _ in seen if path == f"auth/token/create/{CLUSTER_TOKEN_ROLE}"]
+    issued_with = [policies for path, policies in seen if path.startswith(f"pki/{spec.id}/") and "/issue/" in path]
+    assert len(made) == 1
+    assert len(issued_with) == len(requests)
+    assert all(policies == [vault_policy_name(spec.id)] for policies in issued_with)
+    assert [path for path, _ in seen if path == "auth/token/revoke-self"] == ["auth/token/revoke-self"]
