@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio.client import Client
@@ -45,6 +45,7 @@ from bench.report import (
     ConcurrencyResult,
     DriftCheckResult,
     FleetBatch,
+    FleetHold,
     FleetRolloutBench,
     LoadSide,
     OperationResult,
@@ -53,6 +54,7 @@ from bench.report import (
 from bench.shapes import CREATE, DRIFT_CHECK, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
 from config.settings import STACK_ENV_FILE, Settings
 from devstack.stack import TEMPORAL, LocalStack, StackError, StackPorts
+from models.drift import CheckOutcome
 
 RESULTS = ROOT / "bench" / "results"
 TENANTCTL = str(Path(sys.executable).parent / "tenantctl")
@@ -64,6 +66,8 @@ CHECK_REPS_FULL, CHECK_REPS_QUICK = 5, 3
 FLEET_ROLLOUT_FULL, FLEET_ROLLOUT_QUICK = 6, 3
 """Clusters a fleet rollout upgrades (and as many more upgraded one by one to compare)."""
 OPERATION_TIMEOUT = 900.0
+FLEET_STATUS_READS = 20
+"""Status queries in flight at once when the held fleet is looked at."""
 
 log = logging.getLogger("tenantctl.bench")
 
@@ -94,6 +98,7 @@ class Run:
         self._serial = 0
         self.live_cluster: str | None = None
         self.ready_clusters: list[str] = []  # created by the concurrency step and still held, at VERSION
+        self.fleet_clusters: list[str] = []  # created and held by the fleet-scale run
 
     def name(self, what: str) -> str:
         self._serial += 1
@@ -313,10 +318,12 @@ class Run:
         while held < total:
             size = min(batch, total - held)
             began = time.monotonic()
+            names = [self.name("fleet") for _ in range(size)]
             outcomes = await asyncio.gather(
-                *(product.create(self.client, self.name("fleet"), self.product_queue) for _ in range(size)),
+                *(product.create(self.client, name, self.product_queue) for name in names),
                 return_exceptions=True,
             )
+            self.fleet_clusters += [n for n, o in zip(names, outcomes, strict=True) if not isinstance(o, BaseException)]
             failures = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
             created = size - len(failures)
             held += created
@@ -333,6 +340,41 @@ class Run:
             if failures:
                 break  # what broke first is in the failures; more load would only bury it
         return batches
+
+    async def hold(self, seconds: float) -> FleetHold:
+        """Leave the held fleet alone for ``seconds``: the load is its periodic drift checks."""
+        meters = [self.product_worker.meter, *stack_meters(self.state_dir).values()]
+        hold = FleetHold(len(self.fleet_clusters), seconds, os.cpu_count() or 1)
+        log.info("fleet: holding %d clusters for %.0fs (their periodic checks)", hold.clusters, seconds)
+        began, wall = {m.name: m.cpu_seconds() for m in meters}, time.monotonic()
+        window_start = datetime.now(UTC)
+        await asyncio.sleep(seconds)
+        hold.seconds = time.monotonic() - wall
+        for m in meters:
+            now, then = m.cpu_seconds(), began.get(m.name)
+            hold.cpu_seconds[m.name] = None if now is None or then is None else now - then
+            hold.rss_bytes[m.name] = m.rss()
+        window_end = datetime.now(UTC)
+        asking = asyncio.Semaphore(FLEET_STATUS_READS)
+
+        async def look(cluster_id: str) -> None:
+            async with asking:
+                try:
+                    status = await product.status(self.client, cluster_id)
+                except Exception as exc:  # one unreadable cluster is reported, the rest still counted
+                    hold.failures.append(f"status of {cluster_id}: {type(exc).__name__}: {exc}")
+                    return
+            last = status.last_check
+            if last is not None and window_start <= last.at <= window_end:
+                hold.checked += 1
+            if last is not None and last.outcome is CheckOutcome.FAILED:
+                hold.check_failures += 1
+            if status.next_check is not None and status.next_check < window_end - timedelta(minutes=1):
+                hold.overdue += 1
+
+        await asyncio.gather(*(look(c) for c in self.fleet_clusters))
+        log.info("fleet: %d of %d clusters checked in %.0fs", hold.checked, hold.clusters, hold.seconds)
+        return hold
 
 
 def load_average() -> str:
@@ -394,6 +436,8 @@ async def bench(args: argparse.Namespace) -> BenchResult:
             await run.floor_op(shape)
         if args.fleet:
             result.fleet = await run.fleet(args.fleet, args.fleet_batch)
+            if args.fleet_hold > 0 and run.fleet_clusters:
+                result.fleet_hold = await run.hold(args.fleet_hold)
         else:
             if "operations" in args.parts:
                 result.operations = await run.operations()
@@ -431,6 +475,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated: {','.join(PARTS)}")
     parser.add_argument("--fleet", type=int, default=0, metavar="N", help="fleet-scale run: create and hold N clusters")
     parser.add_argument("--fleet-batch", type=int, default=50, metavar="B", help="fleet creates started at once")
+    parser.add_argument(
+        "--fleet-hold",
+        type=float,
+        default=330.0,
+        metavar="S",
+        help="after the fleet run, seconds to hold it and measure its periodic drift checks (default 330: "
+        "one 5-minute interval and some; 0: skip)",
+    )
     rollout_help = f"clusters of the fleet rollout (default {FLEET_ROLLOUT_FULL}, quick {FLEET_ROLLOUT_QUICK})"
     parser.add_argument("--fleet-clusters", type=int, metavar="N", help=rollout_help)
     parallel_help = "the rollout's clusters in flight at most (default 1: its cost over single upgrades)"

@@ -95,6 +95,11 @@ async def _status(client: Client, cluster_id: str, deadline: float) -> ClusterSt
             await asyncio.sleep(TRANSIENT_RETRY_SECONDS)
 
 
+async def status(client: Client, cluster_id: str) -> ClusterStatus:
+    """The entity's status, riding out a busy server for up to a minute."""
+    return await _status(client, cluster_id, time.monotonic() + 60)
+
+
 async def wait_created(client: Client, cluster_id: str, timeout: float = CREATE_TIMEOUT) -> ClusterStatus:
     """Wait until the entity says the create is over (Ready, or Failed)."""
     deadline = time.monotonic() + timeout

@@ -116,6 +116,33 @@ class FleetBatch:
 
 
 @dataclass
+class FleetHold:
+    """The held fleet left alone for a while: its periodic drift checks (every cluster's interval,
+    5 min by default) are the load. Issue 13: 1,000 clusters checked every 5 min (3.3 checks/s)
+    under 50% of the machine's cores."""
+
+    clusters: int
+    seconds: float
+    cpus: int
+    checked: int = 0  # clusters whose last check ended inside the window
+    overdue: int = 0  # clusters whose next check was due more than a minute before the window ended
+    check_failures: int = 0  # clusters whose last check failed
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)
+    rss_bytes: dict[str, int | None] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def checks_per_second(self) -> float | None:
+        return ratio(float(self.checked), self.seconds)
+
+    @property
+    def machine_share(self) -> float | None:
+        """CPU of every process of the stack and the worker, as a share of all cores, over the window."""
+        used = [v for v in self.cpu_seconds.values() if v is not None]
+        return ratio(sum(used), self.seconds * self.cpus) if used else None
+
+
+@dataclass
 class BenchResult:
     started_at: str
     mode: str
@@ -126,6 +153,7 @@ class BenchResult:
     cli: list[CliResult] = field(default_factory=list)
     pending: list[PendingResult] = field(default_factory=list)
     fleet: list[FleetBatch] = field(default_factory=list)
+    fleet_hold: FleetHold | None = None
     wall_seconds: float | None = None
     drift_check: DriftCheckResult | None = None
     fleet_rollout: FleetRolloutBench | None = None
@@ -145,6 +173,8 @@ class BenchResult:
         data["cli"] = [CliResult(**c) for c in data.get("cli", [])]
         data["pending"] = [PendingResult(**p) for p in data.get("pending", [])]
         data["fleet"] = [FleetBatch(**b) for b in data.get("fleet", [])]
+        if data.get("fleet_hold") is not None:
+            data["fleet_hold"] = FleetHold(**data["fleet_hold"])
         if data.get("drift_check") is not None:
             data["drift_check"] = DriftCheckResult(**data["drift_check"])
         if data.get("fleet_rollout") is not None:
@@ -318,6 +348,19 @@ def fleet_table(batches: list[FleetBatch]) -> str:
     return table(["clusters held", "batch time", "clusters/s", "failed", "RSS", "CPU-s since start"], rows)
 
 
+def fleet_hold_table(hold: FleetHold) -> str:
+    cpu = ", ".join(f"{name} {number(v, 1)}" for name, v in hold.cpu_seconds.items())
+    rss = ", ".join(f"{name} {mebibytes(v)}" for name, v in hold.rss_bytes.items())
+    share = hold.machine_share
+    rows = [[
+        str(hold.clusters), seconds(hold.seconds), f"{hold.checked} of {hold.clusters}", str(hold.overdue),
+        str(hold.check_failures), number(hold.checks_per_second), "n/a" if share is None else f"{share:.0%}", cpu, rss,
+    ]]  # fmt: skip
+    headers = ["clusters", "window", "checked in it", "overdue", "failed checks", "checks/s",
+               f"CPU share of {hold.cpus} cores", "CPU-s in the window", "RSS at its end"]  # fmt: skip
+    return table(headers, rows)
+
+
 def render(result: BenchResult) -> str:
     """Every table of a run, with the machine and the run's wall time."""
     parts = [
@@ -343,9 +386,12 @@ def render(result: BenchResult) -> str:
         parts += ["", "Targets:", targets_table(targets(result))]
     if result.fleet:
         parts += ["", "Fleet scale (one worker):", fleet_table(result.fleet)]
+    if result.fleet_hold is not None:
+        parts += ["", "The fleet held, its periodic drift checks the only load:", fleet_hold_table(result.fleet_hold)]
     failures = [f for op in result.operations for f in op.failures]
     failures += [f for c in result.concurrency for f in (*c.product.failures, *c.floor.failures)]
     failures += [f for c in result.cli for f in c.failures] + [f for b in result.fleet for f in b.failures]
+    failures += result.fleet_hold.failures if result.fleet_hold else []
     failures += result.drift_check.failures if result.drift_check else []
     failures += result.fleet_rollout.failures if result.fleet_rollout else []
     if failures:
@@ -417,6 +463,16 @@ def targets(result: BenchResult) -> list[TargetCheck]:
     for cli in result.cli:
         took = median(cli.seconds)
         checks.append(TargetCheck(f"{cli.command} < 0.7 s", seconds(took), None if took is None else took < 0.7))
+    hold = result.fleet_hold
+    if hold is not None:
+        share, rate = hold.machine_share, hold.checks_per_second
+        wanted = hold.clusters / DEFAULT_CHECK_INTERVAL_SECONDS
+        checks += [
+            TargetCheck(f"{hold.clusters} clusters held: checks/s >= {wanted:.1f} (every 5 min)", number(rate),
+                        None if rate is None else rate >= wanted * 0.95 and hold.overdue == 0),
+            TargetCheck(f"{hold.clusters} clusters held: CPU <= 50% of the cores",
+                        "n/a" if share is None else f"{share:.0%}", None if share is None else share <= 0.5),
+        ]  # fmt: skip
     return checks
 
 

@@ -21,9 +21,10 @@ from temporalio.worker import (
     Interceptor,
 )
 
-LIVENESS_BEAT_SECONDS: Final = 1.0
+LIVENESS_BEAT_SECONDS: Final = 0.5
 """How often a running sync activity's worker says it is alive. The SDK sends at most one heartbeat
-per 0.8 x the heartbeat timeout and keeps only the latest, so this only needs to be shorter than that."""
+per ``policies.HEARTBEAT_THROTTLE`` and keeps only the latest, so this only needs to be shorter than
+that (half of it: a beat is always waiting when the SDK sends)."""
 
 
 class LivenessHeartbeats(Interceptor):

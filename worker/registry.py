@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from worker.liveness import LivenessHeartbeats
+from workflows import policies
 from workflows.cluster import ClusterWorkflow
 from workflows.fleet import FleetRolloutWorkflow
 from workflows.node_repair import NodeRepairWorkflow
@@ -86,5 +87,6 @@ def build_worker(
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Every activity heartbeats while this worker lives: a killed worker's calls move in seconds.
         interceptors=[LivenessHeartbeats(), *options.pop("interceptors", ())],
+        max_heartbeat_throttle_interval=options.pop("max_heartbeat_throttle_interval", policies.HEARTBEAT_THROTTLE),
         **options,
     )

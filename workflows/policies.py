@@ -78,8 +78,14 @@ killed while it holds one of the operation's workflow tasks delays it by this, n
 operation's history is a few hundred events, replayed in well under a second; a task that does take
 longer is retried, not lost. The entity keeps the default: it replays up to a few thousand events."""
 
-HEARTBEAT_TIMEOUT = timedelta(seconds=3)
+HEARTBEAT_TIMEOUT = timedelta(seconds=2)
 """Heartbeat timeout of every activity: a dead worker is noticed within it."""
+
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+"""The most a worker holds back an activity's heartbeat (the SDK's default is 0.8 x the heartbeat
+timeout): the server hears from a live worker every second, so a stall of about a second of the
+worker's event loop still passes, and a dead worker is noticed within ``HEARTBEAT_TIMEOUT``. The
+cost: one heartbeat call per running activity per second."""
 
 WAIT_HEARTBEAT_TIMEOUT = HEARTBEAT_TIMEOUT
 """Waits and batches also heartbeat their own progress (a wait's start, which a retry resumes)."""

@@ -27,6 +27,7 @@ from bench.report import (
     ConcurrencyResult,
     DriftCheckResult,
     FleetBatch,
+    FleetHold,
     FleetRolloutBench,
     LoadSide,
     OperationResult,
@@ -312,3 +313,20 @@ async def test_a_window_measures_this_process_cpu_and_rss_from_proc() -> None:
     assert (window.cpu["me"] or 0.0) >= 0.03
     assert (window.peak_rss["me"] or 0) > 1024 * 1024
     assert window.cpu["gone"] is None and window.peak_rss["gone"] is None
+
+
+def test_a_held_fleet_reports_its_check_rate_and_machine_share_against_the_targets() -> None:
+    hold = FleetHold(
+        clusters=1000, seconds=330.0, cpus=2, checked=990, overdue=0,
+        cpu_seconds={"product worker": 150.0, "temporal": 120.0, "openbao": 20.0, "kube-emulator": None},
+        rss_bytes={"product worker": 900 * MIB},
+    )  # fmt: skip
+    assert hold.checks_per_second == 3.0 and hold.machine_share == 290.0 / 660.0
+    result = BenchResult("t", "fleet", fleet_hold=hold)
+    checks = {c.target: (c.measured, c.met) for c in targets(result)}
+    assert checks["1000 clusters held: checks/s >= 3.3 (every 5 min)"] == ("3.00", False)
+    assert checks["1000 clusters held: CPU <= 50% of the cores"] == ("44%", True)
+    shown = render(result)
+    assert "990 of 1000" in shown and "44%" in shown and "900 MiB" in shown
+    again = BenchResult.from_dict(json.loads(json.dumps(result.as_dict())))
+    assert again == result
