@@ -37,7 +37,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
-from typer.testing import CliRunner
 
 from activities.kvm import manifests
 from activities.kvm.key_pairs import TRUST_BUNDLE_SECRET
@@ -63,7 +62,7 @@ from tests.fakes_rotation import SimulatedPki
 from tests.history_checks import assert_no_private_key
 from tests.servers import OpenBao
 from tests.specs import small_kvm
-from tests.workflows.helpers import start_entity, wait_settled
+from tests.workflows.helpers import run_cli, start_entity, wait_settled
 from worker.registry import activities_of, build_worker
 from workflows.cluster import ClusterWorkflow
 from workflows.node_rolls import restart_token
@@ -323,7 +322,7 @@ async def test_a_three_plus_three_cluster_rotates_on_real_backends(
 
         kubeconfig = tmp_path / "alice.kubeconfig"
         cli = await asyncio.to_thread(
-            _cli,
+            run_cli,
             temporal_env,
             queue,
             tmp_path,
@@ -343,12 +342,12 @@ async def test_a_three_plus_three_cluster_rotates_on_real_backends(
             ],
         )
         shown = await asyncio.to_thread(
-            _cli, temporal_env, queue, tmp_path, ["schedule", "show", spec.id, "-o", "yaml"]
+            run_cli, temporal_env, queue, tmp_path, ["schedule", "show", spec.id, "-o", "yaml"]
         )
-        paused = await asyncio.to_thread(_cli, temporal_env, queue, tmp_path, ["schedule", "pause", spec.id])
+        paused = await asyncio.to_thread(run_cli, temporal_env, queue, tmp_path, ["schedule", "pause", spec.id])
         paused_status = await handle.query(ClusterWorkflow.get_status)
-        resumed = await asyncio.to_thread(_cli, temporal_env, queue, tmp_path, ["schedule", "resume", spec.id])
-        rotated_by_cli = await asyncio.to_thread(_cli, temporal_env, queue, tmp_path, ["rotate", spec.id])
+        resumed = await asyncio.to_thread(run_cli, temporal_env, queue, tmp_path, ["schedule", "resume", spec.id])
+        rotated_by_cli = await asyncio.to_thread(run_cli, temporal_env, queue, tmp_path, ["rotate", spec.id])
 
         await handle.execute_update(ClusterWorkflow.delete, DeleteRequest())
         await handle.result()
@@ -399,18 +398,6 @@ async def test_a_three_plus_three_cluster_rotates_on_real_backends(
         f"\n3+3 cluster on OpenBao + emulator: forced rotation of {len(forced.reissued)} certificates and "
         f"{len(forced.restarted_nodes)} node restarts took {forced_seconds:.2f}s; CA rotation {ca_seconds:.2f}s"
     )
-
-
-def _cli(env: WorkflowEnvironment, queue: str, state_dir: Path, args: list[str]) -> Any:
-    from starter.cli import app
-
-    settings_env = {
-        "TENANTCTL_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-        "TENANTCTL_TEMPORAL_TASK_QUEUE": queue,
-        "TENANTCTL_STATE_DIR": str(state_dir),
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(app, args, env=settings_env)
 
 
 def _issuer(vault: hvac.Client, spec: ClusterSpec, issuer_id: str) -> x509.Certificate:

@@ -17,30 +17,16 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
-from typer.testing import CliRunner
 
 from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState
 from models.operations import ScaleRequest, UpgradeOutcome, UpgradeRequest, UpgradeResult
 from tests.fakes_upgrade import FakeFleet
 from tests.specs import small_kvm
-from tests.workflows.helpers import start_entity, wait_settled
+from tests.workflows.helpers import run_cli, start_entity, wait_settled
 from worker.registry import build_worker
 from workflows.cluster import ClusterWorkflow
 
 OLD, PATCH, NEXT_PATCH = "1.32.4", "1.32.5", "1.32.6"
-
-
-def tenantctl(env: WorkflowEnvironment, queue: str, state_dir: Path, args: list[str]) -> Any:
-    from starter.cli import app
-
-    settings_env = {
-        "TENANTCTL_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-        "TENANTCTL_TEMPORAL_TASK_QUEUE": queue,
-        "TENANTCTL_STATE_DIR": str(state_dir),
-        "COLUMNS": "200",
-        "NO_COLOR": "1",
-    }
-    return CliRunner().invoke(app, args, env=settings_env)
 
 
 async def status_when(handle: WorkflowHandle[Any, Any], what: str, predicate: Any) -> ClusterStatus:
@@ -76,7 +62,7 @@ async def test_a_second_upgrade_is_refused_while_one_is_queued_or_running(
 
         # Queued: the CLI is refused by the validator (its own look sees a scale, not an upgrade).
         queued = await asyncio.to_thread(
-            tenantctl, time_skipping_env, queue, tmp_path, ["upgrade", spec.id, "--version", NEXT_PATCH]
+            run_cli, time_skipping_env, queue, tmp_path, ["upgrade", spec.id, "--version", NEXT_PATCH], NO_COLOR="1"
         )
         assert queued.exit_code == 1, queued.output
         assert f"queued behind the running {OperationKind.SCALE}" in queued.output
@@ -98,7 +84,7 @@ async def test_a_second_upgrade_is_refused_while_one_is_queued_or_running(
         assert "already running" in str(running.value.cause)
         assert f"tenantctl upgrade abort {spec.id}" in str(running.value.cause)
         again = await asyncio.to_thread(
-            tenantctl, time_skipping_env, queue, tmp_path, ["upgrade", spec.id, "--version", NEXT_PATCH]
+            run_cli, time_skipping_env, queue, tmp_path, ["upgrade", spec.id, "--version", NEXT_PATCH], NO_COLOR="1"
         )
         assert again.exit_code == 1 and "already running" in again.output and "accepted" not in again.output
 

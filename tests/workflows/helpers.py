@@ -1,12 +1,15 @@
-"""Helpers for workflow-logic tests: start an entity, wait for it to settle."""
+"""Helpers for workflow-logic tests: start an entity, wait for it to settle, run the CLI against it."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from models.cluster import ClusterPhase, ClusterStatus
 from models.naming import entity_workflow_id
@@ -34,3 +37,17 @@ async def wait_settled(handle: WorkflowHandle[Any, Any], attempts: int = 600) ->
             return status
         await asyncio.sleep(0.05)
     raise AssertionError(f"cluster did not settle: {status}")
+
+
+def run_cli(env: WorkflowEnvironment, queue: str, state_dir: Path, args: list[str], **extra_env: str) -> Any:
+    """``tenantctl ARGS`` in this process (typer's runner), against ``env``'s server and ``queue``."""
+    from starter.cli import app
+
+    settings_env = {
+        "TENANTCTL_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TENANTCTL_TEMPORAL_TASK_QUEUE": queue,
+        "TENANTCTL_STATE_DIR": str(state_dir),
+        "COLUMNS": "200",
+        **extra_env,
+    }
+    return CliRunner().invoke(app, args, env=settings_env)

@@ -13,13 +13,12 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
-from typer.testing import CliRunner
 
 from models.cluster import ClusterPhase
 from models.drift import DriftReport, ObserveInput
 from tests.fakes import FakeBackends, typed_activity
 from tests.specs import small_kvm
-from tests.workflows.helpers import start_entity, wait_settled
+from tests.workflows.helpers import run_cli, start_entity, wait_settled
 from worker.registry import build_worker
 from workflows.cluster import ClusterWorkflow
 
@@ -27,18 +26,6 @@ HELD = "schedule.observe"
 HOLD_SECONDS = 3.0
 """How long the periodic check holds the entity after the delete is sent: far longer than the
 CLI's 0.5 s status poll, so a watch that settles on the cluster between the two would end."""
-
-
-def cli(env: WorkflowEnvironment, queue: str, state_dir: Path, args: list[str]) -> Any:
-    from starter.cli import app
-
-    settings_env = {
-        "TENANTCTL_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-        "TENANTCTL_TEMPORAL_TASK_QUEUE": queue,
-        "TENANTCTL_STATE_DIR": str(state_dir),
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(app, args, env=settings_env)
 
 
 def with_held_observe(backend: FakeBackends, reached: threading.Event, release: threading.Event) -> list[Any]:
@@ -67,7 +54,7 @@ async def test_a_delete_sent_during_a_periodic_check_waits_for_it_and_reports_th
         assert (await wait_settled(handle)).phase is ClusterPhase.READY
         assert await asyncio.to_thread(reached.wait, 30), "no periodic check started"
         threading.Timer(HOLD_SECONDS, release.set).start()
-        deleted = await asyncio.to_thread(cli, temporal_env, queue, tmp_path, ["delete", spec.id])
+        deleted = await asyncio.to_thread(run_cli, temporal_env, queue, tmp_path, ["delete", spec.id])
         release.set()
         assert deleted.exit_code == 0, deleted.output
         assert f"deleted {spec.id}" in deleted.output

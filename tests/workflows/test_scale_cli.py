@@ -7,29 +7,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
-from typer.testing import CliRunner
 
 from models.cluster import ClusterPhase
 from tests.fakes_upgrade import FakeFleet
 from tests.specs import small_kvm
-from tests.workflows.helpers import start_entity, wait_settled
+from tests.workflows.helpers import run_cli, start_entity, wait_settled
 from worker.registry import build_worker
 from workflows.cluster import ClusterWorkflow
-
-
-def cli(env: WorkflowEnvironment, queue: str, state_dir: Path, args: list[str]) -> Any:
-    from starter.cli import app
-
-    settings_env = {
-        "TENANTCTL_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-        "TENANTCTL_TEMPORAL_TASK_QUEUE": queue,
-        "TENANTCTL_STATE_DIR": str(state_dir),
-        "COLUMNS": "200",
-    }
-    return CliRunner().invoke(app, args, env=settings_env)
 
 
 async def test_scale_through_the_cli(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -39,14 +25,14 @@ async def test_scale_through_the_cli(temporal_env: WorkflowEnvironment, tmp_path
         handle = await start_entity(temporal_env.client, spec, queue)
         assert (await wait_settled(handle)).phase is ClusterPhase.READY
 
-        refused = await asyncio.to_thread(cli, temporal_env, queue, tmp_path, ["scale", spec.id, "--workers", "0"])
+        refused = await asyncio.to_thread(run_cli, temporal_env, queue, tmp_path, ["scale", spec.id, "--workers", "0"])
         assert refused.exit_code != 0
         assert "workers.count" in refused.output and "nothing was changed" in refused.output
         assert "Traceback" not in refused.output
         assert (await handle.query(ClusterWorkflow.get_status)).spec.workers.count == 2
 
         grown = await asyncio.to_thread(
-            cli, temporal_env, queue, tmp_path, ["scale", spec.id, "--workers", "3", "--watch"]
+            run_cli, temporal_env, queue, tmp_path, ["scale", spec.id, "--workers", "3", "--watch"]
         )
         assert grown.exit_code == 0, grown.output
         assert "added worker-2" in grown.output
