@@ -14,14 +14,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
@@ -44,6 +41,7 @@ from models.provider import ClusterRef, EnsureResult, ResourceChange
 from models.spec import ClusterSpec
 from tests.activities.provider_helpers import changes, node_ref, run, wait_input
 from tests.aws_inventory import instance_ids
+from tests.certificates import self_signed
 from tests.specs import example, small_kvm, unique_id
 from worker.clients import AwsClients, aws_clients
 
@@ -347,26 +345,15 @@ def _eventually(probe: Callable[[], bool], what: str, timeout: float = 10.0) -> 
         time.sleep(0.05)
 
 
-def self_signed(common_name: str) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
+def key_pair(common_name: str) -> KeyPair:
+    key, certificate = self_signed(common_name)
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return KeyPair(
         certificate=pem,
-        private_key=key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode(),
+        private_key=private.decode(),
         ca_chain=pem,
         serial=f"{certificate.serial_number:x}",
         not_after=certificate.not_valid_after_utc,
@@ -385,8 +372,8 @@ def test_the_key_pair_store_reads_every_pair_at_once_as_it_reads_each(
     requests = certificate_requests(spec)[:3]
     assert sink.read_all(spec.id) == {}
     for request in requests:
-        sink.write(spec.id, request, self_signed(request.common_name))
-    renewed = self_signed(requests[0].common_name)
+        sink.write(spec.id, request, key_pair(request.common_name))
+    renewed = key_pair(requests[0].common_name)
     sink.write(spec.id, requests[0], renewed)
     everything = sink.read_all(spec.id)
     assert everything == {r.name: sink.read(spec.id, r.name) for r in requests}

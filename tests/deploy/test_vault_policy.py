@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -176,27 +177,11 @@ def test_setup_script_gives_the_worker_its_identity(tmp_path: Path) -> None:
 
 def _ca_file(directory: Path) -> Path:
     """A CA certificate file, standing in for the management cluster's (Vault outside the cluster)."""
-    from datetime import UTC, datetime, timedelta
+    from cryptography.hazmat.primitives import serialization
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from tests.certificates import self_signed
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    _, certificate = self_signed("kubernetes", timedelta(days=1), ca=True)
     path = directory / "kubernetes-ca.crt"
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return path
