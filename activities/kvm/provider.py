@@ -367,6 +367,18 @@ class KvmProvider:
             "secret": core.list_secret_for_all_namespaces,
             "serviceaccount": core.list_service_account_for_all_namespaces,
         }
+        # A drift check lists in the tenant's namespace only, where every object of a tenant lives:
+        # a cluster-wide list by label is filtered over every tenant's objects of that kind (by the
+        # apiserver's watch cache too), 3.3 times a second for 1,000 clusters checked every 5 min.
+        # Teardown's verify (list_resources) still looks everywhere.
+        self._list_namespaced: dict[str, Callable[..., object]] = {
+            "deployment": apps.list_namespaced_deployment,
+            "service": core.list_namespaced_service,
+            "ingress": networking.list_namespaced_ingress,
+            "networkpolicy": networking.list_namespaced_network_policy,
+            "configmap": core.list_namespaced_config_map,
+            "serviceaccount": core.list_namespaced_service_account,
+        }
 
     def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
         """The admin key pair from its host Secret ``tenant-<id>/cert-admin``."""
@@ -576,8 +588,9 @@ class KvmProvider:
     def observe(self, input: ObserveInput) -> DriftReport:
         """Drift check: every object the spec implies, compared with what carries the cluster label.
 
-        One list per kind (by label), the diff done here: missing objects, owned fields that differ
-        (``OWNED``, as ``ensure_*`` would converge them), and labelled objects nothing explains.
+        One list per kind (by label, in the tenant's namespace), the diff done here: missing objects,
+        owned fields that differ (``OWNED``, as ``ensure_*`` would converge them), and labelled
+        objects nothing explains.
         Key-pair Secrets are the PKI observe's (it reads them through the key-pair store); they are
         only skipped here.
         """
@@ -585,10 +598,22 @@ class KvmProvider:
         manifests.kvm_settings(spec)
         selector = f"{CLUSTER_LABEL}={spec.id}"
         live: dict[tuple[str, str], Obj] = {}
+        namespace = namespace_of(spec.id)
         for kind in LISTED_KINDS:
             if kind == "secret":
                 continue
-            for item in self._list(f"list {kind}s labelled {selector}", self._list_all[kind], label_selector=selector):
+            if kind == "namespace":
+                listed = self._list(
+                    f"list namespaces labelled {selector}", self._list_all[kind], label_selector=selector
+                )
+            else:
+                listed = self._list(
+                    f"list {kind}s labelled {selector} in {namespace}",
+                    self._list_namespaced[kind],
+                    namespace,
+                    label_selector=selector,
+                )
+            for item in listed:
                 live[(kind, item["metadata"]["name"])] = item
         desired: list[tuple[str, Obj]] = [
             ("namespace", manifests.namespace_manifest(spec)),

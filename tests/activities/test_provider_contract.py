@@ -382,3 +382,24 @@ def test_the_key_pair_store_reads_every_pair_at_once_as_it_reads_each(
     assert sorted(sink.delete_all(spec.id)) == sorted(r.name for r in requests)
     assert sink.read_all(spec.id) == {}
     teardown(env, p, spec)
+
+
+def test_a_kvm_drift_check_lists_the_tenants_namespace_and_teardown_verify_everywhere(
+    env: ActivityEnvironment, kube_emulator: Emulator
+) -> None:
+    """The periodic check lists by label inside the tenant's namespace (a cluster-wide list is
+    filtered over every tenant's objects, several times a second in a fleet); an object labelled
+    with the cluster elsewhere is not the check's, but teardown's verify still finds it."""
+    kvm = kvm_subject(kube_emulator)
+    subject = next(kvm)
+    p, spec = subject.provider, subject.new_spec()
+    create(env, p, spec)
+    with ApiClient(Configuration(host=kube_emulator.url)) as api:
+        CoreV1Api(api).create_namespaced_config_map(
+            "default", {"metadata": {"name": f"stray-{spec.id}", "labels": {CLUSTER_LABEL: spec.id}}}
+        )
+        assert run(env, p.observe, observe_input(spec)).items == []
+        assert f"configmap/default/stray-{spec.id}" in run(env, p.list_resources, ClusterRef(spec=spec)).resources
+        CoreV1Api(api).delete_namespaced_config_map(f"stray-{spec.id}", "default")
+    teardown(env, p, spec)
+    kvm.close()
