@@ -310,12 +310,17 @@ class Run:
         return result
 
     # --- fleet scale ----------------------------------------------------------------------------------
-    async def fleet(self, total: int, batch: int) -> list[FleetBatch]:
+    async def fleet(self, total: int, batch: int, deadline: float = 0.0) -> list[FleetBatch]:
+        """Create ``total`` clusters ``batch`` at a time; no new batch after ``deadline`` seconds (0: none)."""
         meters = [self.product_worker.meter, *stack_meters(self.state_dir).values()]
         cpu_start = {m.name: m.cpu_seconds() for m in meters}
         batches: list[FleetBatch] = []
         held = 0
+        began_all = time.monotonic()
         while held < total:
+            if deadline and time.monotonic() - began_all > deadline:
+                log.info("fleet: %d clusters held when the %.0fs creation budget ran out", held, deadline)
+                break
             size = min(batch, total - held)
             began = time.monotonic()
             names = [self.name("fleet") for _ in range(size)]
@@ -435,7 +440,7 @@ async def bench(args: argparse.Namespace) -> BenchResult:
         for shape in (CREATE, TEARDOWN):
             await run.floor_op(shape)
         if args.fleet:
-            result.fleet = await run.fleet(args.fleet, args.fleet_batch)
+            result.fleet = await run.fleet(args.fleet, args.fleet_batch, args.fleet_deadline)
             if args.fleet_hold > 0 and run.fleet_clusters:
                 result.fleet_hold = await run.hold(args.fleet_hold)
         else:
@@ -475,6 +480,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated: {','.join(PARTS)}")
     parser.add_argument("--fleet", type=int, default=0, metavar="N", help="fleet-scale run: create and hold N clusters")
     parser.add_argument("--fleet-batch", type=int, default=50, metavar="B", help="fleet creates started at once")
+    parser.add_argument(
+        "--fleet-deadline",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start no new fleet batch after S seconds of creating (0: until N are held); the hold follows",
+    )
     parser.add_argument(
         "--fleet-hold",
         type=float,
