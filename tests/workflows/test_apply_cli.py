@@ -16,8 +16,7 @@ from models.cluster import ClusterPhase
 from models.spec import ClusterSpec
 from tests.fakes_upgrade import FakeFleet
 from tests.specs import small_kvm
-from tests.workflows.helpers import wait_settled
-from tests.workflows.test_scale_cli import cli
+from tests.workflows.helpers import run_cli, wait_settled
 from worker.registry import build_worker
 from workflows.cluster import ClusterWorkflow
 
@@ -35,7 +34,7 @@ async def test_apply_creates_plans_refuses_and_scales(temporal_env: WorkflowEnvi
     file = write(tmp_path / "c.yaml", spec)
 
     async def run(*args: str) -> Result:
-        result: Result = await asyncio.to_thread(cli, temporal_env, queue, tmp_path, list(args))
+        result: Result = await asyncio.to_thread(run_cli, temporal_env, queue, tmp_path, list(args))
         return result
 
     async with build_worker(temporal_env.client, queue, fleet.activities()):
