@@ -382,7 +382,7 @@ def render(result: BenchResult) -> str:
                   fleet_rollout_table(result.fleet_rollout)]  # fmt: skip
     if result.pending:
         parts += ["", "Not measured yet:", pending_table(result.pending)]
-    if result.operations or result.concurrency or result.cli:
+    if result.operations or result.concurrency or result.cli or result.fleet_hold:
         parts += ["", "Targets:", targets_table(targets(result))]
     if result.fleet:
         parts += ["", "Fleet scale (one worker):", fleet_table(result.fleet)]

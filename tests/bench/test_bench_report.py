@@ -328,5 +328,6 @@ def test_a_held_fleet_reports_its_check_rate_and_machine_share_against_the_targe
     assert checks["1000 clusters held: CPU <= 50% of the cores"] == ("44%", True)
     shown = render(result)
     assert "990 of 1000" in shown and "44%" in shown and "900 MiB" in shown
+    assert "1000 clusters held: CPU <= 50% of the cores" in shown  # the targets table comes with it
     again = BenchResult.from_dict(json.loads(json.dumps(result.as_dict())))
     assert again == result
