@@ -72,10 +72,9 @@ class Settings(BaseSettings):
     call_retries: int = Field(
         default=5, ge=0, le=10, description="retries of one backend call on 429/5xx/connection errors (0: none)"
     )
-    # A create is about 60 host API calls and 30 Vault calls; 1,000 clusters checked every 5 min are
-    # 3.3 checks/s. At 50/s one worker created a cluster every 1.2 s at best and spent its budget
-    # on drift checks alone; an apiserver (priority and fairness) or Vault (quotas) that wants less
-    # answers 429, which every call honours (Retry-After).
+    # At 50/s the host API limit alone stretched 10 creates at once from 11 s to 21 s, and 1,000
+    # clusters checked every 5 min (3.3 checks/s) need more than that; an apiserver (priority and
+    # fairness) or Vault (quotas) that wants less answers 429, which every call honours (Retry-After).
     kube_api_qps: float = Field(
         default=200.0, ge=0, description="requests/s a worker sends the host Kubernetes API (0: no limit)"
     )

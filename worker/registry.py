@@ -87,6 +87,5 @@ def build_worker(
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Every activity heartbeats while this worker lives: a killed worker's calls move in seconds.
         interceptors=[LivenessHeartbeats(), *options.pop("interceptors", ())],
-        max_heartbeat_throttle_interval=options.pop("max_heartbeat_throttle_interval", policies.HEARTBEAT_THROTTLE),
-        **options,
+        **{"max_heartbeat_throttle_interval": policies.HEARTBEAT_THROTTLE, **options},
     )

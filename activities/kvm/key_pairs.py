@@ -75,9 +75,7 @@ class KubernetesSecretSink:
         return None if secret is None else self._stored(cluster_id, name, secret)
 
     def read_all(self, cluster_id: str) -> dict[str, StoredCertificate]:
-        return {
-            name: self._stored(cluster_id, name, secret) for name, secret in sorted(self._listed(cluster_id).items())
-        }
+        return {name: self._stored(cluster_id, name, secret) for name, secret in self._listed(cluster_id).items()}
 
     def _stored(self, cluster_id: str, name: str, secret: k8s.V1Secret) -> StoredCertificate:
         data = secret.data or {}
@@ -226,27 +224,12 @@ class KubernetesSecretSink:
     def _create_or_replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
         """One attempt; False when a concurrent writer won the race and the caller should retry."""
         existing = self._get(namespace, name)
-        try:
-            with translated(what):
-                if existing is None:
-                    self.core.create_namespaced_secret(namespace, body)
-                else:
-                    self._refuse_foreign(existing, what)
-                    # Replacing with the version we read makes a concurrent write a 409, not a lost update.
-                    body.metadata = _with_version(body.metadata, existing)
-                    self.core.replace_namespaced_secret(name, namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:  # created meanwhile (AlreadyExists) or modified meanwhile (Conflict)
-                return False
-            if exc.status == 404 and existing is None:
-                # The workflow creates the namespace first (kvm.ensure_foundation): not there *yet*.
-                raise MissingPrerequisite(
-                    f"{what}: namespace {namespace} does not exist: the cluster's foundation must be ensured first"
-                ) from exc
-            if exc.status == 404:
-                return False  # deleted between read and replace: create it on the next attempt
-            raise
-        return True
+        if existing is None:
+            return self._create(namespace, body, what)  # 409: created meanwhile
+        self._refuse_foreign(existing, what)
+        # Replacing with the version we read makes a concurrent write a 409, not a lost update.
+        body.metadata = _with_version(body.metadata, existing)
+        return self._replace(namespace, name, body, what)  # False: deleted or modified meanwhile
 
     def _replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
         """One replace of a Secret read before; False when it changed or went meanwhile (re-read and retry)."""

@@ -602,18 +602,9 @@ class KvmProvider:
         for kind in LISTED_KINDS:
             if kind == "secret":
                 continue
-            if kind == "namespace":
-                listed = self._list(
-                    f"list namespaces labelled {selector}", self._list_all[kind], label_selector=selector
-                )
-            else:
-                listed = self._list(
-                    f"list {kind}s labelled {selector} in {namespace}",
-                    self._list_namespaced[kind],
-                    namespace,
-                    label_selector=selector,
-                )
-            for item in listed:
+            where = () if kind == "namespace" else (namespace,)  # namespaces are cluster-scoped
+            call = self._list_all[kind] if kind == "namespace" else self._list_namespaced[kind]
+            for item in self._list(f"list {kind}s labelled {selector}", call, *where, label_selector=selector):
                 live[(kind, item["metadata"]["name"])] = item
         desired: list[tuple[str, Obj]] = [
             ("namespace", manifests.namespace_manifest(spec)),

@@ -409,10 +409,13 @@ class VaultPki:
         # Each certificate is looked up and, if need be, issued and stored on its own: side by side,
         # in the requests' order in the result. A failure of one fails the attempt once the others
         # have ended (each one stored or, if issued but not stored, revoked): a retry converges.
+        stored_pairs = sink.read_all(input.spec.id)  # one listing, not a read per certificate
         with self._cluster_writer(input.spec.id) as write:
             outcomes = self._each(
                 input.requests,
-                lambda request: self._ensure_certificate(input, request, issuer, sink, trust, write),
+                lambda request: self._ensure_certificate(
+                    input, request, stored_pairs.get(request.name), issuer, sink, trust, write
+                ),
                 lambda request: request.name,
             )
         for request, (record, was_issued) in zip(input.requests, outcomes, strict=True):
@@ -927,13 +930,13 @@ class VaultPki:
         self,
         input: EnsureCertificatesInput,
         request: CertificateRequest,
+        stored: StoredCertificate | None,
         issuer: Issuer,
         sink: CertificateSink,
         trust: str | None,
         write: ClusterWrite,
     ) -> tuple[CertificateRecord, bool]:
         """The record of a kept or freshly issued certificate, and whether it was issued now."""
-        stored = sink.read(input.spec.id, request.name)
         reason = self._reissue_reason(stored, request, input.spec, issuer, input)
         if stored is not None and reason is None:
             certificate = x509.load_pem_x509_certificate(stored.certificate.encode())

@@ -30,8 +30,9 @@ CLI's 0.5 s status poll, so a watch that settles on the cluster between the two 
 
 def with_held_observe(backend: FakeBackends, reached: threading.Event, release: threading.Event) -> list[Any]:
     """The fake backends, with one observe of every periodic check that waits for ``release``."""
-    fakes = [fn for fn in backend.activities() if activity._Definition.must_from_callable(fn).name != HELD]
-    plain = next(fn for fn in backend.activities() if activity._Definition.must_from_callable(fn).name == HELD)
+    every = backend.activities()
+    fakes = [fn for fn in every if activity._Definition.must_from_callable(fn).name != HELD]
+    plain = next(fn for fn in every if activity._Definition.must_from_callable(fn).name == HELD)
 
     @typed_activity(HELD, ObserveInput, DriftReport)
     def held(arg: ObserveInput) -> DriftReport:
