@@ -13,13 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.servers import OpenBao, binary, moto_server, openbao_dev
+from tests.servers import SERVER_STARTUP_TIMEOUT, OpenBao, binary, moto_server, openbao_dev, start_time_skipping
 from workflows.search_attributes import ALL_KEYS
 
 # boto3 must never reach real AWS from tests, whatever the developer's environment holds.
@@ -71,6 +69,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=ALL_KEYS,
         data_converter=pydantic_data_converter,
         dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
     )
     try:
         yield env
@@ -83,17 +82,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     # One server per test module: a workflow another module left with pending work (an activity no
     # worker will run any more) stops a shared server's time skipping, and then every later test
     # that waits on a durable timer hangs until its timeout.
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
-    # The test server knows no custom search attributes until told, like a fresh real server.
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS},
-        )
-    )
+    env = await start_time_skipping()
     try:
         yield env
     finally:

@@ -15,19 +15,55 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from devstack.network import LOOPBACK, free_port, wait_http
 from devstack.processes import MARKER_ENV, proc_stat, spawn_detached, stop_session
 from devstack.services import server_binary
 
-__all__ = ["VENV_BIN", "OpenBao", "binary", "free_port", "moto_server", "openbao_dev", "process", "wait_http"]
+__all__ = [
+    "VENV_BIN",
+    "OpenBao",
+    "binary",
+    "free_port",
+    "moto_server",
+    "openbao_dev",
+    "process",
+    "start_time_skipping",
+    "wait_http",
+]
 
 VENV_BIN = Path(sys.executable).parent
 STOP_TIMEOUT = 10.0
+SERVER_STARTUP_TIMEOUT = timedelta(seconds=30)
+"""The SDK waits 5 s for a test server by default: too short on a loaded 2-core CI machine (seen)."""
 
 # The same lookup the local stack uses: the virtualenv's binaries, else PATH.
 binary = server_binary
+
+
+async def start_time_skipping() -> WorkflowEnvironment:
+    """A time-skipping test server that knows the project's search attributes, as a real server does."""
+    from workflows.search_attributes import ALL_KEYS
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+        test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in ALL_KEYS},
+        )
+    )
+    return env
 
 
 @contextlib.contextmanager

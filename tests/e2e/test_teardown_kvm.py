@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     write_spec,
 )
 from tests.e2e.test_create_kvm import kube
+from tests.history_checks import assert_replays
 from tests.specs import example, unique_id
 from worker.clients import connect_temporal, vault_client
 from workflows.cluster import ClusterWorkflow
@@ -93,6 +94,7 @@ async def assert_deleted(stack: Stack, client: Client, cluster_id: str) -> Clust
     assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
     report = await handle.result()
     assert report.phase == "Deleted"
+    await assert_replays(await handle.fetch_history())
     return report
 
 

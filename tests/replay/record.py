@@ -22,8 +22,6 @@ from typing import Any
 
 from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from activities.pki.rotation_schedule import RotationSchedules
 from models.cluster import OperationState
@@ -45,7 +43,6 @@ from tests.fakes import FakeBackends
 from tests.fakes_rotation import SimulatedPki
 from tests.fakes_upgrade import FakeFleet
 from tests.history_checks import assert_no_private_key
-from tests.servers import binary
 from tests.specs import small_kvm
 from tests.workflows.helpers import start_entity, wait_settled
 from worker.registry import build_worker
@@ -225,21 +222,10 @@ BACKENDS: dict[str, Callable[[], FakeBackends]] = {
 
 
 async def record(names: list[str]) -> None:
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from tests.servers import start_time_skipping
 
-    from workflows.search_attributes import ALL_KEYS
-
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
+    env = await start_time_skipping()
     try:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in ALL_KEYS},
-            )
-        )
         for name in names:
             queue = f"record-{uuid.uuid4()}"
             activities = [

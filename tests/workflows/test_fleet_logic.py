@@ -603,21 +603,10 @@ async def record_history() -> None:
     """``python -m tests.workflows.test_fleet_logic``: record the scenario for tests/replay."""
     import json
 
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from tests.servers import start_time_skipping
 
-    from tests.servers import binary
-
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
+    env = await start_time_skipping()
     try:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in sa.ALL_KEYS},
-            )
-        )
         name = "fleet-canary-approve-window"
         STARTED[name] = []
         worker = build_worker(

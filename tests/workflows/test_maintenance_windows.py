@@ -372,22 +372,10 @@ async def record_history() -> None:
     import json
     from pathlib import Path
 
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from tests.servers import start_time_skipping
 
-    from tests.servers import binary
-    from workflows import search_attributes as sa
-
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
+    env = await start_time_skipping()
     try:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in sa.ALL_KEYS},
-            )
-        )
         name, fleet = "upgrade-window-wait", FakeFleet()
         async with build_worker(env.client, name, fleet.activities()):
             history = await window_wait_scenario(env, name, small_kvm(id="replay-window", kubernetes_version=OLD))
