@@ -29,7 +29,7 @@ async def delete(
     on a cluster whose create or earlier delete died halfway.
     """
     from config.settings import load_settings
-    from models.cluster import ClusterPhase
+    from models.cluster import ClusterPhase, OperationKind
     from models.naming import entity_workflow_id
     from models.operations import DeleteRequest, RunningOperationPolicy, TeardownResult
     from starter import clusters
@@ -44,7 +44,7 @@ async def delete(
     )
     out.print(f"deleting cluster [bold]{cluster_id}[/]")
     out.print(f"Temporal UI: {escape(settings.workflow_ui_url(entity_workflow_id(cluster_id)))}", soft_wrap=True)
-    status, report = await update_and_watch(client, cluster_id, ClusterWorkflow.delete, request)
+    status, report = await update_and_watch(client, cluster_id, OperationKind.DELETE, ClusterWorkflow.delete, request)
     if status.phase is not ClusterPhase.DELETED or not isinstance(report, TeardownResult):
         err.print(f"[red]teardown did not finish:[/] {escape(status.message)}")
         err.print(f"run 'tenantctl delete {cluster_id}' again once the cause is fixed; it resumes where it stopped")

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.cluster import ClusterPhase, ClusterStatus, OperationState, OperationStatus, StepState
+from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState, OperationStatus, StepState
 from models.errors import innermost_message
 from starter import clusters
 from starter.clusters import get_status
@@ -139,16 +139,19 @@ async def watch(
             await asyncio.sleep(poll)
 
 
-def first_shown(accepted: ClusterStatus, *, was_running: bool = False) -> int:
-    """The ``since`` that shows a just-accepted request's operation and any running ahead of it.
+def first_shown(accepted: ClusterStatus, kind: OperationKind, *, was_running: bool = False) -> int:
+    """The ``since`` that shows a just-accepted ``kind`` request's operation and any ahead of it.
 
-    Queued: it has not started, and the running operation (if any) is shown before it. Not queued:
-    it started, and is the running one or, done already, the last started; ``was_running`` (an
-    operation ran when the request was sent) shows that one's end too, e.g. "create cancelled".
+    Another operation running: this one waits, and that one is shown first. Nothing running and the
+    request queued (for a window or behind a drift check): what follows is shown. Otherwise this one
+    started, and is the running one or, done already, the last started; ``was_running`` (something
+    ran when the request was sent) shows that one's end too, e.g. "create cancelled".
     """
-    started = accepted.operations_started
-    if accepted.queued:
-        return max(0, started - 1) if accepted.current is not None else started
+    started, current = accepted.operations_started, accepted.current
+    if current is not None and current.kind is not kind:
+        return max(0, started - 1)
+    if current is None and any(q.kind is kind for q in accepted.queued):
+        return started
     return max(0, started - (2 if was_running else 1))
 
 
@@ -166,7 +169,9 @@ async def running_operation(client: Client, cluster_id: str) -> str:
     return str(await description.memo_value("operation", ""))
 
 
-async def update_and_watch(client: Client, cluster_id: str, method: Any, request: Any) -> tuple[ClusterStatus, Any]:
+async def update_and_watch(
+    client: Client, cluster_id: str, kind: OperationKind, method: Any, request: Any
+) -> tuple[ClusterStatus, Any]:
     """Send an operation's update to the entity and follow it until the cluster settles.
 
     A refused request (the entity's validator said no) is raised at once as RequestRefused, and
@@ -194,7 +199,7 @@ async def update_and_watch(client: Client, cluster_id: str, method: Any, request
         watch(
             client,
             cluster_id,
-            since=first_shown(accepted, was_running=was_running),
+            since=first_shown(accepted, kind, was_running=was_running),
             settle=lambda status: outcome.done() and settled(status),
         )
     )
