@@ -42,7 +42,7 @@ async def reconcile(
     from models.reconcile import ReconcileRequest
     from starter import clusters
     from starter.render import dump
-    from starter.watch import first_shown, running_operation, watch
+    from starter.watch import operation_running, since_accepted, watch
     from worker.clients import connect_temporal
     from workflows.cluster import ClusterWorkflow
 
@@ -68,7 +68,7 @@ async def reconcile(
         out.print(f"periodic drift check of [bold]{cluster_id}[/]: {state}")
         return
     handle = clusters.entity(client, cluster_id)
-    was_running = bool(await running_operation(client, cluster_id))  # the status only once accepted
+    was_running = await operation_running(client, cluster_id)  # the status only once accepted
     request = ReconcileRequest(dry_run=dry_run, requested_by=clusters.whoami())
     try:
         update = await handle.start_update(
@@ -80,7 +80,7 @@ async def reconcile(
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise clusters.ClusterNotFound(cluster_id) from None
         raise
-    since = first_shown(await clusters.get_status(client, cluster_id), OperationKind.RECONCILE, was_running=was_running)
+    since = await since_accepted(client, cluster_id, OperationKind.RECONCILE, was_running=was_running)
     what = "drift check (dry run)" if dry_run else "drift check"
     if output is OutputFormat.TABLE:
         out.print(f"{what} of [bold]{cluster_id}[/] accepted; it runs after any operation ahead of it")

@@ -88,7 +88,7 @@ async def rotate(
     )
     from starter import clusters
     from starter.upgrade_commands import queued_request, until_started
-    from starter.watch import first_shown, running_operation, watch
+    from starter.watch import operation_running, since_accepted, watch
     from workflows.cluster import ClusterWorkflow
 
     settings, client = await _connect()
@@ -102,7 +102,7 @@ async def rotate(
     method: Any = ClusterWorkflow.rotate_ca if ca else ClusterWorkflow.rotate_certificates
     what = "CA rotation" if ca else ("forced certificate rotation" if force else "certificate rotation")
     kind = OperationKind.ROTATE_CA if ca else OperationKind.ROTATE_CERTIFICATES
-    was_running = bool(await running_operation(client, cluster_id))  # the status only once accepted
+    was_running = await operation_running(client, cluster_id)  # the status only once accepted
     try:
         update = await handle.start_update(
             method, request, id=f"rotate-{uuid.uuid4()}", wait_for_stage=WorkflowUpdateStage.ACCEPTED
@@ -114,7 +114,7 @@ async def rotate(
             raise clusters.ClusterNotFound(cluster_id) from None
         raise
     out.print(f"{what} of [bold]{cluster_id}[/] accepted; it runs after any operation ahead of it")
-    since = first_shown(await clusters.get_status(client, cluster_id), kind, was_running=was_running)
+    since = await since_accepted(client, cluster_id, kind, was_running=was_running)
     queued = await queued_request(client, cluster_id, update.id) if ca else None
     if queued is not None and queued.window_opens_at is not None:
         out.print(f"  {escape(queued.message)}; it starts then", soft_wrap=True)

@@ -155,18 +155,27 @@ def first_shown(accepted: ClusterStatus, kind: OperationKind, *, was_running: bo
     return max(0, started - (2 if was_running else 1))
 
 
-async def running_operation(client: Client, cluster_id: str) -> str:
-    """The running operation as the entity's memo names it ('' for none), read with no query.
+async def operation_running(client: Client, cluster_id: str) -> bool:
+    """Whether the entity's memo names a running operation: read without a query, before an update.
 
-    Describing involves no worker; a query just before an update can (see update_and_watch).
+    Describing involves no worker. A query just before an update can break the entity's history:
+    held back behind a workflow task that then times out (its worker just died), it is answered on
+    a task that applies the newer events without completing; the update is then accepted in the
+    next task, after those events' commands, an order the SDK (temporalio 1.35) does not replay.
+    The status is read once the update is accepted instead (``since_accepted``).
     """
     try:
         description = await clusters.entity(client, cluster_id).describe()
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
-            return ""  # the update that follows says so
+            return False  # the update that follows says so
         raise
-    return str(await description.memo_value("operation", ""))
+    return bool(await description.memo_value("operation", ""))
+
+
+async def since_accepted(client: Client, cluster_id: str, kind: OperationKind, *, was_running: bool) -> int:
+    """The ``since`` for watching a ``kind`` request, from the status read once it is accepted."""
+    return first_shown(await get_status(client, cluster_id), kind, was_running=was_running)
 
 
 async def update_and_watch(
@@ -178,7 +187,7 @@ async def update_and_watch(
     nothing was changed. Returns the settled status and the update's result, or the exception the
     operation failed with (the status says why, too).
     """
-    was_running = bool(await running_operation(client, cluster_id))
+    was_running = await operation_running(client, cluster_id)
     try:
         handle = await clusters.entity(client, cluster_id).start_update(
             method, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
@@ -186,12 +195,7 @@ async def update_and_watch(
     except WorkflowUpdateFailedError as exc:
         raise clusters.RequestRefused(innermost_message(exc)) from None
     outcome = asyncio.ensure_future(handle.result())
-    # The status is read only once the update is accepted, never just before sending it. A query
-    # held back behind a workflow task that then times out (its worker just died) is answered on a
-    # task that applies the newer events without completing; an update sent right after is then
-    # accepted in the next task, after those events' commands: a history the SDK (temporalio 1.35)
-    # does not replay, found when the cluster's history is next replayed.
-    accepted = await get_status(client, cluster_id)
+    since = await since_accepted(client, cluster_id, kind, was_running=was_running)
     # Operations queued ahead of this one are shown too, so waiting for them is never silent. The
     # cluster settles between the one ahead and this one (Ready, nothing running): only a settled
     # cluster whose update has answered is the end.
@@ -199,7 +203,7 @@ async def update_and_watch(
         watch(
             client,
             cluster_id,
-            since=first_shown(accepted, kind, was_running=was_running),
+            since=since,
             settle=lambda status: outcome.done() and settled(status),
         )
     )

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.network import LOOPBACK, free_port, wait_http
 from devstack.processes import MARKER_ENV, proc_stat, spawn_detached, stop_session
 from devstack.services import server_binary
+from workflows.search_attributes import ALL_KEYS
 
 __all__ = [
     "VENV_BIN",
@@ -50,8 +51,6 @@ binary = server_binary
 
 async def start_time_skipping() -> WorkflowEnvironment:
     """A time-skipping test server that knows the project's search attributes, as a real server does."""
-    from workflows.search_attributes import ALL_KEYS
-
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=binary("temporal-test-server"),
         data_converter=pydantic_data_converter,

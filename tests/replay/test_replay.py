@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
-from tests.history_checks import assert_no_private_key
-from worker.registry import WORKFLOWS, sandbox_runner
+from tests.history_checks import assert_no_private_key, assert_replays
 from workflows.journal import OPERATION_SNAPSHOTS_PATCH
 
 HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
@@ -30,9 +27,7 @@ def test_histories_are_recorded() -> None:
 async def test_replays_against_current_code(path: Path) -> None:
     data = json.loads(path.read_text())
     history = WorkflowHistory.from_json(data["workflow_id"], data["history"])
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    await assert_replays(history)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
 from activities.fleet.requests import FleetRequests
 from models.cluster import ClusterPhase
@@ -40,9 +39,10 @@ from models.fleet import (
     RolloutClusterState,
 )
 from models.maintenance import MaintenanceOverride
+from tests.history_checks import assert_replays
 from tests.specs import small_kvm
 from tests.workflows.fleet_entity import FakeClusterInput, FakeClusterWorkflow, FakeLog
-from worker.registry import WORKFLOWS, activities_of, build_worker, sandbox_runner
+from worker.registry import activities_of, build_worker
 from workflows import search_attributes as sa
 from workflows.fleet import FleetRolloutWorkflow
 
@@ -571,9 +571,7 @@ async def test_a_big_rollout_continues_as_new_and_asks_no_cluster_twice(
 async def test_a_rollout_with_every_kind_of_wait_replays(time_skipping_env: WorkflowEnvironment, queue: str) -> None:
     """Canary, approval, pause/resume and a window wait, replayed from history without a server."""
     history = await scenario_history(time_skipping_env, queue)
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, result.replay_failure
+    await assert_replays(history)
     kinds = {e.WhichOneof("attributes") for e in history.events}
     assert {"timer_started_event_attributes", "workflow_execution_update_accepted_event_attributes"} <= kinds
 

@@ -22,7 +22,6 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowU
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from activities.pki.rotation_schedule import SCHEDULED_ROTATION_REQUEST
 from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState
@@ -41,9 +40,10 @@ from models.reconcile import ReconcileRequest
 from models.spec import ClusterSpec
 from tests.fakes_rotation import SimulatedPki
 from tests.fakes_upgrade import FakeFleet
+from tests.history_checks import assert_replays
 from tests.specs import small_kvm
 from tests.workflows.helpers import start_entity, wait_settled
-from worker.registry import WORKFLOWS, build_worker, sandbox_runner
+from worker.registry import build_worker
 from workflows.cluster import MAINTENANCE_WINDOW_PATCH, ClusterWorkflow, render_status
 
 OLD, PATCH = "1.32.4", "1.32.5"
@@ -355,9 +355,7 @@ async def test_an_entity_waiting_for_its_window_replays(time_skipping_env: Workf
     env, fleet, queue = time_skipping_env, FakeFleet(), f"q-{uuid.uuid4()}"
     async with build_worker(env.client, queue, fleet.activities()):
         history = await window_wait_scenario(env, queue, small_kvm(kubernetes_version=OLD))
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
-    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert replayed.replay_failure is None, replayed.replay_failure
+    await assert_replays(history)
     markers = [
         e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
         for e in history.events
