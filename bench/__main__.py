@@ -53,7 +53,7 @@ from bench.report import (
 )
 from bench.shapes import CREATE, DRIFT_CHECK, FORCED_ROTATION, PATCH_UPGRADE, SHAPES, TEARDOWN, Shape
 from config.settings import STACK_ENV_FILE, Settings
-from devstack.stack import TEMPORAL, LocalStack, StackError, StackPorts
+from devstack.stack import TEMPORAL, WORKER, LocalStack, StackError, StackPorts
 from models.drift import CheckOutcome
 
 RESULTS = ROOT / "bench" / "results"
@@ -165,7 +165,9 @@ class Run:
     async def _load(self, clusters: int, start: Callable[[], Awaitable[object]], worker: ProcessMeter) -> LoadSide:
         """Start ``clusters`` operations at once; each one's time counts from the common start."""
         side = LoadSide()
-        window = Window([worker, self.temporal])
+        stack = stack_meters(self.state_dir)
+        backends = [meter for name, meter in stack.items() if name not in (TEMPORAL, WORKER)]
+        window = Window([worker, stack[TEMPORAL], *backends])
         window.start()
         began = time.monotonic()
 
@@ -184,6 +186,10 @@ class Run:
         side.worker_peak_rss_bytes = window.peak_rss.get(worker.name)
         side.worker_cpu_seconds = window.cpu.get(worker.name)
         side.temporal_cpu_seconds = window.cpu.get(TEMPORAL)
+        spent = [window.cpu.get(meter.name) for meter in backends]
+        log.info("CPU-s of %d operations: %s", clusters,
+                 ", ".join(f"{m.name} {window.cpu.get(m.name) or 0:.2f}" for m in window.meters))  # fmt: skip
+        side.backend_cpu_seconds = None if any(s is None for s in spent) else sum(s or 0.0 for s in spent)
         return side
 
     async def concurrency(self, ks: list[int]) -> list[ConcurrencyResult]:

@@ -38,6 +38,8 @@ class LoadSide:
     worker_peak_rss_bytes: int | None = None
     worker_cpu_seconds: float | None = None
     temporal_cpu_seconds: float | None = None
+    backend_cpu_seconds: float | None = None
+    """OpenBao, moto and the host API emulator together: the backends' share of the two cores."""
 
 
 @dataclass
@@ -246,6 +248,7 @@ def _side(side: LoadSide, clusters: int) -> dict[str, float | None]:
         "rate": ratio(float(clusters), side.all_ready_seconds) if not side.failures else None,
         "worker_cpu": per(side.worker_cpu_seconds, clusters),
         "temporal_cpu": per(side.temporal_cpu_seconds, clusters),
+        "backend_cpu": per(side.backend_cpu_seconds, clusters),
     }
 
 
@@ -267,12 +270,14 @@ def concurrency_table(results: list[ConcurrencyResult]) -> str:
                 f"{number(p['worker_cpu'], 3)} / {number(f['worker_cpu'], 3)}"
                 f" ({times(ratio(p['worker_cpu'], f['worker_cpu']))})",
                 f"{number(p['temporal_cpu'], 3)} / {number(f['temporal_cpu'], 3)}",
+                f"{number(p['backend_cpu'], 3)} / {number(f['backend_cpu'], 3)}",
             ]
         )
     headers = ["K creates", "all Ready", "floor all Ready", "ratio", "p50 / p95", "floor p50 / p95",
                "clusters/s (product / floor)", "worker peak RSS (product / floor)",
                "worker CPU-s per cluster (product / floor)",
-               "Temporal CPU-s per cluster (product / floor)"]  # fmt: skip
+               "Temporal CPU-s per cluster (product / floor)",
+               "backends' CPU-s per cluster (product / floor)"]  # fmt: skip
     return table(headers, rows)
 
 

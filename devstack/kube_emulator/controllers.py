@@ -144,9 +144,12 @@ class Controllers:
 
     def _on_event(self, cluster: str, ev: WatchEvent) -> None:
         meta = ev.obj["metadata"]
+        # A pass walks every object of the cluster, so only events that can give it work bring one: a
+        # status write to an owned object (most events) keeps its owners and cannot.
+        owners_changed = ev.old is None or ev.old["metadata"].get("ownerReferences") != meta.get("ownerReferences")
         if (
             ev.type == "DELETED"
-            or meta.get("ownerReferences")
+            or (meta.get("ownerReferences") and owners_changed)
             or {FOREGROUND_FINALIZER, ORPHAN_FINALIZER} & set(meta.get("finalizers") or [])
         ):
             self._schedule_gc(cluster)
@@ -245,7 +248,7 @@ class Controllers:
 
     def _sync_deployment(self, t: _Task) -> None:
         key = (t.cluster, t.ns, t.name)
-        d = self.store.find(t.cluster, DEPLOYMENTS, t.ns, t.name)
+        d = self.store.peek(t.cluster, DEPLOYMENTS, t.ns, t.name)  # read-only
         if d is None or d["metadata"].get("deletionTimestamp"):
             self._rollouts.pop(key, None)
             return
@@ -288,7 +291,7 @@ class Controllers:
             cur["status"] = self._status(cur, phase)
             return cur
 
-        self.store.mutate(cluster, DEPLOYMENTS, meta["namespace"], meta["name"], fn)
+        self.store.mutate(cluster, DEPLOYMENTS, meta["namespace"], meta["name"], fn, top_level_spec=True)
 
     def _status(self, d: Obj, phase: str) -> Obj:
         spec, old = d.get("spec") or {}, d.get("status") or {}

@@ -66,20 +66,23 @@ def _revision(rs: Obj) -> int:
 
 
 def without_hash(template: Obj | None) -> Obj:
-    out = copy.deepcopy(template or {})
-    labels = (out.get("metadata") or {}).get("labels")
-    if isinstance(labels, dict):
-        labels.pop(HASH_LABEL, None)
+    """The template without its pod-template-hash label; shares everything else with ``template``
+    (callers only read it: a deep copy of every template on every sync was most of the emulator's CPU)."""
+    out = dict(template or {})
+    meta = out.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("labels"), dict) and HASH_LABEL in meta["labels"]:
+        out["metadata"] = {**meta, "labels": {k: v for k, v in meta["labels"].items() if k != HASH_LABEL}}
     return out
 
 
 def owned_replicasets(store: Store, cluster: str, d: Obj) -> list[Obj]:
+    """The ReplicaSets ``d`` controls, as stored (read-only)."""
     uid = d["metadata"]["uid"]
-    return [
-        rs
-        for rs in store.list(cluster, REPLICASETS, d["metadata"]["namespace"])[0]
-        if any(r.get("uid") == uid and r.get("controller") for r in rs["metadata"].get("ownerReferences") or [])
-    ]
+
+    def owned(rs: Obj) -> bool:
+        return any(r.get("uid") == uid and r.get("controller") for r in rs["metadata"].get("ownerReferences") or [])
+
+    return store.peek_list(cluster, REPLICASETS, d["metadata"]["namespace"], owned)
 
 
 def _new_replicaset(d: Obj, revision: int, replicas: int) -> Obj:
@@ -116,7 +119,7 @@ def sync_replicasets(store: Store, cluster: str, d: Obj, done: bool) -> None:
     meta, spec = d["metadata"], d.get("spec") or {}
     ns, replicas = meta["namespace"], int(spec.get("replicas", 1))
     with store.lock:
-        current = store.find(cluster, DEPLOYMENTS, ns, meta["name"])
+        current = store.peek(cluster, DEPLOYMENTS, ns, meta["name"])
         if current is None or current["metadata"]["uid"] != meta["uid"] or current["metadata"].get("deletionTimestamp"):
             return
         rss = owned_replicasets(store, cluster, d)
@@ -149,7 +152,7 @@ def sync_replicasets(store: Store, cluster: str, d: Obj, done: bool) -> None:
                 cur["status"] = status
                 return cur
 
-            store.mutate(cluster, REPLICASETS, ns, rs["metadata"]["name"], converge)
+            store.mutate(cluster, REPLICASETS, ns, rs["metadata"]["name"], converge, top_level_spec=True)
         old = sorted(
             (rs for rs in owned_replicasets(store, cluster, d) if rs["metadata"]["name"] != new["metadata"]["name"]),
             key=_revision,
@@ -164,4 +167,4 @@ def sync_replicasets(store: Store, cluster: str, d: Obj, done: bool) -> None:
             cur["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
             return cur
 
-        store.mutate(cluster, DEPLOYMENTS, ns, meta["name"], annotate)
+        store.mutate(cluster, DEPLOYMENTS, ns, meta["name"], annotate, top_level_spec=True)

@@ -85,6 +85,18 @@ def pod_healthy(pod: Obj) -> bool:
     return not any(c.get("type") == "Ready" and c.get("status") == "False" for c in status.get("conditions") or [])
 
 
+def _writable(obj: Obj) -> Obj:
+    """A copy whose metadata, status and spec's own keys may change; deeper spec values and the
+    managed fields (which only writes through the API record) are shared."""
+    meta = {k: v if k == "managedFields" else copy.deepcopy(v) for k, v in obj["metadata"].items()}
+    out = {**obj, "metadata": meta}
+    if "status" in obj:
+        out["status"] = copy.deepcopy(obj["status"])
+    if isinstance(obj.get("spec"), dict):
+        out["spec"] = dict(obj["spec"])
+    return out
+
+
 def _scaled(value: Any, total: int) -> int:
     if isinstance(value, str) and value.endswith("%"):
         return math.ceil(total * int(value[:-1]) / 100)
@@ -175,17 +187,28 @@ class Store:
             obj = self.cluster(cluster).bucket(rt).get((ns if rt.namespaced else "", name))
             return copy.deepcopy(obj) if obj is not None else None
 
+    # Controllers read far more than they write (a Deployment's sync looks at every ReplicaSet it
+    # owns); these two hand out the stored dicts themselves, which is safe because a committed dict is
+    # never mutated (every write builds a new one). Callers must not change what they get.
+    def peek(self, cluster: str, rt: ResourceType, ns: str, name: str) -> Obj | None:
+        """The stored object, not a copy: read-only."""
+        with self.lock:
+            return self.cluster(cluster).bucket(rt).get((ns if rt.namespaced else "", name))
+
+    def peek_list(
+        self, cluster: str, rt: ResourceType, ns: str | None = None, match: Matcher | None = None
+    ) -> list[Obj]:
+        """The stored objects in name order, not copies: read-only."""
+        with self.lock:
+            bucket = self.cluster(cluster).bucket(rt)
+            keys = sorted(k for k in bucket if not ns or k[0] == ns)
+            return [o for o in (bucket[k] for k in keys) if match is None or match(o)]
+
     def list(
         self, cluster: str, rt: ResourceType, ns: str | None = None, match: Matcher | None = None
     ) -> tuple[list[Obj], int]:
         with self.lock:
-            bucket = self.cluster(cluster).bucket(rt)
-            items = [
-                copy.deepcopy(o)
-                for k, o in sorted(bucket.items())
-                if (not ns or k[0] == ns) and (match is None or match(o))
-            ]
-            return items, self.rv
+            return [copy.deepcopy(o) for o in self.peek_list(cluster, rt, ns, match)], self.rv
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -476,14 +499,28 @@ class Store:
     # --- controller helpers ---------------------------------------------------------------------
 
     def mutate(
-        self, cluster: str, rt: ResourceType, ns: str, name: str, fn: Callable[[Obj | None], Obj | None]
+        self,
+        cluster: str,
+        rt: ResourceType,
+        ns: str,
+        name: str,
+        fn: Callable[[Obj | None], Obj | None],
+        *,
+        top_level_spec: bool = False,
     ) -> Obj | None:
-        """Privileged read-modify-write for controllers: may create, and may write status directly."""
+        """Privileged read-modify-write for controllers: may create, and may write status directly.
+        Returns the written object, or None when ``fn`` declined or changed nothing.
+
+        ``top_level_spec``: ``fn`` changes metadata, status and at most the spec's own keys (a replica
+        count), so it gets those copied and shares the rest (a pod template) with the stored object.
+        """
         with self.lock:
             cl = self.cluster(cluster)
             cur = cl.bucket(rt).get((ns if rt.namespaced else "", name))
-            new = fn(copy.deepcopy(cur) if cur is not None else None)
+            new = fn(None if cur is None else _writable(cur) if top_level_spec else copy.deepcopy(cur))
             if new is None:
+                return None
+            if new == cur:  # controllers converge the same values again and again: nothing to write
                 return None
             if cur is None:
                 return self._create(cl, rt, ns, new, keep_status=True)
