@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=50, ge=1, description="activity slots of a worker")
     activity_threads: int = Field(default=32, ge=1, description="thread pool for blocking activities")
     sticky_queue_timeout_seconds: float = Field(
-        default=1.0,
+        default=0.5,
         gt=0,
         description="how long a crashed worker's cached workflows wait before another takes them "
         "(Temporal's default is 10 s; shorter: faster takeover, but a stalled worker's workflows replay elsewhere)",

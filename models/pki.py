@@ -238,6 +238,9 @@ class CertificatesResult(FrozenModel):
     records: list[CertificateRecord]
     issued: list[str] = Field(default_factory=list, description="names re-issued by this call")
     kept: list[str] = Field(default_factory=list, description="names still valid long enough, left alone")
+    revoked_lost: list[str] = Field(
+        default_factory=list, description="serials an earlier attempt issued but never stored, revoked by this one"
+    )
 
 
 class RevokeResult(FrozenModel):

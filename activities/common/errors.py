@@ -14,7 +14,7 @@ import hvac.exceptions
 from botocore.exceptions import ClientError
 from kubernetes.client.exceptions import ApiException
 
-from models.errors import Conflict, Forbidden, InvalidInput, NotReady, QuotaExceeded
+from models.errors import Conflict, Forbidden, InvalidInput, NotReady, QuotaExceeded, TemporaryError
 
 AWS_FORBIDDEN = {
     "AccessDenied",
@@ -38,6 +38,12 @@ AWS_THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "
 """Rate limits, not quotas: retried (by botocore first, then by the activity's retry policy)."""
 
 
+VAULT_TRANSIENT_MARKERS = ("context canceled", "failed to persist entry", "vault is sealed", "local node not active")
+"""Vault answers some storage and seal-transition failures with 400, as if the request were wrong:
+a request in flight while Vault seals ends "failed to persist entry: context canceled". Those pass
+once Vault is back, so they are retried, not reported as invalid input."""
+
+
 def classify(exc: BaseException, what: str) -> BaseException:
     """The tenantctl error for a backend exception raised while doing ``what`` (or ``exc`` itself)."""
     if isinstance(exc, ApiException):
@@ -54,6 +60,8 @@ def classify(exc: BaseException, what: str) -> BaseException:
     if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
         return Forbidden(f"{what}: Vault refused the token: {exc}")
     if isinstance(exc, hvac.exceptions.InvalidRequest):
+        if any(marker in str(exc).lower() for marker in VAULT_TRANSIENT_MARKERS):
+            return TemporaryError(f"{what}: Vault could not serve the request now: {exc}")
         return InvalidInput(f"{what}: Vault rejected the request: {exc}")
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})

@@ -193,6 +193,21 @@ def _heartbeat(*details: Any) -> None:
         activity.heartbeat(*details)
 
 
+ISSUE_BACKDATE = timedelta(seconds=30)
+"""How far Vault dates a leaf's notBefore back from its issue (a role's ``not_before_duration``,
+which tenantctl leaves at Vault's default)."""
+CLOCK_SLACK = timedelta(seconds=5)
+"""Skew allowed between the worker's clock and Vault's when telling which leaves a call issued."""
+
+
+def _earlier_attempts_since() -> datetime | None:
+    """When this call was first scheduled, if an earlier attempt of it ran (None on a first attempt
+    and outside an activity)."""
+    if not activity.in_activity() or activity.info().attempt <= 1:
+        return None
+    return activity.info().scheduled_time
+
+
 class VaultPki:
     """Temporal activities for a cluster's PKI; each cluster's key pairs go where its provider
     stores them (``providers.key_pairs``, the provider contract's key-pair store)."""
@@ -373,27 +388,30 @@ class VaultPki:
         unrevoked until auto-tidy removes them)."""
         if stored_pairs is None:
             stored_pairs = self._sink(spec).read_all(spec.id)
-        mount, held = self.mount(spec.id), self._held_serials(stored_pairs)
+        own_names = {r.common_name for r in certificate_requests(spec, nodes)}
+        return [
+            (serial, certificate)
+            for serial, certificate in self._valid_leaves(self.mount(spec.id), skip=self._held_serials(stored_pairs))
+            if (name := _common_name(certificate.subject)) in own_names or name.startswith(NODE_COMMON_NAME_PREFIX)
+        ]
+
+    def _valid_leaves(self, mount: str, skip: set[str]) -> Iterator[tuple[str, x509.Certificate]]:
+        """The mount's unexpired, unrevoked leaves whose serials are not in ``skip``: two listings and
+        one read per serial neither skipped nor revoked."""
         try:
             revoked = set(self._list(f"{mount}/certs/revoked", f"list revoked certificates of {mount}"))
         except Forbidden:  # a policy without that listing: each serial's own record says it, one read each
             revoked = set()
-        own_names = {r.common_name for r in certificate_requests(spec, nodes)}
         now = datetime.now(UTC)
-        unheld: list[tuple[str, x509.Certificate]] = []
         for serial in self._list(f"{mount}/certs", f"list certificates of {mount}"):
-            if serial in held or serial in revoked:
+            if serial in skip or serial in revoked:
                 continue
             found = self._read(f"{mount}/cert/{serial}", f"read certificate {serial} of {mount}")
             if found is None or int(found.get("revocation_time") or 0):
                 continue  # tidied away meanwhile, or revoked
             certificate = x509.load_pem_x509_certificate(str(found["certificate"]).encode())
-            if _is_ca(certificate) or certificate.not_valid_after_utc <= now:
-                continue
-            name = _common_name(certificate.subject)
-            if name in own_names or name.startswith(NODE_COMMON_NAME_PREFIX):
-                unheld.append((serial, certificate))
-        return unheld
+            if not _is_ca(certificate) and certificate.not_valid_after_utc > now:
+                yield serial, certificate
 
     @activity.defn(name="pki.ensure_certificates")
     def ensure_certificates(self, input: EnsureCertificatesInput) -> CertificatesResult:
@@ -421,8 +439,34 @@ class VaultPki:
         for request, (record, was_issued) in zip(input.requests, outcomes, strict=True):
             records.append(record)
             (issued if was_issued else kept).append(request.name)
+        since = _earlier_attempts_since()
+        lost = self._revoke_lost_issues(input.spec, input.requests, records, since) if since else []
         _heartbeat(f"{len(records)} certificates")
-        return CertificatesResult(records=records, issued=issued, kept=kept)
+        return CertificatesResult(records=records, issued=issued, kept=kept, revoked_lost=lost)
+
+    def _revoke_lost_issues(
+        self, spec: ClusterSpec, requests: list[CertificateRequest], records: list[CertificateRecord], since: datetime
+    ) -> list[str]:
+        """Revoke the leaves an earlier attempt of this call issued and never stored.
+
+        An attempt that dies between issuing and storing (its worker was killed, or Vault went down
+        and its answer was lost) leaves a valid leaf whose key is in no Secret. This attempt knows
+        them without guessing: valid, named like one of its requests, issued after the call was
+        first scheduled, and none of the records it returns. Leaves from before the call (a node's
+        current one, which a rotation supersedes) are never among them.
+        """
+        mount = self.mount(spec.id)
+        names = {r.common_name for r in requests}
+        earliest = since - ISSUE_BACKDATE - CLOCK_SLACK
+        revoked = []
+        for serial, certificate in self._valid_leaves(mount, skip={r.serial for r in records}):
+            if _common_name(certificate.subject) in names and certificate.not_valid_before_utc >= earliest:
+                self._write(f"{mount}/revoke", {"serial_number": serial}, f"revoke lost certificate {serial}")
+                revoked.append(serial)
+        if revoked:
+            activity.logger.info("mount %s: %d certificates an earlier attempt issued but never stored revoked",
+                                 mount, len(revoked))  # fmt: skip
+        return revoked
 
     @activity.defn(name="pki.revoke_certificates")
     def revoke_certificates(self, input: ClusterRef) -> RevokeResult:

@@ -7,6 +7,7 @@ plain methods, and through ``ActivityEnvironment`` where heartbeats matter.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import threading
 from datetime import UTC, datetime, timedelta
@@ -637,3 +638,44 @@ def test_a_certificate_issued_but_not_stored_is_revoked_and_the_retry_converges(
     held = {r.serial for r in again.records}
     revoked = {s for s in leaf_serials(vault, mount) if data(vault, f"{mount}/cert/{s}")["revocation_time"] > 0}
     assert revoked == {unstored} and unstored not in held
+
+
+def test_a_retry_revokes_what_an_earlier_attempt_issued_and_lost(
+    pki: VaultPki, vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec
+) -> None:
+    # Vault went down (or the worker died) after issuing and before the attempt stored the leaf:
+    # the answer was lost, so the leaf is valid and in no Secret. Only a later attempt of the same
+    # call may take it for its own: a first attempt, or a leaf from before the call, is left alone.
+    provision(pki, spec)
+    create_namespace(core, spec)
+    mount, requests = pki_mount(spec.id), certificate_requests(spec)
+    pki.ensure_certificates(certificates(spec))  # what the cluster holds from before the call
+    before_call = datetime.now(UTC)
+    apiserver = next(r for r in requests if r.name == "apiserver")
+    lost = serial_hex(
+        x509.load_pem_x509_certificate(
+            vault.write(
+                f"{mount}/issue/{apiserver.component.value}",
+                common_name=apiserver.common_name,
+                alt_names=",".join(apiserver.alt_names),
+                ip_sans=",".join(apiserver.ip_sans),
+                exclude_cn_from_sans=True,
+            )["data"]["certificate"].encode()
+        ).serial_number
+    )
+
+    def attempt(number: int, scheduled: datetime) -> CertificatesResult:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, attempt=number, scheduled_time=scheduled)
+        return env.run(pki.ensure_certificates, certificates(spec))
+
+    assert attempt(1, before_call).revoked_lost == []  # a first attempt has no earlier one
+    assert attempt(2, before_call + timedelta(minutes=2)).revoked_lost == []  # issued before the call
+    assert data(vault, f"{mount}/cert/{lost}")["revocation_time"] == 0
+
+    retried = attempt(3, before_call - timedelta(seconds=1))
+
+    assert retried.revoked_lost == [lost]
+    assert data(vault, f"{mount}/cert/{lost}")["revocation_time"] > 0
+    held = {r.serial for r in retried.records}
+    assert all(data(vault, f"{mount}/cert/{s}")["revocation_time"] == 0 for s in held)  # what is stored stays valid
