@@ -23,6 +23,7 @@ from models.naming import entity_workflow_id, operation_workflow_id
 from models.operations import DeleteRequest, RotateCertificatesRequest, UpgradeRequest
 from models.spec import ClusterSpec, parse_spec
 from starter import clusters
+from starter.errors import WorkerDidNotAnswer
 from workflows.cluster import ClusterWorkflow
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kvm-cluster.yaml"
@@ -92,7 +93,12 @@ async def _status(client: Client, cluster_id: str, deadline: float) -> ClusterSt
         except RPCError as exc:
             if not transient(exc) or time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(TRANSIENT_RETRY_SECONDS)
+        except WorkerDidNotAnswer:
+            # 100 creates at once keep one worker busy for a minute: a query queued behind them
+            # outlasts the CLI's 10 s. The bench asks again; what it measures is the creates.
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(TRANSIENT_RETRY_SECONDS)
 
 
 async def status(client: Client, cluster_id: str) -> ClusterStatus:
