@@ -32,7 +32,9 @@ async def retried_at_least(client: Client, cluster_id: str, attempts: int) -> li
     for _ in range(200):
         status = await clusters.get_status(client, cluster_id)
         calls = await clusters.retrying_calls(client, status.current)
-        if any(call.attempt >= attempts for call in calls):
+        # waiting for its next try (the first retries come a tenth of a second apart, so a look may
+        # also fall in the moment a retry is being handed to the worker, when none is scheduled)
+        if any(call.attempt >= attempts and call.next_retry is not None for call in calls):
             return calls
         await asyncio.sleep(0.1)
     raise AssertionError(f"{FAILING} was not retried {attempts} times")
