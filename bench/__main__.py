@@ -104,10 +104,6 @@ class Run:
         self._serial += 1
         return f"b{self.tag}-{what}-{self._serial}"
 
-    @property
-    def temporal(self) -> ProcessMeter:
-        return stack_meters(self.state_dir)[TEMPORAL]
-
     async def floor_op(self, shape: Shape) -> product.Outcome:
         return await floor.run(self.client, shape, f"floor/{self.name(shape.operation.replace(' ', '-'))}",
                                self.floor_queue)  # fmt: skip
@@ -187,9 +183,9 @@ class Run:
         side.worker_cpu_seconds = window.cpu.get(worker.name)
         side.temporal_cpu_seconds = window.cpu.get(TEMPORAL)
         spent = [window.cpu.get(meter.name) for meter in backends]
+        side.backend_cpu_seconds = None if None in spent else sum(s for s in spent if s is not None)
         log.info("CPU-s of %d operations: %s", clusters,
                  ", ".join(f"{m.name} {window.cpu.get(m.name) or 0:.2f}" for m in window.meters))  # fmt: skip
-        side.backend_cpu_seconds = None if any(s is None for s in spent) else sum(s or 0.0 for s in spent)
         return side
 
     async def concurrency(self, ks: list[int]) -> list[ConcurrencyResult]:
