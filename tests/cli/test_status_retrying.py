@@ -88,7 +88,8 @@ async def test_status_and_watch_show_a_retrying_call(temporal_env: WorkflowEnvir
     assert status.phase is ClusterPhase.READY, status.message
     assert_no_traceback(watched, ["watch", spec.id])
     lines = [line for line in watched.output.splitlines() if "↻" in line]
-    shown_attempts = [int(m.group(1)) for line in lines if (m := re.search(rf"{FAILING} attempt (\d+): {re.escape(ERROR)}", line))]
+    retry_line = re.compile(rf"{re.escape(FAILING)} attempt (\d+): {re.escape(ERROR)}")
+    shown_attempts = [int(m.group(1)) for line in lines if (m := retry_line.search(line))]
     assert shown_attempts and min(shown_attempts) >= 3, watched.output
     assert watched.exit_code == 0, watched.output
     await handle.terminate("test done")
