@@ -94,7 +94,7 @@ async def require_worker_on(service: ServiceClient, namespace: str, task_queue: 
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
     )
     try:
-        described = await service.workflow_service.describe_task_queue(request, timeout=DESCRIBE_TIMEOUT)
+        described = await service.workflow_service.describe_task_queue(request, retry=True, timeout=DESCRIBE_TIMEOUT)
     except RPCError as exc:
         if exc.status is RPCStatusCode.UNIMPLEMENTED:
             return  # a server without it (the time-skipping test server): the query timeout still bounds waits
@@ -119,7 +119,11 @@ async def _query(
         execution=WorkflowExecution(workflow_id=workflow_id),
         query=WorkflowQuery(query_type=query),
     )
-    response = await service.workflow_service.query_workflow(request, timeout=QUERY_TIMEOUT)
+    # retry=True: the SDK's own call retries (as WorkflowHandle.query has them), jittered, for at most
+    # ~10 s. They ride out RESOURCE_EXHAUSTED "consistent query buffer is full": while a workflow
+    # task of the entity is in flight the server holds one query back and refuses the next (a second
+    # `status`, the worker's metrics refresh and a watch polling at once). A timeout is not retried.
+    response = await service.workflow_service.query_workflow(request, retry=True, timeout=QUERY_TIMEOUT)
     if response.HasField("query_rejected"):
         raise LookupError(f"query {query} of {workflow_id} rejected: workflow status {response.query_rejected.status}")
     return result_type.model_validate_json(response.query_result.payloads[0].data)
@@ -176,7 +180,9 @@ async def _retrying(service: ServiceClient, namespace: str, operation: Operation
         namespace=namespace, execution=WorkflowExecution(workflow_id=operation.workflow_id)
     )
     try:
-        described = await service.workflow_service.describe_workflow_execution(request, timeout=DESCRIBE_TIMEOUT)
+        described = await service.workflow_service.describe_workflow_execution(
+            request, retry=True, timeout=DESCRIBE_TIMEOUT
+        )
     except RPCError:
         return []  # not started yet, or the server is busy: the status itself is still the news
     return pending_retries(described)

@@ -1,9 +1,11 @@
-"""``make faults``: how much a flaky host API slows a create and a rotation down (a measurement, not a test).
+"""``make faults``: how much a flaky host API slows a create, a rotation and an upgrade down (a
+measurement, not a test).
 
 On a local stack of its own (free ports, a temporary state folder, the worker of this checkout), it
-creates 3-master/3-worker KVM clusters through the product's client path (``starter.clusters``) and
-then forces a rotation of all their certificates, in alternation under two conditions set on the
-host API emulator's fault endpoint:
+creates 3-master/3-worker KVM clusters through the product's client path (``starter.clusters``), then
+forces a rotation of all their certificates, then upgrades them to the next patch version (every
+node replaced or restarted, one at a time), in alternation under two conditions set on the host API
+emulator's fault endpoint:
 
 - ``latency``: every host-API request 200 ms late;
 - ``latency+errors``: the same, and 20% of requests answered 500, 503 or 429 (with Retry-After).
@@ -28,8 +30,9 @@ from typing import Any
 from config.settings import load_settings
 from devstack.stack import LocalStack, StackPorts
 from models.cluster import ClusterPhase
-from models.operations import RotateCertificatesRequest
+from models.operations import RotateCertificatesRequest, UpgradeRequest
 from starter import clusters
+from tests.faults.cases import next_patch
 from tests.specs import example, unique_id
 from workflows.cluster import ClusterWorkflow
 
@@ -38,6 +41,7 @@ CONDITIONS: dict[str, dict[str, Any]] = {
     "latency+errors": {"latency_ms": 200, "error_rate": 0.2, "error_codes": [500, 503, 429]},
 }
 SETTLE_TIMEOUT_SECONDS = 900.0
+OPERATIONS = ("create", "rotate", "upgrade")
 
 
 def set_faults(kube_api_url: str, faults: dict[str, Any] | None) -> None:
@@ -73,13 +77,24 @@ async def one_rotation(client: Any, cluster_id: str) -> tuple[float, str]:
     return time.monotonic() - began, f"{len(result.reissued)} certificates, {len(result.restarted_nodes)} restarts"
 
 
+async def one_upgrade(client: Any, cluster_id: str) -> tuple[float, str]:
+    version = (await clusters.get_status(client, cluster_id)).kubernetes_version
+    began = time.monotonic()
+    request = UpgradeRequest(version=next_patch(version), requested_by="make faults")
+    try:
+        result = await clusters.update(client, cluster_id, ClusterWorkflow.upgrade, request)
+    except clusters.UserError as exc:
+        return time.monotonic() - began, f"failed: {exc}"
+    return time.monotonic() - began, f"{result.outcome.value} {result.from_version} -> {result.to_version}"
+
+
 async def measure(rounds: int, state_dir: Path) -> dict[str, list[float]]:
     stack = LocalStack(state_dir, ports=StackPorts.free(), with_worker=True, emulator_ready_delay=0.3)
     print(f"starting a local stack in {state_dir} ...", flush=True)  # noqa: T201
     endpoints = stack.up()
     os.environ.update({**endpoints.as_env(), "TENANTCTL_STATE_DIR": str(state_dir)})
     settings = load_settings()
-    seconds: dict[str, list[float]] = {f"{op} {name}": [] for op in ("create", "rotate") for name in CONDITIONS}
+    seconds: dict[str, list[float]] = {f"{op} {name}": [] for op in OPERATIONS for name in CONDITIONS}
     try:
         client = await clusters.connect(settings)
         await one_create(client, settings.temporal_task_queue)  # warm-up: worker caches, first mounts
@@ -94,6 +109,10 @@ async def measure(rounds: int, state_dir: Path) -> dict[str, list[float]]:
                     print(f"round {round_}: {name:15s} rotate {took:6.1f}s -> {outcome}", flush=True)  # noqa: T201
                     if not outcome.startswith("failed"):
                         seconds[f"rotate {name}"].append(took)
+                    took, outcome = await one_upgrade(client, cluster_id)
+                    print(f"round {round_}: {name:15s} upgrade {took:5.1f}s -> {outcome}", flush=True)  # noqa: T201
+                    if outcome.startswith("completed"):
+                        seconds[f"upgrade {name}"].append(took)
                 set_faults(endpoints.kube_api_url, None)
     finally:
         set_faults(endpoints.kube_api_url, None)
@@ -107,7 +126,7 @@ def report(seconds: dict[str, list[float]]) -> None:
     for name, values in seconds.items():
         shown = f"{medians[name]:6.1f}s" if name in medians else "     -"
         print(f"{name:22s} {len(values):6d}  {shown}")  # noqa: T201
-    for op in ("create", "rotate"):
+    for op in OPERATIONS:
         faulty, calm = medians.get(f"{op} latency+errors"), medians.get(f"{op} latency")
         if faulty and calm:
             verdict = "within" if faulty / calm <= 2 else "over"
