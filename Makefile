@@ -7,7 +7,13 @@ export TENANTCTL_STATE_DIR ?= $(CURDIR)/.tenantctl
 
 .PHONY: setup demo test lint typecheck imports unit down clean bench
 
+# Bytecode for the project's own modules: pip compiles what it installs, but not an editable
+# project, and where PYTHONDONTWRITEBYTECODE is set nothing is cached at run time, so every
+# `tenantctl` command would compile the CLI anew (about 0.1-0.3 s of its start-up). Up-to-date
+# files are skipped, so this costs a fraction of a second when nothing changed.
+SOURCES := config models starter worker workflows activities devstack
 setup: $(VENV)/.installed
+	@$(BIN)/python -m compileall -q -j 0 $(SOURCES) >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
