@@ -50,6 +50,9 @@ async def test_status_reads_at_once_while_the_entity_task_is_in_flight_all_answe
             BusyEntity.run, status, id=entity_workflow_id(spec.id), task_queue=queue
         )
         try:
+            # answered by the worker through the SDK first: by then the worker has polled the queue,
+            # which `read_status` checks before its query (it would say no worker is polling)
+            await handle.query(BusyEntity.get_status)
             first = await read_status(settings, spec.id)  # idle: answered at once
             assert first[0].cluster_id == spec.id
             await handle.signal(BusyEntity.hold)
