@@ -67,25 +67,30 @@ async def one_create(client: Any, task_queue: str) -> tuple[str, float, str]:
     return spec.id, time.monotonic() - began, "timed out"
 
 
+async def timed_update(client: Any, cluster_id: str, method: Any, request: Any) -> tuple[float, Any]:
+    """Run an entity update to its end: the seconds it took and its result, or the refusal's text."""
+    began = time.monotonic()
+    try:
+        result = await clusters.update(client, cluster_id, method, request)
+    except clusters.UserError as exc:
+        return time.monotonic() - began, f"failed: {exc}"
+    return time.monotonic() - began, result
+
+
 async def one_rotation(client: Any, cluster_id: str) -> tuple[float, str]:
-    began = time.monotonic()
     request = RotateCertificatesRequest(force=True, requested_by="make faults")
-    try:
-        result = await clusters.update(client, cluster_id, ClusterWorkflow.rotate_certificates, request)
-    except clusters.UserError as exc:
-        return time.monotonic() - began, f"failed: {exc}"
-    return time.monotonic() - began, f"{len(result.reissued)} certificates, {len(result.restarted_nodes)} restarts"
+    took, result = await timed_update(client, cluster_id, ClusterWorkflow.rotate_certificates, request)
+    if isinstance(result, str):
+        return took, result
+    return took, f"{len(result.reissued)} certificates, {len(result.restarted_nodes)} restarts"
 
 
-async def one_upgrade(client: Any, cluster_id: str) -> tuple[float, str]:
-    version = (await clusters.get_status(client, cluster_id)).kubernetes_version
-    began = time.monotonic()
+async def one_upgrade(client: Any, cluster_id: str, version: str) -> tuple[float, str]:
     request = UpgradeRequest(version=next_patch(version), requested_by="make faults")
-    try:
-        result = await clusters.update(client, cluster_id, ClusterWorkflow.upgrade, request)
-    except clusters.UserError as exc:
-        return time.monotonic() - began, f"failed: {exc}"
-    return time.monotonic() - began, f"{result.outcome.value} {result.from_version} -> {result.to_version}"
+    took, result = await timed_update(client, cluster_id, ClusterWorkflow.upgrade, request)
+    if isinstance(result, str):
+        return took, result
+    return took, f"{result.outcome.value} {result.from_version} -> {result.to_version}"
 
 
 async def measure(rounds: int, state_dir: Path) -> dict[str, list[float]]:
@@ -97,6 +102,7 @@ async def measure(rounds: int, state_dir: Path) -> dict[str, list[float]]:
     seconds: dict[str, list[float]] = {f"{op} {name}": [] for op in OPERATIONS for name in CONDITIONS}
     try:
         client = await clusters.connect(settings)
+        version = example().kubernetes_version  # every measured cluster is the example: upgrades start here
         await one_create(client, settings.temporal_task_queue)  # warm-up: worker caches, first mounts
         for round_ in range(1, rounds + 1):
             for name, faults in CONDITIONS.items():
@@ -109,7 +115,7 @@ async def measure(rounds: int, state_dir: Path) -> dict[str, list[float]]:
                     print(f"round {round_}: {name:15s} rotate {took:6.1f}s -> {outcome}", flush=True)  # noqa: T201
                     if not outcome.startswith("failed"):
                         seconds[f"rotate {name}"].append(took)
-                    took, outcome = await one_upgrade(client, cluster_id)
+                    took, outcome = await one_upgrade(client, cluster_id, version)
                     print(f"round {round_}: {name:15s} upgrade {took:5.1f}s -> {outcome}", flush=True)  # noqa: T201
                     if outcome.startswith("completed"):
                         seconds[f"upgrade {name}"].append(took)
