@@ -12,12 +12,19 @@ nodes are unhealthy at once, nothing is repaired (a network partition or a host 
 that, and replacing half a cluster makes it worse); a master is never touched while fewer than a
 majority of the masters are healthy (etcd has no quorum then: a restart could lose the member that
 would restore it).
+
+One departure from MachineHealthCheck: when a short-circuit lifts, the nodes it held are due
+``unhealthy_after`` from the moment it lifted, not from when they first failed. A host outage or a
+partition heals node by node; counting from the first failure would replace the last nodes to come
+back the moment the others did, though they were only slower. A node that stays broken is still
+repaired, one ``unhealthy_after`` later.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,6 +91,10 @@ class NodeHealthStatus(Model):
     unhealthy: dict[str, UnhealthyNode] = Field(default_factory=dict)
     held: str = Field(default="", description="why an unhealthy node is not repaired now (short-circuit, quorum)")
     note: str = Field(default="", description="how the last look went, when not as usual (tenant API unreachable)")
+    short_circuited: bool = Field(default=False, description="the last look held every repair (too many unhealthy)")
+    hold_lifted_at: datetime | None = Field(
+        default=None, description="when the last short-circuit lifted: the nodes it held are due from then"
+    )
     repairs_started: int = Field(default=0, description="numbers the repairs (restart tokens)")
     last_repair: str = Field(default="", description="the last repair: node, what was done, how it ended")
 
@@ -143,6 +154,8 @@ class RepairDecision:
     """Why due nodes are not repaired (short-circuit, quorum); shown in status."""
     next_due: datetime | None = None
     """When the next unhealthy node becomes due (a timer wakes the entity then)."""
+    short_circuited: bool = False
+    """More than ``max_unhealthy`` of the nodes are unhealthy: nothing is repaired."""
 
 
 def _order(node: str) -> tuple[int, int, str]:
@@ -150,8 +163,15 @@ def _order(node: str) -> tuple[int, int, str]:
     return (0 if role == "master" else 1, int(number) if number.isdigit() else 0, node)
 
 
-def decide(nodes: list[str], unhealthy: dict[str, UnhealthyNode], setting: NodeRepair, now: datetime) -> RepairDecision:
-    """What to repair now, by MachineHealthCheck's rules (see the module docstring)."""
+def decide(
+    nodes: list[str],
+    unhealthy: dict[str, UnhealthyNode],
+    setting: NodeRepair,
+    now: datetime,
+    hold_lifted_at: datetime | None = None,
+) -> RepairDecision:
+    """What to repair now, by MachineHealthCheck's rules (see the module docstring); a node is due
+    ``unhealthy_after`` from the later of its ``since`` and ``hold_lifted_at``."""
     current = {n: u for n, u in unhealthy.items() if n in nodes}
     if not current:
         return RepairDecision()
@@ -159,13 +179,15 @@ def decide(nodes: list[str], unhealthy: dict[str, UnhealthyNode], setting: NodeR
     limit = math.floor(len(nodes) * setting.max_unhealthy / 100)
     if len(current) > limit:
         return RepairDecision(
+            short_circuited=True,
             held=[
                 f"short-circuited: {len(current)} of {len(nodes)} nodes unhealthy ({', '.join(names)}), more than "
                 f"max_unhealthy {setting.max_unhealthy}% ({limit}); nothing is repaired until fewer are"
-            ]
+            ],
         )
-    due = [n for n in names if now - current[n].since >= setting.unhealthy_after]
-    later = [current[n].since + setting.unhealthy_after for n in names if n not in due]
+    counted = {n: max(current[n].since, hold_lifted_at) if hold_lifted_at else current[n].since for n in names}
+    due = [n for n in names if now - counted[n] >= setting.unhealthy_after]
+    later = [counted[n] + setting.unhealthy_after for n in names if n not in due]
     next_due = min(later) if later else None
     held: list[str] = []
     masters = [n for n in nodes if n.startswith("master-")]
@@ -183,3 +205,32 @@ def decide(nodes: list[str], unhealthy: dict[str, UnhealthyNode], setting: NodeR
             continue
         return RepairDecision(node=node, reason=current[node].reason, held=held, next_due=next_due)
     return RepairDecision(held=held, next_due=next_due)
+
+
+def look_decision(
+    health: NodeHealthStatus, nodes: list[str], setting: NodeRepair, now: datetime, regrace: Callable[[], bool]
+) -> RepairDecision:
+    """Decide after a look, recording in ``health`` a short-circuit and when it lifted.
+
+    ``regrace`` is asked only when a short-circuit lifts: False keeps the rule from before the lift
+    grace (the workflow answers with ``workflow.patched``, so older histories replay as they ran)."""
+    decision = decide(nodes, health.unhealthy, setting, now, health.hold_lifted_at)
+    if health.short_circuited and not decision.short_circuited and regrace():
+        health.hold_lifted_at = now
+        decision = decide(nodes, health.unhealthy, setting, now, now)
+    if not health.unhealthy:
+        health.hold_lifted_at = None
+    health.short_circuited = decision.short_circuited
+    lifted = health.hold_lifted_at
+    if lifted is not None and decision.node is None and now - lifted < setting.unhealthy_after:
+        waiting = [n for n, u in health.unhealthy.items() if now - u.since >= setting.unhealthy_after]
+        if waiting:  # say why a node failed for longer than unhealthy_after is not repaired yet
+            decision = replace(
+                decision,
+                held=[
+                    *decision.held,
+                    f"short-circuit lifted at {lifted.strftime('%H:%M:%S')}: {', '.join(sorted(waiting, key=_order))} "
+                    f"due {format_duration(setting.unhealthy_after)} from then",
+                ],
+            )
+    return decision

@@ -36,7 +36,7 @@ from models.drift import CheckOutcome, DriftCheckRecord, DriftReport
 from models.errors import InvalidInput, innermost_message
 from models.maintenance import MaintenanceOverride, StartDecision, decide_start, leaf_rotation_deadline
 from models.naming import node_role, operation_workflow_id
-from models.node_health import decide, observed_unhealthy, tracked
+from models.node_health import decide, look_decision, observed_unhealthy, tracked
 from models.node_repair import NodeRepairInput, NodeRepairResult
 from models.operations import (
     ClusterInput,
@@ -113,6 +113,9 @@ MAINTENANCE_WINDOW_PATCH = "entity-maintenance-window"
 without holding the operation lock; entities from before ran them in arrival order at once."""
 LIST_MEMO_PATCH = "entity-list-memo"
 """The memo 'tenantctl list' reads (current operation, earliest expiry, last drift check)."""
+HOLD_LIFT_PATCH = "entity-node-repair-grace-after-short-circuit"
+"""Nodes held by a node-repair short-circuit are due ``unhealthy_after`` from when it lifted; entities
+from before repaired them at once (as soon as fewer were unhealthy) and replay that way."""
 
 
 class _WindowClosed(Exception):
@@ -265,7 +268,8 @@ class ClusterWorkflow:
         health = self.status.node_health
         if not health.unhealthy:
             return None
-        return decide(self._node_names(), health.unhealthy, self.status.spec.node_repair, workflow.now()).next_due
+        setting, now = self.status.spec.node_repair, workflow.now()
+        return decide(self._node_names(), health.unhealthy, setting, now, health.hold_lifted_at).next_due
 
     async def _watch_nodes(self) -> None:
         """Observe node health (one activity per backend) and repair what is due, one node at a time.
@@ -295,7 +299,7 @@ class ClusterWorkflow:
         now = workflow.now()
         health.unhealthy = tracked(health.unhealthy, observed_unhealthy(nodes, machines, tenant), now)
         health.observed_at = now
-        decision = decide(nodes, health.unhealthy, spec.node_repair, now)
+        decision = look_decision(health, nodes, spec.node_repair, now, lambda: workflow.patched(HOLD_LIFT_PATCH))
         health.held = "; ".join(decision.held)
         health.note = (
             f"tenant API unreachable ({tenant.api_detail}): judged by the VMs/instances only"

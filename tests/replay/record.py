@@ -24,7 +24,7 @@ from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 
 from activities.pki.rotation_schedule import RotationSchedules
-from models.cluster import OperationState
+from models.cluster import OperationKind, OperationState
 from models.operations import (
     ConfigureRequest,
     DeleteRequest,
@@ -40,6 +40,7 @@ from models.reconcile import ReconcileRequest
 from models.schedules import ScheduledRotationInput, SyncScheduleRequest
 from models.spec import DriftCheck
 from tests.fakes import FakeBackends
+from tests.fakes_repair import RepairFleet
 from tests.fakes_rotation import SimulatedPki
 from tests.fakes_upgrade import FakeFleet
 from tests.history_checks import assert_no_private_key
@@ -182,6 +183,32 @@ async def periodic_checks(client: Client, queue: str) -> list[WorkflowHandle[Any
     return [handle, client.get_workflow_handle(f"cluster/{spec.id}/reconcile/2")]
 
 
+async def node_repair_after_a_lifted_hold(client: Client, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """Three of six workers NotReady hold every repair; one recovers, and the two still down are
+    replaced unhealthy_after later (due from the lift), one at a time, each by a node-repair child."""
+    spec = small_kvm(
+        id="replay-repair",
+        masters={"count": 3, "cpu": 2, "memory": "4Gi"},
+        workers={"count": 3, "cpu": 2, "memory": "4Gi"},
+        drift_check={"interval": "1m"},
+        node_repair={"unhealthy_after": "5m"},
+    )
+    handle = await start_entity(client, spec, queue)
+    await wait_settled(handle)
+    with LIFTED.lock:
+        LIFTED.down |= {"worker-0", "worker-1", "worker-2"}
+    await _skip_time(client, timedelta(minutes=10))
+    with LIFTED.lock:
+        LIFTED.down.discard("worker-2")
+    for _ in range(4):
+        await _skip_time(client, timedelta(minutes=3))
+    status = await handle.query(ClusterWorkflow.get_status)
+    repaired = sorted(op.message for op in status.recent if op.kind is OperationKind.REPAIR_NODE)
+    assert repaired == ["worker-0 replaced by worker-3", "worker-1 replaced by worker-4"], repaired
+    await handle.execute_update(ClusterWorkflow.configure, ConfigureRequest(drift_check=DriftCheck(paused=True)))
+    return [handle, *(client.get_workflow_handle(f"cluster/{spec.id}/repair-node/{n}") for n in (2, 3))]
+
+
 async def _skip_time(client: Client, span: timedelta) -> None:
     """``WorkflowEnvironment.sleep`` of the time-skipping server, for a scenario that has its client."""
     request = SleepRequest()
@@ -190,6 +217,8 @@ async def _skip_time(client: Client, span: timedelta) -> None:
     await asyncio.sleep(0.5)  # the checks that came due run on the worker
 
 
+LIFTED = RepairFleet()
+"""The node-repair scenario's fleet: the scenario makes nodes NotReady and lets one recover."""
 DRIFTED = FakeBackends()
 """The reconcile scenario's backends: the scenario deletes objects from them between two checks."""
 PERIODIC = FakeBackends()
@@ -205,6 +234,7 @@ SCENARIOS: dict[str, Scenario] = {
     "scale": scale_up_then_down,
     "reconcile": reconcile_in_sync_then_repair,
     "periodic-check": periodic_checks,
+    "node-repair-lift": node_repair_after_a_lifted_hold,
 }
 BACKENDS: dict[str, Callable[[], FakeBackends]] = {
     # rotations need a PKI that knows what is due and which CA issues (tests/fakes_rotation.py)
@@ -218,6 +248,7 @@ BACKENDS: dict[str, Callable[[], FakeBackends]] = {
     "scale": FakeFleet,
     "reconcile": lambda: DRIFTED,
     "periodic-check": lambda: PERIODIC,
+    "node-repair-lift": lambda: LIFTED,
 }
 
 

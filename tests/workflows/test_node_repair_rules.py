@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from models.cluster import ClusterPhase, ClusterStatus
-from models.node_health import NodeHealthStatus, NodeRepair, UnhealthyNode, decide, tracked, unhealthy_nodes
+from models.node_health import (
+    NodeHealthStatus,
+    NodeRepair,
+    UnhealthyNode,
+    decide,
+    look_decision,
+    tracked,
+    unhealthy_nodes,
+)
 from models.spec import SpecError
 from tests.specs import small_kvm
 from worker.metrics import SERVING_PHASES, sample_of
@@ -79,6 +87,42 @@ def test_more_than_the_share_short_circuits_and_names_the_nodes() -> None:
         "nothing is repaired until fewer are"
     ]
     assert decide(NODES, unhealthy, NodeRepair(max_unhealthy=50), NOW).node == "master-2"
+
+
+def test_nodes_a_short_circuit_held_are_due_from_when_it_lifted() -> None:
+    setting, asked = NodeRepair(), []
+
+    def regrace() -> bool:
+        asked.append(True)
+        return True
+
+    health = NodeHealthStatus(unhealthy={n: since(30) for n in ("worker-0", "worker-1", "worker-2")})
+    assert look_decision(health, NODES, setting, NOW, regrace).short_circuited and health.short_circuited
+    assert not asked  # still held: the patch question is not asked (no marker in the history)
+    # two came back: the third failed 31 minutes ago but is due 5 minutes from the lift
+    health.unhealthy = {"worker-2": since(29)}
+    lifted = NOW + timedelta(minutes=1)
+    decision = look_decision(health, NODES, setting, lifted, regrace)
+    assert decision.node is None and decision.next_due == lifted + timedelta(minutes=5) and asked == [True]
+    assert health.hold_lifted_at == lifted and not health.short_circuited
+    assert decision.held == ["short-circuit lifted at 00:01:00: worker-2 due 5m from then"]
+    assert look_decision(health, NODES, setting, lifted + timedelta(minutes=5), regrace).node == "worker-2"
+    assert asked == [True]  # asked once, when it lifted
+    # a node failing after the lift counts from its own first failure
+    health.unhealthy = {"worker-1": UnhealthyNode(since=lifted + timedelta(minutes=2), reason="NotReady")}
+    later = lifted + timedelta(minutes=7)
+    assert look_decision(health, NODES, setting, later, regrace).node == "worker-1"
+    health.unhealthy = {}
+    look_decision(health, NODES, setting, later, regrace)
+    assert health.hold_lifted_at is None
+
+
+def test_entities_from_before_the_lift_grace_repair_at_once() -> None:
+    health = NodeHealthStatus(unhealthy={n: since(30) for n in ("worker-0", "worker-1", "worker-2")})
+    look_decision(health, NODES, NodeRepair(), NOW, lambda: False)
+    health.unhealthy = {"worker-2": since(30)}
+    decision = look_decision(health, NODES, NodeRepair(), NOW + timedelta(minutes=1), lambda: False)
+    assert decision.node == "worker-2" and health.hold_lifted_at is None
 
 
 def test_masters_first_but_never_without_quorum() -> None:
