@@ -191,10 +191,12 @@ async def test_delete_cancels_a_create_killed_midway(
 ) -> None:
     """A worker dies mid-create; the operator deletes with --cancel-running: nothing remains."""
     spec = small()
+    # slow until the delete is done: the create is still running when the delete is sent (a restarted
+    # worker on a fast host API could finish it first, and then there is no create to cancel or show)
     with slow_host_api(local_stack, 400):
         local_stack.cli("create", "-f", str(write_spec(tmp_path, spec)))
         await kill_worker_at_step(local_stack, worker_process, spec.id, "nodes")
-    worker_process.start()
-    deleted = local_stack.cli("delete", spec.id, "--cancel-running")
-    assert "create cancelled" in deleted.stdout or "create succeeded" in deleted.stdout
+        worker_process.start()
+        deleted = local_stack.cli("delete", spec.id, "--cancel-running")
+    assert "create cancelled" in deleted.stdout or "create succeeded" in deleted.stdout, deleted.stdout + deleted.stderr
     await assert_deleted(local_stack, await connect_temporal(stack_settings(local_stack)), spec.id)
