@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from worker.liveness import LivenessHeartbeats
+from worker.takeover import StickyTakeover
 from workflows import policies
 from workflows.cluster import ClusterWorkflow
 from workflows.fleet import FleetRolloutWorkflow
@@ -85,7 +86,8 @@ def build_worker(
         activity_executor=activity_executor or ThreadPoolExecutor(16, thread_name_prefix="activity"),
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        # Every activity heartbeats while this worker lives: a killed worker's calls move in seconds.
-        interceptors=[LivenessHeartbeats(), *options.pop("interceptors", ())],
+        # Every activity heartbeats while this worker lives: a killed worker's calls move in seconds,
+        # and the worker that takes one over moves the dead worker's cached workflows with it.
+        interceptors=[LivenessHeartbeats(), StickyTakeover(client), *options.pop("interceptors", ())],
         **{"max_heartbeat_throttle_interval": policies.HEARTBEAT_THROTTLE, **options},
     )
