@@ -65,9 +65,12 @@ async def test_status_and_watch_show_a_retrying_call(temporal_env: WorkflowEnvir
         assert "retrying" in shown and FAILING in shown and ERROR in shown, table.output
 
         # every look names the call, its attempt and its error; the time of the next try exists only
-        # between tries (a look may fall while a try is handed to the worker), so look a few times
+        # between tries (a look may fall while a try is handed to the worker), so look a few times,
+        # spread over the backoff (looks in a burst can all fall in one hand-over)
         scheduled = []
-        for _ in range(20):
+        for look in range(20):
+            if look:
+                await asyncio.sleep(0.1)
             as_json, _ = await asyncio.to_thread(run, ["status", spec.id, "-o", "json"], env)
             retrying = json.loads(as_json.output)["retrying"]
             assert retrying[0]["activity"] == FAILING and retrying[0]["attempt"] >= 2, retrying
@@ -90,6 +93,9 @@ async def test_status_and_watch_show_a_retrying_call(temporal_env: WorkflowEnvir
     lines = [line for line in watched.output.splitlines() if "↻" in line]
     retry_line = re.compile(rf"{re.escape(FAILING)} attempt (\d+): {re.escape(ERROR)}")
     shown_attempts = [int(m.group(1)) for line in lines if (m := retry_line.search(line))]
-    assert shown_attempts and min(shown_attempts) >= 3, watched.output
+    # watch starts while attempt 2 or later waits, and prints each attempt as it fails: in order,
+    # and beyond the one it started at (attempt 3 or later had failed before the backend recovered)
+    assert shown_attempts and min(shown_attempts) >= 2 and max(shown_attempts) >= 3, watched.output
+    assert shown_attempts == sorted(shown_attempts), watched.output
     assert watched.exit_code == 0, watched.output
     await handle.terminate("test done")
