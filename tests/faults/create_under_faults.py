@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,30 +68,32 @@ async def one_create(client: Any, task_queue: str) -> tuple[str, float, str]:
     return spec.id, time.monotonic() - began, "timed out"
 
 
-async def timed_update(client: Any, cluster_id: str, method: Any, request: Any) -> tuple[float, Any]:
-    """Run an entity update to its end: the seconds it took and its result, or the refusal's text."""
+async def timed_update(
+    client: Any, cluster_id: str, method: Any, request: Any, described: Callable[[Any], str]
+) -> tuple[float, str]:
+    """Run an entity update to its end: the seconds it took and ``described(result)``, or the refusal."""
     began = time.monotonic()
     try:
         result = await clusters.update(client, cluster_id, method, request)
     except clusters.UserError as exc:
         return time.monotonic() - began, f"failed: {exc}"
-    return time.monotonic() - began, result
+    return time.monotonic() - began, described(result)
 
 
 async def one_rotation(client: Any, cluster_id: str) -> tuple[float, str]:
     request = RotateCertificatesRequest(force=True, requested_by="make faults")
-    took, result = await timed_update(client, cluster_id, ClusterWorkflow.rotate_certificates, request)
-    if isinstance(result, str):
-        return took, result
-    return took, f"{len(result.reissued)} certificates, {len(result.restarted_nodes)} restarts"
+    return await timed_update(
+        client, cluster_id, ClusterWorkflow.rotate_certificates, request,
+        lambda result: f"{len(result.reissued)} certificates, {len(result.restarted_nodes)} restarts",
+    )  # fmt: skip
 
 
 async def one_upgrade(client: Any, cluster_id: str, version: str) -> tuple[float, str]:
     request = UpgradeRequest(version=next_patch(version), requested_by="make faults")
-    took, result = await timed_update(client, cluster_id, ClusterWorkflow.upgrade, request)
-    if isinstance(result, str):
-        return took, result
-    return took, f"{result.outcome.value} {result.from_version} -> {result.to_version}"
+    return await timed_update(
+        client, cluster_id, ClusterWorkflow.upgrade, request,
+        lambda result: f"{result.outcome.value} {result.from_version} -> {result.to_version}",
+    )  # fmt: skip
 
 
 async def measure(rounds: int, state_dir: Path) -> dict[str, list[float]]:
