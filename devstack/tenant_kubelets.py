@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from activities.common.kube_rest import DEPLOYMENTS, KubeRest
 from activities.nodes.bootstrap import NODE_ROLE_LABEL
 from devstack.kube_emulator import KUBELET_VERSION, TENANT_NODE, TENANT_PODS
 from models.naming import kvm_namespace, node_role
@@ -119,7 +120,7 @@ class LocalStackNodes:
     def __init__(
         self, host_apps: k8s.AppsV1Api, kubelets: SimulatedKubelets, workload_pods: int = WORKLOAD_PODS
     ) -> None:
-        self.host_apps = host_apps
+        self.host = KubeRest(host_apps.api_client)  # JSON in and out (activities/common/kube_rest.py)
         self.kubelets = kubelets
         self.workload_pods = workload_pods
 
@@ -141,22 +142,12 @@ class LocalStackNodes:
             annotations[TENANT_PODS] = str(self.workload_pods)
         labels = {NODE_ROLE_LABEL: role}
         namespace = kvm_namespace(spec.id)
-        response: Any = self.host_apps.read_namespaced_deployment(node, namespace, _preload_content=False)
-        try:
-            meta = json.loads(response.data)["metadata"]
-        finally:
-            response.release_conn()
+        meta = self.host.read(DEPLOYMENTS, namespace, node)["metadata"]
         have_annotations, have_labels = meta.get("annotations") or {}, meta.get("labels") or {}
         if all(have_annotations.get(k) == v for k, v in annotations.items()) and all(
             have_labels.get(k) == v for k, v in labels.items()
         ):
             return
         patch = {"metadata": {"annotations": annotations, "labels": labels}}
-        patched: Any = self.host_apps.patch_namespaced_deployment(
-            node, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
-        )
-        try:
-            _ = patched.data  # read to the end, so the connection goes back to the pool clean
-        finally:
-            patched.release_conn()
+        self.host.patch(DEPLOYMENTS, namespace, node, patch, content_type=MERGE_PATCH)
         log.info("simulated kubelet of %s/%s follows its VM at v%s", spec.id, node, version)

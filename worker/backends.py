@@ -26,7 +26,7 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
     from activities.tenant.clusters import TenantClusters, tenant_api_factory
 
     kube = kube_api_client(settings)
-    core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
+    apps = k8s.AppsV1Api(kube)
     # Local stack only: nothing boots there, so a stand-in registers each node in its tenant API.
     simulated: SimulatedNodes | None = None
     if settings.kube_simulate_tenant_nodes:
@@ -35,7 +35,7 @@ def build_activities(settings: Settings, temporal: Client) -> list[Callable[...,
         simulated = LocalStackNodes(apps, SimulatedKubelets(lambda cluster_id: settings.tenant_api_url(cluster_id, "")))
     providers = Providers(
         [
-            KvmProvider(core, apps, k8s.NetworkingV1Api(kube), simulated_nodes=simulated),
+            KvmProvider(kube, simulated_nodes=simulated),
             AwsProvider(aws_clients(settings), simulated_nodes=simulated),
         ]
     )

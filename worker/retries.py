@@ -186,8 +186,9 @@ def tenant_api_with_retries(
 # --- Vault (hvac over requests) -----------------------------------------------------------------------
 def vault_session(policy: CallRetries, limit: RateLimit | None = None, pool_size: int = 10) -> requests.Session:
     """A requests session for hvac: retries on a mounted adapter, and the rate limit per request."""
-    import requests
     from requests.adapters import HTTPAdapter
+
+    from worker.vault_session import EnvironmentOnceSession
 
     # Vault answers 429 (rate-limit quota) and 503 (sealed, standby) before acting: safe for writes.
     retry = call_retry(policy, IDEMPOTENT_METHODS | {"LIST"}, any_method_statuses=(429, 503))
@@ -198,7 +199,7 @@ def vault_session(policy: CallRetries, limit: RateLimit | None = None, pool_size
                 limit.acquire()
             return super().send(request, *args, **kwargs)
 
-    session = requests.Session()
+    session = EnvironmentOnceSession()
     adapter = LimitedAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from typing import Any
 
-from kubernetes import client as k8s
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
 from activities.common.errors import translated
+from activities.common.kube_rest import SECRETS, KubeRest
 from activities.providers.key_pairs import (
     CA_CERT,
     CERTIFICATE_LABEL,
@@ -39,6 +41,8 @@ from models.pki import CertificateRequest
 
 TRUST_BUNDLE_SECRET = "ca-bundle"
 """Secret holding the cluster's published trust bundle (every CA its consumers must trust)."""
+Secret = dict[str, Any]
+"""A Secret as the API's JSON (activities/common/kube_rest.py: no client models)."""
 WRITE_ATTEMPTS = 10
 """Create/replace races (another attempt of the activity writing the same Secret) are retried here.
 Every lost race means another writer succeeded and left, so N writers need at most N attempts."""
@@ -64,8 +68,8 @@ class KubernetesSecretSink:
 
     kind = "secret"
 
-    def __init__(self, core: k8s.CoreV1Api) -> None:
-        self.core = core
+    def __init__(self, api: ApiClient) -> None:
+        self.rest = KubeRest(api)
 
     def destination(self, cluster_id: str, name: str) -> str:
         return f"secret {kvm_namespace(cluster_id)}/{certificate_secret(name)}"
@@ -77,8 +81,8 @@ class KubernetesSecretSink:
     def read_all(self, cluster_id: str) -> dict[str, StoredCertificate]:
         return {name: self._stored(cluster_id, name, secret) for name, secret in self._listed(cluster_id).items()}
 
-    def _stored(self, cluster_id: str, name: str, secret: k8s.V1Secret) -> StoredCertificate:
-        data = secret.data or {}
+    def _stored(self, cluster_id: str, name: str, secret: Secret) -> StoredCertificate:
+        data = secret.get("data") or {}
         certificate = _unb64(data, TLS_CERT)
         return StoredCertificate(
             name=name,
@@ -92,7 +96,7 @@ class KubernetesSecretSink:
         secret = self._get(kvm_namespace(cluster_id), certificate_secret(name))
         if secret is None:
             return None
-        data = secret.data or {}
+        data = secret.get("data") or {}
         return StoredKeyPair(
             certificate=_unb64(data, TLS_CERT), private_key=_unb64(data, TLS_KEY), ca_chain=_unb64(data, CA_CERT)
         )
@@ -132,26 +136,26 @@ class KubernetesSecretSink:
         secret = self._get(kvm_namespace(cluster_id), TRUST_BUNDLE_SECRET)
         if secret is None:
             return None
-        return _unb64(secret.data or {}, CA_CERT) or None
+        return _unb64(secret.get("data") or {}, CA_CERT) or None
 
     def write_trust_bundle(self, cluster_id: str, bundle_pem: str, issuer_ids: list[str]) -> bool:
         namespace = kvm_namespace(cluster_id)
         what = f"write {self.trust_bundle_destination(cluster_id)}"
         for _ in range(WRITE_ATTEMPTS):
             existing = self._get(namespace, TRUST_BUNDLE_SECRET)
-            if existing is not None and _unb64(existing.data or {}, CA_CERT) == bundle_pem:
+            if existing is not None and _unb64(existing.get("data") or {}, CA_CERT) == bundle_pem:
                 return False
             # Public certificates only, but a Secret like the key pairs: the VM pods mount Secrets,
             # and the sink needs no access to another kind.
-            body = k8s.V1Secret(
-                metadata=k8s.V1ObjectMeta(
-                    name=TRUST_BUNDLE_SECRET,
-                    namespace=namespace,
-                    labels={CLUSTER_LABEL: cluster_id, TRUST_BUNDLE_LABEL: "true", MANAGED_BY_LABEL: MANAGED_BY},
-                    annotations={TRUST_BUNDLE_ISSUERS_ANNOTATION: ",".join(issuer_ids)},
-                ),
-                type="Opaque",
-                data={CA_CERT: _b64(bundle_pem)},
+            body = _secret(
+                {
+                    "name": TRUST_BUNDLE_SECRET,
+                    "namespace": namespace,
+                    "labels": {CLUSTER_LABEL: cluster_id, TRUST_BUNDLE_LABEL: "true", MANAGED_BY_LABEL: MANAGED_BY},
+                    "annotations": {TRUST_BUNDLE_ISSUERS_ANNOTATION: ",".join(issuer_ids)},
+                },
+                "Opaque",
+                {CA_CERT: _b64(bundle_pem)},
             )
             if self._create_or_replace(namespace, TRUST_BUNDLE_SECRET, body, what):
                 activity.logger.info("published trust bundle of %s: issuers %s", cluster_id, ", ".join(issuer_ids))
@@ -166,13 +170,12 @@ class KubernetesSecretSink:
             if existing is None:
                 return False
             self._refuse_foreign(existing, what)
-            data = dict(existing.data or {})
+            data = dict(existing.get("data") or {})
             if _unb64(data, CA_CERT) == ca_chain:
                 return False
             # The rest of the Secret goes back as read (key included, never decoded here); the
             # resourceVersion makes a concurrent re-issue a 409 instead of a lost update.
-            existing.data = {**data, CA_CERT: _b64(ca_chain)}
-            if self._replace(namespace, secret_name, existing, what):
+            if self._replace(namespace, secret_name, {**existing, "data": {**data, CA_CERT: _b64(ca_chain)}}, what):
                 return True
         raise NotReady(f"{what}: the Secret kept changing under us for {WRITE_ATTEMPTS} attempts; retrying")
 
@@ -180,36 +183,36 @@ class KubernetesSecretSink:
         return self._delete(kvm_namespace(cluster_id), TRUST_BUNDLE_SECRET)
 
     # --- Kubernetes calls ---------------------------------------------------------------------
-    def _body(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> k8s.V1Secret:
-        return k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(
-                name=certificate_secret(request.name),
-                namespace=kvm_namespace(cluster_id),
-                labels={
+    def _body(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> Secret:
+        return _secret(
+            {
+                "name": certificate_secret(request.name),
+                "namespace": kvm_namespace(cluster_id),
+                "labels": {
                     CLUSTER_LABEL: cluster_id,
                     COMPONENT_LABEL: request.component.value,
                     CERTIFICATE_LABEL: request.name,
                     MANAGED_BY_LABEL: MANAGED_BY,
                 },
-                annotations={
+                "annotations": {
                     SERIAL_ANNOTATION: key_pair.serial,
                     NOT_AFTER_ANNOTATION: key_pair.not_after.isoformat(),
                     ISSUER_ANNOTATION: key_pair.issuer_id,
                 },
-            ),
-            type="kubernetes.io/tls",
-            data={
+            },
+            "kubernetes.io/tls",
+            {
                 TLS_CERT: _b64(key_pair.certificate),
                 TLS_KEY: _b64(key_pair.private_key),
                 CA_CERT: _b64(key_pair.ca_chain),
             },
         )
 
-    def _create(self, namespace: str, body: k8s.V1Secret, what: str) -> bool:
+    def _create(self, namespace: str, body: Secret, what: str) -> bool:
         """Create the Secret; False when one of that name exists (it is not touched)."""
         try:
             with translated(what):
-                self.core.create_namespaced_secret(namespace, body)
+                self.rest.create(SECRETS, namespace, body)
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -221,21 +224,21 @@ class KubernetesSecretSink:
             raise
         return True
 
-    def _create_or_replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
+    def _create_or_replace(self, namespace: str, name: str, body: Secret, what: str) -> bool:
         """One attempt; False when a concurrent writer won the race and the caller should retry."""
         existing = self._get(namespace, name)
         if existing is None:
             return self._create(namespace, body, what)  # 409: created meanwhile
         self._refuse_foreign(existing, what)
         # Replacing with the version we read makes a concurrent write a 409, not a lost update.
-        body.metadata = _with_version(body.metadata, existing)
-        return self._replace(namespace, name, body, what)  # False: deleted or modified meanwhile
+        # False: deleted or modified meanwhile.
+        return self._replace(namespace, name, _with_version(body, existing), what)
 
-    def _replace(self, namespace: str, name: str, body: k8s.V1Secret, what: str) -> bool:
+    def _replace(self, namespace: str, name: str, body: Secret, what: str) -> bool:
         """One replace of a Secret read before; False when it changed or went meanwhile (re-read and retry)."""
         try:
             with translated(what):
-                self.core.replace_namespaced_secret(name, namespace, body)
+                self.rest.replace(SECRETS, namespace, name, body)
         except ApiException as exc:
             if exc.status in (404, 409):
                 return False
@@ -243,15 +246,15 @@ class KubernetesSecretSink:
         return True
 
     @staticmethod
-    def _refuse_foreign(existing: k8s.V1Secret, what: str) -> None:
-        labels = (existing.metadata.labels if existing.metadata else None) or {}
+    def _refuse_foreign(existing: Secret, what: str) -> None:
+        labels = (existing.get("metadata") or {}).get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
             raise Conflict(f"{what}: a Secret of that name exists and is not managed by {MANAGED_BY}; not replacing it")
 
-    def _get(self, namespace: str, name: str) -> k8s.V1Secret | None:
+    def _get(self, namespace: str, name: str) -> Secret | None:
         try:
             with translated(f"read secret {namespace}/{name}"):
-                return self.core.read_namespaced_secret(name, namespace)
+                return self.rest.read(SECRETS, namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -260,7 +263,7 @@ class KubernetesSecretSink:
     def _delete(self, namespace: str, name: str) -> bool:
         try:
             with translated(f"delete secret {namespace}/{name}"):
-                self.core.delete_namespaced_secret(name, namespace)
+                self.rest.delete(SECRETS, namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -270,27 +273,28 @@ class KubernetesSecretSink:
 
     def _secrets(self, cluster_id: str) -> dict[str, str]:
         """Certificate name -> Secret name of every key-pair Secret of the cluster."""
-        return {
-            name: secret.metadata.name
-            for name, secret in self._listed(cluster_id).items()
-            if secret.metadata is not None and secret.metadata.name
-        }
+        return {name: secret["metadata"]["name"] for name, secret in self._listed(cluster_id).items()}
 
-    def _listed(self, cluster_id: str) -> dict[str, k8s.V1Secret]:
+    def _listed(self, cluster_id: str) -> dict[str, Secret]:
         """Certificate name -> Secret of every key-pair Secret of the cluster: one listing."""
         namespace = kvm_namespace(cluster_id)
         selector = f"{CLUSTER_LABEL}={cluster_id},{MANAGED_BY_LABEL}={MANAGED_BY},{CERTIFICATE_LABEL}"
         with translated(f"list key-pair secrets in {namespace}"):
-            items = self.core.list_namespaced_secret(namespace, label_selector=selector).items
+            items = self.rest.list_all(SECRETS, namespace, selector)
         found = {}
         for item in items:
-            meta = item.metadata or k8s.V1ObjectMeta()
-            if meta.name and (meta.labels or {}).get(CERTIFICATE_LABEL):
-                found[(meta.labels or {})[CERTIFICATE_LABEL]] = item
+            meta = item.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if meta.get("name") and labels.get(CERTIFICATE_LABEL):
+                found[labels[CERTIFICATE_LABEL]] = item
         return found
 
 
-def _with_version(meta: k8s.V1ObjectMeta | None, existing: k8s.V1Secret) -> k8s.V1ObjectMeta:
-    meta = meta or k8s.V1ObjectMeta()
-    meta.resource_version = existing.metadata.resource_version if existing.metadata else None
-    return meta
+def _secret(metadata: Secret, secret_type: str, data: dict[str, str]) -> Secret:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": secret_type, "data": data}
+
+
+def _with_version(body: Secret, existing: Secret) -> Secret:
+    """``body`` replacing ``existing``: with the resourceVersion it was read at."""
+    version = (existing.get("metadata") or {}).get("resourceVersion")
+    return {**body, "metadata": {**body["metadata"], "resourceVersion": version}}

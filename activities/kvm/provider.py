@@ -18,30 +18,30 @@ they do not know, and a newer host API server may well send some.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import urllib3.exceptions
-from kubernetes.client import (
-    AppsV1Api,
-    CoreV1Api,
-    NetworkingV1Api,
-    V1ConfigMap,
-    V1DeleteOptions,
-    V1Deployment,
-    V1Ingress,
-    V1Namespace,
-    V1NetworkPolicy,
-    V1Preconditions,
-    V1Service,
-    V1ServiceAccount,
-)
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
 from activities.common.errors import translated
-from activities.common.kube_responses import is_transient, response_json, short_reason
+from activities.common.kube_responses import is_transient, short_reason
+from activities.common.kube_rest import (
+    CONFIG_MAPS,
+    DEPLOYMENTS,
+    INGRESSES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    KubeResource,
+    KubeRest,
+    delete_options,
+)
 from activities.common.waits import WaitBudget, wait_for_nodes
 from activities.kvm import manifests
 from activities.kvm.key_pairs import KubernetesSecretSink
@@ -266,17 +266,6 @@ def node_readiness(deployment: Obj | None, node: str, version: str | None = None
     return False, "; ".join(reasons)
 
 
-@dataclass(frozen=True)
-class _Kind:
-    """How to reach one kind through the typed clients (namespace ignored for cluster-scoped kinds)."""
-
-    name: str
-    read: Callable[[str, str], object]
-    create: Callable[[str, Obj], object]
-    patch: Callable[[str, str, list[Obj]], object]
-    delete: Callable[[str, str, V1DeleteOptions], object]
-
-
 class KvmProvider:
     """Activities ``kvm.*``: one tenant cluster's namespace, endpoint and node VMs in the host cluster.
 
@@ -290,94 +279,34 @@ class KvmProvider:
 
     def __init__(
         self,
-        core: CoreV1Api,
-        apps: AppsV1Api,
-        networking: NetworkingV1Api,
+        api: ApiClient,
         *,
         simulated_nodes: SimulatedNodes | None = None,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         namespace_delete_timeout: float = NAMESPACE_DELETE_TIMEOUT_SECONDS,
     ) -> None:
-        self.core, self.apps, self.networking = core, apps, networking
-        self.key_pairs = KubernetesSecretSink(core)
+        self.key_pairs = KubernetesSecretSink(api)
         self.simulated_nodes = simulated_nodes
         self.poll_interval = poll_interval
         self.namespace_delete_timeout = namespace_delete_timeout
-        raw: dict[str, Any] = {"_preload_content": False}
-        self._namespace = _Kind(
-            "namespace",
-            read=lambda _ns, name: core.read_namespace(name, **raw),
-            create=lambda _ns, body: core.create_namespace(V1Namespace.model_validate(body), **raw),
-            patch=lambda _ns, name, ops: core.patch_namespace(name, ops, **raw),
-            delete=lambda _ns, name, opts: core.delete_namespace(name, body=opts, **raw),
-        )
-        self._network_policy = _Kind(
-            "networkpolicy",
-            read=lambda ns, name: networking.read_namespaced_network_policy(name, ns, **raw),
-            create=lambda ns, body: networking.create_namespaced_network_policy(
-                ns, V1NetworkPolicy.model_validate(body), **raw
-            ),
-            patch=lambda ns, name, ops: networking.patch_namespaced_network_policy(name, ns, ops, **raw),
-            delete=lambda ns, name, opts: networking.delete_namespaced_network_policy(name, ns, body=opts, **raw),
-        )
-        self._service_account = _Kind(
-            "serviceaccount",
-            read=lambda ns, name: core.read_namespaced_service_account(name, ns, **raw),
-            create=lambda ns, body: core.create_namespaced_service_account(
-                ns, V1ServiceAccount.model_validate(body), **raw
-            ),
-            patch=lambda ns, name, ops: core.patch_namespaced_service_account(name, ns, ops, **raw),
-            delete=lambda ns, name, opts: core.delete_namespaced_service_account(name, ns, body=opts, **raw),
-        )
-        self._config_map = _Kind(
-            "configmap",
-            read=lambda ns, name: core.read_namespaced_config_map(name, ns, **raw),
-            create=lambda ns, body: core.create_namespaced_config_map(ns, V1ConfigMap.model_validate(body), **raw),
-            patch=lambda ns, name, ops: core.patch_namespaced_config_map(name, ns, ops, **raw),
-            delete=lambda ns, name, opts: core.delete_namespaced_config_map(name, ns, body=opts, **raw),
-        )
-        self._service = _Kind(
-            "service",
-            read=lambda ns, name: core.read_namespaced_service(name, ns, **raw),
-            create=lambda ns, body: core.create_namespaced_service(ns, V1Service.model_validate(body), **raw),
-            patch=lambda ns, name, ops: core.patch_namespaced_service(name, ns, ops, **raw),
-            delete=lambda ns, name, opts: core.delete_namespaced_service(name, ns, body=opts, **raw),
-        )
-        self._ingress = _Kind(
-            "ingress",
-            read=lambda ns, name: networking.read_namespaced_ingress(name, ns, **raw),
-            create=lambda ns, body: networking.create_namespaced_ingress(ns, V1Ingress.model_validate(body), **raw),
-            patch=lambda ns, name, ops: networking.patch_namespaced_ingress(name, ns, ops, **raw),
-            delete=lambda ns, name, opts: networking.delete_namespaced_ingress(name, ns, body=opts, **raw),
-        )
-        self._deployment = _Kind(
-            "deployment",
-            read=lambda ns, name: apps.read_namespaced_deployment(name, ns, **raw),
-            create=lambda ns, body: apps.create_namespaced_deployment(ns, V1Deployment.model_validate(body), **raw),
-            patch=lambda ns, name, ops: apps.patch_namespaced_deployment(name, ns, ops, **raw),
-            delete=lambda ns, name, opts: apps.delete_namespaced_deployment(name, ns, body=opts, **raw),
-        )
-        self._list_all: dict[str, Callable[..., object]] = {
-            "namespace": core.list_namespace,
-            "deployment": apps.list_deployment_for_all_namespaces,
-            "service": core.list_service_for_all_namespaces,
-            "ingress": networking.list_ingress_for_all_namespaces,
-            "networkpolicy": networking.list_network_policy_for_all_namespaces,
-            "configmap": core.list_config_map_for_all_namespaces,
-            "secret": core.list_secret_for_all_namespaces,
-            "serviceaccount": core.list_service_account_for_all_namespaces,
-        }
-        # A drift check lists in the tenant's namespace only, where every object of a tenant lives:
-        # a cluster-wide list by label is filtered over every tenant's objects of that kind (by the
-        # apiserver's watch cache too), 3.3 times a second for 1,000 clusters checked every 5 min.
-        # Teardown's verify (list_resources) still looks everywhere.
-        self._list_namespaced: dict[str, Callable[..., object]] = {
-            "deployment": apps.list_namespaced_deployment,
-            "service": core.list_namespaced_service,
-            "ingress": networking.list_namespaced_ingress,
-            "networkpolicy": networking.list_namespaced_network_policy,
-            "configmap": core.list_namespaced_config_map,
-            "serviceaccount": core.list_namespaced_service_account,
+        # Every call goes through the ApiClient's REST layer (its retries and rate limit included),
+        # not its generated methods (activities/common/kube_rest.py).
+        self.rest = KubeRest(api)
+        self._namespace, self._network_policy, self._service_account = NAMESPACES, NETWORK_POLICIES, SERVICE_ACCOUNTS
+        self._config_map, self._service, self._ingress = CONFIG_MAPS, SERVICES, INGRESSES
+        self._deployment = DEPLOYMENTS
+        self._listed: dict[str, KubeResource] = {
+            r.name: r
+            for r in (
+                NAMESPACES,
+                DEPLOYMENTS,
+                SERVICES,
+                INGRESSES,
+                NETWORK_POLICIES,
+                CONFIG_MAPS,
+                SECRETS,
+                SERVICE_ACCOUNTS,
+            )
         }
 
     def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
@@ -580,7 +509,7 @@ class KvmProvider:
         selector = f"{CLUSTER_LABEL}={input.spec.id}"
         found = []
         for kind in LISTED_KINDS:
-            for item in self._list(f"list {kind}s labelled {selector}", self._list_all[kind], label_selector=selector):
+            for item in self._list(f"list {kind}s labelled {selector}", self._listed[kind], None, selector):
                 meta = item["metadata"]
                 found.append("/".join(p for p in (kind, meta.get("namespace"), meta["name"]) if p))
         return ResourceList(resources=sorted(found))
@@ -602,9 +531,11 @@ class KvmProvider:
         for kind in LISTED_KINDS:
             if kind == "secret":
                 continue
-            where = () if kind == "namespace" else (namespace,)  # namespaces are cluster-scoped
-            call = self._list_all[kind] if kind == "namespace" else self._list_namespaced[kind]
-            for item in self._list(f"list {kind}s labelled {selector}", call, *where, label_selector=selector):
+            # A drift check lists in the tenant's namespace only, where every object of a tenant lives:
+            # a cluster-wide list by label is filtered over every tenant's objects of that kind (by the
+            # apiserver's watch cache too), 3.3 times a second for 1,000 clusters checked every 5 min.
+            # Teardown's verify (list_resources) still looks everywhere. Namespaces are cluster-scoped.
+            for item in self._list(f"list {kind}s labelled {selector}", self._listed[kind], namespace, selector):
                 live[(kind, item["metadata"]["name"])] = item
         desired: list[tuple[str, Obj]] = [
             ("namespace", manifests.namespace_manifest(spec)),
@@ -635,7 +566,7 @@ class KvmProvider:
         return DriftReport(backend=Backend.PROVIDER, items=items)
 
     # --- converging one object -----------------------------------------------------------------
-    def _ensure(self, kind: _Kind, desired: Obj, spec: ClusterSpec) -> tuple[ResourceOutcome, Obj]:
+    def _ensure(self, kind: KubeResource, desired: Obj, spec: ClusterSpec) -> tuple[ResourceOutcome, Obj]:
         meta = desired["metadata"]
         namespace, name = meta.get("namespace", ""), meta["name"]
         where = f"{kind.name} {namespace + '/' if namespace else ''}{name}"
@@ -666,7 +597,7 @@ class KvmProvider:
                 return ResourceOutcome(kind=kind.name, name=name, change=ResourceChange.UPDATED), patched
         raise NotReady(f"{where} kept changing while it was being converged ({CONFLICT_ATTEMPTS} attempts)")
 
-    def _check_ours(self, kind: _Kind, live: Obj, spec: ClusterSpec) -> None:
+    def _check_ours(self, kind: KubeResource, live: Obj, spec: ClusterSpec) -> None:
         """Refuse to take over an object tenantctl did not make for this cluster (a name clash)."""
         labels = live["metadata"].get("labels") or {}
         cluster, manager = labels.get(CLUSTER_LABEL), labels.get(MANAGED_BY_LABEL)
@@ -712,12 +643,7 @@ class KvmProvider:
     def _node_deployments(self, spec: ClusterSpec) -> list[Obj]:
         selector = f"{CLUSTER_LABEL}={spec.id},{NODE_LABEL}"
         namespace = namespace_of(spec.id)
-        return self._list(
-            f"list node deployments in {namespace}",
-            self.apps.list_namespaced_deployment,
-            namespace,
-            label_selector=selector,
-        )
+        return self._list(f"list node deployments in {namespace}", DEPLOYMENTS, namespace, selector)
 
     def _observe(self, spec: ClusterSpec, nodes: list[str], version: str | None) -> list[NodeObservation]:
         live = {d["metadata"]["name"]: d for d in self._node_deployments(spec)}
@@ -737,40 +663,32 @@ class KvmProvider:
             )
         return observed
 
-    def _list(self, what: str, call: Callable[..., object], *args: Any, **kwargs: Any) -> list[Obj]:
-        items: list[Obj] = []
-        token: str | None = None
-        while True:
-            with translated(what):
-                page = response_json(
-                    call(*args, limit=LIST_PAGE_SIZE, _continue=token, _preload_content=False, **kwargs)
-                )
-            items += page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+    def _list(self, what: str, kind: KubeResource, namespace: str | None, selector: str) -> list[Obj]:
+        """Every page of one list by label (``namespace=None``: in every namespace)."""
+        with translated(what):
+            return self.rest.list_all(kind, namespace, selector, LIST_PAGE_SIZE)
 
-    def _read(self, kind: _Kind, namespace: str, name: str) -> Obj | None:
+    def _read(self, kind: KubeResource, namespace: str, name: str) -> Obj | None:
         try:
             with translated(f"read {kind.name} {namespace}/{name}"):
-                return response_json(kind.read(namespace, name))
+                return self.rest.read(kind, namespace, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     # --- writes --------------------------------------------------------------------------------
-    def _create(self, kind: _Kind, namespace: str, desired: Obj) -> Obj | None:
+    def _create(self, kind: KubeResource, namespace: str, desired: Obj) -> Obj | None:
         """The created object, or None when one of that name already exists."""
         try:
             with translated(f"create {kind.name} {namespace}/{desired['metadata']['name']}"):
-                return response_json(kind.create(namespace, desired))
+                return self.rest.create(kind, namespace, desired)
         except ApiException as exc:
             if exc.status == 409:
                 return None
             raise
 
-    def _patch(self, kind: _Kind, live: Obj, ops: list[Obj]) -> Obj | None:
+    def _patch(self, kind: KubeResource, live: Obj, ops: list[Obj]) -> Obj | None:
         """The patched object, or None when ``live`` is no longer current (409: re-read and retry)."""
         meta = live["metadata"]
         # Setting resourceVersion makes the server refuse the patch if the object changed since it
@@ -778,20 +696,18 @@ class KvmProvider:
         guarded = [{"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}, *ops]
         try:
             with translated(f"patch {kind.name} {meta.get('namespace', '')}/{meta['name']}"):
-                return response_json(kind.patch(meta.get("namespace", ""), meta["name"], guarded))
+                return self.rest.patch(kind, meta.get("namespace", ""), meta["name"], guarded)
         except ApiException as exc:
             if exc.status == 409:
                 return None
             raise
 
-    def _delete(self, kind: _Kind, namespace: str, name: str, propagation: str, uid: str | None = None) -> bool:
+    def _delete(self, kind: KubeResource, namespace: str, name: str, propagation: str, uid: str | None = None) -> bool:
         """Whether a deletion was requested (False: it was not there)."""
-        options = V1DeleteOptions(
-            propagation_policy=propagation, preconditions=V1Preconditions(uid=uid) if uid else None
-        )
+        options = delete_options(propagation, uid)
         try:
             with translated(f"delete {kind.name} {namespace}/{name}"):
-                response_json(kind.delete(namespace, name, options))
+                self.rest.delete(kind, namespace, name, options)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -800,7 +716,7 @@ class KvmProvider:
         return True
 
     def _delete_outcome(
-        self, kind: _Kind, namespace: str, name: str, propagation: str = "Background"
+        self, kind: KubeResource, namespace: str, name: str, propagation: str = "Background"
     ) -> ResourceOutcome:
         deleted = self._delete(kind, namespace, name, propagation)
         return ResourceOutcome(

@@ -20,10 +20,8 @@ from .garbage import GarbageCollector
 from .resources import (
     BY_KEY,
     DEPLOYMENTS,
-    FOREGROUND_FINALIZER,
     NAMESPACES,
     NODES,
-    ORPHAN_FINALIZER,
     PDBS,
     PODS,
     ApiError,
@@ -113,6 +111,7 @@ class Controllers:
     def start(self) -> None:
         with self.store.lock:  # resync whatever a state file brought back
             for cname, cl in self.store.clusters.items():
+                self.garbage.rebuild(cname)
                 self._schedule_gc(cname)
                 for ns, name in list(cl.bucket(DEPLOYMENTS)):
                     self._schedule("deployment", cname, ns, name)
@@ -144,14 +143,7 @@ class Controllers:
 
     def _on_event(self, cluster: str, ev: WatchEvent) -> None:
         meta = ev.obj["metadata"]
-        # A pass walks every object of the cluster, so only events that can give it work bring one: a
-        # status write to an owned object (most events) keeps its owners and cannot.
-        owners_changed = ev.old is None or ev.old["metadata"].get("ownerReferences") != meta.get("ownerReferences")
-        if (
-            ev.type == "DELETED"
-            or (meta.get("ownerReferences") and owners_changed)
-            or {FOREGROUND_FINALIZER, ORPHAN_FINALIZER} & set(meta.get("finalizers") or [])
-        ):
+        if self.garbage.observe(cluster, ev):  # most events (a status write) give it no work
             self._schedule_gc(cluster)
         if ev.key == DEPLOYMENTS.key:
             if ev.type == "DELETED":

@@ -47,7 +47,7 @@ class Emulator:
         self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
         self.state_file = Path(state_file) if state_file else None
         self.save_debounce = save_debounce
-        self._object_texts: dict[int, tuple[Any, str]] = {}  # id -> (stored object, its JSON)
+        self._object_texts: dict[int, tuple[Any, bytes]] = {}  # id -> (stored object, its JSON)
         self.store = Store(history_size)
         self.faults = FaultInjector(fault_seed)
         self.controllers = Controllers(self.store, ready_delay)
@@ -183,37 +183,42 @@ class Emulator:
             if self._dirty.wait(0.5) and not self._stopping.wait(self.save_debounce):
                 self.save_state()
 
-    def _serialized(self, snapshot: dict[str, Any]) -> str:
-        """``json.dumps(snapshot)``, re-encoding only the objects written since the last save.
+    def _serialized(self, snapshot: dict[str, Any]) -> list[bytes]:
+        """``json.dumps(snapshot)`` as UTF-8 pieces, re-encoding only the objects written since the last
+        save, to be written one after the other: a state of many clusters is megabytes, saved every
+        fraction of a second while they change, and joining it into one string copied it each time.
 
         Stored objects are never mutated after they are committed, so an object that is still the
         same dict still has the same text; the cache holds the dict itself, so its id is not reused.
         """
-        cache: dict[int, tuple[Any, str]] = {}
-        clusters = []
-        for name, objects in snapshot["clusters"].items():
-            texts = []
-            for obj in objects:
-                hit = self._object_texts.get(id(obj))
-                text = hit[1] if hit is not None and hit[0] is obj else json.dumps(obj)
-                cache[id(obj)] = (obj, text)
-                texts.append(text)
-            clusters.append(f"{json.dumps(name)}: [{', '.join(texts)}]")
-        self._object_texts = cache
+        cache: dict[int, tuple[Any, bytes]] = {}
         head = {k: v for k, v in snapshot.items() if k != "clusters"}
-        return json.dumps(head)[:-1] + f', "clusters": {{{", ".join(clusters)}}}}}'
+        pieces = [json.dumps(head)[:-1].encode(), b', "clusters": {']
+        for n, (name, objects) in enumerate(snapshot["clusters"].items()):
+            pieces.append(f"{', ' if n else ''}{json.dumps(name)}: [".encode())
+            for i, obj in enumerate(objects):
+                hit = self._object_texts.get(id(obj))
+                text = hit[1] if hit is not None and hit[0] is obj else json.dumps(obj).encode()
+                cache[id(obj)] = (obj, text)
+                if i:
+                    pieces.append(b", ")
+                pieces.append(text)
+            pieces.append(b"]")
+        pieces.append(b"}}")
+        self._object_texts = cache
+        return pieces
 
     def save_state(self) -> None:
         """Atomically replace the state file (temp file in the same directory, then rename)."""
         if not self.state_file:
             return
         self._dirty.clear()
-        data = self._serialized(self.store.snapshot())
+        pieces = self._serialized(self.store.snapshot())
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".kube-emulator-", dir=self.state_file.parent)
         try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
+            with os.fdopen(fd, "wb") as fh:
+                fh.writelines(pieces)
             os.replace(tmp, self.state_file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

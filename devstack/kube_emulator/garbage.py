@@ -1,7 +1,11 @@
 """The garbage collector: ownerReferences, the three propagation policies, blockOwnerDeletion.
 
-As kube-controller-manager's, it works after the fact, from store events (one sweep per cluster,
-run by the controllers' thread):
+As kube-controller-manager's, it works after the fact, from store events, and as its graph builder
+it keeps an index of who owns what (owner uid -> dependents) from those events, so a pass looks only
+at the objects an event concerns (the object whose references changed, the dependents of a deleted
+owner, the owners of a deleted or released dependent, an owner being deleted with a finalizer), not
+at every object of the cluster: the host cluster of a fleet holds thousands, and creating a tenant
+writes dozens of owned objects. Passes run on the controllers' thread:
 
 - an object whose owners are all gone (deleted, or never there: a *dangling* reference whose uid
   matches nothing) is deleted; one that still has a live owner only loses the dangling references;
@@ -19,8 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .resources import BY_KIND, FOREGROUND_FINALIZER, ORPHAN_FINALIZER, RESOURCES, Obj, ResourceType
-from .store import Store, key_of
+from .resources import BY_KEY, BY_KIND, FOREGROUND_FINALIZER, ORPHAN_FINALIZER, RESOURCES, Obj, ResourceType
+from .store import Store, WatchEvent, key_of
+
+ObjectKey = tuple[str, str, str]
+"""(resource type key, namespace or "", name)."""
+GC_FINALIZERS = frozenset({FOREGROUND_FINALIZER, ORPHAN_FINALIZER})
 
 SETTLE_PASSES = 20  # bounds a request's synchronous collection (each pass resolves one level of owners)
 
@@ -28,6 +36,68 @@ SETTLE_PASSES = 20  # bounds a request's synchronous collection (each pass resol
 class GarbageCollector:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Both guarded by the store's lock: events arrive under it, and passes run under it.
+        self._dependents: dict[str, dict[str, set[ObjectKey]]] = {}  # cluster -> owner uid -> dependents
+        self._work: dict[str, set[ObjectKey]] = {}  # cluster -> objects a pass must look at
+
+    # --- the index, from events ---------------------------------------------------------------------
+    def observe(self, cluster: str, ev: WatchEvent) -> bool:
+        """Index the event's object and queue what it concerns; True when a pass has work."""
+        meta = ev.obj["metadata"]
+        old_refs = (ev.old["metadata"].get("ownerReferences") or []) if ev.old is not None else []
+        new_refs = [] if ev.type == "DELETED" else (meta.get("ownerReferences") or [])
+        if (
+            ev.type != "DELETED"
+            and ev.old is not None
+            and old_refs == new_refs
+            and not (GC_FINALIZERS & set(meta.get("finalizers") or []))
+        ):
+            return False  # most events: a status or spec write that keeps the owners
+        key = (ev.key, meta.get("namespace") or "", meta["name"])
+        index = self._dependents.setdefault(cluster, {})
+        old_uids = {r.get("uid", "") for r in old_refs}
+        new_uids = {r.get("uid", "") for r in new_refs}
+        for uid in old_uids - new_uids:
+            if (deps := index.get(uid)) is not None:
+                deps.discard(key)
+                if not deps:
+                    del index[uid]
+        for uid in new_uids - old_uids:
+            index.setdefault(uid, set()).add(key)
+        work = self._work.setdefault(cluster, set())
+        before = len(work)
+        if ev.type == "DELETED":
+            work |= index.pop(meta.get("uid", ""), set())  # its dependents may have lost their last owner
+        elif new_refs or GC_FINALIZERS & set(meta.get("finalizers") or []):
+            work.add(key)
+        # An owner deleted in the foreground waits for its blocking dependents: one that went, or
+        # dropped its reference, may let it go.
+        ns = meta.get("namespace") or ""
+        for ref in old_refs if ev.type == "DELETED" else [r for r in old_refs if r.get("uid", "") not in new_uids]:
+            if (rt := BY_KIND.get((ref.get("apiVersion", ""), ref.get("kind", "")))) is not None:
+                work.add((rt.key, ns if rt.namespaced else "", ref.get("name", "")))
+        return len(work) > before
+
+    def rebuild(self, cluster: str) -> None:
+        """Index every object of a cluster and queue all those with owners or a collector's finalizer
+        (a state file brought them back: what was pending then is pending now)."""
+        with self.store.lock:
+            index: dict[str, set[ObjectKey]] = {}
+            work = self._work.setdefault(cluster, set())
+            for rt, obj in self._objects(cluster):
+                meta = obj["metadata"]
+                key = (rt.key, meta.get("namespace") or "", meta["name"])
+                refs = meta.get("ownerReferences") or []
+                for ref in refs:
+                    index.setdefault(ref.get("uid", ""), set()).add(key)
+                if refs or GC_FINALIZERS & set(meta.get("finalizers") or []):
+                    work.add(key)
+            self._dependents[cluster] = index
+
+    def queued(self, cluster: str) -> set[ObjectKey]:
+        """What the next pass will look at."""
+        with self.store.lock:
+            return set(self._work.get(cluster, set()))
 
     def _objects(self, cluster: str) -> Iterator[tuple[ResourceType, Obj]]:
         """Every object as it is now: an earlier step of the same pass may have changed or deleted it."""
@@ -50,22 +120,34 @@ class GarbageCollector:
         return "live" if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else "gone"
 
     def collect(self, cluster: str) -> None:
-        """One pass over a cluster; every step is idempotent, later events bring the next pass."""
+        """One pass over what the events queued; every step is idempotent, and what a step changes
+        queues the next pass's work (its own events)."""
         store = self.store
         with store.lock:
-            dependents: dict[str, list[tuple[ResourceType, Obj]]] = {}
-            for rt, obj in self._objects(cluster):
-                for ref in obj["metadata"].get("ownerReferences") or []:
-                    dependents.setdefault(ref.get("uid", ""), []).append((rt, obj))
-            for rt, obj in self._objects(cluster):
+            work, self._work[cluster] = self._work.get(cluster, set()), set()
+            index = self._dependents.get(cluster, {})
+            buckets = store.cluster(cluster)
+            for rt_key, ns, name in sorted(work):
+                rt = BY_KEY[rt_key]
+                obj = buckets.bucket(rt).get((ns, name))
+                if obj is None:
+                    continue  # gone: its deletion queued what it concerned
                 meta = obj["metadata"]
                 finalizers = meta.get("finalizers") or []
                 if not meta.get("deletionTimestamp"):
                     self._check_owners(cluster, rt, obj)
                 elif ORPHAN_FINALIZER in finalizers:
-                    self._orphan(cluster, rt, obj, dependents.get(meta["uid"], []))
+                    self._orphan(cluster, rt, obj, self._current(cluster, index.get(meta["uid"], set())))
                 elif FOREGROUND_FINALIZER in finalizers:
-                    self._foreground(cluster, rt, obj, dependents.get(meta["uid"], []))
+                    self._foreground(cluster, rt, obj, self._current(cluster, index.get(meta["uid"], set())))
+
+    def _current(self, cluster: str, keys: set[ObjectKey]) -> list[tuple[ResourceType, Obj]]:
+        found = []
+        for rt_key, ns, name in sorted(keys):
+            rt = BY_KEY[rt_key]
+            if (obj := self.store.cluster(cluster).bucket(rt).get((ns, name))) is not None:
+                found.append((rt, obj))
+        return found
 
     def settle(self, cluster: str) -> None:
         """Run collection passes within a Foreground/Orphan delete request until nothing changes.
@@ -77,10 +159,9 @@ class GarbageCollector:
         """
         with self.store.lock:
             for _ in range(SETTLE_PASSES):
-                before = self.store.rv
-                self.collect(cluster)
-                if self.store.rv == before:
+                if not self._work.get(cluster):
                     return
+                self.collect(cluster)
 
     def _check_owners(self, cluster: str, rt: ResourceType, obj: Obj) -> None:
         refs = obj["metadata"].get("ownerReferences") or []

@@ -31,7 +31,7 @@ def core(kube_emulator: Any) -> Iterator[k8s.CoreV1Api]:
 @pytest.fixture
 def pki(vault: hvac.Client, core: k8s.CoreV1Api) -> VaultPki:
     api = core.api_client
-    return VaultPki(vault, Providers([KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))]))
+    return VaultPki(vault, Providers([KvmProvider(api)]))
 
 
 @pytest.fixture

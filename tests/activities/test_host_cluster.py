@@ -69,9 +69,7 @@ def api(emulator: Emulator) -> Iterator[ApiClient]:
 @pytest.fixture
 def provider(api: ApiClient) -> KvmProvider:
     return KvmProvider(
-        CoreV1Api(api),
-        AppsV1Api(api),
-        NetworkingV1Api(api),
+        api,
         simulated_nodes=local_stack_nodes(api),
         poll_interval=0.05,
         namespace_delete_timeout=10,
@@ -630,9 +628,7 @@ def test_a_concurrent_write_is_not_overwritten_but_re_read(
 def test_a_stuck_namespace_deletion_says_what_it_waits_for(
     env: ActivityEnvironment, api: ApiClient, core: CoreV1Api, heartbeats: Heartbeats, spec: ClusterSpec
 ) -> None:
-    impatient = KvmProvider(
-        CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api), poll_interval=0.05, namespace_delete_timeout=0.5
-    )
+    impatient = KvmProvider(api, poll_interval=0.05, namespace_delete_timeout=0.5)
     run(env, impatient.ensure_foundation, ClusterRef(spec=spec))
     namespace = kvm_namespace(spec.id)
     core.patch_namespace(namespace, {"metadata": {"finalizers": ["example.com/backup"]}})

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -69,7 +69,7 @@ def kvm_subject(emulator: Emulator) -> Iterator[Subject]:
     config.retries = False
     with ApiClient(config) as api:
         core, apps = CoreV1Api(api), AppsV1Api(api)
-        provider = KvmProvider(core, apps, NetworkingV1Api(api), poll_interval=0.05, namespace_delete_timeout=10)
+        provider = KvmProvider(api, poll_interval=0.05, namespace_delete_timeout=10)
 
         def delete_node(spec: ClusterSpec, node: str) -> None:
             apps.delete_namespaced_deployment(node, kvm_namespace(spec.id))

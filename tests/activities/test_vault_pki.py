@@ -451,7 +451,7 @@ def test_name_outside_the_role_is_invalid_input(pki: VaultPki, core: k8s.CoreV1A
     with pytest.raises(InvalidInput, match="not allowed by this role") as refused:
         pki.ensure_certificates(certificates(spec, [sneaky]))
     assert type(refused.value).__name__ in NON_RETRYABLE_ERROR_TYPES
-    assert KubernetesSecretSink(core).read(spec.id, "sneaky") is None
+    assert KubernetesSecretSink(core.api_client).read(spec.id, "sneaky") is None
 
 
 def test_missing_namespace_is_a_missing_prerequisite(pki: VaultPki, spec: ClusterSpec) -> None:
@@ -493,7 +493,7 @@ def test_sink_writers_racing_on_one_secret_leave_a_consistent_pair(
     # Concurrent writers hit both 409s (AlreadyExists on create, stale resourceVersion on replace).
     provision(pki, spec)
     create_namespace(core, spec)
-    sink, request = KubernetesSecretSink(core), certificate_requests(spec)[4]
+    sink, request = KubernetesSecretSink(core.api_client), certificate_requests(spec)[4]
     pairs = [issue_key_pair(vault, spec) for _ in range(8)]
     errors: list[BaseException] = []
 
@@ -602,8 +602,8 @@ def test_teardown_of_a_cluster_that_never_existed(pki: VaultPki, spec: ClusterSp
 class SinkFailingOnce(KubernetesSecretSink):
     """The host API refusing one write (a 500 while storing one key pair), then working again."""
 
-    def __init__(self, core: k8s.CoreV1Api, name: str) -> None:
-        super().__init__(core)
+    def __init__(self, api: k8s.ApiClient, name: str) -> None:
+        super().__init__(api)
         self.failing, self.serials_refused = name, list[str]()
 
     def write(self, cluster_id: str, request: CertificateRequest, key_pair: KeyPair) -> str:
@@ -617,8 +617,8 @@ def test_a_certificate_issued_but_not_stored_is_revoked_and_the_retry_converges(
     vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec
 ) -> None:
     api = core.api_client
-    provider = KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))
-    sink = SinkFailingOnce(core, "apiserver")
+    provider = KvmProvider(api)
+    sink = SinkFailingOnce(api, "apiserver")
     provider.key_pairs = sink
     pki = VaultPki(vault, Providers([provider]))
     provision(pki, spec)

@@ -46,7 +46,7 @@ def issued(pki: VaultPki, core: k8s.CoreV1Api, spec: ClusterSpec) -> dict[str, s
 
 def ca_files(core: k8s.CoreV1Api, spec: ClusterSpec) -> dict[str, list[x509.Certificate]]:
     """Every key-pair Secret's ca.crt, parsed."""
-    names = KubernetesSecretSink(core).list_names(spec.id)
+    names = KubernetesSecretSink(core.api_client).list_names(spec.id)
     return {n: x509.load_pem_x509_certificates(secret_files(core, spec, n)[1]["ca.crt"].encode()) for n in names}
 
 
@@ -120,7 +120,7 @@ def test_set_default_issuer_twice_is_once(pki: VaultPki, vault: hvac.Client, spe
 def test_ca_rotation_phases_never_store_a_leaf_its_peers_cannot_verify(
     pki: VaultPki, vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec, issued: dict[str, str]
 ) -> None:
-    sink = KubernetesSecretSink(core)
+    sink = KubernetesSecretSink(core.api_client)
     new = pki.ensure_next_issuer(NextIssuerInput(spec=spec))
     old_id, new_id = new.previous_issuer_id, new.issuer_id
     old_ca, new_ca = issuer_certificate(vault, spec, old_id), issuer_certificate(vault, spec, new_id)
@@ -189,7 +189,7 @@ def test_key_pairs_and_the_bundle_go_together(
     assert f"secret {kvm_namespace(spec.id)}/{TRUST_BUNDLE_SECRET}" in {o.name for o in gone.outcomes}
     assert [o.change for o in again.outcomes] == [ResourceChange.ABSENT]
     assert core.list_namespaced_secret(kvm_namespace(spec.id)).items == []
-    assert KubernetesSecretSink(core).set_ca_chain(spec.id, "admin", "x") is False  # nothing to update
+    assert KubernetesSecretSink(core.api_client).set_ca_chain(spec.id, "admin", "x") is False  # nothing to update
 
 
 # --- user certificates ------------------------------------------------------------------------------

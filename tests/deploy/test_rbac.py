@@ -14,7 +14,7 @@ from typing import Any
 
 import hvac
 import pytest
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from temporalio.testing import ActivityEnvironment
 
 from activities.kvm.provider import KvmProvider
@@ -59,9 +59,7 @@ def test_shipped_cluster_role_is_exactly_what_the_kvm_lifecycle_uses(
         # node registration is simulated through the proxy too (the annotation is a host API write); the
         # simulated kubelets talk to the tenant API directly, which is not the host API's RBAC
         kubelets = SimulatedKubelets(lambda cluster_id: f"{kube_emulator.url}/tenants/{cluster_id}")
-        provider = KvmProvider(
-            core, apps, NetworkingV1Api(api), simulated_nodes=LocalStackNodes(apps, kubelets), poll_interval=0.05
-        )
+        provider = KvmProvider(api, simulated_nodes=LocalStackNodes(apps, kubelets), poll_interval=0.05)
         pki = VaultPki(hvac.Client(url=openbao.addr, token=openbao.token), Providers([provider]))
         with ApiClient(Configuration(host=kube_emulator.url)) as direct:
             proxy.requests.clear()

@@ -13,7 +13,7 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import pytest
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
+from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from temporalio.testing import ActivityEnvironment
 
 from activities.kvm.provider import KvmProvider
@@ -54,16 +54,14 @@ def api(kube_emulator: Any) -> Iterator[ApiClient]:
 
 
 def pki_of(vault: hvac.Client, api: ApiClient) -> VaultPki:
-    return VaultPki(vault, Providers([KvmProvider(CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api))]))
+    return VaultPki(vault, Providers([KvmProvider(api)]))
 
 
 def test_a_whole_kvm_lifecycle_runs_under_the_worker_policy(
     worker_vault: hvac.Client, root: hvac.Client, api: ApiClient
 ) -> None:
     spec = small_kvm(id=unique_id("policy"))
-    provider = KvmProvider(
-        CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api), simulated_nodes=local_stack_nodes(api), poll_interval=0.05
-    )
+    provider = KvmProvider(api, simulated_nodes=local_stack_nodes(api), poll_interval=0.05)
     facts = kvm_lifecycle(
         ActivityEnvironment(), pki_of(worker_vault, api), provider, CoreV1Api(api), api, spec, upgrade_to="1.32.5"
     )

@@ -199,7 +199,7 @@ def test_an_attempt_issues_its_clusters_certificates_with_one_cluster_token(stac
         core = k8s.CoreV1Api(api)
         pki = VaultPki(
             worker_client(stack),
-            Providers([KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))]),
+            Providers([KvmProvider(api)]),
             cluster_token_role=CLUSTER_TOKEN_ROLE,
         )
         pki.ensure_ca(CaInput(spec=spec))

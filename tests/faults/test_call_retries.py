@@ -14,7 +14,7 @@ from typing import Any
 import hvac
 import pytest
 from botocore.awsrequest import AWSResponse
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
+from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from temporalio.testing import ActivityEnvironment
 
@@ -48,7 +48,7 @@ def no_leftover_faults(emulator: Emulator) -> Iterator[None]:
 
 
 def provider_over(api: ApiClient) -> KvmProvider:
-    return KvmProvider(CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api), poll_interval=0.05)
+    return KvmProvider(api, poll_interval=0.05)
 
 
 def bare_client(url: str) -> ApiClient:

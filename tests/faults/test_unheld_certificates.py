@@ -75,7 +75,7 @@ async def test_a_certificate_issued_but_never_stored_is_reported_and_revoked_by_
     plan, core = refusing_secret_writes
     vault = hvac.Client(url=openbao.addr, token=openbao.token)
     api = core.api_client
-    pki = VaultPki(vault, Providers([KvmProvider(core, k8s.AppsV1Api(api), k8s.NetworkingV1Api(api))]))
+    pki = VaultPki(vault, Providers([KvmProvider(api)]))
     spec = small_kvm()
     mount, nodes = pki_mount(spec.id), {n: spec.kubernetes_version for n in spec.node_names()}
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=kvm_namespace(spec.id))))
