@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import pytest
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from temporalio.testing import ActivityEnvironment
 
 from activities.kvm.provider import KvmProvider
@@ -37,9 +37,7 @@ def api(kube_emulator: object) -> Iterator[ApiClient]:
 
 @pytest.fixture
 def provider(api: ApiClient) -> KvmProvider:
-    return KvmProvider(
-        CoreV1Api(api), AppsV1Api(api), NetworkingV1Api(api), simulated_nodes=local_stack_nodes(api), poll_interval=0.05
-    )
+    return KvmProvider(api, simulated_nodes=local_stack_nodes(api), poll_interval=0.05)
 
 
 @pytest.fixture

@@ -275,9 +275,7 @@ async def test_a_three_plus_three_cluster_rotates_on_real_backends(
     spec = small_kvm(masters={"count": 3, "cpu": 2, "memory": "4Gi"}, workers={"count": 3, "cpu": 2, "memory": "4Gi"})
     core, apps = k8s.CoreV1Api(apis), k8s.AppsV1Api(apis)
     vault = hvac.Client(url=openbao.addr, token=openbao.token)
-    kvm = KvmProvider(
-        core, apps, k8s.NetworkingV1Api(apis), simulated_nodes=local_stack_nodes(apis), poll_interval=0.05
-    )
+    kvm = KvmProvider(apis, simulated_nodes=local_stack_nodes(apis), poll_interval=0.05)
     pki = VaultPki(vault, Providers([kvm]))
     watch = TrustWatch(spec, core)
     activities = activities_of(pki, RotationSchedules(client, queue)) + provider_activities(kvm)

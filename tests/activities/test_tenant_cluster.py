@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api, PolicyV1Api
+from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, PolicyV1Api
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -318,9 +318,7 @@ def test_wait_node_registered_follows_the_vm_and_names_what_is_wrong(
     heartbeats: list[Any],
 ) -> None:
     provider = KvmProvider(
-        CoreV1Api(host),
-        AppsV1Api(host),
-        NetworkingV1Api(host),
+        host,
         simulated_nodes=local_stack_nodes(host),
         poll_interval=0.05,
     )
@@ -499,7 +497,7 @@ def _aws_clients(moto_url: str) -> AwsClients:
 
 def worker_providers(host: ApiClient, moto_url: str) -> Providers:
     """Both providers, as worker/backends.py builds them."""
-    kvm = KvmProvider(CoreV1Api(host), AppsV1Api(host), NetworkingV1Api(host))
+    kvm = KvmProvider(host)
     return Providers([kvm, AwsProvider(_aws_clients(moto_url))])
 
 

@@ -241,6 +241,10 @@ async def test_node_that_never_becomes_ready_pauses_and_resume_completes(
     spec = create(local_stack, tmp_path, "upg-nr")
     view: Views = views(spec)
     client = await connect_temporal(stack_settings(local_stack))
+    # master-0's new VM takes 2 s to be ready (within the 4 s timeout): a node's roll otherwise takes
+    # under half a second, over before the first look at the status, and master-1 must be broken
+    # while master-0 rolls.
+    view.annotate("master-0", READY_DELAY, "2")
     local_stack.cli("upgrade", spec.id, "--version", PATCH, "--node-ready-timeout", "4s")
 
     async def on_master_0() -> bool:
