@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from activities.common.kube_rest import DEPLOYMENTS, KubeRest
+from activities.common.kube_rest import DEPLOYMENTS, MERGE_PATCH, KubeRest
 from activities.nodes.bootstrap import NODE_ROLE_LABEL
 from devstack.kube_emulator import KUBELET_VERSION, TENANT_NODE, TENANT_PODS
 from models.naming import kvm_namespace, node_role
@@ -33,7 +33,6 @@ from models.spec import ClusterSpec, Provider
 
 log = logging.getLogger(__name__)
 
-MERGE_PATCH = "application/merge-patch+json"
 WORKLOAD_PODS = 3
 SIMULATED_MESSAGE = "simulated kubelet (local stack)"
 """Pods the emulator places on each simulated KVM worker, so upgrades have something to drain."""

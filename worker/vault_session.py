@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import requests
 from requests.utils import get_netrc_auth
@@ -21,8 +22,8 @@ NO_NETRC_ENTRY: Final = _NoNetrcEntry()
 
 def origin(url: str) -> str:
     """``scheme://host:port`` of a URL: what proxies, ``NO_PROXY`` and netrc entries are chosen by."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class EnvironmentOnceSession(requests.Session):

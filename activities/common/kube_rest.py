@@ -41,21 +41,17 @@ class KubeResource:
     plural: str
     namespaced: bool = True
 
-    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+    def path(self, namespace: str | None, name: str | None = None) -> str:
         parts = [self.api]
         if self.namespaced and namespace:
             parts += ["namespaces", quote(namespace, safe="")]
         parts.append(self.plural)
         if name is not None:
             parts.append(quote(name, safe=""))
-        if subresource is not None:
-            parts.append(subresource)
         return "/".join(parts)
 
 
 NAMESPACES: Final = KubeResource("namespace", "/api/v1", "namespaces", namespaced=False)
-NODES: Final = KubeResource("node", "/api/v1", "nodes", namespaced=False)
-PODS: Final = KubeResource("pod", "/api/v1", "pods")
 SECRETS: Final = KubeResource("secret", "/api/v1", "secrets")
 CONFIG_MAPS: Final = KubeResource("configmap", "/api/v1", "configmaps")
 SERVICES: Final = KubeResource("service", "/api/v1", "services")
@@ -101,11 +97,6 @@ class KubeRest:
         content_type = content_type or (JSON_PATCH if isinstance(patch, list) else STRATEGIC_MERGE_PATCH)
         return self.call("PATCH", resource.path(namespace, name), body=patch, content_type=content_type)
 
-    def patch_status(self, resource: KubeResource, namespace: str | None, name: str, patch: Obj) -> Obj:
-        return self.call(
-            "PATCH", resource.path(namespace, name, "status"), body=patch, content_type=STRATEGIC_MERGE_PATCH
-        )
-
     def delete(self, resource: KubeResource, namespace: str | None, name: str, options: Obj | None = None) -> Obj:
         return self.call("DELETE", resource.path(namespace, name), body=options or delete_options())
 
@@ -115,7 +106,6 @@ class KubeRest:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
-        field_selector: str | None = None,
         limit: int | None = None,
         continue_token: str | None = None,
     ) -> Obj:
@@ -124,7 +114,6 @@ class KubeRest:
             (key, value)
             for key, value in (
                 ("labelSelector", label_selector),
-                ("fieldSelector", field_selector),
                 ("limit", limit),
                 ("continue", continue_token),
             )

@@ -85,7 +85,6 @@ NAMESPACE_DELETE_TIMEOUT_SECONDS: Final = 600.0
 (retryably) naming what is left; below the activity's 15-minute start-to-close."""
 CONFLICT_ATTEMPTS: Final = 5
 """A timeout names at most this many nodes in its message; the error's details list all of them."""
-LIST_PAGE_SIZE: Final = 250
 
 # How an owned field compares (see the module docstring).
 MAP: Final = "map"  # labels/annotations: our keys set to our values, other keys kept
@@ -132,6 +131,10 @@ LISTED_KINDS: Final = (
     "secret",
     "serviceaccount",
 )
+_BY_KIND: Final = {
+    r.name: r
+    for r in (NAMESPACES, DEPLOYMENTS, SERVICES, INGRESSES, NETWORK_POLICIES, CONFIG_MAPS, SECRETS, SERVICE_ACCOUNTS)
+}
 """Every kind a tenant has in the host cluster (Secrets are the PKI activities'), for list_resources."""
 
 
@@ -292,22 +295,6 @@ class KvmProvider:
         # Every call goes through the ApiClient's REST layer (its retries and rate limit included),
         # not its generated methods (activities/common/kube_rest.py).
         self.rest = KubeRest(api)
-        self._namespace, self._network_policy, self._service_account = NAMESPACES, NETWORK_POLICIES, SERVICE_ACCOUNTS
-        self._config_map, self._service, self._ingress = CONFIG_MAPS, SERVICES, INGRESSES
-        self._deployment = DEPLOYMENTS
-        self._listed: dict[str, KubeResource] = {
-            r.name: r
-            for r in (
-                NAMESPACES,
-                DEPLOYMENTS,
-                SERVICES,
-                INGRESSES,
-                NETWORK_POLICIES,
-                CONFIG_MAPS,
-                SECRETS,
-                SERVICE_ACCOUNTS,
-            )
-        }
 
     def tenant_admin_credentials(self, spec: ClusterSpec) -> AdminCredentials:
         """The admin key pair from its host Secret ``tenant-<id>/cert-admin``."""
@@ -318,13 +305,13 @@ class KvmProvider:
         """Namespace, then its isolation (before anything runs in it), identity and cluster facts."""
         spec = input.spec
         manifests.kvm_settings(spec)  # refuse an AWS spec before creating anything
-        namespace_outcome, namespace = self._ensure(self._namespace, manifests.namespace_manifest(spec), spec)
+        namespace_outcome, namespace = self._ensure(NAMESPACES, manifests.namespace_manifest(spec), spec)
         uid = namespace["metadata"]["uid"]
         outcomes = [namespace_outcome]
         for kind, manifest in (
-            (self._network_policy, manifests.network_policy_manifest(spec)),
-            (self._service_account, manifests.service_account_manifest(spec)),
-            (self._config_map, manifests.cluster_configmap_manifest(spec)),
+            (NETWORK_POLICIES, manifests.network_policy_manifest(spec)),
+            (SERVICE_ACCOUNTS, manifests.service_account_manifest(spec)),
+            (CONFIG_MAPS, manifests.cluster_configmap_manifest(spec)),
         ):
             outcomes.append(self._ensure(kind, manifests.with_owner(manifest, uid), spec)[0])
         return EnsureResult(outcomes=outcomes)
@@ -333,12 +320,12 @@ class KvmProvider:
         """Delete the namespace (and with it everything in it) and wait until it is gone."""
         spec = input.spec
         name = namespace_of(spec.id)
-        live = self._read(self._namespace, "", name)
+        live = self._read(NAMESPACES, "", name)
         if live is None:
             return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.ABSENT)])
-        self._check_ours(self._namespace, live, spec)
+        self._check_ours(NAMESPACES, live, spec)
         if not live["metadata"].get("deletionTimestamp"):
-            self._delete(self._namespace, "", name, "Background", uid=live["metadata"]["uid"])
+            self._delete(NAMESPACES, "", name, "Background", uid=live["metadata"]["uid"])
         budget = WaitBudget(
             self.namespace_delete_timeout, max_poll=self.poll_interval, resume=False, first_poll=NAMESPACE_FIRST_POLL
         )
@@ -351,7 +338,7 @@ class KvmProvider:
                     "deletion continues in the host cluster and is checked again on retry"
                 )
             budget.sleep(f"waiting for namespace {name} to be deleted")
-            live = self._read(self._namespace, "", name)
+            live = self._read(NAMESPACES, "", name)
         activity.logger.info("namespace %s deleted", name)
         return EnsureResult(outcomes=[ResourceOutcome(kind="namespace", name=name, change=ResourceChange.DELETED)])
 
@@ -362,9 +349,9 @@ class KvmProvider:
         outcomes = [
             self._ensure(kind, manifests.with_owner(manifest, uid), spec)[0]
             for kind, manifest in (
-                (self._service, manifests.api_service_manifest(spec)),
-                (self._service, manifests.etcd_service_manifest(spec)),
-                (self._ingress, manifests.api_ingress_manifest(spec)),
+                (SERVICES, manifests.api_service_manifest(spec)),
+                (SERVICES, manifests.etcd_service_manifest(spec)),
+                (INGRESSES, manifests.api_ingress_manifest(spec)),
             )
         ]
         return EnsureResult(outcomes=outcomes)
@@ -374,9 +361,9 @@ class KvmProvider:
         outcomes = [
             self._delete_outcome(kind, namespace, name)
             for kind, name in (
-                (self._ingress, manifests.API_INGRESS),
-                (self._service, manifests.API_SERVICE),
-                (self._service, manifests.ETCD_SERVICE),
+                (INGRESSES, manifests.API_INGRESS),
+                (SERVICES, manifests.API_SERVICE),
+                (SERVICES, manifests.ETCD_SERVICE),
             )
         ]
         return EnsureResult(outcomes=outcomes)
@@ -392,8 +379,8 @@ class KvmProvider:
             manifests.node_deployment_manifest(spec, input.node, version, input.restart_token), uid
         )
         outcomes = [
-            self._ensure(self._config_map, config, spec)[0],
-            self._ensure(self._deployment, deployment, spec)[0],
+            self._ensure(CONFIG_MAPS, config, spec)[0],
+            self._ensure(DEPLOYMENTS, deployment, spec)[0],
         ]
         if self.simulated_nodes is not None:
             self.simulated_nodes.node_ensured(spec, input.node, version)
@@ -409,15 +396,15 @@ class KvmProvider:
         namespace = namespace_of(spec.id)
         # The live version label is what the VM really ran; the caller's may be a step behind.
         versions = {normalize_version(input.kubernetes_version)}
-        live = self._read(self._deployment, namespace, node)
+        live = self._read(DEPLOYMENTS, namespace, node)
         if live is not None:
-            self._check_ours(self._deployment, live, spec)
+            self._check_ours(DEPLOYMENTS, live, spec)
             running = (live["metadata"].get("labels") or {}).get(VERSION_LABEL)
             if running:
                 versions.add(normalize_version(running))
         # Foreground: the Deployment goes only after its pod (the VM) is gone, so a node re-created
         # under the same name waits for the old VM instead of running next to it.
-        outcomes = [self._delete_outcome(self._deployment, namespace, node, "Foreground")]
+        outcomes = [self._delete_outcome(DEPLOYMENTS, namespace, node, "Foreground")]
         others = [
             d
             for d in self._node_deployments(spec)
@@ -430,7 +417,7 @@ class KvmProvider:
             if any((d["metadata"].get("labels") or {}).get(VERSION_LABEL) == version for d in others):
                 outcomes.append(ResourceOutcome(kind="configmap", name=config, change=ResourceChange.UNCHANGED))
             else:
-                outcomes.append(self._delete_outcome(self._config_map, namespace, config))
+                outcomes.append(self._delete_outcome(CONFIG_MAPS, namespace, config))
         if self.simulated_nodes is not None:
             self.simulated_nodes.node_removed(spec, node)
         return EnsureResult(outcomes=outcomes)
@@ -449,19 +436,19 @@ class KvmProvider:
         }
         units: tuple[Unit, ...] = ((("spec", "template", "metadata", "annotations"), MAP),)
         for _ in range(CONFLICT_ATTEMPTS):
-            live = self._read(self._deployment, namespace, node)
+            live = self._read(DEPLOYMENTS, namespace, node)
             if live is None:
                 activity.logger.warning("restart of node %s of %s: no such deployment", node, spec.id)
                 return EnsureResult(
                     outcomes=[ResourceOutcome(kind="deployment", name=node, change=ResourceChange.ABSENT)]
                 )
-            self._check_ours(self._deployment, live, spec)
+            self._check_ours(DEPLOYMENTS, live, spec)
             plan = plan_changes(live, desired, units)
             if not plan.ops:
                 return EnsureResult(
                     outcomes=[ResourceOutcome(kind="deployment", name=node, change=ResourceChange.UNCHANGED)]
                 )
-            if self._patch(self._deployment, live, plan.ops) is not None:
+            if self._patch(DEPLOYMENTS, live, plan.ops) is not None:
                 activity.logger.info("node %s of %s restarting (token %s)", node, spec.id, input.restart_token)
                 return EnsureResult(
                     outcomes=[ResourceOutcome(kind="deployment", name=node, change=ResourceChange.UPDATED)]
@@ -509,7 +496,7 @@ class KvmProvider:
         selector = f"{CLUSTER_LABEL}={input.spec.id}"
         found = []
         for kind in LISTED_KINDS:
-            for item in self._list(f"list {kind}s labelled {selector}", self._listed[kind], None, selector):
+            for item in self._list(f"list {kind}s labelled {selector}", _BY_KIND[kind], None, selector):
                 meta = item["metadata"]
                 found.append("/".join(p for p in (kind, meta.get("namespace"), meta["name"]) if p))
         return ResourceList(resources=sorted(found))
@@ -535,7 +522,7 @@ class KvmProvider:
             # a cluster-wide list by label is filtered over every tenant's objects of that kind (by the
             # apiserver's watch cache too), 3.3 times a second for 1,000 clusters checked every 5 min.
             # Teardown's verify (list_resources) still looks everywhere. Namespaces are cluster-scoped.
-            for item in self._list(f"list {kind}s labelled {selector}", self._listed[kind], namespace, selector):
+            for item in self._list(f"list {kind}s labelled {selector}", _BY_KIND[kind], namespace, selector):
                 live[(kind, item["metadata"]["name"])] = item
         desired: list[tuple[str, Obj]] = [
             ("namespace", manifests.namespace_manifest(spec)),
@@ -603,7 +590,7 @@ class KvmProvider:
         cluster, manager = labels.get(CLUSTER_LABEL), labels.get(MANAGED_BY_LABEL)
         # The namespace must say it is this cluster's; inside it, an unlabelled object is ours
         # (the namespace is), but one labelled for something else is not.
-        foreign = cluster != spec.id if kind is self._namespace else cluster not in (None, spec.id)
+        foreign = cluster != spec.id if kind is NAMESPACES else cluster not in (None, spec.id)
         if foreign or manager not in (None, MANAGED_BY):
             meta = live["metadata"]
             where = "/".join(p for p in (meta.get("namespace"), meta["name"]) if p)
@@ -614,12 +601,12 @@ class KvmProvider:
 
     def _namespace_uid(self, spec: ClusterSpec) -> str:
         name = namespace_of(spec.id)
-        live = self._read(self._namespace, "", name)
+        live = self._read(NAMESPACES, "", name)
         if live is None:
             raise MissingPrerequisite(
                 f"namespace {name} does not exist: the cluster's foundation must be ensured first"
             )
-        self._check_ours(self._namespace, live, spec)
+        self._check_ours(NAMESPACES, live, spec)
         if live["metadata"].get("deletionTimestamp"):
             raise NotReady(f"namespace {name} is being deleted")
         return str(live["metadata"]["uid"])
@@ -666,7 +653,7 @@ class KvmProvider:
     def _list(self, what: str, kind: KubeResource, namespace: str | None, selector: str) -> list[Obj]:
         """Every page of one list by label (``namespace=None``: in every namespace)."""
         with translated(what):
-            return self.rest.list_all(kind, namespace, selector, LIST_PAGE_SIZE)
+            return self.rest.list_all(kind, namespace, selector)
 
     def _read(self, kind: KubeResource, namespace: str, name: str) -> Obj | None:
         try:

@@ -46,12 +46,8 @@ class GarbageCollector:
         meta = ev.obj["metadata"]
         old_refs = (ev.old["metadata"].get("ownerReferences") or []) if ev.old is not None else []
         new_refs = [] if ev.type == "DELETED" else (meta.get("ownerReferences") or [])
-        if (
-            ev.type != "DELETED"
-            and ev.old is not None
-            and old_refs == new_refs
-            and not (GC_FINALIZERS & set(meta.get("finalizers") or []))
-        ):
+        finalizing = bool(GC_FINALIZERS & set(meta.get("finalizers") or []))
+        if ev.type != "DELETED" and ev.old is not None and old_refs == new_refs and not finalizing:
             return False  # most events: a status or spec write that keeps the owners
         key = (ev.key, meta.get("namespace") or "", meta["name"])
         index = self._dependents.setdefault(cluster, {})
@@ -68,7 +64,7 @@ class GarbageCollector:
         before = len(work)
         if ev.type == "DELETED":
             work |= index.pop(meta.get("uid", ""), set())  # its dependents may have lost their last owner
-        elif new_refs or GC_FINALIZERS & set(meta.get("finalizers") or []):
+        elif new_refs or finalizing:
             work.add(key)
         # An owner deleted in the foreground waits for its blocking dependents: one that went, or
         # dropped its reference, may let it go.
