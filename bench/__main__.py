@@ -513,6 +513,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.cli_reps = CLI_REPS_QUICK if args.quick else CLI_REPS_FULL
     args.check_reps = CHECK_REPS_QUICK if args.quick else CHECK_REPS_FULL
     args.fleet_clusters = args.fleet_clusters or (FLEET_ROLLOUT_QUICK if args.quick else FLEET_ROLLOUT_FULL)
+    if args.state_parent:
+        try:  # a folder that is not there yet is made, as --out's is
+            Path(args.state_parent).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--state-parent {args.state_parent}: {exc.strerror or exc}")
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown or not args.parts:

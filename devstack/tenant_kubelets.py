@@ -123,9 +123,9 @@ class LocalStackNodes:
         self.kubelets = kubelets
         self.workload_pods = workload_pods
 
-    def node_ensured(self, spec: ClusterSpec, node: str, version: str) -> None:
+    def node_ensured(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None = None) -> None:
         if spec.provider is Provider.KVM:
-            self._annotate_vm(spec, node, version)
+            self._annotate_vm(spec, node, version, vm)
         else:
             self.kubelets(spec.id, node, version)
 
@@ -133,15 +133,17 @@ class LocalStackNodes:
         if spec.provider is not Provider.KVM:  # on KVM the emulator drops the Node with its Deployment
             self.kubelets(spec.id, node, None)
 
-    def _annotate_vm(self, spec: ClusterSpec, node: str, version: str) -> None:
-        """The emulator's annotations on the node's Deployment; written only when they differ."""
+    def _annotate_vm(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None) -> None:
+        """The emulator's annotations on the node's Deployment; written only when they differ.
+
+        ``vm`` is the Deployment as the provider left it; without it, it is read."""
         role = node_role(node)
         annotations = {TENANT_NODE: f"{spec.id}/{node}", KUBELET_VERSION: f"v{version}"}
         if role == "worker" and self.workload_pods > 0:
             annotations[TENANT_PODS] = str(self.workload_pods)
         labels = {NODE_ROLE_LABEL: role}
         namespace = kvm_namespace(spec.id)
-        meta = self.host.read(DEPLOYMENTS, namespace, node)["metadata"]
+        meta = (vm or self.host.read(DEPLOYMENTS, namespace, node))["metadata"]
         have_annotations, have_labels = meta.get("annotations") or {}, meta.get("labels") or {}
         if all(have_annotations.get(k) == v for k, v in annotations.items()) and all(
             have_labels.get(k) == v for k, v in labels.items()

@@ -21,6 +21,7 @@ Layout per cluster (namespace ``tenant-<id>``)::
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from activities.nodes.bootstrap import (
@@ -414,10 +415,25 @@ def node_deployment_manifest(
 
 
 # --- cloud-config ----------------------------------------------------------------------------------
+CLOUD_CONFIGS_KEPT = 512
+"""Rendered cloud-configs kept in the worker: two roles (and during an upgrade two versions) of the
+clusters being created, upgraded or drift-checked at about the same time."""
+
+
 def cloud_config(spec: ClusterSpec, role: str, version: str) -> str:
     """The node bootstrap's cloud-config (``activities.nodes.bootstrap``) for ``role`` at ``version``,
-    with the key pairs the pod mounts from its Secrets shared into the guest over virtio-9p."""
-    version = normalize_version(version)
+    with the key pairs the pod mounts from its Secrets shared into the guest over virtio-9p.
+
+    Every node of a role renders the same text, and rendering (YAML) is most of what an
+    ``ensure_node`` or a drift check spends outside its HTTP calls: the text is kept, keyed by
+    the whole spec, so a spec that changes in any field renders afresh.
+    """
+    return _rendered_cloud_config(spec.model_dump_json(), role, normalize_version(version))
+
+
+@functools.lru_cache(maxsize=CLOUD_CONFIGS_KEPT)
+def _rendered_cloud_config(spec_json: str, role: str, version: str) -> str:
+    spec = ClusterSpec.model_validate_json(spec_json)
     document = cloud_config_document(spec, role, version)
     document.mounts = [["certs", CERTS_DIR, "9p", "trans=virtio,version=9p2000.L,ro", "0", "0"]]
     header = f"tenantctl: {role} nodes of cluster {spec.id}, Kubernetes v{version}, API {spec.api_domain}"

@@ -378,13 +378,11 @@ class KvmProvider:
         deployment = manifests.with_owner(
             manifests.node_deployment_manifest(spec, input.node, version, input.restart_token), uid
         )
-        outcomes = [
-            self._ensure(CONFIG_MAPS, config, spec)[0],
-            self._ensure(DEPLOYMENTS, deployment, spec)[0],
-        ]
+        config_outcome, _ = self._ensure(CONFIG_MAPS, config, spec)
+        vm_outcome, vm = self._ensure(DEPLOYMENTS, deployment, spec)
         if self.simulated_nodes is not None:
-            self.simulated_nodes.node_ensured(spec, input.node, version)
-        return EnsureResult(outcomes=outcomes)
+            self.simulated_nodes.node_ensured(spec, input.node, version, vm)
+        return EnsureResult(outcomes=[config_outcome, vm_outcome])
 
     def ensure_node_absent(self, input: NodeRef) -> EnsureResult:
         """Delete the VM; then its cloud-config, once no other node of that role and version uses it.

@@ -60,8 +60,11 @@ class AdminCredentials:
 class SimulatedNodes(Protocol):
     """The local stack's stand-in for kubelets joining the tenant cluster (never set in production)."""
 
-    def node_ensured(self, spec: ClusterSpec, node: str, version: str) -> None:
-        """``node`` now exists at ``version``; its kubelet would register (again) at that version."""
+    def node_ensured(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None = None) -> None:
+        """``node`` now exists at ``version``; its kubelet would register (again) at that version.
+
+        ``vm`` is the node's host object as the provider just left it (KVM: the Deployment), so
+        the stand-in does not read it again."""
         ...
 
     def node_removed(self, spec: ClusterSpec, node: str) -> None:

@@ -9,7 +9,6 @@ ownership to the applier.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -29,7 +28,7 @@ from .fieldsets import (
     set_entries,
     value_at,
 )
-from .resources import ApiError, Obj, ResourceType
+from .resources import ApiError, Obj, ResourceType, clone
 
 
 def parse(raw: bytes) -> Obj:
@@ -73,7 +72,7 @@ def _merge(live: Any, applied: Any, node: Obj | None) -> Any:
         if kind == "set":
             return [*live, *(v for v in applied if v not in live)]
         if kind == "map":
-            out_items = [copy.deepcopy(i) for i in live]
+            out_items = [clone(i) for i in live]
             for item in applied:
                 ident = {k: item.get(k) for k in keys} if isinstance(item, dict) else {}
                 idx = next(
@@ -85,11 +84,11 @@ def _merge(live: Any, applied: Any, node: Obj | None) -> Any:
                     None,
                 )
                 if idx is None:
-                    out_items.append(copy.deepcopy(item))
+                    out_items.append(clone(item))
                 else:
                     out_items[idx] = _merge(out_items[idx], item, schema.items(node))
             return out_items
-    return copy.deepcopy(applied)
+    return clone(applied)
 
 
 def _conflict_error(conflicts: list[tuple[Obj, Path]]) -> ApiError:
@@ -127,7 +126,7 @@ def apply(rt: ResourceType, live: Obj, applied: Obj, manager: str, force: bool) 
     config = {k: v for k, v in applied.items() if k not in ("apiVersion", "kind")}
     # A conflict is a field another manager owns that this apply would change (an empty map applied
     # over a filled one changes nothing: maps merge).
-    probe = _merge(copy.deepcopy(live), config, schema.root(rt))
+    probe = _merge(clone(live), config, schema.root(rt))
     conflicts: list[tuple[Obj, Path]] = []
     for i, (entry, fields) in enumerate(managed):
         if i == mine:
@@ -140,7 +139,7 @@ def apply(rt: ResourceType, live: Obj, applied: Obj, manager: str, force: bool) 
     taken = {p for _, p in conflicts}
     managed = [(e, f - taken) if i != mine else (e, f) for i, (e, f) in enumerate(managed)]
     others: FieldSet = set().union(*(f for i, (_, f) in enumerate(managed) if i != mine))
-    base = copy.deepcopy(live)
+    base = clone(live)
     for path in sorted(previous - wanted, key=len, reverse=True):
         if path not in others:
             remove_at(base, path)

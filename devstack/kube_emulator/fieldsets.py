@@ -7,12 +7,11 @@ fields they set here; other writes take ownership of what they change without co
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 from . import schema
-from .resources import Obj, ResourceType, now_iso
+from .resources import Obj, ResourceType, clone, now_iso
 
 Path = tuple[str, ...]
 FieldSet = set[Path]
@@ -250,4 +249,4 @@ def record_update(rt: ResourceType, old: Obj | None, new: Obj, manager: str, sub
 
 def carry_over(old: Obj, new: Obj) -> None:
     """Keep the stored managedFields when a writer sent none or an edited copy (they are the server's)."""
-    new.setdefault("metadata", {})["managedFields"] = copy.deepcopy(entries(old))
+    new.setdefault("metadata", {})["managedFields"] = clone(entries(old))

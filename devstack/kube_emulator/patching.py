@@ -7,14 +7,13 @@ tags). Lists without a merge strategy are replaced wholesale, as for Go fields w
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 import jsonpatch
 
 from . import schema
-from .resources import ApiError, Obj
+from .resources import ApiError, Obj, clone
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -25,7 +24,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -46,11 +45,11 @@ def strategic_merge(target: Any, patch: Any, node: Obj | None = None) -> Any:
     """Strategic merge patch along the schema (`node`), incl. `$patch: replace|delete`, `$retainKeys`,
     `$deleteFromPrimitiveList`; lists without a merge strategy are replaced, as in Go."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     node = node or {}
     directive = patch.get("$patch")
     if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: clone(v) for k, v in patch.items() if k != "$patch"}
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
@@ -74,7 +73,7 @@ def strategic_merge(target: Any, patch: Any, node: Obj | None = None) -> Any:
             else:
                 result[key] = _merge_list(current, value, merge_key, schema.items(sub or {}))
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = clone(value)
     if isinstance(patch.get("$retainKeys"), list):
         result = {k: v for k, v in result.items() if k in patch["$retainKeys"]}
     return result
@@ -83,10 +82,10 @@ def strategic_merge(target: Any, patch: Any, node: Obj | None = None) -> Any:
 def _merge_list(target: list[Any], patch: list[Any], mkey: str, node: Obj) -> list[Any]:
     if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
         return [strategic_merge({}, i, node) for i in patch if not (isinstance(i, dict) and i.get("$patch"))]
-    result = copy.deepcopy(target)
+    result = clone(target)
     for item in patch:
         if not isinstance(item, dict) or mkey not in item:
-            result.append(copy.deepcopy(item))
+            result.append(clone(item))
             continue
         idx = next((n for n, cur in enumerate(result) if isinstance(cur, dict) and cur.get(mkey) == item[mkey]), None)
         if item.get("$patch") == "delete":

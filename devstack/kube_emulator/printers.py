@@ -8,12 +8,11 @@ get NAME and AGE.
 from __future__ import annotations
 
 import calendar
-import copy
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .resources import TIME_FORMAT, Obj, ResourceType
+from .resources import TIME_FORMAT, Obj, ResourceType, clone
 from .selectors import selector_to_string
 
 Column = tuple[str, str, int]  # (name, type, priority)
@@ -309,7 +308,7 @@ def table(rt: ResourceType, items: list[Obj], include: str, rv: str, cont: str |
         return {
             "kind": "PartialObjectMetadata",
             "apiVersion": "meta.k8s.io/v1",
-            "metadata": copy.deepcopy(obj["metadata"]),
+            "metadata": clone(obj["metadata"]),
         }
 
     named = rt.kind != "Event"

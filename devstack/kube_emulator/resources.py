@@ -7,13 +7,25 @@ discovery, tables, watches, persistence) is derived from it.
 from __future__ import annotations
 
 import base64
-import copy
+import pickle
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+
+
+def clone(value: T) -> T:
+    """A deep copy of stored API data (dicts, lists, strings, numbers): what ``copy.deepcopy`` gives.
+
+    A pickle round trip, about four times faster than ``deepcopy`` on a Deployment: the store copies
+    an object on every read and write, which was a fifth of the emulator's CPU during a fleet's creates.
+    """
+    copied: T = pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    return copied
+
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -272,7 +284,7 @@ def admit(rt: ResourceType, obj: Obj, old: Obj | None, next_ip: int) -> None:
         if old is None:
             obj["status"] = {"phase": "Active"}
         # spec.finalizers belongs to the namespace lifecycle (only /finalize may change it on a real server)
-        obj["spec"] = copy.deepcopy(old.get("spec", {})) if old is not None else {"finalizers": ["kubernetes"]}
+        obj["spec"] = clone(old.get("spec", {})) if old is not None else {"finalizers": ["kubernetes"]}
     elif rt.kind == "Secret":
         # stringData is write-only sugar: the server folds it into base64 `data`.
         string_data = obj.pop("stringData", None) or {}

@@ -10,12 +10,11 @@ the same revision, old ReplicaSets are scaled to 0 once the rollout is done and 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from typing import Any
 
-from .resources import DEPLOYMENTS, REPLICASETS, Obj
+from .resources import DEPLOYMENTS, REPLICASETS, Obj, clone
 from .store import Store
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -88,9 +87,9 @@ def owned_replicasets(store: Store, cluster: str, d: Obj) -> list[Obj]:
 def _new_replicaset(d: Obj, revision: int, replicas: int) -> Obj:
     meta, spec = d["metadata"], d.get("spec") or {}
     pod_hash = template_hash(spec.get("template"))
-    template = copy.deepcopy(spec.get("template") or {})
+    template = clone(spec.get("template") or {})
     template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
-    selector = copy.deepcopy(spec.get("selector") or {})
+    selector = clone(spec.get("selector") or {})
     selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _NOT_COPIED}
     return {

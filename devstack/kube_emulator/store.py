@@ -7,7 +7,6 @@ dict), so watch history and snapshots can share them; callers always get deep co
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import string
@@ -37,6 +36,7 @@ from .resources import (
     ResourceType,
     WriteOptions,
     admit,
+    clone,
     now_iso,
     scale_view,
 )
@@ -61,9 +61,29 @@ class Cluster:
     compacted_rv: int  # watches from an older resourceVersion get 410 Expired
     objects: dict[str, dict[Key, Obj]] = field(default_factory=dict)
     history: deque[WatchEvent] = field(default_factory=deque)
+    # rt.key -> namespace -> names of its objects: a list in one namespace (a tenant's nodes, a drift
+    # check) looks at that namespace's objects only, not at every tenant's objects of the kind
+    names_by_namespace: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
     def bucket(self, rt: ResourceType) -> dict[Key, Obj]:
+        """The kind's objects by (namespace, name); change them only through ``put`` and ``drop``."""
         return self.objects.setdefault(rt.key, {})
+
+    def put(self, rt: ResourceType, obj: Obj) -> None:
+        key = key_of(obj)
+        self.bucket(rt)[key] = obj
+        self.names_by_namespace.setdefault(rt.key, {}).setdefault(key[0], set()).add(key[1])
+
+    def drop(self, rt: ResourceType, key: Key) -> None:
+        self.bucket(rt).pop(key, None)
+        names = self.names_by_namespace.get(rt.key, {}).get(key[0])
+        if names is not None:
+            names.discard(key[1])
+            if not names:
+                del self.names_by_namespace[rt.key][key[0]]
+
+    def names_in(self, rt: ResourceType, ns: str) -> set[str]:
+        return self.names_by_namespace.get(rt.key, {}).get(ns, set())
 
 
 Listener = Callable[[str, WatchEvent], None]
@@ -88,10 +108,10 @@ def pod_healthy(pod: Obj) -> bool:
 def _writable(obj: Obj) -> Obj:
     """A copy whose metadata, status and spec's own keys may change; deeper spec values and the
     managed fields (which only writes through the API record) are shared."""
-    meta = {k: v if k == "managedFields" else copy.deepcopy(v) for k, v in obj["metadata"].items()}
+    meta = {k: v if k == "managedFields" else clone(v) for k, v in obj["metadata"].items()}
     out = {**obj, "metadata": meta}
     if "status" in obj:
-        out["status"] = copy.deepcopy(obj["status"])
+        out["status"] = clone(obj["status"])
     if isinstance(obj.get("spec"), dict):
         out["spec"] = dict(obj["spec"])
     return out
@@ -143,7 +163,7 @@ class Store:
             for name, objs in data["clusters"].items():
                 cl = self.clusters[name] = Cluster(name, compacted_rv=self.rv)
                 for obj in objs:
-                    cl.bucket(BY_KIND[(obj["apiVersion"], obj["kind"])])[key_of(obj)] = obj
+                    cl.put(BY_KIND[(obj["apiVersion"], obj["kind"])], obj)
 
     def close(self) -> None:
         with self.lock:
@@ -155,11 +175,10 @@ class Store:
     def _commit(self, cl: Cluster, rt: ResourceType, obj: Obj, old: Obj | None, delete: bool = False) -> Obj:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
-        bucket = cl.bucket(rt)
         if delete:
-            bucket.pop(key_of(obj), None)
+            cl.drop(rt, key_of(obj))
         else:
-            bucket[key_of(obj)] = obj
+            cl.put(rt, obj)
         etype = "DELETED" if delete else "ADDED" if old is None else "MODIFIED"
         event = WatchEvent(self.rv, etype, rt.key, obj, old)
         cl.history.append(event)
@@ -168,7 +187,7 @@ class Store:
         self.cond.notify_all()
         for listener in self.listeners:
             listener(cl.name, event)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -180,12 +199,12 @@ class Store:
 
     def get(self, cluster: str, rt: ResourceType, ns: str, name: str) -> Obj:
         with self.lock:
-            return copy.deepcopy(self._existing(self.cluster(cluster), rt, ns, name))
+            return clone(self._existing(self.cluster(cluster), rt, ns, name))
 
     def find(self, cluster: str, rt: ResourceType, ns: str, name: str) -> Obj | None:
         with self.lock:
             obj = self.cluster(cluster).bucket(rt).get((ns if rt.namespaced else "", name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return clone(obj) if obj is not None else None
 
     # Controllers read far more than they write (a Deployment's sync looks at every ReplicaSet it
     # owns); these two hand out the stored dicts themselves, which is safe because a committed dict is
@@ -200,15 +219,16 @@ class Store:
     ) -> list[Obj]:
         """The stored objects in name order, not copies: read-only."""
         with self.lock:
-            bucket = self.cluster(cluster).bucket(rt)
-            keys = sorted(k for k in bucket if not ns or k[0] == ns)
+            cl = self.cluster(cluster)
+            bucket = cl.bucket(rt)
+            keys = [(ns, name) for name in sorted(cl.names_in(rt, ns))] if ns else sorted(bucket)
             return [o for o in (bucket[k] for k in keys) if match is None or match(o)]
 
     def list(
         self, cluster: str, rt: ResourceType, ns: str | None = None, match: Matcher | None = None
     ) -> tuple[list[Obj], int]:
         with self.lock:
-            return [copy.deepcopy(o) for o in self.peek_list(cluster, rt, ns, match)], self.rv
+            return [clone(o) for o in self.peek_list(cluster, rt, ns, match)], self.rv
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -221,7 +241,7 @@ class Store:
                 f"the API version in the data ({body.get('apiVersion')}) and kind "
                 f"({body.get('kind')}) do not match the expected {rt.api_version} {rt.kind}",
             )
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
@@ -297,7 +317,7 @@ class Store:
         if rt.generation:
             meta["generation"] = 1
         if "status" in rt.subresources and rt.kind != "Node" and not keep_status:
-            obj["status"] = copy.deepcopy(INITIAL_STATUS.get(rt.kind, {}))  # status is the controllers' to write
+            obj["status"] = clone(INITIAL_STATUS.get(rt.kind, {}))  # status is the controllers' to write
         self._ips += rt.kind == "Service"
         admit(rt, obj, None, self._ips)
         validate(rt, obj, None)
@@ -339,7 +359,7 @@ class Store:
             if ctype == APPLY_PATCH:
                 return self._apply(cl, rt, ns, name, raw, sub, opts)
             old = self._existing(cl, rt, ns, name)
-            base = scale_view(rt, old) if sub == "scale" else copy.deepcopy(old)
+            base = scale_view(rt, old) if sub == "scale" else clone(old)
             node = schema.scale_root() if sub == "scale" else schema.root(rt)
             return self._replace(cl, rt, old, apply_patch(ctype, base, raw, node), sub, opts), False
 
@@ -360,7 +380,7 @@ class Store:
                 raise ApiError(404, f'{rt.qualified} "{name}" not found', details=rt.details(name))
             merged = apply.apply(rt, {}, config, opts.manager, opts.force)
             return self._create(cl, rt, ns, merged, opts, applied=True), True
-        merged = apply.apply(rt, copy.deepcopy(live), config, opts.manager, opts.force)
+        merged = apply.apply(rt, clone(live), config, opts.manager, opts.force)
         return self._replace(cl, rt, live, merged, sub, opts, applied=True), False
 
     def _replace(
@@ -377,7 +397,7 @@ class Store:
                     f"{replicas}: must be greater than or equal to 0",
                 )
             rv = (body.get("metadata") or {}).get("resourceVersion")
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["spec"]["replicas"] = replicas
         else:
             obj = self._check_body(rt, body, ns)
@@ -390,7 +410,7 @@ class Store:
                 )
             rv = obj["metadata"].get("resourceVersion")
             if sub == "status":
-                new = copy.deepcopy(old)
+                new = clone(old)
                 new["status"] = obj.get("status") or {}
             else:
                 new, meta = obj, obj["metadata"]
@@ -443,7 +463,7 @@ class Store:
             meta["generation"] = old["metadata"].get("generation", 1) + 1
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old or dry_run:  # a no-op write does not bump resourceVersion, like a real server
-            return copy.deepcopy(new)
+            return clone(new)
         gone = meta.get("deletionTimestamp") and not meta.get("finalizers") and rt is not NAMESPACES
         return self._commit(cl, rt, new, old, delete=bool(gone))
 
@@ -484,8 +504,8 @@ class Store:
                         rt.details(name),
                     )
                 if old["metadata"].get("deletionTimestamp"):
-                    return copy.deepcopy(old), False
-                new = copy.deepcopy(old)
+                    return clone(old), False
+                new = clone(old)
                 new["metadata"].update(deletionTimestamp=now_iso(), deletionGracePeriodSeconds=0)
                 if gc_finalizer and gc_finalizer not in (finalizers := new["metadata"].setdefault("finalizers", [])):
                     finalizers.append(gc_finalizer)  # the garbage collector finishes the deletion
@@ -493,8 +513,8 @@ class Store:
                     new["status"] = {**new.get("status", {}), "phase": "Terminating"}
                 return (new if dry_run else self._commit(cl, rt, new, old)), False
             if dry_run:
-                return copy.deepcopy(old), True
-            return self._commit(cl, rt, copy.deepcopy(old), old, delete=True), True
+                return clone(old), True
+            return self._commit(cl, rt, clone(old), old, delete=True), True
 
     # --- controller helpers ---------------------------------------------------------------------
 
@@ -517,7 +537,7 @@ class Store:
         with self.lock:
             cl = self.cluster(cluster)
             cur = cl.bucket(rt).get((ns if rt.namespaced else "", name))
-            new = fn(None if cur is None else _writable(cur) if top_level_spec else copy.deepcopy(cur))
+            new = fn(None if cur is None else _writable(cur) if top_level_spec else clone(cur))
             if new is None:
                 return None
             if new == cur:  # controllers converge the same values again and again: nothing to write
@@ -532,7 +552,7 @@ class Store:
             cl = self.cluster(cluster)
             cur = cl.bucket(rt).get((ns if rt.namespaced else "", name))
             if cur is not None:
-                self._commit(cl, rt, copy.deepcopy(cur), cur, delete=True)
+                self._commit(cl, rt, clone(cur), cur, delete=True)
 
     def evict(self, cluster: str, ns: str, name: str) -> None:
         """policy/v1 Eviction: delete the pod unless a matching PodDisruptionBudget would be violated."""
@@ -599,11 +619,7 @@ class Store:
             cl = self.cluster(cluster)
             if since in (None, "", "0"):  # "start at most recent": synthetic ADDED for what exists
                 last = self.rv
-                pending = [
-                    {"type": "ADDED", "object": copy.deepcopy(o)}
-                    for k, o in sorted(cl.bucket(rt).items())
-                    if (not ns or k[0] == ns) and match(o)
-                ]
+                pending = [{"type": "ADDED", "object": clone(o)} for o in self.peek_list(cluster, rt, ns, match)]
             else:
                 try:
                     last = int(since)
@@ -657,7 +673,7 @@ def _visible(e: WatchEvent, rt: ResourceType, ns: str | None, match: Matcher) ->
         etype = "MODIFIED" if now_ok and was_ok else "ADDED" if now_ok else "DELETED" if was_ok else None
     else:
         etype = e.type if now_ok else None
-    return {"type": etype, "object": copy.deepcopy(e.obj)} if etype else None
+    return {"type": etype, "object": clone(e.obj)} if etype else None
 
 
 NAMESPACED = tuple(rt for rt in RESOURCES if rt.namespaced)

@@ -786,7 +786,7 @@ def test_the_local_stack_hook_hears_of_every_node(
     heard: list[tuple[str, str, str | None]] = []
 
     class Hook:
-        def node_ensured(self, spec: ClusterSpec, node: str, version: str) -> None:
+        def node_ensured(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None = None) -> None:
             heard.append((spec.id, node, version))
 
         def node_removed(self, spec: ClusterSpec, node: str) -> None:

@@ -28,6 +28,7 @@ from activities.kvm import manifests
 from activities.kvm.provider import KvmProvider
 from activities.nodes.bootstrap import NODE_ROLE_LABEL
 from devstack.kube_emulator import NEVER_READY, Emulator
+from devstack.kube_emulator.controllers import KUBELET_VERSION
 from models.errors import (
     NON_RETRYABLE_ERROR_TYPES,
     Conflict,
@@ -451,6 +452,30 @@ def test_upgrade_moves_a_node_to_the_new_cloud_config(
     # the caller may pass a stale version: the Deployment's own label decides which config to drop
     gone = changes(run(env, provider.ensure_node_absent, node_ref(spec, "worker-0", "1.32.4")))
     assert gone["configmap/cloud-config-worker-1.33.1"] is ResourceChange.DELETED
+
+
+def test_the_local_stack_hook_annotates_the_vm_the_provider_left_without_reading_it(
+    env: ActivityEnvironment,
+    provider: KvmProvider,
+    core: CoreV1Api,
+    apps: AppsV1Api,
+    emulator: Emulator,
+    spec: ClusterSpec,
+) -> None:
+    provision(env, provider, core, spec)
+    live = deployment(apps, spec, "worker-0")
+    hook = provider.simulated_nodes
+    assert hook is not None
+    emulator.set_faults(outage_seconds=30)  # from here on, any request at all fails
+    # the Deployment ensure_node just left already carries the annotations: nothing to read or write
+    hook.node_ensured(spec, "worker-0", spec.kubernetes_version, live)
+    with pytest.raises(ApiException) as outage:  # without it, the hook has to read the Deployment
+        hook.node_ensured(spec, "worker-0", spec.kubernetes_version)
+    assert outage.value.status == 503
+    emulator.clear_faults()
+    # a VM the provider left at another version gets its annotations written
+    hook.node_ensured(spec, "worker-0", "1.33.1", live)
+    assert deployment(apps, spec, "worker-0")["metadata"]["annotations"][KUBELET_VERSION] == "v1.33.1"
 
 
 def test_removal_twice_leaves_nothing(

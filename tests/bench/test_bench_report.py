@@ -9,12 +9,15 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import ActivityType, Payload, Payloads
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import ActivityTaskScheduledEventAttributes, HistoryEvent
 
+from bench.__main__ import parse_args
 from bench.procstat import ProcessMeter, Window, cpu_ticks_from_stat, memory_from_status
 from bench.raw import recorded_waves
 from bench.report import (
@@ -331,3 +334,15 @@ def test_a_held_fleet_reports_its_check_rate_and_machine_share_against_the_targe
     assert "1000 clusters held: CPU <= 50% of the cores" in shown  # the targets table comes with it
     again = BenchResult.from_dict(json.loads(json.dumps(result.as_dict())))
     assert again == result
+
+
+def test_a_state_parent_that_is_not_there_is_made_and_a_file_is_refused(tmp_path: Path, capsys: Any) -> None:
+    parent = tmp_path / "new" / "stacks"
+    assert parse_args(["--quick", "--state-parent", str(parent)]).state_parent == str(parent)
+    assert parent.is_dir()
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    with pytest.raises(SystemExit) as refused:
+        parse_args(["--state-parent", str(taken / "below")])
+    assert refused.value.code == 2
+    assert "--state-parent" in capsys.readouterr().err

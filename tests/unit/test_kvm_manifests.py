@@ -286,6 +286,27 @@ def test_cloud_config_per_role(spec: ClusterSpec) -> None:
     assert manifest["metadata"]["labels"][VERSION_LABEL] == "1.32.4"
 
 
+def test_cloud_config_is_rendered_once_per_role_and_afresh_for_any_change(spec: ClusterSpec) -> None:
+    cache = manifests._rendered_cloud_config
+    cache.cache_clear()
+    first = manifests.cloud_config(spec, "worker", "1.32.4")
+    for _ in range(3):  # the other workers of the cluster (and "v1.32.4" is the same version)
+        assert manifests.cloud_config(spec, "worker", "v1.32.4") == first
+    assert cache.cache_info().misses == 1
+    # the kept text is what a fresh render gives
+    cache.cache_clear()
+    assert manifests.cloud_config(spec, "worker", "1.32.4") == first
+    # a change in any field of the spec (even one the text shows only indirectly) renders again
+    changed = spec.model_copy(deep=True)
+    changed.networking.service_cidr = "172.30.0.0/16"
+    text = manifests.cloud_config(changed, "worker", "1.32.4")
+    assert text != first and "172.30.0.10" in text
+    assert cache.cache_info().misses == 2
+    # a spec changed in place after a render (models validate on assignment) is not served stale
+    spec.base_domain = "k8s.example.org"
+    assert "api.acme-prod.k8s.example.org" in manifests.cloud_config(spec, "worker", "1.32.4")
+
+
 @pytest.mark.parametrize(
     ("model", "build"),
     [
