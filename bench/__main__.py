@@ -40,6 +40,7 @@ from bench.processes import ROOT, WorkerProcess, stack_meters, worker_env
 from bench.procstat import ProcessMeter, Window
 from bench.raw import RawBackends
 from bench.report import (
+    DEFAULT_CHECK_INTERVAL_SECONDS,
     BenchResult,
     CliResult,
     ConcurrencyResult,
@@ -362,6 +363,9 @@ class Run:
             hold.cpu_seconds[m.name] = None if now is None or then is None else now - then
             hold.rss_bytes[m.name] = m.rss()
         window_end = datetime.now(UTC)
+        # counted over the window's last check interval: see FleetHold.counted_seconds
+        counted_from = max(window_start, window_end - timedelta(seconds=DEFAULT_CHECK_INTERVAL_SECONDS))
+        hold.counted_seconds = (window_end - counted_from).total_seconds()
         asking = asyncio.Semaphore(FLEET_STATUS_READS)
 
         async def look(cluster_id: str) -> None:
@@ -372,7 +376,7 @@ class Run:
                     hold.failures.append(f"status of {cluster_id}: {type(exc).__name__}: {exc}")
                     return
             last = status.last_check
-            if last is not None and window_start <= last.at <= window_end:
+            if last is not None and counted_from <= last.at <= window_end:
                 hold.checked += 1
             if last is not None and last.outcome is CheckOutcome.FAILED:
                 hold.check_failures += 1
@@ -380,7 +384,8 @@ class Run:
                 hold.overdue += 1
 
         await asyncio.gather(*(look(c) for c in self.fleet_clusters))
-        log.info("fleet: %d of %d clusters checked in %.0fs", hold.checked, hold.clusters, hold.seconds)
+        log.info("fleet: %d of %d clusters checked in the last %.0fs of %.0fs", hold.checked, hold.clusters,
+                 hold.counted_seconds, hold.seconds)  # fmt: skip
         return hold
 
 
