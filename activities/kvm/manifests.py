@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import threading
 from typing import Any
 
 from activities.nodes.bootstrap import (
@@ -418,6 +419,9 @@ def node_deployment_manifest(
 CLOUD_CONFIGS_KEPT = 512
 """Rendered cloud-configs kept in the worker: two roles (and during an upgrade two versions) of the
 clusters being created, upgraded or drift-checked at about the same time."""
+_RENDERING = threading.Lock()
+"""A create ensures all its nodes at once: without it each of them would miss the cache and render.
+Rendering is pure Python, so under the GIL one render at a time costs no throughput."""
 
 
 def cloud_config(spec: ClusterSpec, role: str, version: str) -> str:
@@ -428,7 +432,9 @@ def cloud_config(spec: ClusterSpec, role: str, version: str) -> str:
     ``ensure_node`` or a drift check spends outside its HTTP calls: the text is kept, keyed by
     the whole spec, so a spec that changes in any field renders afresh.
     """
-    return _rendered_cloud_config(spec.model_dump_json(), role, normalize_version(version))
+    key = (spec.model_dump_json(), role, normalize_version(version))
+    with _RENDERING:
+        return _rendered_cloud_config(*key)
 
 
 @functools.lru_cache(maxsize=CLOUD_CONFIGS_KEPT)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +307,21 @@ def test_cloud_config_is_rendered_once_per_role_and_afresh_for_any_change(spec: 
     # a spec changed in place after a render (models validate on assignment) is not served stale
     spec.base_domain = "k8s.example.org"
     assert "api.acme-prod.k8s.example.org" in manifests.cloud_config(spec, "worker", "1.32.4")
+
+
+def test_nodes_ensured_at_once_render_their_cloud_config_once(spec: ClusterSpec) -> None:
+    cache = manifests._rendered_cloud_config
+    cache.cache_clear()
+    start = threading.Barrier(6)
+
+    def ensure_node(_: int) -> str:  # what each of a create's six ensure_node threads does first
+        start.wait()
+        return manifests.cloud_config(spec, "master", "1.32.4")
+
+    with ThreadPoolExecutor(6) as pool:
+        texts = set(pool.map(ensure_node, range(6)))
+    assert len(texts) == 1
+    assert cache.cache_info().misses == 1
 
 
 @pytest.mark.parametrize(
