@@ -83,6 +83,7 @@ class Cluster:
                 del self.names_by_namespace[rt.key][key[0]]
 
     def names_in(self, rt: ResourceType, ns: str) -> set[str]:
+        """The names of the kind's objects in ``ns``: the index itself, to read under the store's lock."""
         return self.names_by_namespace.get(rt.key, {}).get(ns, set())
 
 
