@@ -131,11 +131,12 @@ LISTED_KINDS: Final = (
     "secret",
     "serviceaccount",
 )
+"""Every kind a tenant has in the host cluster (Secrets are the PKI activities'), for list_resources."""
 _BY_KIND: Final = {
     r.name: r
     for r in (NAMESPACES, DEPLOYMENTS, SERVICES, INGRESSES, NETWORK_POLICIES, CONFIG_MAPS, SECRETS, SERVICE_ACCOUNTS)
 }
-"""Every kind a tenant has in the host cluster (Secrets are the PKI activities'), for list_resources."""
+"""The API resource of each of LISTED_KINDS."""
 
 
 # --- pure helpers: comparison and patches ----------------------------------------------------------

@@ -122,10 +122,9 @@ class GarbageCollector:
         with store.lock:
             work, self._work[cluster] = self._work.get(cluster, set()), set()
             index = self._dependents.get(cluster, {})
-            buckets = store.cluster(cluster)
             for rt_key, ns, name in sorted(work):
                 rt = BY_KEY[rt_key]
-                obj = buckets.bucket(rt).get((ns, name))
+                obj = store.peek(cluster, rt, ns, name)
                 if obj is None:
                     continue  # gone: its deletion queued what it concerned
                 meta = obj["metadata"]
@@ -141,7 +140,7 @@ class GarbageCollector:
         found = []
         for rt_key, ns, name in sorted(keys):
             rt = BY_KEY[rt_key]
-            if (obj := self.store.cluster(cluster).bucket(rt).get((ns, name))) is not None:
+            if (obj := self.store.peek(cluster, rt, ns, name)) is not None:
                 found.append((rt, obj))
         return found
 
