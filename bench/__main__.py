@@ -152,7 +152,9 @@ class Run:
             if workflow_id is None:
                 return
             try:
-                result.raw_seconds.append(await asyncio.wait_for(self.raw.replay(workflow_id), OPERATION_TIMEOUT))
+                replayed = await asyncio.wait_for(self.raw.replay(workflow_id), OPERATION_TIMEOUT)
+                result.raw_seconds.append(replayed.seconds)
+                result.raw_cpu_seconds.append(replayed.cpu_seconds)
             except Exception as exc:  # a replay that breaks says so in the report; the run goes on
                 result.failures.append(f"raw {result.operation} of {cluster_id}: {type(exc).__name__}: {exc}")
                 return

@@ -25,6 +25,8 @@ class OperationResult:
     product_events: list[int] = field(default_factory=list)
     floor_events: list[int] = field(default_factory=list)
     raw_seconds: list[float] = field(default_factory=list)  # empty: not derived
+    raw_cpu_seconds: list[float] = field(default_factory=list)
+    """CPU of the raw replay: the activities' own code and backend clients, without Temporal."""
     failures: list[str] = field(default_factory=list)
 
 
@@ -234,14 +236,15 @@ def operations_table(results: list[OperationResult]) -> str:
                 seconds(floor),
                 times(ratio(product, floor)),
                 seconds(median(r.raw_seconds), NOT_DERIVED),
+                number(median(r.raw_cpu_seconds), 3) if r.raw_cpu_seconds else "n/a",
                 number(product_events, 0),
                 number(floor_events, 0),
                 times(ratio(product_events, floor_events)),
                 f"{len(r.product_seconds)}" + (f" ({len(r.failures)} failed)" if r.failures else ""),
             ]
         )
-    headers = ["operation", "tenantctl", "bare floor", "ratio", "raw backend work", "events", "floor events",
-               "events ratio", "runs"]  # fmt: skip
+    headers = ["operation", "tenantctl", "bare floor", "ratio", "raw backend work", "raw client CPU-s", "events",
+               "floor events", "events ratio", "runs"]  # fmt: skip
     return table(headers, rows)
 
 
@@ -457,7 +460,7 @@ def targets(result: BenchResult) -> list[TargetCheck]:
         checks += [
             TargetCheck(f"{k} creates at once: all Ready <= 1.5 x floor", times(all_ready),
                         None if all_ready is None else all_ready <= 1.5),
-            TargetCheck(f"{k} creates at once: worker CPU per cluster <= 2 x floor", times(cpu),
+            TargetCheck(f"{k} creates at once: worker CPU per cluster <= 2 x floor", _worker_cpu(result, p, f),
                         None if cpu is None else cpu <= 2.0),
             TargetCheck(f"{k} creates at once: worker peak RSS <= 300 MB", mebibytes(rss),
                         None if rss is None else rss <= 300 * 1000 * 1000),
@@ -486,6 +489,18 @@ def targets(result: BenchResult) -> list[TargetCheck]:
                         "n/a" if share is None else f"{share:.0%}", None if share is None else share <= 0.5),
         ]  # fmt: skip
     return checks
+
+
+def _worker_cpu(result: BenchResult, product: dict[str, float | None], floor: dict[str, float | None]) -> str:
+    """The worker CPU ratio, and beside it (context, not the target) the ratio against the floor plus
+    the CPU the same create's calls take without Temporal: the floor's activities call no backend."""
+    measured = times(ratio(product["worker_cpu"], floor["worker_cpu"]))
+    create = _operation(result, "create")
+    raw = None if create is None else median(create.raw_cpu_seconds)
+    if raw is None or floor["worker_cpu"] is None:
+        return measured
+    against_raw = times(ratio(product["worker_cpu"], floor["worker_cpu"] + raw))
+    return f"{measured} (vs floor + raw client CPU of a create, {raw:.3f} s: {against_raw})"
 
 
 def targets_table(checks: list[TargetCheck]) -> str:

@@ -159,6 +159,10 @@ def _diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[str]:
     return sorted(key for key, value in desired.items() if _differs(current.get(key), value))
 
 
+NO_MOUNT_AT = "no secret engine mount at"
+"""What Vault and OpenBao answer (with 400) for ``GET sys/mounts/<path>`` where nothing is mounted."""
+
+
 @dataclass(frozen=True)
 class Issuer:
     mount: str
@@ -257,12 +261,16 @@ class VaultPki:
     def ensure_roles(self, input: ClusterRef) -> EnsureResult:
         mount = self.mount(input.spec.id)
         desired = role_specs(input.spec)
+        # One listing first: a role it does not name is written without reading it (a create's
+        # seven roles cost seven calls, not fourteen); a listed one is read and converged.
+        existing = set(self._list(f"{mount}/roles", f"list roles of {mount}"))
         outcomes = [
-            ResourceOutcome(kind=KIND_ROLE, name=r.name.value, change=self._ensure_role(mount, r)) for r in desired
+            ResourceOutcome(
+                kind=KIND_ROLE, name=r.name.value, change=self._ensure_role(mount, r, r.name.value in existing)
+            )
+            for r in desired
         ]
-        unmanaged = sorted(
-            set(self._list(f"{mount}/roles", f"list roles of {mount}")) - {r.name.value for r in desired}
-        )
+        unmanaged = sorted(existing - {r.name.value for r in desired})
         for name in unmanaged:
             # Someone else's role on our mount: not ours to delete, but worth a look.
             activity.logger.warning("PKI mount %s has role %s that tenantctl does not manage", mount, name)
@@ -733,7 +741,29 @@ class VaultPki:
 
     # --- mount and CA -----------------------------------------------------------------------------
     def _mount_config(self, mount: str) -> dict[str, Any] | None:
-        # GET sys/mounts/<path> answers 400 (not 404) for a missing mount: the listing is unambiguous.
+        """The mount's configuration (type, description, TTLs), or None when nothing is mounted there.
+
+        Read at its own path, not from the listing of every secrets engine: every create and every
+        drift check asks, and the listing grows with the fleet (a thousand clusters make it a few
+        hundred KB of JSON per question). A missing mount answers 400 (not 404) with the text
+        Vault and OpenBao both send; any other 400, or a policy written before the worker read
+        this path (403), is answered from the listing, which is unambiguous.
+        """
+        with translated(f"read PKI mount {mount}"):
+            try:
+                response = self.vault.read(f"sys/mounts/{mount}")
+            except hvac.exceptions.InvalidRequest as exc:
+                if NO_MOUNT_AT in str(exc).lower():
+                    return None
+                return self._listed_mount_config(mount)
+            except hvac.exceptions.Forbidden:
+                return self._listed_mount_config(mount)
+        if response is None:
+            return None
+        found = response.get("data") or response
+        return dict(found) if isinstance(found, dict) and found.get("type") else None
+
+    def _listed_mount_config(self, mount: str) -> dict[str, Any] | None:
         mounts = self._read("sys/mounts", "list secrets engines") or {}
         found = mounts.get(f"{mount}/")
         return dict(found) if isinstance(found, dict) else None
@@ -904,9 +934,11 @@ class VaultPki:
         return published
 
     # --- roles and policy -------------------------------------------------------------------------
-    def _ensure_role(self, mount: str, role: RoleSpec) -> ResourceChange:
+    def _ensure_role(self, mount: str, role: RoleSpec, listed: bool = True) -> ResourceChange:
+        """Converge one role; ``listed=False`` (the mount's listing lacks it): write it unread. Writing
+        a role replaces it whole, so one created meanwhile by a concurrent attempt converges too."""
         path, desired = f"{mount}/roles/{role.name.value}", role_body(role)
-        current = self._read(path, f"read role {role.name.value} of {mount}")
+        current = self._read(path, f"read role {role.name.value} of {mount}") if listed else None
         changed = _diff(current or {}, desired)
         if current is not None and not changed:
             return ResourceChange.UNCHANGED

@@ -5,15 +5,16 @@
 # and checks what it refuses. "+" matches one path segment: one cluster id.
 
 # --- sys/: the cluster mounts and the per-cluster policies, nothing else ----------------------------
-# The mount listing: GET sys/mounts/<path> answers 400 for a missing mount, so the worker reads the
-# list to know whether pki/<id> exists (it sees mount names and types, no secret).
+# The mount listing: the worker reads one mount at its own path (below) and falls back to the list
+# only when that read is refused or answers a 400 it does not recognise (it sees mount names and
+# types, no secret).
 path "sys/mounts" {
   capabilities = ["read"]
 }
 
-# Enable and disable one cluster's PKI secrets engine, pki/<id>, and tune its TTLs.
+# Read, enable and disable one cluster's PKI secrets engine, pki/<id>, and tune its TTLs.
 path "sys/mounts/pki/+" {
-  capabilities = ["create", "update", "delete"]
+  capabilities = ["create", "read", "update", "delete"]
 }
 path "sys/mounts/pki/+/tune" {
   capabilities = ["read", "update"]

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -34,6 +35,7 @@ from activities.providers.key_pairs import (
     KeyPair,
     key_matches_certificate,
 )
+from models.drift import DriftItem, DriftKind, ObserveInput
 from models.errors import (
     NON_RETRYABLE_ERROR_TYPES,
     Conflict,
@@ -216,6 +218,79 @@ def test_ensure_ca_converges_mount_tuning(pki: VaultPki, vault: hvac.Client, spe
 
 
 # --- roles -----------------------------------------------------------------------------------------------
+WORKER_POLICY_TEXT = (Path(__file__).resolve().parents[2] / "deploy" / "vault" / "tenantctl-worker.hcl").read_text()
+LISTING_GRANT = 'path "sys/mounts" {\n  capabilities = ["read"]\n}\n'
+MOUNT_GRANT = 'path "sys/mounts/pki/+" {\n  capabilities = ["create", "read", "update", "delete"]\n}\n'
+
+
+def pki_under_policy(vault: hvac.Client, core: k8s.CoreV1Api, name: str, policy: str) -> VaultPki:
+    vault.sys.create_or_update_policy(name, policy)
+    token = vault.auth.token.create(policies=[name], no_default_policy=True, ttl="10m")["auth"]["client_token"]
+    worker = hvac.Client(url=vault.url, token=token)
+    return VaultPki(worker, Providers([KvmProvider(core.api_client)]))
+
+
+def test_the_mount_is_read_at_its_own_path_not_from_the_fleet_wide_listing(
+    vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec
+) -> None:
+    # Every create and drift check asks whether pki/<id> is mounted; the listing of every secrets
+    # engine grows with the fleet. A token that may not list them still creates, converges and
+    # observes its mount, and tells a missing mount apart.
+    assert LISTING_GRANT in WORKER_POLICY_TEXT
+    pki = pki_under_policy(vault, core, f"no-listing-{spec.id}", WORKER_POLICY_TEXT.replace(LISTING_GRANT, ""))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        pki.vault.read("sys/mounts")
+
+    missing = pki.observe(ObserveInput(spec=spec, nodes={}))
+    assert DriftItem(kind=DriftKind.MISSING, object=f"vault:mount/{pki_mount(spec.id)}") in missing.items
+
+    first = pki.ensure_ca(CaInput(spec=spec))
+    vault.write_data(f"sys/mounts/{pki_mount(spec.id)}/tune", data={"description": "edited"})
+    again = pki.ensure_ca(CaInput(spec=spec))
+    assert first.created and not again.created and again.issuer_id == first.issuer_id
+    assert data(vault, "sys/mounts")[f"{pki_mount(spec.id)}/"]["description"] == f"tenantctl PKI of cluster {spec.id}"
+    present = pki.observe(ObserveInput(spec=spec, nodes={}))
+    assert not any(i.object == f"vault:mount/{pki_mount(spec.id)}" for i in present.items)
+
+
+def test_a_policy_without_the_mount_read_falls_back_to_the_listing(
+    vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec
+) -> None:
+    # A policy installed before the worker read sys/mounts/pki/<id> still works: refused that read,
+    # the worker answers from the listing.
+    assert MOUNT_GRANT in WORKER_POLICY_TEXT
+    older = WORKER_POLICY_TEXT.replace(MOUNT_GRANT, MOUNT_GRANT.replace('"read", ', ""))
+    pki = pki_under_policy(vault, core, f"older-{spec.id}", older)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        pki.vault.read("sys/mounts/pki/anything")
+
+    missing = pki.observe(ObserveInput(spec=spec, nodes={}))
+    assert DriftItem(kind=DriftKind.MISSING, object=f"vault:mount/{pki_mount(spec.id)}") in missing.items
+    first = pki.ensure_ca(CaInput(spec=spec))
+    again = pki.ensure_ca(CaInput(spec=spec))
+    assert first.created and not again.created and again.issuer_id == first.issuer_id
+
+
+def test_a_create_writes_the_roles_the_listing_lacks_without_reading_them(
+    vault: hvac.Client, core: k8s.CoreV1Api, spec: ClusterSpec
+) -> None:
+    # Under a policy that may list and write roles but not read them, a fresh mount's roles are
+    # still all created: the listing said they were missing, so none of them was read.
+    grant = 'path "pki/+/roles/*" {\n  capabilities = ["read", "create", "update", "delete"]\n}\n'
+    assert grant in WORKER_POLICY_TEXT
+    unreadable = WORKER_POLICY_TEXT.replace(grant, grant.replace('"read", ', ""))
+    pki = pki_under_policy(vault, core, f"no-role-read-{spec.id}", unreadable)
+    pki.ensure_ca(CaInput(spec=spec))
+
+    created = pki.ensure_roles(ClusterRef(spec=spec))
+
+    desired = {r.name.value for r in role_specs(spec)}
+    assert created.count(ResourceChange.CREATED) == len(desired) == len(created.outcomes)
+    assert set(listed(vault, f"{pki_mount(spec.id)}/roles")) == desired
+    with pytest.raises(Forbidden):  # a listed role is read before it is converged
+        pki.ensure_roles(ClusterRef(spec=spec))
+
+
 def test_roles_are_created_once_and_drift_is_converged(pki: VaultPki, vault: hvac.Client, spec: ClusterSpec) -> None:
     pki.ensure_ca(CaInput(spec=spec))
     mount = pki_mount(spec.id)
