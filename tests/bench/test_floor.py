@@ -30,3 +30,14 @@ async def test_floor_operation_runs_the_shape_in_one_child(temporal_client: Clie
     assert [len(w) for w in waves_from_events(events)] == list(shape.waves)
     assert outcome.events == len(child.events) + len(parent.events)
     assert await temporal_client.get_workflow_handle(workflow_id).result() == shape.activities
+
+
+async def test_a_floor_run_that_counts_no_events_returns_once_it_is_done(temporal_client: Client) -> None:
+    # K creates at once: the window ends when the last one is done, not after the bench's describes
+    queue = f"floor-{uuid.uuid4().hex[:8]}"
+    workflow_id = f"floor/test-{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(8) as pool:
+        async with build_floor_worker(temporal_client, queue, pool, max_concurrent_activities=8):
+            outcome = await floor.run(temporal_client, CREATE, workflow_id, queue, count_events=False)
+    assert outcome.events is None and outcome.seconds > 0
+    assert await temporal_client.get_workflow_handle(workflow_id).result() == CREATE.activities
