@@ -8,7 +8,7 @@ a resume, a failure, and in its result at the end.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import Field
@@ -214,6 +214,42 @@ class ClusterStatus(Model):
         for record in records:
             self.certificates[record.name] = record
         self.earliest_expiry = min((c.not_after for c in self.certificates.values()), default=None)
+
+
+def blocked_operations(status: ClusterStatus) -> list[tuple[str, str]]:
+    """(kind, state) of what waits for a person: the running operation when it is paused, or, when
+    nothing runs, the last finished operation when it failed."""
+    blocked: list[tuple[str, str]] = []
+    current = status.current
+    if current is not None and current.state is OperationState.PAUSED:
+        blocked.append((current.kind.value, current.state.value))
+    finished = [op for op in status.recent if op.finished_at is not None]
+    if current is None and finished:
+        last = max(finished, key=lambda op: op.finished_at or datetime.min.replace(tzinfo=UTC))
+        if last.state is OperationState.FAILED:
+            blocked.append((last.kind.value, last.state.value))
+    return blocked
+
+
+FLEET_MEMO_KEYS: tuple[str, ...] = ("blocked", "unhealthy_nodes", "repair_held")
+"""The entity memo's values the fleet metrics read (with the search attributes and earliest_expiry)."""
+
+
+def fleet_memo(status: ClusterStatus) -> dict[str, str]:
+    """What the fleet metrics read of a cluster, as memo strings: its blocked operations
+    (``kind:state``, comma-separated), how many nodes are unhealthy, and whether repair holds back."""
+    unhealthy = status.node_health.unhealthy
+    return {
+        "blocked": ",".join(f"{kind}:{state}" for kind, state in blocked_operations(status)),
+        "unhealthy_nodes": str(len(unhealthy)),
+        "repair_held": "yes" if unhealthy and status.node_health.held else "",
+    }
+
+
+def blocked_from_memo(text: str) -> tuple[tuple[str, str], ...]:
+    """The (kind, state) pairs ``fleet_memo`` wrote."""
+    pairs = (item.partition(":") for item in text.split(","))
+    return tuple((kind, state) for kind, sep, state in pairs if sep)
 
 
 class ProgressReport(FrozenModel):

@@ -12,8 +12,9 @@ One ``/metrics`` serves both:
   the SDK's exporter.
 - The fleet (clusters by phase/provider/version, each cluster's earliest certificate expiry,
   operations paused or failed, rotation schedule state) is read from Temporal every
-  ``FLEET_REFRESH_INTERVAL``: a visibility listing of the running entity workflows, their
-  ``status`` query and the schedule listing. Every replica exports the same fleet view, so alert
+  ``FLEET_REFRESH_INTERVAL``: a visibility listing of the running entity workflows (their search
+  attributes and memo hold it; a ``status`` query only for an entity whose memo lacks it) and the
+  schedule listing. Every replica exports the same fleet view, so alert
   rules aggregate with ``max by (cluster)``.
 """
 
@@ -24,10 +25,10 @@ import logging
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from temporalio import workflow
 from temporalio.client import Client
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import CancelledError, FailureError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
@@ -45,10 +47,18 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState
+from models.cluster import (
+    FLEET_MEMO_KEYS,
+    ClusterPhase,
+    ClusterStatus,
+    OperationKind,
+    blocked_from_memo,
+    blocked_operations,
+)
 from models.naming import entity_workflow_id, rotation_schedule_id
 from worker.health import split_address
 from workflows import metric_names
+from workflows import search_attributes as sa
 
 log = logging.getLogger(__name__)
 
@@ -184,33 +194,65 @@ class FleetSnapshot:
 
 def sample_of(status: ClusterStatus) -> ClusterSample:
     """What the metrics say about one cluster, from its entity's status."""
-    blocked: list[tuple[str, str]] = []
-    current = status.current
-    if current is not None and current.state is OperationState.PAUSED:
-        blocked.append((current.kind.value, current.state.value))
-    finished = [op for op in status.recent if op.finished_at is not None]
-    if current is None and finished:
-        last = max(finished, key=lambda op: op.finished_at or 0)
-        if last.state is OperationState.FAILED:
-            blocked.append((last.kind.value, last.state.value))
     return ClusterSample(
         cluster=status.cluster_id,
         phase=status.phase.value,
         provider=status.spec.provider.value,
         version=status.kubernetes_version,
         earliest_expiry=status.earliest_expiry.timestamp() if status.earliest_expiry else None,
-        blocked=tuple(blocked),
+        blocked=tuple(blocked_operations(status)),
         unhealthy_nodes=len(status.node_health.unhealthy),
         repair_held=bool(status.node_health.unhealthy) and bool(status.node_health.held),
     )
 
 
+def sample_from_listing(
+    cluster_id: str, attributes: TypedSearchAttributes, memo: Mapping[str, Any]
+) -> ClusterSample | None:
+    """The same sample from the entity's search attributes and memo, as the visibility listing
+    returns them; None when the memo lacks the fleet's values (an entity that has not published
+    them since it ran code from before ``FLEET_MEMO_PATCH``) or a value is unreadable."""
+    if not all(key in memo for key in FLEET_MEMO_KEYS):
+        return None
+    try:
+        expiry = str(memo.get("earliest_expiry") or "")
+        return ClusterSample(
+            cluster=cluster_id,
+            phase=attributes.get(sa.CLUSTER_PHASE) or "",
+            provider=attributes.get(sa.CLUSTER_PROVIDER) or "",
+            version=attributes.get(sa.KUBERNETES_VERSION) or "",
+            earliest_expiry=datetime.fromisoformat(expiry).timestamp() if expiry else None,
+            blocked=blocked_from_memo(str(memo["blocked"])),
+            unhealthy_nodes=int(memo["unhealthy_nodes"]),
+            repair_held=bool(memo["repair_held"]),
+        )
+    except ValueError:
+        return None
+
+
 async def fleet_snapshot(client: Client) -> FleetSnapshot:
-    """Every running cluster entity's status, and the state of every rotation schedule."""
-    ids = [
-        execution.id.removeprefix(entity_workflow_id(""))
-        async for execution in client.list_workflows('WorkflowType = "Cluster" AND ExecutionStatus = "Running"')
-    ]
+    """Every running cluster entity's sample, and the state of every rotation schedule.
+
+    One visibility listing gives each entity's search attributes and memo, which hold the sample:
+    the refresh costs a few listing pages, not a status query per cluster every 30 s (at a thousand
+    clusters ten times the load of their periodic checks, and every query of a workflow the worker
+    does not hold in its cache a replay of its history). Only an entity whose memo lacks the
+    fleet's values is asked for its status.
+    """
+    samples: list[ClusterSample] = []
+    unlisted: list[str] = []
+    async for execution in client.list_workflows('WorkflowType = "Cluster" AND ExecutionStatus = "Running"'):
+        cluster_id = execution.id.removeprefix(entity_workflow_id(""))
+        try:
+            memo = await execution.memo()
+        except Exception as exc:  # a memo this converter cannot read: ask the entity instead
+            log.debug("fleet metrics: memo of %s unreadable: %s", cluster_id, exc)
+            memo = {}
+        sample = sample_from_listing(cluster_id, execution.typed_search_attributes, memo)
+        if sample is None:
+            unlisted.append(cluster_id)
+        else:
+            samples.append(sample)
 
     async def status_of(cluster_id: str) -> ClusterStatus:
         handle = client.get_workflow_handle(entity_workflow_id(cluster_id))
@@ -219,9 +261,8 @@ async def fleet_snapshot(client: Client) -> FleetSnapshot:
         )
         return result
 
-    statuses = await asyncio.gather(*(status_of(i) for i in ids), return_exceptions=True)
-    samples = []
-    for cluster_id, status in zip(ids, statuses, strict=True):
+    statuses = await asyncio.gather(*(status_of(i) for i in unlisted), return_exceptions=True)
+    for cluster_id, status in zip(unlisted, statuses, strict=True):
         if isinstance(status, BaseException):
             log.warning("fleet metrics: status of cluster %s not readable: %s", cluster_id, status)
             continue

@@ -31,6 +31,7 @@ from models.cluster import (
     ProgressReport,
     QueuedOperation,
     StepState,
+    fleet_memo,
 )
 from models.drift import CheckOutcome, DriftCheckRecord, DriftReport
 from models.errors import InvalidInput, innermost_message
@@ -113,6 +114,10 @@ MAINTENANCE_WINDOW_PATCH = "entity-maintenance-window"
 without holding the operation lock; entities from before ran them in arrival order at once."""
 LIST_MEMO_PATCH = "entity-list-memo"
 """The memo 'tenantctl list' reads (current operation, earliest expiry, last drift check)."""
+FLEET_MEMO_PATCH = "entity-fleet-memo"
+"""The memo also carries what the fleet metrics read (blocked operations, unhealthy nodes, repair
+held), so that a worker's metrics come from one visibility listing instead of a status query per
+cluster; entities from before published the list's four values only and replay that way."""
 HOLD_LIFT_PATCH = "entity-node-repair-grace-after-short-circuit"
 """Nodes held by a node-repair short-circuit are due ``unhealthy_after`` from when it lifted; entities
 from before repaired them at once (as soon as fewer were unhealthy) and replay that way."""
@@ -1123,7 +1128,7 @@ class ClusterWorkflow:
             )
             self._published = published
         if workflow.patched(LIST_MEMO_PATCH):
-            memo = list_memo(self.status)
+            memo = list_memo(self.status, fleet=workflow.patched(FLEET_MEMO_PATCH))
             if memo != self._published_memo:  # an event only when a value 'tenantctl list' shows changes
                 workflow.upsert_memo(dict(memo))
                 self._published_memo = memo
@@ -1172,19 +1177,21 @@ def render_node_health(status: ClusterStatus) -> list[str]:
     return lines
 
 
-def list_memo(status: ClusterStatus) -> dict[str, str]:
-    """What ``tenantctl list`` shows beyond the search attributes, as the entity's memo (strings)."""
+def list_memo(status: ClusterStatus, fleet: bool = False) -> dict[str, str]:
+    """What ``tenantctl list`` shows beyond the search attributes, as the entity's memo (strings);
+    with ``fleet``, also what the fleet metrics read (``models.cluster.fleet_memo``)."""
     current, check = status.current, status.last_check
     operation = f"{current.kind} ({current.state})" if current else ""
     waiting = next((q for q in status.queued if q.window_opens_at), None)
     if not operation and waiting is not None and waiting.window_opens_at is not None:
         operation = f"{waiting.kind} (waiting for window, opens {_iso(waiting.window_opens_at)})"
-    return {
+    memo = {
         "operation": operation,
         "earliest_expiry": status.earliest_expiry.isoformat() if status.earliest_expiry else "",
         "last_check": check.at.isoformat() if check else "",
         "last_check_outcome": str(check.outcome) if check else "",
     }
+    return {**memo, **fleet_memo(status)} if fleet else memo
 
 
 def _iso(moment: datetime) -> str:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.common import TypedSearchAttributes
 
 from models.cluster import ClusterPhase, ClusterStatus, OperationKind, OperationState, OperationStatus
+from models.node_health import UnhealthyNode
 from tests.specs import small_kvm
 from worker.health import LIVENESS_STALL, WorkerHealth, split_address
-from worker.metrics import FleetCollector, FleetSnapshot, sample_of
+from worker.metrics import FleetCollector, FleetSnapshot, sample_from_listing, sample_of
+from workflows import search_attributes as sa
+from workflows.cluster import list_memo
 
 
 class Clock:
@@ -77,6 +81,40 @@ def test_a_paused_operation_and_a_last_failed_one_are_blocked() -> None:
     assert sample.blocked == (("rotate-ca", "failed"),)
     assert sample.earliest_expiry == (now + timedelta(days=3)).timestamp()
     assert (sample.phase, sample.provider) == ("Ready", "kvm")
+
+
+def listed(status: ClusterStatus, fleet: bool = True) -> tuple[TypedSearchAttributes, dict[str, str]]:
+    """The search attributes and memo the entity publishes, as the visibility listing returns them."""
+    spec = status.spec
+    attributes = sa.for_cluster(spec.id, spec.provider, spec.owner, status.kubernetes_version, status.phase)
+    return attributes, list_memo(status, fleet=fleet)
+
+
+def test_the_listing_gives_the_same_sample_as_the_status_query() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    unhealthy = {"worker-1": UnhealthyNode(reason="NotReady", since=now)}
+    statuses = [
+        status(phase=ClusterPhase.UPGRADING, current=operation(OperationKind.UPGRADE, OperationState.PAUSED)),
+        status(
+            recent=[operation(OperationKind.ROTATE_CA, OperationState.FAILED, now)],
+            earliest_expiry=now + timedelta(days=3),
+        ),
+        status(node_health={"unhealthy": unhealthy, "held": "etcd quorum"}),
+        status(node_health={"unhealthy": unhealthy}),
+        status(phase=ClusterPhase.READY),
+    ]
+    for one in statuses:
+        attributes, memo = listed(one)
+        assert sample_from_listing(one.cluster_id, attributes, memo) == sample_of(one), one
+
+
+def test_a_memo_without_the_fleet_values_or_with_unreadable_ones_is_asked_instead() -> None:
+    one = status(phase=ClusterPhase.READY)
+    attributes, memo = listed(one, fleet=False)  # an entity that ran code from before the patch
+    assert sample_from_listing(one.cluster_id, attributes, memo) is None
+    attributes, memo = listed(one)
+    assert sample_from_listing(one.cluster_id, attributes, {**memo, "unhealthy_nodes": "many"}) is None
+    assert sample_from_listing(one.cluster_id, attributes, {**memo, "earliest_expiry": "soon"}) is None
 
 
 def test_the_collector_exports_only_the_clusters_of_the_latest_snapshot() -> None:
