@@ -1129,7 +1129,7 @@ class ClusterWorkflow:
             self._published = published
         if workflow.patched(LIST_MEMO_PATCH):
             memo = list_memo(self.status, fleet=workflow.patched(FLEET_MEMO_PATCH))
-            if memo != self._published_memo:  # an event only when a value 'tenantctl list' shows changes
+            if memo != self._published_memo:  # an event only when a value 'tenantctl list' or the metrics show changes
                 workflow.upsert_memo(dict(memo))
                 self._published_memo = memo
         workflow.set_current_details(render_status(self.status))
