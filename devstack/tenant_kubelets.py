@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from activities.common.kube_rest import DEPLOYMENTS, MERGE_PATCH, KubeRest
 from activities.nodes.bootstrap import NODE_ROLE_LABEL
+from activities.providers.contract import HostObjectMetadata
 from devstack.kube_emulator import KUBELET_VERSION, TENANT_NODE, TENANT_PODS
 from models.naming import kvm_namespace, node_role
 from models.spec import ClusterSpec, Provider
@@ -123,6 +124,16 @@ class LocalStackNodes:
         self.kubelets = kubelets
         self.workload_pods = workload_pods
 
+    def vm_metadata(self, spec: ClusterSpec, node: str, version: str) -> HostObjectMetadata:
+        """On KVM, the emulator's annotations (and the role label) on the node's Deployment."""
+        if spec.provider is not Provider.KVM:
+            return HostObjectMetadata()  # AWS: the Node is registered directly, nothing is read from EC2
+        role = node_role(node)
+        annotations = {TENANT_NODE: f"{spec.id}/{node}", KUBELET_VERSION: f"v{version}"}
+        if role == "worker" and self.workload_pods > 0:
+            annotations[TENANT_PODS] = str(self.workload_pods)
+        return HostObjectMetadata(annotations=annotations, labels={NODE_ROLE_LABEL: role})
+
     def node_ensured(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None = None) -> None:
         if spec.provider is Provider.KVM:
             self._annotate_vm(spec, node, version, vm)
@@ -136,12 +147,10 @@ class LocalStackNodes:
     def _annotate_vm(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None) -> None:
         """The emulator's annotations on the node's Deployment; written only when they differ.
 
-        ``vm`` is the Deployment as the provider left it; without it, it is read."""
-        role = node_role(node)
-        annotations = {TENANT_NODE: f"{spec.id}/{node}", KUBELET_VERSION: f"v{version}"}
-        if role == "worker" and self.workload_pods > 0:
-            annotations[TENANT_PODS] = str(self.workload_pods)
-        labels = {NODE_ROLE_LABEL: role}
+        ``vm`` is the Deployment as the provider left it (``KvmProvider`` writes ``vm_metadata``
+        with it, so this writes nothing then); without it, it is read."""
+        wanted = self.vm_metadata(spec, node, version)
+        annotations, labels = wanted.annotations, wanted.labels
         namespace = kvm_namespace(spec.id)
         meta = (vm or self.host.read(DEPLOYMENTS, namespace, node))["metadata"]
         have_annotations, have_labels = meta.get("annotations") or {}, meta.get("labels") or {}

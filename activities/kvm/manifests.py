@@ -130,6 +130,15 @@ def with_owner(manifest: Manifest, namespace_uid: str) -> Manifest:
     return owned
 
 
+def with_metadata(manifest: Manifest, annotations: dict[str, str], labels: dict[str, str]) -> Manifest:
+    """A copy of ``manifest`` with more annotations and labels (its own win where keys clash)."""
+    added = copy.copy(manifest)
+    meta = added["metadata"] = dict(manifest["metadata"])
+    meta["annotations"] = {**annotations, **(meta.get("annotations") or {})}
+    meta["labels"] = {**labels, **(meta.get("labels") or {})}
+    return added
+
+
 # --- foundation ------------------------------------------------------------------------------------
 def namespace_manifest(spec: ClusterSpec) -> Manifest:
     return {

@@ -379,6 +379,10 @@ class KvmProvider:
         deployment = manifests.with_owner(
             manifests.node_deployment_manifest(spec, input.node, version, input.restart_token), uid
         )
+        if self.simulated_nodes is not None:
+            # what the stand-in reads is written with the VM, not patched onto it afterwards
+            simulated = self.simulated_nodes.vm_metadata(spec, input.node, version)
+            deployment = manifests.with_metadata(deployment, simulated.annotations, simulated.labels)
         config_outcome, _ = self._ensure(CONFIG_MAPS, config, spec)
         vm_outcome, vm = self._ensure(DEPLOYMENTS, deployment, spec)
         if self.simulated_nodes is not None:

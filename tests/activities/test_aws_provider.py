@@ -33,6 +33,7 @@ from activities.aws import resources
 from activities.aws.key_pairs import SecretsManagerSink
 from activities.aws.provider import AwsProvider
 from activities.common.errors import classify
+from activities.providers.contract import HostObjectMetadata
 from activities.providers.key_pairs import KeyPair
 from config.settings import Settings
 from devstack.aws_seed import seed_amis
@@ -786,6 +787,9 @@ def test_the_local_stack_hook_hears_of_every_node(
     heard: list[tuple[str, str, str | None]] = []
 
     class Hook:
+        def vm_metadata(self, spec: ClusterSpec, node: str, version: str) -> HostObjectMetadata:
+            return HostObjectMetadata()
+
         def node_ensured(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None = None) -> None:
             heard.append((spec.id, node, version))
 

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 import pytest
+from kubernetes import watch
 from kubernetes.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, NetworkingV1Api
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -476,6 +477,31 @@ def test_the_local_stack_hook_annotates_the_vm_the_provider_left_without_reading
     # a VM the provider left at another version gets its annotations written
     hook.node_ensured(spec, "worker-0", "1.33.1", live)
     assert deployment(apps, spec, "worker-0")["metadata"]["annotations"][KUBELET_VERSION] == "v1.33.1"
+
+
+def test_the_local_stack_vm_is_written_once_with_the_annotations_its_stand_in_reads(
+    env: ActivityEnvironment, provider: KvmProvider, core: CoreV1Api, apps: AppsV1Api, spec: ClusterSpec
+) -> None:
+    """The VM carries the emulator's annotations from its first write, and a new version brings
+    its annotation in the same write as its template: never a Deployment that says one version in
+    its template and another to the emulator (it used to be created, then patched)."""
+    run(env, provider.ensure_foundation, ClusterRef(spec=spec))
+    write_certificates(core, spec)
+    namespace = kvm_namespace(spec.id)
+    start = raw(apps.list_namespaced_deployment(namespace, _preload_content=False))["metadata"]["resourceVersion"]
+    run(env, provider.ensure_node, node_ref(spec, "worker-0"))
+    run(env, provider.ensure_node, node_ref(spec, "worker-0", "1.33.1"))
+    events = list(
+        watch.Watch().stream(apps.list_namespaced_deployment, namespace, resource_version=start, timeout_seconds=1)
+    )
+    seen = [
+        (event["type"], event["raw_object"]["spec"]["template"]["metadata"]["labels"][manifests.VERSION_LABEL],
+         event["raw_object"]["metadata"]["annotations"].get(KUBELET_VERSION))
+        for event in events
+    ]  # fmt: skip
+    assert seen[0] == ("ADDED", spec.kubernetes_version, f"v{spec.kubernetes_version}")
+    assert all(annotation == f"v{template}" for _, template, annotation in seen), seen
+    assert seen[-1][1:] == ("1.33.1", "v1.33.1")
 
 
 def test_removal_twice_leaves_nothing(
