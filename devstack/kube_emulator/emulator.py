@@ -18,7 +18,7 @@ from .controllers import Controllers
 from .faults import FaultInjector
 from .resources import DNS1123_LABEL
 from .server import Server
-from .store import Store, WatchEvent
+from .store import GroupKey, Store, WatchEvent
 from .tls import ServingCertificate, serving_certificate
 from .tokens import DEFAULT_ISSUER, MIN_EXPIRATION_SECONDS, ServiceAccountTokens
 
@@ -47,7 +47,8 @@ class Emulator:
         self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
         self.state_file = Path(state_file) if state_file else None
         self.save_debounce = save_debounce
-        self._object_texts: dict[int, tuple[Any, bytes]] = {}  # id -> (stored object, its JSON)
+        # what the last save wrote, per group: (its version, its text, id -> (stored object, its JSON))
+        self._group_texts: dict[GroupKey, tuple[int, bytes, dict[int, tuple[Any, bytes]]]] = {}
         self.store = Store(history_size)
         self.faults = FaultInjector(fault_seed)
         self.controllers = Controllers(self.store, ready_delay)
@@ -183,29 +184,36 @@ class Emulator:
             if self._dirty.wait(0.5) and not self._stopping.wait(self.save_debounce):
                 self.save_state()
 
-    def _serialized(self, snapshot: dict[str, Any]) -> list[bytes]:
-        """``json.dumps(snapshot)`` as UTF-8 pieces, re-encoding only the objects written since the last
-        save, to be written one after the other: a state of many clusters is megabytes, saved every
-        fraction of a second while they change, and joining it into one string copied it each time.
+    def _serialized(self) -> list[bytes]:
+        """``json.dumps(self.store.snapshot())`` as UTF-8 pieces, to be written one after the other,
+        encoding only what changed since the last save: a state of many clusters is megabytes, saved
+        every fraction of a second while they change.
 
-        Stored objects are never mutated after they are committed, so an object that is still the
-        same dict still has the same text; the cache holds the dict itself, so its id is not reused.
+        The objects of one kind in one namespace of one cluster are one group; a group whose version
+        did not move is the text it had, and in one that moved, an object that is still the same dict
+        is the text it had. Stored objects are never mutated after they are committed, and the
+        cache holds the dict itself, so its id is not reused.
         """
-        cache: dict[int, tuple[Any, bytes]] = {}
-        head = {k: v for k, v in snapshot.items() if k != "clusters"}
-        pieces = [json.dumps(head)[:-1].encode(), b', "clusters": {']
-        for n, (name, objects) in enumerate(snapshot["clusters"].items()):
-            pieces.append(f"{', ' if n else ''}{json.dumps(name)}: [".encode())
-            for i, obj in enumerate(objects):
-                hit = self._object_texts.get(id(obj))
-                text = hit[1] if hit is not None and hit[0] is obj else json.dumps(obj).encode()
-                cache[id(obj)] = (obj, text)
-                if i:
-                    pieces.append(b", ")
-                pieces.append(text)
-            pieces.append(b"]")
+        head, groups = self.store.snapshot_groups({key: kept[0] for key, kept in self._group_texts.items()})
+        kept_groups: dict[GroupKey, tuple[int, bytes, dict[int, tuple[Any, bytes]]]] = {}
+        by_cluster: dict[str, list[bytes]] = {name: [] for name in head["clusters"]}
+        for group in groups:
+            if group.objects is None:
+                kept = self._group_texts[group.key]
+            else:
+                before = self._group_texts.get(group.key, (0, b"", {}))[2]
+                texts: dict[int, tuple[Any, bytes]] = {}
+                for obj in group.objects:
+                    hit = before.get(id(obj))
+                    texts[id(obj)] = (obj, hit[1] if hit is not None and hit[0] is obj else json.dumps(obj).encode())
+                kept = (group.version, b", ".join(text for _, text in texts.values()), texts)
+            kept_groups[group.key] = kept
+            by_cluster[group.key[0]].append(kept[1])
+        self._group_texts = kept_groups
+        pieces = [json.dumps({k: v for k, v in head.items() if k != "clusters"})[:-1].encode(), b', "clusters": {']
+        for n, (name, texts_of_cluster) in enumerate(by_cluster.items()):
+            pieces += [f"{', ' if n else ''}{json.dumps(name)}: [".encode(), b", ".join(texts_of_cluster), b"]"]
         pieces.append(b"}}")
-        self._object_texts = cache
         return pieces
 
     def save_state(self) -> None:
@@ -213,7 +221,7 @@ class Emulator:
         if not self.state_file:
             return
         self._dirty.clear()
-        pieces = self._serialized(self.store.snapshot())
+        pieces = self._serialized()
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".kube-emulator-", dir=self.state_file.parent)
         try:

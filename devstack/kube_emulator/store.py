@@ -7,6 +7,7 @@ dict), so watch history and snapshots can share them; callers always get deep co
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import string
@@ -14,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,8 @@ from .selectors import Matcher, match_selector_object
 from .validation import validate, validate_name
 
 Key = tuple[str, str]  # (namespace or "", name)
+GroupKey = tuple[str, str, str]  # (cluster, ResourceType.key, namespace or ""): what a save encodes as one
+_GROUP_VERSIONS = itertools.count(1)
 
 
 @dataclass
@@ -55,6 +58,15 @@ class WatchEvent:
     old: Obj | None  # previous state, so label-selector watches can turn MODIFIED into ADDED/DELETED
 
 
+@dataclass(frozen=True)
+class SnapshotGroup:
+    """One kind's objects in one namespace of one cluster, at ``version`` (``Store.snapshot_groups``)."""
+
+    key: GroupKey
+    version: int
+    objects: list[Obj] | None  # None: unchanged since the version the caller already has
+
+
 @dataclass
 class Cluster:
     name: str  # "" is the host cluster, anything else a tenant virtual cluster
@@ -64,6 +76,9 @@ class Cluster:
     # rt.key -> namespace -> names of its objects: a list in one namespace (a tenant's nodes, a drift
     # check) looks at that namespace's objects only, not at every tenant's objects of the kind
     names_by_namespace: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    # (rt.key, namespace) -> a number that moves whenever an object of that kind in that namespace
+    # changes, for every group that has objects: a save re-encodes only the groups whose number moved
+    group_versions: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def bucket(self, rt: ResourceType) -> dict[Key, Obj]:
         """The kind's objects by (namespace, name); change them only through ``put`` and ``drop``."""
@@ -73,6 +88,7 @@ class Cluster:
         key = key_of(obj)
         self.bucket(rt)[key] = obj
         self.names_by_namespace.setdefault(rt.key, {}).setdefault(key[0], set()).add(key[1])
+        self.group_versions[(rt.key, key[0])] = next(_GROUP_VERSIONS)
 
     def drop(self, rt: ResourceType, key: Key) -> None:
         self.bucket(rt).pop(key, None)
@@ -81,6 +97,14 @@ class Cluster:
             names.discard(key[1])
             if not names:
                 del self.names_by_namespace[rt.key][key[0]]
+                self.group_versions.pop((rt.key, key[0]), None)
+            else:
+                self.group_versions[(rt.key, key[0])] = next(_GROUP_VERSIONS)
+
+    def group(self, kind: str, ns: str) -> list[Obj]:
+        """The stored objects of one kind in one namespace, in name order (read-only)."""
+        bucket = self.objects.get(kind, {})
+        return [bucket[(ns, name)] for name in sorted(self.names_by_namespace.get(kind, {}).get(ns, ()))]
 
     def names_in(self, rt: ResourceType, ns: str) -> set[str]:
         """The names of the kind's objects in ``ns``: the index itself, to read under the store's lock."""
@@ -148,15 +172,26 @@ class Store:
             return cl
 
     def snapshot(self) -> Obj:
+        """Everything, as the state file holds it (in the order ``snapshot_groups`` lists it)."""
         with self.lock:  # stored dicts are immutable, so sharing them outside the lock is safe
-            return {
-                "format": 1,
-                "resourceVersion": self.rv,
-                "ips": self._ips,
-                "clusters": {
-                    name: [o for b in cl.objects.values() for o in b.values()] for name, cl in self.clusters.items()
-                },
-            }
+            head, groups = self.snapshot_groups({})
+            clusters: dict[str, list[Obj]] = {name: [] for name in head["clusters"]}
+            for group in groups:
+                clusters[group.key[0]].extend(group.objects or ())
+            return {**head, "clusters": clusters}
+
+    def snapshot_groups(self, known: Mapping[GroupKey, int]) -> tuple[Obj, list[SnapshotGroup]]:
+        """The snapshot's header (``clusters``: their names) and its objects by cluster, kind and
+        namespace; a group whose version ``known`` already has comes without its objects."""
+        with self.lock:
+            head = {"format": 1, "resourceVersion": self.rv, "ips": self._ips, "clusters": list(self.clusters)}
+            groups = []
+            for name, cl in self.clusters.items():
+                for (kind, ns), version in cl.group_versions.items():
+                    key = (name, kind, ns)
+                    objects = None if known.get(key) == version else cl.group(kind, ns)
+                    groups.append(SnapshotGroup(key, version, objects))
+            return head, groups
 
     def restore(self, data: Obj) -> None:
         with self.lock:

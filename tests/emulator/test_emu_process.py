@@ -17,8 +17,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 from devstack.kube_emulator import TENANT_NODE, Emulator
+from devstack.kube_emulator.resources import BY_KEY, NAMESPACES
+from devstack.kube_emulator.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
+CONFIG_MAPS = BY_KEY["/configmaps"]
 
 
 def test_kubeconfig_loads_with_the_official_loader(emulator: Emulator, tmp_path: Path) -> None:
@@ -62,6 +65,43 @@ def test_state_survives_restart(tmp_path: Path, kit: Any) -> None:
         with pytest.raises(ApiException) as info:  # history did not survive: old versions are expired
             list(watch.Watch().stream(core.list_namespaced_config_map, "kept", resource_version="1", timeout_seconds=1))
         assert info.value.status == 410
+
+
+def test_a_save_encodes_only_the_groups_that_changed_and_still_writes_everything(tmp_path: Path) -> None:
+    """A save keeps the text of each kind in each namespace; a group nothing was written to since is
+    not encoded again, while one with a new, changed or deleted object is, and an emptied group is
+    gone: the file always equals the store."""
+    state = tmp_path / "state.json"
+    emu = Emulator(port=0, state_file=state)
+    store = emu.store
+
+    def configmap(ns: str, name: str, value: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": ns}, "data": {"v": value}}
+
+    for ns in ("quiet", "busy", "emptied"):
+        store.create("", NAMESPACES, "", {"metadata": {"name": ns}})
+    store.create("", CONFIG_MAPS, "quiet", configmap("quiet", "a", "1"))
+    store.create("", CONFIG_MAPS, "busy", configmap("busy", "a", "1"))
+    store.create("", CONFIG_MAPS, "busy", configmap("busy", "b", "1"))
+    store.create("", CONFIG_MAPS, "emptied", configmap("emptied", "a", "1"))
+    emu.save_state()
+    assert json.loads(state.read_text()) == json.loads(json.dumps(store.snapshot()))
+    quiet_text = emu._group_texts[("", CONFIG_MAPS.key, "quiet")][1]
+
+    store.patch("", CONFIG_MAPS, "busy", "b", "application/merge-patch+json", b'{"data": {"v": "2"}}')
+    store.create("", CONFIG_MAPS, "busy", configmap("busy", "c", "1"))
+    store.delete("", CONFIG_MAPS, "emptied", "a")
+    emu.save_state()
+    saved = json.loads(state.read_text())
+    assert saved == json.loads(json.dumps(store.snapshot()))
+    assert emu._group_texts[("", CONFIG_MAPS.key, "quiet")][1] is quiet_text  # not encoded again
+    assert ("", CONFIG_MAPS.key, "emptied") not in emu._group_texts
+    configmaps = {(o["metadata"]["namespace"], o["metadata"]["name"]): o["data"]["v"] for o in saved["clusters"][""]
+                  if o["kind"] == "ConfigMap" and o["metadata"]["namespace"] != "kube-system"}  # fmt: skip
+    assert configmaps == {("quiet", "a"): "1", ("busy", "a"): "1", ("busy", "b"): "2", ("busy", "c"): "1"}
+    restored = Store()
+    restored.restore(saved)
+    assert restored.snapshot() == store.snapshot()
 
 
 def test_runs_as_a_module(tmp_path: Path, kit: Any) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from kubernetes import client
+
+from devstack.kube_emulator import rollouts
+from devstack.kube_emulator.resources import clone
 
 from .test_emu_kubectl import KUBECTL, SKIP_REASON, kubectl
 
@@ -88,3 +92,31 @@ def test_kubectl_rollout_history_and_undo(kubeconfig: Path, apps: client.AppsV1A
     kubectl(kubeconfig, "-n", ns, "rollout", "status", "deployment/web", "--timeout=10s")
     kubectl(kubeconfig, "-n", ns, "rollout", "undo", "deployment/web", "--to-revision=2")
     assert image() == "nginx:1.28"
+
+
+def test_a_stored_template_is_walked_once_and_another_dict_afresh() -> None:
+    """Syncs compare and hash the same stored templates again and again: the normal form and hash
+    are kept per template dict, while an equal template in another dict still hashes alike and a
+    changed one differently."""
+    template = {
+        "metadata": {"labels": {"app": "web", "pod-template-hash": "old"}},
+        "spec": {"containers": [{"name": "main", "image": "a", "resources": {}}]},
+    }
+    with mock.patch.object(rollouts, "_normal", wraps=rollouts._normal) as normal:
+        first = rollouts.template_hash(template)
+        walked = normal.call_count
+        assert walked > 0
+        assert rollouts.template_hash(template) == first
+        assert rollouts.same_template(template, template)
+        assert normal.call_count == walked  # kept: not walked again
+    # the same pod template read back through a typed client (nulls, no hash label) is the same
+    again = {
+        "metadata": {"labels": {"app": "web"}, "creationTimestamp": None},
+        "spec": {"containers": [{"name": "main", "image": "a"}]},
+    }
+    assert rollouts.template_hash(again) == first
+    assert rollouts.same_template(template, again)
+    changed = clone(template)
+    changed["spec"]["containers"][0]["image"] = "b"
+    assert rollouts.template_hash(changed) != first
+    assert not rollouts.same_template(template, changed)
