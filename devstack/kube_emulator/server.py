@@ -373,7 +373,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _list(self, cluster: str, rt: ResourceType, ns: str | None, q: dict[str, str]) -> None:
         match = object_matcher(rt, q.get("labelSelector"), q.get("fieldSelector"))
-        items, rv = self.server.emulator.store.list(cluster, rt, ns, match)
+        items, rv = self.server.emulator.store.list(cluster, rt, ns, match, read_only=True)  # only encoded
         if q.get("continue"):
             try:
                 after = tuple(json.loads(base64.urlsafe_b64decode(q["continue"])))

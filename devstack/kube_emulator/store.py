@@ -168,7 +168,7 @@ class Store:
             if cl is None:
                 cl = self.clusters[name] = Cluster(name, compacted_rv=self.rv)
                 for ns in SYSTEM_NAMESPACES:
-                    self._create(cl, NAMESPACES, "", {"metadata": {"name": ns}})
+                    self._create(cl, NAMESPACES, "", {"metadata": {"name": ns}}, copy=False)
             return cl
 
     def snapshot(self) -> Obj:
@@ -208,7 +208,11 @@ class Store:
 
     # --- the single write path ------------------------------------------------------------------
 
-    def _commit(self, cl: Cluster, rt: ResourceType, obj: Obj, old: Obj | None, delete: bool = False) -> Obj:
+    def _commit(
+        self, cl: Cluster, rt: ResourceType, obj: Obj, old: Obj | None, delete: bool = False, copy: bool = True
+    ) -> Obj:
+        """Store ``obj`` (or drop it) and tell watchers; returns a copy, or with ``copy=False`` the
+        stored object itself (read-only: for callers that do not keep or change it)."""
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         if delete:
@@ -223,7 +227,7 @@ class Store:
         self.cond.notify_all()
         for listener in self.listeners:
             listener(cl.name, event)
-        return clone(obj)
+        return clone(obj) if copy else obj
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -261,10 +265,18 @@ class Store:
             return [o for o in (bucket[k] for k in keys) if match is None or match(o)]
 
     def list(
-        self, cluster: str, rt: ResourceType, ns: str | None = None, match: Matcher | None = None
+        self,
+        cluster: str,
+        rt: ResourceType,
+        ns: str | None = None,
+        match: Matcher | None = None,
+        read_only: bool = False,
     ) -> tuple[list[Obj], int]:
+        """Copies of the matching objects and the resourceVersion they are at; ``read_only``: the
+        stored objects themselves, for a caller that only encodes them (a list response)."""
         with self.lock:
-            return [clone(o) for o in self.peek_list(cluster, rt, ns, match)], self.rv
+            items = self.peek_list(cluster, rt, ns, match)
+            return (items if read_only else [clone(o) for o in items]), self.rv
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -310,6 +322,7 @@ class Store:
         opts: WriteOptions | None = None,
         keep_status: bool = False,
         applied: bool = False,
+        copy: bool = True,
     ) -> Obj:
         """opts None: a controller's write (trusted, no field manager); applied: managedFields are set."""
         obj = self._check_body(rt, body, ns)
@@ -359,7 +372,7 @@ class Store:
         validate(rt, obj, None)
         if opts is not None and opts.manager and not applied:
             record_update(rt, None, obj, opts.manager)
-        return obj if opts is not None and opts.dry_run else self._commit(cl, rt, obj, None)
+        return obj if opts is not None and opts.dry_run else self._commit(cl, rt, obj, None, copy=copy)
 
     def update(
         self,
@@ -487,6 +500,7 @@ class Store:
         new: Obj,
         opts: WriteOptions | None = None,
         track: str | None = None,
+        copy: bool = True,
     ) -> Obj:
         """track: the subresource whose write is recorded for opts.manager (None: apply did it already)."""
         meta = new["metadata"]
@@ -499,9 +513,9 @@ class Store:
             meta["generation"] = old["metadata"].get("generation", 1) + 1
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old or dry_run:  # a no-op write does not bump resourceVersion, like a real server
-            return clone(new)
+            return clone(new) if copy else new
         gone = meta.get("deletionTimestamp") and not meta.get("finalizers") and rt is not NAMESPACES
-        return self._commit(cl, rt, new, old, delete=bool(gone))
+        return self._commit(cl, rt, new, old, delete=bool(gone), copy=copy)
 
     def delete(
         self, cluster: str, rt: ResourceType, ns: str, name: str, options: Obj | None = None, dry_run: bool = False
@@ -565,7 +579,8 @@ class Store:
         top_level_spec: bool = False,
     ) -> Obj | None:
         """Privileged read-modify-write for controllers: may create, and may write status directly.
-        Returns the written object, or None when ``fn`` declined or changed nothing.
+        Returns the written object as stored (read-only: no copy is made, as no controller keeps
+        it), or None when ``fn`` declined or changed nothing.
 
         ``top_level_spec``: ``fn`` changes metadata, status and at most the spec's own keys (a replica
         count), so it gets those copied and shares the rest (a pod template) with the stored object.
@@ -579,8 +594,8 @@ class Store:
             if new == cur:  # controllers converge the same values again and again: nothing to write
                 return None
             if cur is None:
-                return self._create(cl, rt, ns, new, keep_status=True)
-            return self._update(cl, rt, cur, new)
+                return self._create(cl, rt, ns, new, keep_status=True, copy=False)
+            return self._update(cl, rt, cur, new, copy=False)
 
     def remove(self, cluster: str, rt: ResourceType, ns: str, name: str) -> None:
         """Drop an object regardless of finalizers (namespace controller, node unregistration)."""
@@ -588,7 +603,7 @@ class Store:
             cl = self.cluster(cluster)
             cur = cl.bucket(rt).get((ns if rt.namespaced else "", name))
             if cur is not None:
-                self._commit(cl, rt, clone(cur), cur, delete=True)
+                self._commit(cl, rt, clone(cur), cur, delete=True, copy=False)
 
     def evict(self, cluster: str, ns: str, name: str) -> None:
         """policy/v1 Eviction: delete the pod unless a matching PodDisruptionBudget would be violated."""
