@@ -109,20 +109,21 @@ def throttle_key_refresh(
     token's expiry and sets the host, certificates and token on the configuration again (the host's
     setter reads the proxy environment each time), about 1.5 % of a busy worker's CPU.
     """
-    if configuration.refresh_api_key_hook is None:
+    refresh: Callable[[Any], None] | None = configuration.refresh_api_key_hook
+    if refresh is None:
         return
-    refresh, due = [configuration.refresh_api_key_hook], [-math.inf]
+    due = -math.inf
 
     def throttled(config: Any) -> None:
+        nonlocal refresh, due
         now = clock()
-        if now < due[0]:
+        if now < due or refresh is None:
             return
-        due[0] = now + interval
-        refresh[0](config)
-        # the kubeconfig loader's refresh installs its hook again: keep this one in front of it
+        due = now + interval
+        refresh(config)
+        # the loader's refresh installs its own hook again each time: keep this one in front of it
         if config.refresh_api_key_hook is not throttled:
-            refresh[0] = config.refresh_api_key_hook
-            config.refresh_api_key_hook = throttled
+            refresh, config.refresh_api_key_hook = config.refresh_api_key_hook, throttled
 
     configuration.refresh_api_key_hook = throttled
 

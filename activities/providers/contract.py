@@ -72,8 +72,8 @@ class SimulatedNodes(Protocol):
         """What the stand-in reads from ``node``'s host object at ``version``.
 
         The provider writes it with the object itself, so the VM is written once instead of
-        created and then patched (on the local stack's host API, the patch was a fifth of its CPU
-        during a fleet's creates). Empty where the stand-in reads nothing from the host object."""
+        created and then patched (on the local stack's host API, that patch was a fifth of its CPU
+        during 100 creates). Empty where the stand-in reads nothing from the host object."""
         ...
 
     def node_ensured(self, spec: ClusterSpec, node: str, version: str, vm: dict[str, Any] | None = None) -> None:

@@ -50,7 +50,7 @@ def _shape(template: Obj | None) -> tuple[Any, str]:
     """The template's normal form and its hash, computed once per stored template.
 
     Every sync compares and hashes the templates of a Deployment and its ReplicaSets again, which
-    was a tenth of the emulator's CPU during a fleet's creates. The templates come from stored
+    was a tenth of the emulator's CPU during 100 creates. The templates come from stored
     objects, which are never changed once committed (``store.py``), so a template that is still
     the same dict has the same shape; the entry holds the dict, so its id is not reused meanwhile.
     """

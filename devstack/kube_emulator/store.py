@@ -2,7 +2,8 @@
 
 One re-entrant lock guards everything; one resourceVersion counter serves the whole server (as etcd's
 revision does). Stored dicts are never mutated after they are committed (every write builds a new
-dict), so watch history and snapshots can share them; callers always get deep copies.
+dict), so watch history and snapshots can share them; callers get deep copies, except those that
+say they only read what they get (``list(read_only=True)``, ``mutate``'s result, ``peek``).
 """
 
 from __future__ import annotations
