@@ -47,8 +47,8 @@ class Emulator:
         self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
         self.state_file = Path(state_file) if state_file else None
         self.save_debounce = save_debounce
-        # what the last save wrote, per group: (its version, its text, id -> (stored object, its JSON))
-        self._group_texts: dict[GroupKey, tuple[int, bytes, dict[int, tuple[Any, bytes]]]] = {}
+        # what the last save wrote, per group: (its version, its text, id -> (stored object, its span in the text))
+        self._group_texts: dict[GroupKey, tuple[int, bytes, dict[int, tuple[Any, int, int]]]] = {}
         self.store = Store(history_size)
         self.faults = FaultInjector(fault_seed)
         self.controllers = Controllers(self.store, ready_delay)
@@ -191,28 +191,38 @@ class Emulator:
 
         The objects of one kind in one namespace of one cluster are one group; a group whose version
         did not move is the text it had, and in one that moved, an object that is still the same dict
-        is the text it had. Stored objects are never mutated after they are committed, and the
-        cache holds the dict itself, so its id is not reused.
+        is its slice of the group's old text. Stored objects are never mutated after they are
+        committed, and the spans hold the dict itself, so its id is not reused. Only the groups'
+        texts are kept (with each object's span in it), so the state's text is held once.
         """
         head, groups = self.store.snapshot_groups({key: kept[0] for key, kept in self._group_texts.items()})
-        kept_groups: dict[GroupKey, tuple[int, bytes, dict[int, tuple[Any, bytes]]]] = {}
+        kept_groups: dict[GroupKey, tuple[int, bytes, dict[int, tuple[Any, int, int]]]] = {}
         by_cluster: dict[str, list[bytes]] = {name: [] for name in head["clusters"]}
         for group in groups:
             if group.objects is None:
                 kept = self._group_texts[group.key]
             else:
-                before = self._group_texts.get(group.key, (0, b"", {}))[2]
-                texts: dict[int, tuple[Any, bytes]] = {}
+                _, old_text, old_spans = self._group_texts.get(group.key, (0, b"", {}))
+                parts: list[bytes] = []
+                spans: dict[int, tuple[Any, int, int]] = {}
+                at = 0
                 for obj in group.objects:
-                    hit = before.get(id(obj))
-                    texts[id(obj)] = (obj, hit[1] if hit is not None and hit[0] is obj else json.dumps(obj).encode())
-                kept = (group.version, b", ".join(text for _, text in texts.values()), texts)
+                    hit = old_spans.get(id(obj))
+                    text = old_text[hit[1] : hit[2]] if hit is not None and hit[0] is obj else json.dumps(obj).encode()
+                    at += 2 if parts else 0  # the ", " before it
+                    spans[id(obj)] = (obj, at, at + len(text))
+                    at += len(text)
+                    parts.append(text)
+                kept = (group.version, b", ".join(parts), spans)
             kept_groups[group.key] = kept
             by_cluster[group.key[0]].append(kept[1])
         self._group_texts = kept_groups
         pieces = [json.dumps({k: v for k, v in head.items() if k != "clusters"})[:-1].encode(), b', "clusters": {']
         for n, (name, texts_of_cluster) in enumerate(by_cluster.items()):
-            pieces += [f"{', ' if n else ''}{json.dumps(name)}: [".encode(), b", ".join(texts_of_cluster), b"]"]
+            pieces.append(f"{', ' if n else ''}{json.dumps(name)}: [".encode())
+            for i, text in enumerate(texts_of_cluster):  # not joined: that would copy the whole state
+                pieces += [b", ", text] if i else [text]
+            pieces.append(b"]")
         pieces.append(b"}}")
         return pieces
 
