@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -120,3 +121,24 @@ def test_a_stored_template_is_walked_once_and_another_dict_afresh() -> None:
     changed["spec"]["containers"][0]["image"] = "b"
     assert rollouts.template_hash(changed) != first
     assert not rollouts.same_template(template, changed)
+
+
+def test_the_template_cache_keeps_digests_not_copies() -> None:
+    """A kept shape is a digest and a hash, not the template's normal form (a copy of every
+    stored template, 100 MiB at 1,000 clusters)."""
+    template = {
+        "metadata": {"labels": {"app": "web", "tier": "node"}},
+        "spec": {
+            "containers": [{"name": f"c{i}", "image": "registry/vm:1.32", "args": ["--x"] * 20} for i in range(5)]
+        },
+    }
+    templates = [clone(template) for _ in range(500)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for each in templates:
+            rollouts.template_hash(each)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 500 * 600, f"{kept} bytes kept for 500 templates"
