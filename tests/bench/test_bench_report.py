@@ -311,6 +311,38 @@ def test_worker_cpu_shows_the_raw_client_cpu_beside_the_floor_ratio_without_chan
     assert "raw client CPU-s" in operations_table(result.operations)
 
 
+def test_all_ready_shows_the_least_time_the_products_cpu_needs_on_the_cores_without_changing_the_target() -> None:
+    result = _lifecycle_result()
+    result.machine = {"cpus": 4}
+    product, floor = result.concurrency[1].product, result.concurrency[1].floor
+    product.temporal_cpu_seconds, product.backend_cpu_seconds = 20.0, 5.0  # with the worker's 90: 115 CPU-s
+    floor.temporal_cpu_seconds, floor.backend_cpu_seconds = 19.0, 0.2
+    checks = {c.target: (c.measured, c.met) for c in targets(result)}
+    # 115 CPU-s on 4 cores take at least 28.75 s: 1.4x the floor's 21 s; the target is still 30 / 21
+    assert checks["100 creates at once: all Ready <= 1.5 x floor"] == (
+        "1.4x (the product's 115.0 CPU-s need 28.8 s of 4 cores: 1.4x the floor's time)",
+        True,
+    )
+    # 115 / (30 s x 4 cores) and 69.2 / (21 s x 4 cores)
+    assert _busy_cell(concurrency_table(result.concurrency, cpus=4)) == "96% / 82%"
+    assert "cores kept busy" in render(result)
+
+
+def test_cores_busy_and_the_least_time_are_left_out_when_a_figure_is_missing() -> None:
+    result = _lifecycle_result()  # no Temporal or backend CPU measured, no machine
+    checks = {c.target: c.measured for c in targets(result)}
+    assert checks["100 creates at once: all Ready <= 1.5 x floor"] == "1.4x"
+    assert _busy_cell(concurrency_table(result.concurrency)) == "n/a / n/a"
+
+
+def _busy_cell(rendered: str) -> str:
+    """The K=100 row's "cores kept busy" cell."""
+    header, _, _, row = rendered.splitlines()[:4]
+    headers = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    return cells[headers.index("cores kept busy (product / floor)")]
+
+
 def test_a_saved_result_renders_the_same_after_a_json_round_trip() -> None:
     original = _lifecycle_result()
     again = BenchResult.from_dict(json.loads(json.dumps(original.as_dict())))
