@@ -96,6 +96,9 @@ def _yaml(data: Any) -> str:
     key = repr(data)
     text = _rendered.get(key)
     if text is None:
+        # PyYAML's own emitter on purpose: libyaml's (CSafeDumper) is ~15x faster but folds long
+        # strings elsewhere, so every running cluster's cloud-config would change (drift on all of
+        # them) and the text would depend on how each worker's PyYAML was built.
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
         if len(_rendered) >= YAML_RENDERED_KEPT:
             _rendered.clear()  # the working set is a few texts per cluster: start over rather than track use
